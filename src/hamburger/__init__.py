@@ -1,0 +1,10 @@
+"""hamburger: matrix decomposition as a first-class alternative to attention (Geng et al., ICLR 2021)."""
+
+from . import functional
+from .burger import Hamburger, convert_2d_checkpoint
+from .functional import Decomposition
+from .ham import CD, NMF, VQ
+
+__version__ = "0.1.0"
+
+__all__ = ["functional", "Decomposition", "NMF", "VQ", "CD", "Hamburger", "convert_2d_checkpoint", "__version__"]

@@ -1,0 +1,179 @@
+"""The Hamburger block: lower bread (1x1 conv) -> ham (matrix decomposition) -> upper bread (1x1 conv), residual.
+
+H(Z) = W_u M(W_l Z),  Y = ReLU(Z + norm(H(Z)))   (Geng et al., ICLR 2021, eq. 1-2; version "v1").
+
+The breads are 1x1 convolutions applied to the flattened (B, C, N) view, so one block (and one checkpoint) serves
+1D sequences, 2D images and 3D volumes alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .ham import CD, NMF, VQ
+
+__all__ = ["Hamburger", "convert_2d_checkpoint", "HAMS", "VERSIONS", "make_norm"]
+
+HAMS = {"nmf": NMF, "vq": VQ, "cd": CD}
+VERSIONS = ("v1", "v2", "v2+")
+NormLayer = str | Callable[[int], nn.Module]
+
+
+def make_norm(norm_layer: NormLayer, channels: int) -> nn.Module:
+    """``"batch"`` (BatchNorm), ``"group"`` (GroupNorm, 32 groups or fewer), ``"syncbatch"``, or a callable."""
+    if callable(norm_layer):
+        return norm_layer(channels)
+    if norm_layer == "batch":
+        return nn.BatchNorm1d(channels)
+    if norm_layer == "syncbatch":
+        return nn.SyncBatchNorm(channels)
+    if norm_layer == "group":
+        return nn.GroupNorm(math.gcd(32, channels), channels)
+    raise ValueError(f"norm_layer must be 'batch', 'group', 'syncbatch' or a callable, got {norm_layer!r}")
+
+
+class _ConvNormAct(nn.Module):
+    """1x1 conv (no bias) -> norm -> ReLU on (B, C, N): the v2 'cheese'."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, norm_layer: NormLayer) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, 1, bias=False)
+        self.norm = make_norm(norm_layer, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class Hamburger(nn.Module):
+    """Hamburger block of Geng et al. (ICLR 2021) for (B, C, *spatial) input of any number of spatial dims.
+
+    Args:
+        channels: C, input and output channels.
+        ham: ``"nmf"`` (default, the paper's best), ``"vq"`` or ``"cd"``.
+        version: ``"v1"`` (the paper): lower bread 1x1 conv (+ReLU for NMF) -> ham -> upper bread 1x1 conv + norm
+            -> ReLU(x + ·). ``"v2"``: a 1x1 conv-norm-ReLU ("cheese") after the ham and no norm after the upper
+            bread. ``"v2+"``: v2 with learnable scalars on the shortcut (init 1) and the ham branch (init 0).
+        ham_channels: channels inside the block (D·S); default ``channels``.
+        norm_layer: ``"batch"`` | ``"group"`` | ``"syncbatch"`` | callable(num_channels) -> module.
+        **ham_kwargs: passed to the ham (``rank`` R, ``groups`` S, ``train_steps``, ``eval_steps``, ``grad``,
+            ``init``, ``inv_t``, ``beta``, ...); see :class:`hamburger.NMF`.
+
+    Example::
+
+        block = Hamburger(512, ham="nmf", rank=64)
+        y = block(torch.randn(2, 512, 32, 32))  # same shape
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        ham: str = "nmf",
+        version: str = "v1",
+        ham_channels: int | None = None,
+        norm_layer: NormLayer = "batch",
+        **ham_kwargs,
+    ) -> None:
+        super().__init__()
+        if ham not in HAMS:
+            raise ValueError(f"ham must be one of {tuple(HAMS)}, got {ham!r}")
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
+        if "channels_last" in ham_kwargs:
+            raise TypeError("Hamburger takes (B, C, *spatial) input; channels_last is an option of the hams only")
+        ham_channels = channels if ham_channels is None else ham_channels
+        self.channels = channels
+        self.ham_type = ham
+        self.version = version
+        self.lower_bread = nn.Conv1d(channels, ham_channels, 1, bias=True)
+        # the block's own ReLU keeps NMF's input non-negative, so the ham need not check it
+        self.ham = HAMS[ham](ham_channels, **ham_kwargs)
+        self.ham._nonneg = False
+        if version == "v1":
+            self.upper_bread = nn.Conv1d(ham_channels, channels, 1, bias=False)
+            self.norm = make_norm(norm_layer, channels)
+        else:
+            self.cheese = _ConvNormAct(ham_channels, ham_channels, norm_layer=norm_layer)
+            self.upper_bread = nn.Conv1d(ham_channels, channels, 1, bias=False)
+        if version == "v2+":
+            self.coef_shortcut = nn.Parameter(torch.ones(1))
+            self.coef_ham = nn.Parameter(torch.zeros(1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He-normal (fan-out) conv weights, zero conv biases, norm weight 1 and bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.ndim < 3:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"Hamburger expects (B, C, *spatial) with at least one spatial dim, got {got}")
+        if x.shape[1] != self.channels:
+            raise ValueError(f"Hamburger was built for {self.channels} channels, input has {x.shape[1]}")
+        shape = x.shape
+        z = x.reshape(shape[0], shape[1], -1)  # (B, C, *spatial) -> (B, C, N)
+        h = self.lower_bread(z)  # (B, D*S, N)
+        if self.ham_type == "nmf":
+            h = F.relu(h)
+        h = self.ham(h)  # (B, D*S, N)
+        if self.version == "v1":
+            h = self.norm(self.upper_bread(h))  # (B, C, N)
+            out = z + h
+        else:
+            h = self.upper_bread(self.cheese(h))
+            out = z + h if self.version == "v2" else self.coef_shortcut * z + self.coef_ham * h
+        return F.relu(out).reshape(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, ham={self.ham_type!r}, version={self.version!r}"
+
+
+# official (Enjoy-Hamburger) and mmseg (LightHamHead's `hamburger.`) names -> ours
+_RENAMES = (
+    ("lower_bread.0.", "lower_bread."),  # official NMF: Sequential(conv, ReLU)
+    ("upper_bread.0.", "upper_bread."),  # official v1: Sequential(conv, norm)
+    ("upper_bread.1.", "norm."),
+    ("cheese.bn.", "cheese.norm."),
+    ("ham_in.conv.", "lower_bread."),  # mmseg
+    ("ham_out.conv.", "upper_bread."),
+    ("ham_out.gn.", "norm."),
+    ("ham_out.bn.", "norm."),
+)
+
+
+def convert_2d_checkpoint(state_dict: Mapping[str, Tensor], *, prefix: str = "") -> dict[str, Tensor]:
+    """Convert a 2D-conv Hamburger state dict (official Enjoy-Hamburger or mmseg ``LightHamHead``) to ours.
+
+    Keys under ``prefix`` (e.g. ``"decode_head.hamburger."``) are kept, renamed to this library's names
+    (``lower_bread``, ``upper_bread``, ``norm``, ``cheese``) and 1x1 conv weights (out, in, 1, 1) become
+    (out, in, 1). Load the result with ``block.load_state_dict(convert_2d_checkpoint(sd))``.
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if not key.startswith(prefix):
+            continue
+        key = key[len(prefix) :]
+        for old, new in _RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        if key.endswith("weight") and value.ndim == 4:
+            if value.shape[2:] != (1, 1):
+                raise ValueError(f"{prefix}{key}: expected a 1x1 conv weight, got shape {tuple(value.shape)}")
+            value = value.reshape(value.shape[0], value.shape[1], 1)
+        out[key] = value
+    return out

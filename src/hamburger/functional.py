@@ -1,0 +1,313 @@
+"""The three matrix decompositions of the hams, on (B, D, N) tensors: the maths, nothing else.
+
+Notation (Geng et al., *Is Attention Better Than Matrix Decomposition?*, ICLR 2021):
+
+    B  batch (samples times groups S)
+    D  length of a column (channels per group)
+    N  number of columns (pixels, tokens)
+    R  rank: number of bases, the columns of the dictionary
+    K  optimisation steps
+    X  data, (B, D, N);  D bases (dictionary), (B, D, R);  C codes, (B, R, N);  X̄ = DC, (B, D, N)
+
+Every solver starts from the given bases, runs K steps, then makes one final code update and returns
+``Decomposition(recon=D @ C, bases=D, codes=C)``.
+
+Gradient modes (``grad``):
+
+* ``"one-step"`` (the paper's, default): the K steps run without autograd; only the final code update and the
+  product D·C carry gradient, to X, with D and the codes of step K held constant. Backward memory and time do
+  not depend on K.
+* ``"bptt"``: autograd through every step (back-propagation through time), as the mmseg/SegNeXt copies do. Memory
+  grows with K.
+* ``"none"``: nothing is differentiated; no gradient reaches X through the decomposition.
+
+Implementation notes. Codes are held internally as Cᵀ, (B, N, R), because the two products that touch X (XᵀD and
+XCᵀ) are fastest in that layout; ``codes`` is returned as a (B, R, N) view. Outside autograd the updates run in
+place on reused buffers. The multiplicative NMF updates and the sharp softmax of VQ/CD drive entries towards zero;
+entries below ``2**24 * finfo.tiny`` (~2e-31 in float32) are set to zero so that no denormal float (10-100x slower
+arithmetic on CPUs) ever enters a product. That changes X̄ by far less than one unit of rounding.
+Half-precision inputs are solved in float32 (the paper's code overflows to NaN in float16); autocast is disabled.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["Decomposition", "nmf", "vq", "cd", "spd_inverse", "default_solver_steps", "GRAD_MODES"]
+
+GRAD_MODES = ("one-step", "bptt", "none")
+
+
+class Decomposition(NamedTuple):
+    """Result of a decomposition X ≈ DC."""
+
+    recon: Tensor  # X̄ = DC, (B, D, N)
+    bases: Tensor  # D, (B, D, R)
+    codes: Tensor  # C, (B, R, N)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check(x: Tensor, bases: Tensor, steps: int, grad: str, eps: float) -> None:
+    if not isinstance(x, Tensor) or not isinstance(bases, Tensor):
+        raise TypeError(f"x and bases must be tensors, got {type(x).__name__} and {type(bases).__name__}")
+    if x.ndim != 3:
+        raise ValueError(f"x must be (B, D, N), got a tensor of shape {tuple(x.shape)}")
+    if bases.ndim != 3 or bases.shape[:2] != x.shape[:2]:
+        raise ValueError(
+            f"bases must be (B, D, R) = ({x.shape[0]}, {x.shape[1]}, R) to match x, got {tuple(bases.shape)}"
+        )
+    if bases.shape[2] < 1:
+        raise ValueError(f"rank R must be >= 1, got bases of shape {tuple(bases.shape)}")
+    if not x.is_floating_point() or not bases.is_floating_point():
+        raise TypeError(f"x and bases must be floating point, got {x.dtype} and {bases.dtype}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps (K) must be an integer >= 0, got {steps!r}")
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps!r}")
+
+
+def _solver_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _tiny(t: Tensor) -> float:
+    return torch.finfo(t.dtype).tiny * 2.0**24
+
+
+def _flush(t: Tensor, inplace: bool) -> Tensor:
+    """Zero the entries of a non-negative tensor that are too small to be normal floats after one more product."""
+    return F.threshold_(t, _tiny(t), 0.0) if inplace else F.threshold(t, _tiny(t), 0.0)
+
+
+def _normalize_columns(bases: Tensor) -> Tensor:
+    return F.normalize(bases, dim=1, eps=1e-6)  # (B, D, R): unit columns along D
+
+
+def _run(solver, x: Tensor, bases: Tensor, steps: int, grad: str, **kw) -> Decomposition:
+    """Cast to the solver dtype, run the K steps under the chosen gradient mode, then the final update."""
+    out_dtype = x.dtype
+    dtype = _solver_dtype(x.dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.to(dtype)
+        bases = bases.to(dtype)
+        if grad == "bptt":
+            d, ct = solver.steps(x, bases, steps, inplace=False, **kw)
+            recon, d, ct = solver.final(x, d, ct, inplace=False, **kw)
+        else:
+            with torch.no_grad():
+                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps, inplace=True, **kw)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and grad == "one-step"):
+                recon, d, ct = solver.final(x, d, ct, inplace=not torch.is_grad_enabled(), **kw)
+    return Decomposition(recon.to(out_dtype), d, ct.mT)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# NMF: Lee-Seung multiplicative updates
+
+
+class _NMF:
+    @staticmethod
+    def codes(x: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool, xtd: Tensor | None = None) -> Tensor:
+        # C <- C * (DᵀX) / (DᵀD C + eps), written on Cᵀ: Cᵀ <- Cᵀ * (XᵀD) / (Cᵀ DᵀD + eps)
+        num = torch.bmm(x.mT, d) if xtd is None else xtd  # (B, N, D) @ (B, D, R) -> (B, N, R)
+        gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
+        if inplace:
+            den = torch.baddbmm(ct.new_full((), eps), ct, gram)  # (B, N, R) @ (B, R, R) -> (B, N, R)
+            return _flush(num.mul_(ct).div_(den), True)
+        den = torch.bmm(ct, gram) + eps  # (B, N, R)
+        return _flush(ct * num / den, False)
+
+    @staticmethod
+    def bases(x: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool) -> Tensor:
+        # D <- D * (XCᵀ) / (D CCᵀ + eps)
+        num = torch.bmm(x, ct)  # (B, D, N) @ (B, N, R) -> (B, D, R)
+        gram = torch.bmm(ct.mT, ct)  # (B, R, N) @ (B, N, R) -> (B, R, R)
+        den = torch.bmm(d, gram)  # (B, D, R) @ (B, R, R) -> (B, D, R)
+        if inplace:
+            return _flush(d.mul_(num).div_(den.add_(eps)), True)
+        return _flush(d * num / (den + eps), False)
+
+    @classmethod
+    def steps(cls, x: Tensor, d: Tensor, steps: int, *, inplace: bool, eps: float) -> tuple[Tensor, Tensor]:
+        xtd = torch.bmm(x.mT, d)  # (B, N, R): XᵀD, shared by the start and the first code update
+        ct = torch.softmax(xtd, dim=-1)  # C0 = softmax(DᵀX) over R (t = 1 for NMF)
+        for k in range(steps):
+            ct = cls.codes(x, d, ct, eps, inplace, xtd if k == 0 else None)
+            d = cls.bases(x, d, ct, eps, inplace)
+        return d, ct
+
+    @classmethod
+    def final(cls, x: Tensor, d: Tensor, ct: Tensor, *, inplace: bool, eps: float):
+        ct = cls.codes(x, d, ct, eps, inplace)
+        return torch.bmm(d, ct.mT), d, ct  # (B, D, R) @ (B, R, N) -> (B, D, N)
+
+
+def nmf(x: Tensor, bases: Tensor, steps: int, *, grad: str = "one-step", eps: float = 1e-6) -> Decomposition:
+    """Non-negative matrix factorisation X ≈ DC by K multiplicative (Lee-Seung) updates.
+
+    Args:
+        x: X, (B, D, N), non-negative.
+        bases: starting dictionary D, (B, D, R), non-negative. Not modified.
+        steps: K, number of (code, bases) update pairs before the final code update.
+        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` (see the module docstring).
+        eps: ε added to every denominator.
+
+    Start C₀ = softmax(DᵀX) over R; each step C ← C ⊙ (DᵀX) ⊘ (DᵀDC + ε), then D ← D ⊙ (XCᵀ) ⊘ (DCCᵀ + ε);
+    then one more code update and X̄ = DC.
+    """
+    _check(x, bases, steps, grad, eps)
+    return _run(_NMF, x, bases, steps, grad, eps=eps)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# VQ (soft k-means) and CD (concept decomposition)
+
+
+def _inv_colnorm(x: Tensor, floor: float | None, eps: float | None) -> Tensor:
+    """1 / ‖xₙ‖ per column as (B, N, 1): max(‖x‖, floor) as F.normalize, or (eps + ‖x‖)."""
+    norm = torch.linalg.vector_norm(x, dim=1).unsqueeze(-1)  # (B, N, 1)
+    return 1.0 / (norm.clamp_min(floor) if floor is not None else norm + eps)
+
+
+def _soft_assign(x: Tensor, d: Tensor, inv_t: float, eps: float, inplace: bool) -> Tensor:
+    """Cᵀ = softmax(inv_t · X̂ᵀD) over R, each code row then divided by (eps + its sum over N)."""
+    # X̂ᵀD = diag(1/‖xₙ‖) XᵀD: scaling the (N, R) product instead of normalising X (D x N) saves a pass over X
+    logits = torch.bmm(x.mT, d)  # (B, N, D) @ (B, D, R) -> (B, N, R)
+    scale = _inv_colnorm(x, 1e-12, None) * inv_t
+    logits = logits.mul_(scale) if inplace else logits * scale
+    ct = _flush(torch.softmax(logits, dim=-1), inplace)  # (B, N, R)
+    total = ct.sum(dim=1, keepdim=True).add_(eps)  # (B, 1, R): Σₙ C
+    return ct.div_(total) if inplace else ct / total
+
+
+class _VQ:
+    @staticmethod
+    def steps(x, d, steps, *, inplace, eps, inv_t):
+        ct = None
+        for _ in range(steps):
+            ct = _soft_assign(x, _normalize_columns(d), inv_t, eps, inplace)
+            d = torch.bmm(x, ct)  # D = XCᵀ: (B, D, N) @ (B, N, R) -> (B, D, R)
+        return d, ct
+
+    @staticmethod
+    def final(x, d, ct, *, inplace, eps, inv_t):
+        # C = softmax(inv_t · D̂ᵀ (X ⊘ (eps + ‖xₙ‖))) with the norms constant for autograd
+        logits = torch.bmm(x.mT, _normalize_columns(d))  # (B, N, R)
+        scale = _inv_colnorm(x.detach(), None, eps) * inv_t  # (B, N, 1)
+        ct = _flush(torch.softmax(logits * scale, dim=-1), inplace)
+        return torch.bmm(d, ct.mT), d, ct  # (B, D, R) @ (B, R, N) -> (B, D, N)
+
+
+class _CD:
+    @staticmethod
+    def steps(x, d, steps, *, inplace, eps, inv_t, beta, solver_steps):
+        ct = None
+        for _ in range(steps):
+            ct = _soft_assign(x, d, inv_t, eps, inplace)
+            d = _normalize_columns(torch.bmm(x, ct))  # (B, D, N) @ (B, N, R) -> (B, D, R)
+        return d, ct
+
+    @staticmethod
+    def final(x, d, ct, *, inplace, eps, inv_t, beta, solver_steps):
+        # C = (DᵀD + βI)⁻¹ DᵀX, i.e. Cᵀ = XᵀD (DᵀD + βI)⁻¹ (the matrix is symmetric)
+        eye = torch.eye(d.shape[-1], dtype=d.dtype, device=d.device)
+        system = torch.baddbmm(eye * beta, d.mT, d)  # (B, R, R)
+        inverse = spd_inverse(system, beta, steps=solver_steps)
+        rhs = torch.bmm(x.mT, d)  # (B, N, R)
+        ct = torch.bmm(rhs, inverse)  # (B, N, R)
+        # one step of iterative refinement brings the fp32 solve to the accuracy of an exact one
+        ct = ct + torch.bmm(rhs - torch.bmm(ct, system), inverse)
+        return torch.bmm(d, ct.mT), d, ct  # (B, D, R) @ (B, R, N) -> (B, D, N)
+
+
+def vq(
+    x: Tensor, bases: Tensor, steps: int, *, inv_t: float = 100.0, grad: str = "one-step", eps: float = 1e-6
+) -> Decomposition:
+    """Soft vector quantisation (soft k-means with cosine similarity) X ≈ DC.
+
+    Args:
+        x: X, (B, D, N).
+        bases: starting dictionary D, (B, D, R).
+        steps: K.
+        inv_t: inverse temperature of the softmax assignment (``inv_t`` in the official code).
+        grad: ``"one-step"`` | ``"bptt"`` | ``"none"``.
+        eps: ε of the code normalisation and of the final column norms.
+
+    Each step: C = softmax(inv_t · D̂ᵀX̂) over R (columns of X and D L2-normalised), C ← C ⊘ (ε + Σₙ C),
+    D = XCᵀ. Final: C = softmax(inv_t · D̂ᵀ(X ⊘ (ε + ‖xₙ‖))), X̄ = DC. The start C₀ = softmax(inv_t · DᵀX) of the
+    paper is overwritten by the first step before it is used, so it is not computed.
+    """
+    _check(x, bases, steps, grad, eps)
+    return _run(_VQ, x, bases, steps, grad, eps=eps, inv_t=float(inv_t))
+
+
+def cd(
+    x: Tensor,
+    bases: Tensor,
+    steps: int,
+    *,
+    inv_t: float = 100.0,
+    beta: float = 0.1,
+    grad: str = "one-step",
+    eps: float = 1e-6,
+    solver_steps: int | None = None,
+) -> Decomposition:
+    """Concept decomposition X ≈ DC: spherical soft k-means bases, ridge-regression codes.
+
+    Args:
+        x: X, (B, D, N).
+        bases: starting dictionary D, (B, D, R), columns expected L2-normalised.
+        steps: K.
+        inv_t: inverse temperature of the soft assignment.
+        beta: β, ridge weight of the final code solve.
+        grad: ``"one-step"`` | ``"bptt"`` | ``"none"``.
+        eps: ε of the code normalisation.
+        solver_steps: Newton-Schulz iterations for (DᵀD + βI)⁻¹; default: enough for unit-norm columns
+            (condition number ≤ (R + β)/β), see :func:`spd_inverse`.
+
+    Each step: C = softmax(inv_t · DᵀX̂) over R, C ← C ⊘ (ε + Σₙ C), D = normalise columns of XCᵀ.
+    Final: C = (DᵀD + βI)⁻¹DᵀX, X̄ = DC. The inverse is built from matrix products only (no ``solve``), so the
+    same code runs in eager mode, under ``torch.compile`` and in ONNX.
+    """
+    _check(x, bases, steps, grad, eps)
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0 (it makes DᵀD + βI invertible), got {beta!r}")
+    return _run(_CD, x, bases, steps, grad, eps=eps, inv_t=float(inv_t), beta=float(beta), solver_steps=solver_steps)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# exportable SPD inverse
+
+
+def default_solver_steps(rank: int, beta: float, tol: float = 1e-12) -> int:
+    """Newton-Schulz iterations that reach ``tol`` for DᵀD + βI with unit-norm columns (eigenvalues in [β, R+β])."""
+    kappa = (rank + beta) / beta
+    # error after k iterations from X0 = 2/(β+‖A‖∞)·I is e0^(2^k), e0 = (κ-1)/(κ+1)
+    e0 = (kappa - 1.0) / (kappa + 1.0)
+    return max(1, math.ceil(math.log2(math.log(tol) / math.log(e0)))) + 1
+
+
+def spd_inverse(a: Tensor, lower: float, *, steps: int | None = None) -> Tensor:
+    """Inverse of symmetric positive-definite matrices (B, R, R) whose eigenvalues are ≥ ``lower``, by Newton-Schulz.
+
+    X₀ = 2/(lower + ‖A‖∞)·I, X ← X(2I − AX). Only products and sums: exportable to ONNX, which has no inverse or
+    solve. ``steps`` defaults to :func:`default_solver_steps` for the matrix size with unit-norm columns.
+    """
+    if steps is None:
+        steps = default_solver_steps(a.shape[-1], lower)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    upper = a.abs().sum(dim=-1).amax(dim=-1, keepdim=True).unsqueeze(-1)  # (B, 1, 1): ‖A‖∞ ≥ λmax
+    inv = eye * (2.0 / (upper + lower))  # (B, R, R)
+    for _ in range(steps):
+        inv = torch.bmm(inv, 2.0 * eye - torch.bmm(a, inv))  # (B, R, R)
+    return inv
