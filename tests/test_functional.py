@@ -1,0 +1,231 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import gauss, nonneg
+from reference import cd as ref_cd
+from reference import nmf as ref_nmf
+from reference import vq as ref_vq
+
+import hamburger.functional as HF
+from hamburger.functional import _CD, _NMF, _VQ
+
+SHAPES = [(1, 5, 7, 3), (2, 8, 13, 4), (3, 6, 1, 2), (2, 16, 33, 16)]  # (B, D, N, R): odd, N=1, R=D
+
+
+def _unit(t):
+    return F.normalize(t, dim=1)
+
+
+@pytest.mark.parametrize("b,d,n,r", SHAPES)
+@pytest.mark.parametrize("steps", [0, 1, 6])
+def test_nmf_matches_explicit_loop(b, d, n, r, steps):
+    x, bases = nonneg(b, d, n), _unit(nonneg(b, d, r, seed=1))
+    out = HF.nmf(x, bases, steps)
+    recon, d_k, _, c = ref_nmf(x, bases, steps)
+    torch.testing.assert_close(out.recon, recon, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(out.bases, d_k, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(out.codes, c, rtol=1e-9, atol=1e-12)
+    assert out.recon.shape == (b, d, n) and out.bases.shape == (b, d, r) and out.codes.shape == (b, r, n)
+
+
+@pytest.mark.parametrize("b,d,n,r", SHAPES)
+@pytest.mark.parametrize("steps", [0, 1, 6])
+@pytest.mark.parametrize("inv_t", [1.0, 100.0])
+def test_vq_matches_explicit_loop(b, d, n, r, steps, inv_t):
+    x, bases = gauss(b, d, n), _unit(gauss(b, d, r, seed=1))
+    out = HF.vq(x, bases, steps, inv_t=inv_t)
+    recon, d_k, _, c = ref_vq(x, bases, steps, inv_t=inv_t)
+    torch.testing.assert_close(out.recon, recon, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(out.codes, c, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("b,d,n,r", SHAPES)
+@pytest.mark.parametrize("steps", [0, 1, 6])
+def test_cd_matches_explicit_loop(b, d, n, r, steps):
+    x, bases = gauss(b, d, n), _unit(gauss(b, d, r, seed=1))
+    out = HF.cd(x, bases, steps, inv_t=100.0, beta=0.1)
+    recon, d_k, _, c = ref_cd(x, bases, steps)
+    torch.testing.assert_close(out.recon, recon, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(out.bases, d_k, rtol=1e-8, atol=1e-10)
+
+
+def test_nmf_objective_monotone_and_nonnegative():
+    x, bases = nonneg(2, 24, 50), _unit(nonneg(2, 24, 6, seed=3))
+    errors = []
+    for k in range(0, 25):
+        out = HF.nmf(x, bases, k)
+        assert (out.bases >= 0).all() and (out.codes >= 0).all()
+        errors.append((x - out.recon).norm().item())
+    diffs = torch.tensor(errors).diff()
+    assert (diffs <= 1e-10).all(), errors  # Lee-Seung updates never increase ‖X − DC‖ (within rounding)
+    assert errors[-1] < 0.9 * errors[0]
+
+
+def test_vq_cd_code_normalisation_and_ridge_equations():
+    x, bases = gauss(2, 12, 40), _unit(gauss(2, 12, 5, seed=2))
+    # step codes: each row sums to 1 over N (up to eps)
+    for ref in (ref_vq, ref_cd):
+        _, _, c_k, _ = ref(x, bases, 3)
+        torch.testing.assert_close(c_k.sum(dim=2), torch.ones(2, 5, dtype=x.dtype), rtol=1e-4, atol=1e-4)
+    # our step codes are exposed through one step + inspecting the internal solver
+    d, ct = _VQ.steps(x, bases, 3, inplace=False, eps=1e-6, inv_t=100.0)
+    torch.testing.assert_close(ct.sum(dim=1), torch.ones(2, 5, dtype=x.dtype), rtol=1e-4, atol=1e-4)
+    # final VQ codes sum to 1 over R
+    out = HF.vq(x, bases, 3)
+    torch.testing.assert_close(out.codes.sum(dim=1), torch.ones(2, 40, dtype=x.dtype))
+    # final CD codes satisfy the ridge normal equations (DᵀD + βI) C = DᵀX
+    out = HF.cd(x, bases, 3, beta=0.1)
+    d = out.bases
+    lhs = (d.mT @ d + 0.1 * torch.eye(5, dtype=x.dtype)) @ out.codes
+    torch.testing.assert_close(lhs, d.mT @ x, rtol=1e-9, atol=1e-9)
+
+
+def test_spd_inverse_matches_exact_solve_float32():
+    for r in (4, 16, 64):
+        d = _unit(gauss(3, 256, r, dtype=torch.float32, seed=r))
+        a = d.mT @ d + 0.1 * torch.eye(r)
+        rhs = gauss(3, r, 500, dtype=torch.float32, seed=9)
+        exact = torch.linalg.solve(a.double(), rhs.double())
+        ours = HF.spd_inverse(a, 0.1) @ rhs
+        rel = (ours.double() - exact).norm() / exact.norm()
+        assert rel < 1e-5, (r, rel)
+    # the worst case for unit columns: all columns equal, condition number (R + β)/β
+    r = 64
+    d = torch.ones(1, 32, r, dtype=torch.float64) / 32**0.5
+    a = d.mT @ d + 0.1 * torch.eye(r, dtype=torch.float64)
+    torch.testing.assert_close(HF.spd_inverse(a, 0.1) @ a, torch.eye(r, dtype=torch.float64)[None])
+
+
+def test_cd_final_codes_match_exact_solve_in_float32():
+    x, bases = gauss(2, 64, 300, dtype=torch.float32), _unit(gauss(2, 64, 32, dtype=torch.float32, seed=1))
+    out = HF.cd(x, bases, 4)
+    d = out.bases.double()
+    exact = torch.linalg.solve(d.mT @ d + 0.1 * torch.eye(32, dtype=torch.float64), d.mT @ x.double())
+    assert (out.codes.double() - exact).norm() / exact.norm() < 1e-5
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("name", ["nmf", "vq", "cd"])
+def test_one_step_gradient_is_autograd_through_final_update_only(name):
+    solver, ref = {"nmf": (_NMF, ref_nmf), "vq": (_VQ, ref_vq), "cd": (_CD, ref_cd)}[name]
+    fn = getattr(HF, name)
+    x0 = nonneg(2, 10, 30) if name == "nmf" else gauss(2, 10, 30)
+    bases = _unit(nonneg(2, 10, 4, seed=1))
+    kw = {"eps": 1e-6} if name == "nmf" else {"eps": 1e-6, "inv_t": 20.0}
+    if name == "cd":
+        kw.update(beta=0.1, solver_steps=None)
+    weight = gauss(2, 10, 30, seed=5)
+
+    x = x0.clone().requires_grad_(True)
+    (fn(x, bases, 3, grad="one-step", **{k: v for k, v in kw.items() if k != "solver_steps"}).recon * weight).sum().backward()
+
+    _, d_k, c_k, _ = ref(x0, bases, 3, **{k: v for k, v in kw.items() if k != "solver_steps"})
+    x2 = x0.clone().requires_grad_(True)
+    recon, _, _ = solver.final(x2, d_k, c_k.mT.contiguous(), inplace=False, **kw)
+    (recon * weight).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["nmf", "cd"])
+def test_gradcheck_bptt_and_final_update(name):
+    solver = {"nmf": _NMF, "cd": _CD}[name]
+    x = (nonneg(1, 4, 6) + 0.1 if name == "nmf" else gauss(1, 4, 6)).requires_grad_(True)
+    bases = _unit(nonneg(1, 4, 3, seed=1))
+    kw = {} if name == "nmf" else {"inv_t": 5.0}
+    assert torch.autograd.gradcheck(lambda t: getattr(HF, name)(t, bases, 2, grad="bptt", **kw).recon, (x,))
+    fkw = {"eps": 1e-6} if name == "nmf" else {"eps": 1e-6, "inv_t": 5.0, "beta": 0.1, "solver_steps": None}
+    ct = torch.softmax(gauss(1, 6, 3, seed=4), dim=-1)
+    assert torch.autograd.gradcheck(lambda t: solver.final(t, bases, ct, inplace=False, **fkw)[0], (x,))
+
+
+def test_vq_gradients():
+    # VQ's final update holds the column norms constant by definition, so the map as a whole is not what autograd
+    # differentiates: gradcheck the K steps, and compare BPTT with autograd through the explicit equations.
+    x = gauss(2, 5, 7).requires_grad_(True)
+    bases = _unit(gauss(2, 5, 3, seed=1))
+    assert torch.autograd.gradcheck(
+        lambda t: _VQ.steps(t, bases, 2, inplace=False, eps=1e-6, inv_t=5.0)[0], (x,)
+    )
+    weight = gauss(2, 5, 7, seed=3)
+    (HF.vq(x, bases, 2, inv_t=5.0, grad="bptt").recon * weight).sum().backward()
+    ours, x.grad = x.grad, None
+
+    def explicit(t):
+        d = bases
+        for _ in range(2):
+            ct = torch.softmax(5.0 * F.normalize(t, dim=1).mT @ F.normalize(d, dim=1, eps=1e-6), dim=-1)
+            ct = ct / (1e-6 + ct.sum(dim=1, keepdim=True))
+            d = t @ ct
+        scale = 1.0 / (1e-6 + t.detach().norm(dim=1, keepdim=True))
+        c = torch.softmax(5.0 * F.normalize(d, dim=1, eps=1e-6).mT @ (t * scale), dim=1)
+        return d @ c
+
+    (explicit(x) * weight).sum().backward()
+    torch.testing.assert_close(ours, x.grad, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["nmf", "vq", "cd"])
+def test_grad_none_gives_no_gradient_and_modes_agree_in_value(name):
+    fn = getattr(HF, name)
+    x = nonneg(2, 6, 9).requires_grad_(True)
+    bases = _unit(nonneg(2, 6, 3, seed=1))
+    outs = {g: fn(x, bases, 4, grad=g) for g in HF.GRAD_MODES}
+    assert not outs["none"].recon.requires_grad
+    assert outs["one-step"].recon.requires_grad and outs["bptt"].recon.requires_grad
+    for g in ("one-step", "bptt"):
+        torch.testing.assert_close(outs[g].recon, outs["none"].recon, rtol=1e-12, atol=1e-12)
+
+
+def test_bases_argument_is_not_modified():
+    x, bases = nonneg(2, 6, 9), _unit(nonneg(2, 6, 3, seed=1))
+    keep = bases.clone()
+    for fn in (HF.nmf, HF.vq, HF.cd):
+        fn(x, bases, 3)
+    assert torch.equal(bases, keep)
+
+
+def test_low_precision_input_is_solved_in_float32():
+    x = nonneg(2, 16, 40, dtype=torch.float32) * 100
+    bases = _unit(nonneg(2, 16, 4, seed=1, dtype=torch.float32))
+    full = HF.nmf(x, bases, 6).recon
+    for dtype, tol in ((torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)):
+        out = HF.nmf(x.to(dtype), bases, 6).recon
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        torch.testing.assert_close(out.float(), full, rtol=tol, atol=tol * 100)
+
+
+def test_no_denormals_leave_the_solver():
+    # disjoint supports plus a tiny floor: codes of the wrong cluster decay geometrically towards zero
+    g = torch.Generator().manual_seed(0)
+    w = torch.zeros(1, 64, 4)
+    for j in range(4):
+        w[0, j * 16 : (j + 1) * 16, j] = 1.0
+    labels = torch.randint(0, 4, (600,), generator=g)
+    x = w @ F.one_hot(labels, 4).T.float()[None] + 1e-5 * torch.rand(1, 64, 600, generator=g)
+    bases = _unit(torch.rand(1, 64, 8, generator=g))
+    out = HF.nmf(x, bases, 40)
+    tiny = torch.finfo(torch.float32).tiny
+    for t in (out.codes, out.bases):
+        assert not ((t > 0) & (t < tiny)).any()
+    # and the reconstruction is what the exact equations give (the float64 loop has no denormal issue)
+    recon, *_ = ref_nmf(x.double(), bases.double(), 40)
+    torch.testing.assert_close(out.recon.double(), recon, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: HF.nmf(torch.rand(2, 3), torch.rand(2, 3, 1), 1), r"x must be \(B, D, N\)"),
+        (lambda: HF.nmf(torch.rand(2, 3, 4), torch.rand(2, 4, 1), 1), r"bases must be \(B, D, R\)"),
+        (lambda: HF.nmf(torch.rand(2, 3, 4), torch.rand(2, 3, 0), 1), "rank R must be >= 1"),
+        (lambda: HF.nmf(torch.rand(2, 3, 4), torch.rand(2, 3, 2), -1), "steps"),
+        (lambda: HF.vq(torch.rand(2, 3, 4), torch.rand(2, 3, 2), 1, grad="full"), "grad must be one of"),
+        (lambda: HF.cd(torch.rand(2, 3, 4), torch.rand(2, 3, 2), 1, beta=0.0), "beta must be > 0"),
+        (lambda: HF.nmf(torch.ones(2, 3, 4, dtype=torch.long), torch.rand(2, 3, 2), 1), "floating point"),
+    ],
+)
+def test_errors(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
