@@ -153,14 +153,15 @@ class _Ham(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
         if self.check_input and not _exporting():
-            if not bool(torch.isfinite(x).all()):
+            low, high = torch.aminmax(x)  # one pass; NaN propagates into both
+            if not bool(torch.isfinite(low) & torch.isfinite(high)):
                 raise ValueError(
                     f"{type(self).__name__} got non-finite input (NaN or inf); check the layers before it "
                     "(pass check_input=False to skip this check)"
                 )
-            if self._nonneg and bool((x < 0).any()):
+            if self._nonneg and low.item() < 0:
                 raise ValueError(
-                    f"NMF needs non-negative input, got a minimum of {x.min().item():.4g}; put a ReLU before it "
+                    f"NMF needs non-negative input, got a minimum of {low.item():.4g}; put a ReLU before it "
                     "(the Hamburger block's lower bread does)"
                 )
 

@@ -1,0 +1,80 @@
+"""Command line: ``hamburger decompose`` and ``hamburger bench ham``. Thin: parse, then call a recipe."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hamburger", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dec = sub.add_parser("decompose", help="decompose a real photo with NMF, VQ and CD; print errors, write a PNG")
+    dec.add_argument("--image", default="camera", help="scikit-image greyscale photo (default: camera)")
+    dec.add_argument("--ranks", type=_ints, default=(8, 16, 32, 64), help="comma-separated ranks R")
+    dec.add_argument("--steps", type=int, default=10, help="optimisation steps K")
+    dec.add_argument("--hams", default="nmf,vq,cd", help="comma-separated hams")
+    dec.add_argument("--out", type=Path, default=Path("results/decompose"), help="output folder")
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="mode", required=True)
+    ham = bsub.add_parser("ham", help="NMF ham vs the official operation order; training memory vs K; denormals")
+    ham.add_argument("--channels", type=_positive, default=512)
+    ham.add_argument("--size", type=_positive, default=128, help="H = W of the speed test")
+    ham.add_argument("--rank", type=_positive, default=64)
+    ham.add_argument("--steps", type=int, default=7, help="eval steps K of the speed test")
+    ham.add_argument("--repeats", type=_positive, default=7)
+    ham.add_argument("--train-size", type=_positive, default=64)
+    ham.add_argument("--train-steps", type=_ints, default=(1, 6, 30))
+    ham.add_argument("--denormal-size", type=_positive, default=64)
+    ham.add_argument("--denormal-steps", type=int, default=30)
+    ham.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    ham.add_argument("--out", type=Path, default=Path("results/bench-ham"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "decompose":
+        from .recipes import decompose
+
+        if args.steps < 0:
+            raise SystemExit(f"--steps must be >= 0, got {args.steps}")
+        decompose.run(
+            image=args.image, ranks=args.ranks, steps=args.steps, hams=tuple(args.hams.split(",")), out=args.out
+        )
+    elif args.command == "bench" and args.mode == "ham":
+        import torch
+
+        from .recipes import bench_ham
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        bench_ham.run(
+            channels=args.channels, size=args.size, rank=args.rank, steps=args.steps, repeats=args.repeats,
+            train_size=args.train_size, train_steps=args.train_steps, denormal_size=args.denormal_size,
+            denormal_steps=args.denormal_steps, out=args.out,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
