@@ -13,7 +13,7 @@ def nmf(x, bases, steps, eps=1e-6):
     for X, D in zip(x, bases):
         C = torch.softmax(D.T @ X, dim=0)  # t = 1, softmax over R
 
-        def codes(C, D):
+        def codes(C, D, X=X):
             return C * (D.T @ X) / (D.T @ D @ C + eps)
 
         for _ in range(steps):

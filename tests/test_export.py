@@ -33,7 +33,11 @@ def test_onnx_export_dynamic_shapes_runs_in_onnxruntime(ham, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            block, (x,), dynamo=True, opset_version=18, verbose=False,
+            block,
+            (x,),
+            dynamo=True,
+            opset_version=18,
+            verbose=False,
             dynamic_shapes=({0: batch, 2: height, 3: width},),
         )
     path = tmp_path / f"{ham}.onnx"

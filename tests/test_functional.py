@@ -1,13 +1,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
+import hamburger.functional as HF
 from conftest import gauss, nonneg
+from hamburger.functional import _CD, _NMF, _VQ
 from reference import cd as ref_cd
 from reference import nmf as ref_nmf
 from reference import vq as ref_vq
-
-import hamburger.functional as HF
-from hamburger.functional import _CD, _NMF, _VQ
 
 SHAPES = [(1, 5, 7, 3), (2, 8, 13, 4), (3, 6, 1, 2), (2, 16, 33, 16)]  # (B, D, N, R): odd, N=1, R=D
 
@@ -119,9 +119,10 @@ def test_one_step_gradient_is_autograd_through_final_update_only(name):
     weight = gauss(2, 10, 30, seed=5)
 
     x = x0.clone().requires_grad_(True)
-    (fn(x, bases, 3, grad="one-step", **{k: v for k, v in kw.items() if k != "solver_steps"}).recon * weight).sum().backward()
+    public_kw = {k: v for k, v in kw.items() if k != "solver_steps"}
+    (fn(x, bases, 3, grad="one-step", **public_kw).recon * weight).sum().backward()
 
-    _, d_k, c_k, _ = ref(x0, bases, 3, **{k: v for k, v in kw.items() if k != "solver_steps"})
+    _, d_k, c_k, _ = ref(x0, bases, 3, **public_kw)
     x2 = x0.clone().requires_grad_(True)
     recon, _, _ = solver.final(x2, d_k, c_k.mT.contiguous(), inplace=False, **kw)
     (recon * weight).sum().backward()
@@ -145,9 +146,7 @@ def test_vq_gradients():
     # differentiates: gradcheck the K steps, and compare BPTT with autograd through the explicit equations.
     x = gauss(2, 5, 7).requires_grad_(True)
     bases = _unit(gauss(2, 5, 3, seed=1))
-    assert torch.autograd.gradcheck(
-        lambda t: _VQ.steps(t, bases, 2, inplace=False, eps=1e-6, inv_t=5.0)[0], (x,)
-    )
+    assert torch.autograd.gradcheck(lambda t: _VQ.steps(t, bases, 2, inplace=False, eps=1e-6, inv_t=5.0)[0], (x,))
     weight = gauss(2, 5, 7, seed=3)
     (HF.vq(x, bases, 2, inv_t=5.0, grad="bptt").recon * weight).sum().backward()
     ours, x.grad = x.grad, None

@@ -69,9 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         bench_ham.run(
-            channels=args.channels, size=args.size, rank=args.rank, steps=args.steps, repeats=args.repeats,
-            train_size=args.train_size, train_steps=args.train_steps, denormal_size=args.denormal_size,
-            denormal_steps=args.denormal_steps, out=args.out,
+            channels=args.channels,
+            size=args.size,
+            rank=args.rank,
+            steps=args.steps,
+            repeats=args.repeats,
+            train_size=args.train_size,
+            train_steps=args.train_steps,
+            denormal_size=args.denormal_size,
+            denormal_steps=args.denormal_steps,
+            out=args.out,
         )
     return 0
 

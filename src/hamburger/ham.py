@@ -275,7 +275,12 @@ class CD(_Ham):
 
     def _decompose(self, x, bases, steps):
         return HF.cd(
-            x, bases, steps, inv_t=self.inv_t, beta=self.beta, grad=self.grad, eps=self.eps,
+            x,
+            bases,
+            steps,
+            inv_t=self.inv_t,
+            beta=self.beta,
+            grad=self.grad,
+            eps=self.eps,
             solver_steps=self.solver_steps,
         )
-

@@ -90,7 +90,7 @@ def run(
     rows: dict = {}
 
     # 1. speed of the NMF ham (no breads), eval: ours against the official operation order
-    say(f"[1/4] machine fp32 matmul throughput ...")
+    say("[1/4] machine fp32 matmul throughput ...")
     peak = matmul_gflops()
     rows["matmul_gflops"] = peak
     ham = NMF(channels, rank=rank, eval_steps=steps).eval()
@@ -100,13 +100,19 @@ def run(
     with torch.no_grad():
         ours_out, ref_out = ham(x), reference_nmf(flat, start, steps).reshape_as(x)
         max_diff = (ours_out - ref_out).abs().max().item()
-        flops = {"ours": count_flops(lambda: ham(x)), "reference": count_flops(lambda: reference_nmf(flat, start, steps))}
+        flops = {
+            "ours": count_flops(lambda: ham(x)),
+            "reference": count_flops(lambda: reference_nmf(flat, start, steps)),
+        }
         say(f"[2/4] NMF ham 1x{channels}x{size}x{size}, R={rank}, K={steps}: {repeats} interleaved repeats ...")
         times = interleaved_medians(
             {"ours": lambda: ham(x), "reference": lambda: reference_nmf(flat, start, steps)}, repeats=repeats
         )
     rows["speed"] = {
-        "shape": [1, channels, size, size], "rank": rank, "steps": steps, "repeats": repeats,
+        "shape": [1, channels, size, size],
+        "rank": rank,
+        "steps": steps,
+        "repeats": repeats,
         "ms": {k: v * 1e3 for k, v in times.items()},
         "gflop": {k: v / 1e9 for k, v in flops.items()},
         "gflops_per_s": {k: flops[k] / times[k] / 1e9 for k in times},
@@ -142,7 +148,8 @@ def run(
             with torch.no_grad():
                 d = HF.nmf(xd, bases, denormal_steps)
             den["flush" if flag else "no flush"] = {
-                "denormal_codes": _denormal_fraction(d.codes), "denormal_bases": _denormal_fraction(d.bases)
+                "denormal_codes": _denormal_fraction(d.codes),
+                "denormal_bases": _denormal_fraction(d.bases),
             }
         timings = {}
         for flag in (False, True):
