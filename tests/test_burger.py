@@ -3,20 +3,7 @@ import torch
 from torch import nn
 
 import hamburger as hb
-
-
-def _saved_bytes(fn):
-    """Bytes autograd keeps for backward while fn runs (a real measurement of training memory)."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
+from hamburger.recipes.bench_ham import saved_bytes as _saved_bytes
 
 
 @pytest.mark.parametrize("ham", ["nmf", "vq", "cd"])
