@@ -124,8 +124,8 @@ def test_one_step_gradient_is_autograd_through_final_update_only(name):
 
     _, d_k, c_k, _ = ref(x0, bases, 3, **public_kw)
     x2 = x0.clone().requires_grad_(True)
-    recon, _, _ = solver.final(x2, d_k, c_k.mT.contiguous(), inplace=False, **kw)
-    (recon * weight).sum().backward()
+    d, ct = solver.final(x2, d_k, c_k.mT.contiguous(), inplace=False, **kw)
+    ((d @ ct.mT) * weight).sum().backward()
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-7, atol=1e-9)
 
 
@@ -138,7 +138,12 @@ def test_gradcheck_bptt_and_final_update(name):
     assert torch.autograd.gradcheck(lambda t: getattr(HF, name)(t, bases, 2, grad="bptt", **kw).recon, (x,))
     fkw = {"eps": 1e-6} if name == "nmf" else {"eps": 1e-6, "inv_t": 5.0, "beta": 0.1, "solver_steps": None}
     ct = torch.softmax(gauss(1, 6, 3, seed=4), dim=-1)
-    assert torch.autograd.gradcheck(lambda t: solver.final(t, bases, ct, inplace=False, **fkw)[0], (x,))
+
+    def final_recon(t):
+        d, codes = solver.final(t, bases, ct, inplace=False, **fkw)
+        return d @ codes.mT
+
+    assert torch.autograd.gradcheck(final_recon, (x,))
 
 
 def test_vq_gradients():

@@ -129,14 +129,29 @@ class Hamburger(nn.Module):
         h = self.lower_bread(z)  # (B, D*S, N)
         if self.ham_type == "nmf":
             h = F.relu(h)
-        h = self.ham(h)  # (B, D*S, N)
         if self.version == "v1":
-            h = self.norm(self.upper_bread(h))  # (B, C, N)
+            h = self.norm(self._ham_then_conv(h, self.upper_bread))  # (B, C, N)
             out = z + h
         else:
-            h = self.upper_bread(self.cheese(h))
+            h = F.relu(self.cheese.norm(self._ham_then_conv(h, self.cheese.conv)))  # the cheese
+            h = self.upper_bread(h)
             out = z + h if self.version == "v2" else self.coef_shortcut * z + self.coef_ham * h
         return F.relu(out).reshape(shape)
+
+    def _ham_then_conv(self, h: Tensor, conv: nn.Conv1d) -> Tensor:
+        """conv(ham(h)) for a bias-free 1x1 conv W. W·(DC) is computed as (W·D)·C when that is cheaper: the conv is
+        folded into the R bases instead of being applied to the N reconstructed columns (exact up to rounding)."""
+        out_channels = conv.weight.shape[0]
+        dim, rank, groups = self.ham.channels // self.ham.groups, self.ham.rank, self.ham.groups
+        if not self.ham.spatial or out_channels * rank >= dim * rank + out_channels * dim:
+            return conv(self.ham(h))
+        dec = self.ham.decompose(h, reconstruct=False)  # bases (B*S, D, R), codes (B*S, R, N)
+        batch = h.shape[0]
+        w = conv.weight.reshape(out_channels, groups, dim).to(dec.bases.dtype)  # (C_out, S*D, 1) -> (C_out, S, D)
+        bases = dec.bases.reshape(batch, groups, dim, rank)  # (B*S, D, R) -> (B, S, D, R)
+        wd = torch.einsum("osd,bsdr->bosr", w, bases).reshape(batch, out_channels, groups * rank)  # (B, C_out, S*R)
+        codes = dec.codes.reshape(batch, groups * rank, -1)  # (B*S, R, N) -> (B, S*R, N)
+        return torch.bmm(wd, codes).to(h.dtype)  # (B, C_out, S*R) @ (B, S*R, N) -> (B, C_out, N)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, ham={self.ham_type!r}, version={self.version!r}"

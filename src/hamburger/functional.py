@@ -96,7 +96,7 @@ def _normalize_columns(bases: Tensor) -> Tensor:
     return F.normalize(bases, dim=1, eps=1e-6)  # (B, D, R): unit columns along D
 
 
-def _run(solver, x: Tensor, bases: Tensor, steps: int, grad: str, **kw) -> Decomposition:
+def _run(solver, x: Tensor, bases: Tensor, steps: int, grad: str, reconstruct: bool = True, **kw) -> Decomposition:
     """Cast to the solver dtype, run the K steps under the chosen gradient mode, then the final update."""
     out_dtype = x.dtype
     dtype = _solver_dtype(x.dtype)
@@ -105,13 +105,14 @@ def _run(solver, x: Tensor, bases: Tensor, steps: int, grad: str, **kw) -> Decom
         bases = bases.to(dtype)
         if grad == "bptt":
             d, ct = solver.steps(x, bases, steps, inplace=False, **kw)
-            recon, d, ct = solver.final(x, d, ct, inplace=False, **kw)
+            d, ct = solver.final(x, d, ct, inplace=False, **kw)
         else:
             with torch.no_grad():
                 d, ct = solver.steps(x.detach(), bases.detach().clone(), steps, inplace=True, **kw)
             with torch.set_grad_enabled(torch.is_grad_enabled() and grad == "one-step"):
-                recon, d, ct = solver.final(x, d, ct, inplace=not torch.is_grad_enabled(), **kw)
-    return Decomposition(recon.to(out_dtype), d, ct.mT)
+                d, ct = solver.final(x, d, ct, inplace=not torch.is_grad_enabled(), **kw)
+        recon = torch.bmm(d, ct.mT).to(out_dtype) if reconstruct else None  # (B, D, R) @ (B, R, N) -> (B, D, N)
+    return Decomposition(recon, d, ct.mT)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -151,11 +152,12 @@ class _NMF:
 
     @classmethod
     def final(cls, x: Tensor, d: Tensor, ct: Tensor, *, inplace: bool, eps: float):
-        ct = cls.codes(x, d, ct, eps, inplace)
-        return torch.bmm(d, ct.mT), d, ct  # (B, D, R) @ (B, R, N) -> (B, D, N)
+        return d, cls.codes(x, d, ct, eps, inplace)
 
 
-def nmf(x: Tensor, bases: Tensor, steps: int, *, grad: str = "one-step", eps: float = 1e-6) -> Decomposition:
+def nmf(
+    x: Tensor, bases: Tensor, steps: int, *, grad: str = "one-step", eps: float = 1e-6, reconstruct: bool = True
+) -> Decomposition:
     """Non-negative matrix factorisation X ≈ DC by K multiplicative (Lee-Seung) updates.
 
     Args:
@@ -164,12 +166,13 @@ def nmf(x: Tensor, bases: Tensor, steps: int, *, grad: str = "one-step", eps: fl
         steps: K, number of (code, bases) update pairs before the final code update.
         grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` (see the module docstring).
         eps: ε added to every denominator.
+        reconstruct: False skips the product DC (``recon`` is None), for callers that fold a linear map into D.
 
     Start C₀ = softmax(DᵀX) over R; each step C ← C ⊙ (DᵀX) ⊘ (DᵀDC + ε), then D ← D ⊙ (XCᵀ) ⊘ (DCCᵀ + ε);
     then one more code update and X̄ = DC.
     """
     _check(x, bases, steps, grad, eps)
-    return _run(_NMF, x, bases, steps, grad, eps=eps)
+    return _run(_NMF, x, bases, steps, grad, reconstruct, eps=eps)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -207,8 +210,7 @@ class _VQ:
         # C = softmax(inv_t · D̂ᵀ (X ⊘ (eps + ‖xₙ‖))) with the norms constant for autograd
         logits = torch.bmm(x.mT, _normalize_columns(d))  # (B, N, R)
         scale = _inv_colnorm(x.detach(), None, eps) * inv_t  # (B, N, 1)
-        ct = _flush(torch.softmax(logits * scale, dim=-1), inplace)
-        return torch.bmm(d, ct.mT), d, ct  # (B, D, R) @ (B, R, N) -> (B, D, N)
+        return d, _flush(torch.softmax(logits * scale, dim=-1), inplace)
 
 
 class _CD:
@@ -229,12 +231,18 @@ class _CD:
         rhs = torch.bmm(x.mT, d)  # (B, N, R)
         ct = torch.bmm(rhs, inverse)  # (B, N, R)
         # one step of iterative refinement brings the fp32 solve to the accuracy of an exact one
-        ct = ct + torch.bmm(rhs - torch.bmm(ct, system), inverse)
-        return torch.bmm(d, ct.mT), d, ct  # (B, D, R) @ (B, R, N) -> (B, D, N)
+        return d, ct + torch.bmm(rhs - torch.bmm(ct, system), inverse)
 
 
 def vq(
-    x: Tensor, bases: Tensor, steps: int, *, inv_t: float = 100.0, grad: str = "one-step", eps: float = 1e-6
+    x: Tensor,
+    bases: Tensor,
+    steps: int,
+    *,
+    inv_t: float = 100.0,
+    grad: str = "one-step",
+    eps: float = 1e-6,
+    reconstruct: bool = True,
 ) -> Decomposition:
     """Soft vector quantisation (soft k-means with cosine similarity) X ≈ DC.
 
@@ -245,13 +253,14 @@ def vq(
         inv_t: inverse temperature of the softmax assignment (``inv_t`` in the official code).
         grad: ``"one-step"`` | ``"bptt"`` | ``"none"``.
         eps: ε of the code normalisation and of the final column norms.
+        reconstruct: False skips the product DC (``recon`` is None).
 
     Each step: C = softmax(inv_t · D̂ᵀX̂) over R (columns of X and D L2-normalised), C ← C ⊘ (ε + Σₙ C),
     D = XCᵀ. Final: C = softmax(inv_t · D̂ᵀ(X ⊘ (ε + ‖xₙ‖))), X̄ = DC. The start C₀ = softmax(inv_t · DᵀX) of the
     paper is overwritten by the first step before it is used, so it is not computed.
     """
     _check(x, bases, steps, grad, eps)
-    return _run(_VQ, x, bases, steps, grad, eps=eps, inv_t=float(inv_t))
+    return _run(_VQ, x, bases, steps, grad, reconstruct, eps=eps, inv_t=float(inv_t))
 
 
 def cd(
@@ -264,6 +273,7 @@ def cd(
     grad: str = "one-step",
     eps: float = 1e-6,
     solver_steps: int | None = None,
+    reconstruct: bool = True,
 ) -> Decomposition:
     """Concept decomposition X ≈ DC: spherical soft k-means bases, ridge-regression codes.
 
@@ -277,6 +287,7 @@ def cd(
         eps: ε of the code normalisation.
         solver_steps: Newton-Schulz iterations for (DᵀD + βI)⁻¹; default: enough for unit-norm columns
             (condition number ≤ (R + β)/β), see :func:`spd_inverse`.
+        reconstruct: False skips the product DC (``recon`` is None).
 
     Each step: C = softmax(inv_t · DᵀX̂) over R, C ← C ⊘ (ε + Σₙ C), D = normalise columns of XCᵀ.
     Final: C = (DᵀD + βI)⁻¹DᵀX, X̄ = DC. The inverse is built from matrix products only (no ``solve``), so the
@@ -285,7 +296,18 @@ def cd(
     _check(x, bases, steps, grad, eps)
     if not beta > 0:
         raise ValueError(f"beta must be > 0 (it makes DᵀD + βI invertible), got {beta!r}")
-    return _run(_CD, x, bases, steps, grad, eps=eps, inv_t=float(inv_t), beta=float(beta), solver_steps=solver_steps)
+    return _run(
+        _CD,
+        x,
+        bases,
+        steps,
+        grad,
+        reconstruct,
+        eps=eps,
+        inv_t=float(inv_t),
+        beta=float(beta),
+        solver_steps=solver_steps,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -165,26 +165,37 @@ class _Ham(nn.Module):
                     "(the Hamburger block's lower bread does)"
                 )
 
-    def _decompose(self, x: Tensor, bases: Tensor, steps: int) -> HF.Decomposition:
+    def _decompose(self, x: Tensor, bases: Tensor, steps: int, reconstruct: bool) -> HF.Decomposition:
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
+    def decompose(self, x: Tensor, *, reconstruct: bool = True) -> HF.Decomposition:
+        """Check and flatten x, pick the start bases and K, decompose, update online bases.
+
+        Returns the :class:`~hamburger.functional.Decomposition` of the flattened groups: (B*S, D, N) matrices
+        (N x D with ``spatial=False``), float32 bases and codes. ``forward`` reshapes its ``recon``.
+        """
         self._check(x)
         if self.channels_last:
             x = x.movedim(-1, 1)  # (B, *spatial, C) -> (B, C, *spatial)
-        shape = x.shape
-        batch, dim = shape[0], self.channels // self.groups
+        batch, dim = x.shape[0], self.channels // self.groups
         x = x.reshape(batch * self.groups, dim, -1)  # (B, C, *spatial) -> (B*S, D, N)
         if not self.spatial:
             x = x.mT  # (B*S, N, D): decompose the channel axis instead
         steps = self.train_steps if self.training else self.eval_steps
         bases = self._start(batch, x.shape[1], x.device)
-        out = self._decompose(x, bases, steps)
+        out = self._decompose(x, bases, steps, reconstruct)
         if self.training and self.init == "online":
             self._online_update(out.bases, batch)
-        recon = out.recon.mT if not self.spatial else out.recon
-        y = recon.reshape(shape)  # (B*S, D, N) -> (B, C, *spatial)
-        return y.movedim(1, -1) if self.channels_last else y
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        recon = self.decompose(x).recon
+        if not self.spatial:
+            recon = recon.mT  # (B*S, N, D) -> (B*S, D, N)
+        if self.channels_last:
+            shape = (x.shape[0], x.shape[-1], *x.shape[1:-1])
+            return recon.reshape(shape).movedim(1, -1)  # (B*S, D, N) -> (B, *spatial, C)
+        return recon.reshape(x.shape)  # (B*S, D, N) -> (B, C, *spatial)
 
     def extra_repr(self) -> str:
         return (
@@ -232,8 +243,8 @@ class NMF(_Ham):
             )
         super().__init__(channels, **kwargs)
 
-    def _decompose(self, x, bases, steps):
-        return HF.nmf(x, bases, steps, grad=self.grad, eps=self.eps)
+    def _decompose(self, x, bases, steps, reconstruct):
+        return HF.nmf(x, bases, steps, grad=self.grad, eps=self.eps, reconstruct=reconstruct)
 
 
 class VQ(_Ham):
@@ -249,8 +260,8 @@ class VQ(_Ham):
         super().__init__(channels, **kwargs)
         self.inv_t = float(inv_t)
 
-    def _decompose(self, x, bases, steps):
-        return HF.vq(x, bases, steps, inv_t=self.inv_t, grad=self.grad, eps=self.eps)
+    def _decompose(self, x, bases, steps, reconstruct):
+        return HF.vq(x, bases, steps, inv_t=self.inv_t, grad=self.grad, eps=self.eps, reconstruct=reconstruct)
 
 
 class CD(_Ham):
@@ -273,7 +284,7 @@ class CD(_Ham):
         self.beta = float(beta)
         self.solver_steps = solver_steps if solver_steps is not None else HF.default_solver_steps(self.rank, beta)
 
-    def _decompose(self, x, bases, steps):
+    def _decompose(self, x, bases, steps, reconstruct):
         return HF.cd(
             x,
             bases,
@@ -283,4 +294,5 @@ class CD(_Ham):
             grad=self.grad,
             eps=self.eps,
             solver_steps=self.solver_steps,
+            reconstruct=reconstruct,
         )
