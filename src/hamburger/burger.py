@@ -128,30 +128,57 @@ class Hamburger(nn.Module):
         z = x.reshape(shape[0], shape[1], -1)  # (B, C, *spatial) -> (B, C, N)
         h = self.lower_bread(z)  # (B, D*S, N)
         if self.ham_type == "nmf":
-            h = F.relu(h)
+            h = F.relu(h, inplace=True)  # the conv's backward does not need its output
         if self.version == "v1":
-            h = self.norm(self._ham_then_conv(h, self.upper_bread))  # (B, C, N)
+            folded = self._fold(h, self.upper_bread.weight)
+            if folded is None:
+                h = self.norm(self.upper_bread(self.ham(h)))
+            elif self._frozen_batchnorm():
+                # eval: BN is affine, so it folds into the bases too, and its shift becomes one more rank-1 term;
+                # the residual is the GEMM's accumulator. One pass writes ReLU(z + BN(W·DC)).
+                wd, codes = folded
+                scale = self.norm.weight / torch.sqrt(self.norm.running_var + self.norm.eps)  # (C,)
+                shift = self.norm.bias - self.norm.running_mean * scale
+                wd = torch.cat([wd * scale[:, None].to(wd.dtype), shift[None, :, None].expand(wd.shape[0], -1, 1)], 2)
+                ones = codes.new_ones(codes.shape[0], 1, codes.shape[2])
+                out = torch.baddbmm(z.to(wd.dtype), wd, torch.cat([codes, ones], 1))  # (B, C, S*R+1) @ (.., N)
+                return F.relu(out.to(z.dtype), inplace=True).reshape(shape)
+            else:
+                h = self.norm(torch.bmm(*folded).to(z.dtype))  # (B, C, S*R) @ (B, S*R, N) -> (B, C, N)
             out = z + h
         else:
-            h = F.relu(self.cheese.norm(self._ham_then_conv(h, self.cheese.conv)))  # the cheese
-            h = self.upper_bread(h)
+            folded = self._fold(h, self.cheese.conv.weight)
+            h = self.cheese.conv(self.ham(h)) if folded is None else torch.bmm(*folded).to(z.dtype)
+            h = self.upper_bread(F.relu(self.cheese.norm(h)))
             out = z + h if self.version == "v2" else self.coef_shortcut * z + self.coef_ham * h
         return F.relu(out).reshape(shape)
 
-    def _ham_then_conv(self, h: Tensor, conv: nn.Conv1d) -> Tensor:
-        """conv(ham(h)) for a bias-free 1x1 conv W. W·(DC) is computed as (W·D)·C when that is cheaper: the conv is
-        folded into the R bases instead of being applied to the N reconstructed columns (exact up to rounding)."""
-        out_channels = conv.weight.shape[0]
+    def _frozen_batchnorm(self) -> bool:
+        norm = self.norm
+        return (
+            not self.training
+            and isinstance(norm, nn.modules.batchnorm._BatchNorm)
+            and norm.running_mean is not None
+            and norm.affine
+        )
+
+    def _fold(self, h: Tensor, weight: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Decompose h and fold the bias-free 1x1 conv weight W (C_out, S*D, 1) into the bases.
+
+        W·(DC) = (W·D)·C: the conv is applied to the R bases instead of the N reconstructed columns (exact up to
+        rounding). Returns (W·D (B, C_out, S*R), C (B, S*R, N)) in the solver dtype, or None where folding would
+        not save work (or the ham decomposes the channel axis).
+        """
+        out_channels = weight.shape[0]
         dim, rank, groups = self.ham.channels // self.ham.groups, self.ham.rank, self.ham.groups
         if not self.ham.spatial or out_channels * rank >= dim * rank + out_channels * dim:
-            return conv(self.ham(h))
+            return None
         dec = self.ham.decompose(h, reconstruct=False)  # bases (B*S, D, R), codes (B*S, R, N)
         batch = h.shape[0]
-        w = conv.weight.reshape(out_channels, groups, dim).to(dec.bases.dtype)  # (C_out, S*D, 1) -> (C_out, S, D)
+        w = weight.reshape(out_channels, groups, dim).to(dec.bases.dtype)  # (C_out, S*D, 1) -> (C_out, S, D)
         bases = dec.bases.reshape(batch, groups, dim, rank)  # (B*S, D, R) -> (B, S, D, R)
         wd = torch.einsum("osd,bsdr->bosr", w, bases).reshape(batch, out_channels, groups * rank)  # (B, C_out, S*R)
-        codes = dec.codes.reshape(batch, groups * rank, -1)  # (B*S, R, N) -> (B, S*R, N)
-        return torch.bmm(wd, codes).to(h.dtype)  # (B, C_out, S*R) @ (B, S*R, N) -> (B, C_out, N)
+        return wd, dec.codes.reshape(batch, groups * rank, -1)  # codes (B*S, R, N) -> (B, S*R, N)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, ham={self.ham_type!r}, version={self.version!r}"
