@@ -2,9 +2,21 @@
 
 from . import functional
 from .burger import Hamburger, convert_2d_checkpoint
+from .context import create_context, list_contexts
 from .functional import Decomposition
 from .ham import CD, NMF, VQ
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "Decomposition", "NMF", "VQ", "CD", "Hamburger", "convert_2d_checkpoint", "__version__"]
+__all__ = [
+    "functional",
+    "Decomposition",
+    "NMF",
+    "VQ",
+    "CD",
+    "Hamburger",
+    "convert_2d_checkpoint",
+    "create_context",
+    "list_contexts",
+    "__version__",
+]
