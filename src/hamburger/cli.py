@@ -1,4 +1,5 @@
-"""Command line: ``hamburger decompose`` and ``hamburger bench ham``. Thin: parse, then call a recipe."""
+"""Command line: ``hamburger decompose``, ``hamburger bench`` and ``hamburger bench ham``. Thin: parse, then call a
+recipe."""
 
 from __future__ import annotations
 
@@ -34,8 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--hams", default="nmf,vq,cd", help="comma-separated hams")
     dec.add_argument("--out", type=Path, default=Path("results/decompose"), help="output folder")
 
-    bench = sub.add_parser("bench", help="benchmarks")
-    bsub = bench.add_subparsers(dest="mode", required=True)
+    bench = sub.add_parser(
+        "bench", help="context modules side by side: params, FLOPs, time, memory over resolutions (or: bench ham)"
+    )
+    bench.add_argument("--modules", default=None, help="comma-separated context names (default: all registered)")
+    bench.add_argument("--channels", type=_positive, default=512)
+    bench.add_argument("--batch", type=_positive, default=1)
+    bench.add_argument("--sizes", type=_ints, default=(32, 64, 96, 128), help="comma-separated H = W")
+    bench.add_argument("--repeats", type=_positive, default=5)
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--dtype", default="float32")
+    bench.add_argument("--memory-limit-gib", type=float, default=8.0, help="skip sizes predicted to need more")
+    bench.add_argument("--time-limit-s", type=float, default=60.0, help="skip sizes predicted to take longer per step")
+    bench.add_argument("--train-size", type=_positive, default=64, help="H = W of the training-memory-vs-K test")
+    bench.add_argument("--train-steps", type=_ints, default=(1, 6, 30))
+    bench.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    bench.add_argument("--out", type=Path, default=Path("results/bench"))
+    bsub = bench.add_subparsers(dest="mode", required=False)
     ham = bsub.add_parser("ham", help="NMF ham vs the official operation order; training memory vs K; denormals")
     ham.add_argument("--channels", type=_positive, default=512)
     ham.add_argument("--size", type=_positive, default=128, help="H = W of the speed test")
@@ -61,6 +77,22 @@ def main(argv: list[str] | None = None) -> int:
         decompose.run(
             image=args.image, ranks=args.ranks, steps=args.steps, hams=tuple(args.hams.split(",")), out=args.out
         )
+    elif args.command == "bench" and args.mode is None:
+        import torch
+
+        from .recipes import bench_context
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
+            bench_context.run(
+                modules=tuple(args.modules.split(",")) if args.modules else None, channels=args.channels,
+                batch=args.batch, sizes=args.sizes, repeats=args.repeats, device=args.device, dtype=args.dtype,
+                memory_limit_gib=args.memory_limit_gib, time_limit_s=args.time_limit_s, train_size=args.train_size,
+                train_steps=args.train_steps, out=args.out,
+            )  # fmt: skip
+        except ValueError as e:
+            raise SystemExit(f"hamburger bench: {e}") from None
     elif args.command == "bench" and args.mode == "ham":
         import torch
 
