@@ -105,3 +105,52 @@ def test_reference_nmf_matches_library():
     from hamburger.functional import nmf
 
     torch.testing.assert_close(bench_ham.reference_nmf(x, bases, 4), nmf(x, bases, 4).recon, rtol=1e-5, atol=1e-6)
+
+
+def test_bench_context_tiny_every_field_present_and_positive(tmp_path):
+    from hamburger.recipes import bench_context
+
+    res = bench_context.run(
+        modules=("ham_nmf", "nonlocal", "nonlocal_naive", "ccnet"), channels=16, sizes=(6, 10), repeats=2,
+        train_size=6, train_steps=(1, 4), out=tmp_path, progress=False,
+    )  # fmt: skip
+    assert len(res["rows"]) == 8 and not res["skipped"]
+    for row in res["rows"]:
+        for field in bench_context.FIELDS[3:]:
+            assert row[field] > 0, (row["module"], field)
+    # the fused CPU attention kernel is counted: the SDPA and the explicit non-local agree on FLOPs
+    flops = {r["module"]: r["gflop_fwd"] for r in res["rows"] if r["size"] == 10}
+    assert abs(flops["nonlocal"] - flops["nonlocal_naive"]) < 0.05 * flops["nonlocal_naive"]
+    assert all(res["exponents"][m]["fwd_time"] is not None for m in ("ham_nmf", "nonlocal"))
+    steps = {(r["grad"], r["steps"]): r["train_peak_mib"] for r in res["steps"]}
+    assert steps["bptt", 4] > steps["bptt", 1]
+    for name in ("bench.md", "bench.csv", "bench.json", "bench.png"):
+        assert (tmp_path / name).stat().st_size > 100, name
+    assert "threads" in (tmp_path / "bench.csv").read_text().splitlines()[0]
+
+
+def test_bench_context_skips_instead_of_crashing(tmp_path):
+    from hamburger.recipes import bench_context
+
+    res = bench_context.run(
+        modules=("nonlocal_naive",), channels=8, sizes=(4, 8, 64), repeats=1, memory_limit_gib=1e-4,
+        train_size=4, train_steps=(1,), out=None, progress=False,
+    )  # fmt: skip
+    assert [s["size"] for s in res["skipped"]] == [64]
+    assert "predicted peak memory" in res["skipped"][0]["reason"]
+    with pytest.raises(ValueError, match="unknown modules"):
+        bench_context.run(modules=("transformer",), out=None, progress=False)
+
+
+def test_peak_memory_is_measured_on_cpu():
+    from hamburger.recipes.measure import peak_memory
+
+    x = torch.randn(256, 256)
+
+    def two_live_buffers():
+        a = x @ x  # 256 KiB
+        b = a + 1  # 256 KiB more while a is alive
+        return b.sum()
+
+    peak = peak_memory(two_live_buffers, torch.device("cpu"))
+    assert 2 * 256 * 256 * 4 <= peak < 4 * 256 * 256 * 4

@@ -185,11 +185,12 @@ def _inv_colnorm(x: Tensor, floor: float | None, eps: float | None) -> Tensor:
     return 1.0 / (norm.clamp_min(floor) if floor is not None else norm + eps)
 
 
-def _soft_assign(x: Tensor, d: Tensor, inv_t: float, eps: float, inplace: bool) -> Tensor:
-    """Cᵀ = softmax(inv_t · X̂ᵀD) over R, each code row then divided by (eps + its sum over N)."""
+def _soft_assign(x: Tensor, d: Tensor, scale: Tensor, eps: float, inplace: bool) -> Tensor:
+    """Cᵀ = softmax(inv_t · X̂ᵀD) over R, each code row then divided by (eps + its sum over N).
+
+    ``scale`` = inv_t / max(‖xₙ‖, 1e-12), (B, N, 1), computed once per solve since X does not change."""
     # X̂ᵀD = diag(1/‖xₙ‖) XᵀD: scaling the (N, R) product instead of normalising X (D x N) saves a pass over X
     logits = torch.bmm(x.mT, d)  # (B, N, D) @ (B, D, R) -> (B, N, R)
-    scale = _inv_colnorm(x, 1e-12, None) * inv_t
     logits = logits.mul_(scale) if inplace else logits * scale
     ct = _flush(torch.softmax(logits, dim=-1), inplace)  # (B, N, R)
     total = ct.sum(dim=1, keepdim=True).add_(eps)  # (B, 1, R): Σₙ C
@@ -200,8 +201,9 @@ class _VQ:
     @staticmethod
     def steps(x, d, steps, *, inplace, eps, inv_t):
         ct = None
+        scale = _inv_colnorm(x, 1e-12, None) * inv_t if steps else None  # (B, N, 1), as F.normalize
         for _ in range(steps):
-            ct = _soft_assign(x, _normalize_columns(d), inv_t, eps, inplace)
+            ct = _soft_assign(x, _normalize_columns(d), scale, eps, inplace)
             d = torch.bmm(x, ct)  # D = XCᵀ: (B, D, N) @ (B, N, R) -> (B, D, R)
         return d, ct
 
@@ -217,8 +219,9 @@ class _CD:
     @staticmethod
     def steps(x, d, steps, *, inplace, eps, inv_t, beta, solver_steps):
         ct = None
+        scale = _inv_colnorm(x, 1e-12, None) * inv_t if steps else None  # (B, N, 1), as F.normalize
         for _ in range(steps):
-            ct = _soft_assign(x, d, inv_t, eps, inplace)
+            ct = _soft_assign(x, d, scale, eps, inplace)
             d = _normalize_columns(torch.bmm(x, ct))  # (B, D, N) @ (B, N, R) -> (B, D, R)
         return d, ct
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from .. import functional as HF
 from ..burger import Hamburger
 from ..ham import NMF
 from .common import interleaved_medians, machine_info, matmul_gflops, write_results
+from .measure import count_flops
 
 
 def reference_nmf(x: torch.Tensor, bases: torch.Tensor, steps: int, eps: float = 1e-6) -> torch.Tensor:
@@ -32,12 +32,6 @@ def reference_nmf(x: torch.Tensor, bases: torch.Tensor, steps: int, eps: float =
     denominator = coef.bmm(bases.transpose(1, 2).bmm(bases))
     coef = coef * numerator / (denominator + eps)
     return torch.bmm(bases, coef.transpose(1, 2))  # (B, D, N)
-
-
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def saved_bytes(fn) -> int:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch.utils import flop_counter
+
+from .common import time_once
 
 _aten = torch.ops.aten
 _REGISTERED = False
@@ -77,18 +78,10 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
 
 
 def median_time(fn: Callable[[], object], *, repeats: int, warmup: int = 1, sync=None) -> float:
+    """Median seconds of ``repeats`` calls after ``warmup`` calls, synchronising the device around each."""
     for _ in range(warmup):
         fn()
-    samples = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        start = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return statistics.median(time_once(fn, sync) for _ in range(repeats))
 
 
 def power_law_exponent(ns: list[float], values: list[float]) -> float | None:
