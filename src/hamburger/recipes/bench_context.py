@@ -234,13 +234,15 @@ def _plot(result: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     names = sorted({r["module"] for r in result["rows"]})
-    for name in names:
+    colours = plt.cm.tab20(range(len(names)))
+    for name, colour in zip(names, colours):
         mine = sorted((r for r in result["rows"] if r["module"] == name), key=lambda r: r["n"])
         ns = [r["n"] for r in mine]
         style = "-o" if name.startswith("ham") else "--s"
-        axes[0].plot(ns, [r["fwd_ms"] for r in mine], style, label=name, markersize=4)
-        axes[1].plot(ns, [r["train_ms"] for r in mine], style, label=name, markersize=4)
-        axes[2].plot(ns, [max(r["fwd_peak_mib"], 1e-3) for r in mine], style, label=name, markersize=4)
+        kw = {"label": name, "markersize": 4, "color": colour}
+        axes[0].plot(ns, [r["fwd_ms"] for r in mine], style, **kw)
+        axes[1].plot(ns, [r["train_ms"] for r in mine], style, **kw)
+        axes[2].plot(ns, [max(r["fwd_peak_mib"], 1e-3) for r in mine], style, **kw)
     titles = ("forward time (ms)", "forward+backward time (ms)", "forward peak memory (MiB)")
     for ax, title in zip(axes, titles):
         ax.set_xscale("log")

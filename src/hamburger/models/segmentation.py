@@ -1,0 +1,35 @@
+"""A segmentation model from built parts: backbone -> head (+ auxiliary head), logits at input size."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SegmentationModel(nn.Module):
+    """``SegmentationModel(backbone, head, aux_head)``: returns ``{"out": (B, K, H, W), "aux": (B, K, H, W) | None}``.
+
+    Args:
+        backbone: returns a list of feature maps (a timm ``features_only`` model).
+        head: maps that list to logits.
+        aux_head: optional, applied to ``features[aux_index]`` in training and evaluation.
+        aux_index: which feature map feeds the auxiliary head (-2: stage 3 of a ResNet).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, aux_head: nn.Module | None = None, *, aux_index=-2):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.aux_head = aux_head
+        self.aux_index = aux_index
+
+    def forward(self, x: Tensor) -> dict[str, Tensor | None]:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W), got shape {tuple(x.shape)}")
+        size = x.shape[2:]
+        features = self.backbone(x)
+        out = F.interpolate(self.head(features), size, mode="bilinear", align_corners=False)
+        aux = None
+        if self.aux_head is not None:
+            aux = F.interpolate(self.aux_head(features[self.aux_index]), size, mode="bilinear", align_corners=False)
+        return {"out": out, "aux": aux}
