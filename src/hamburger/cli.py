@@ -64,11 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     ham.add_argument("--denormal-steps", type=int, default=30)
     ham.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
     ham.add_argument("--out", type=Path, default=Path("results/bench-ham"))
+    from .seg_cli import add_seg_parser
+
+    add_seg_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    import sys
+
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv) if "--config" not in argv else None
+    if args is None or args.command == "seg":
+        from .seg_cli import run_seg
+
+        run_seg(args, parser, argv)
+        return 0
     if args.command == "decompose":
         from .recipes import decompose
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from torch import nn
+
+
+def group_norm(num_channels: int, **kwargs) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (or the largest divisor of the channels below it): a batch-independent norm_layer."""
+    return nn.GroupNorm(math.gcd(32, num_channels), num_channels, **kwargs)
 
 
 def create_backbone(

@@ -11,7 +11,7 @@ from .heads import AuxHead, ContextHead, LightHamHead
 from .segmentation import SegmentationModel
 
 # short backbone names -> timm names (deep-stem ResNets, as the paper's and mmseg's v1c)
-BACKBONES = {"r18": "resnet18d", "r50": "resnet50d", "r101": "resnet101d"}
+BACKBONES = {"r18": "resnet18d", "r50": "resnet50c", "r101": "resnet101c"}
 
 
 def _context_model(

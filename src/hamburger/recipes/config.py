@@ -28,14 +28,19 @@ def load_recipe(path: Path, parser: argparse.ArgumentParser) -> dict:
     return out
 
 
-def parse_with_recipe(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
-    """Flags given on the command line win over the recipe's values, which win over the defaults."""
+def parse_with_recipe(
+    parser: argparse.ArgumentParser, argv, command: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    """Flags given on the command line win over the recipe's values, which win over the defaults.
+
+    ``command`` is the sub-command parser that owns the flags (default: ``parser`` itself)."""
+    command = command or parser
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path)
     known, _ = pre.parse_known_args(argv)
     if known.config is not None:
-        recipe = load_recipe(known.config, parser)
-        for action in parser._actions:
+        recipe = load_recipe(known.config, command)
+        for action in command._actions:
             if action.dest in recipe:
                 value = recipe[action.dest]
                 if action.type is not None and value is not None and not isinstance(value, (list, bool)):

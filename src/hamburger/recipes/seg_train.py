@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -148,10 +149,10 @@ def model_overrides(args) -> dict:
     if args.pretrained:
         over["pretrained"] = True if args.pretrained == "hub" else args.pretrained
     if args.norm == "group":
-        from ..burger import make_norm
+        from ..models.backbones import group_norm
 
         over["norm_layer"] = "group"
-        over["backbone_norm"] = partial(make_norm, "group")
+        over["backbone_norm"] = group_norm
     for flag, key in (("rank", "rank"), ("ham_init", "init"), ("dropout", "dropout"), ("aux", "aux")):
         value = getattr(args, flag, None)
         if value is not None:
@@ -279,12 +280,13 @@ def train(args) -> dict:
                 )  # fmt: skip
                 if not args.quiet:
                     bar.write(f"checkpoint step {step + 1}")
+                    sys.stdout.flush()
     bar.close()
     if writer is not None:
         writer.close()
     if main and best < 0:
         save_weights(model.state_dict(), out / "best.safetensors")  # no validation: the last weights
-    return {"history": history, "best_miou": best, "out": str(out)}
+    return {"history": history, "best_miou": best, "out": str(out), "model": model}
 
 
 def _gather_rng(world: int):

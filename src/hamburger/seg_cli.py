@@ -1,0 +1,177 @@
+"""``hamburger seg train|eval|predict``: argument parsers (flat YAML recipes with ``--config``) and dispatch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in str(text).strip("[]() ").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _bool(text) -> bool:
+    if isinstance(text, bool):
+        return text
+    if str(text).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(text).lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags")
+    p.add_argument("--dataset", default="voc", help="voc | pascal_context | ade20k | cityscapes | folder")
+    p.add_argument("--data-root", type=Path, help="dataset folder (its documented layout)")
+    p.add_argument("--num-classes", type=int, default=None, help="classes of a 'folder' dataset")
+    p.add_argument("--model", default="hamnet_r50_d8", help="a name of hamburger.list_models()")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--norm", choices=("batch", "group"), default=None, help="norm layers (default: the variant's)")
+    p.add_argument("--rank", type=int, default=None, help="R of the Hamburger (default: the variant's)")
+    p.add_argument("--ham-init", choices=("random", "online"), default=None, help="bases init of the Hamburger")
+    p.add_argument("--dropout", type=float, default=None, help="dropout before the classifier")
+    p.add_argument("--aux", type=_bool, default=None, help="FCN auxiliary head on stage 3 (default: the variant's)")
+    p.add_argument("--pretrained", default=None, help="'hub' for timm's weights, or a local weights file")
+
+
+def _infer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scales", type=_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+    p.add_argument("--flip", type=_bool, default=False, help="add horizontally flipped views")
+    p.add_argument("--crop", type=int, default=None, help="sliding-window size (default: whole image)")
+    p.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: 2/3 of the crop)")
+
+
+SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
+
+
+def add_seg_parser(sub) -> None:
+    seg = sub.add_parser("seg", help="semantic segmentation: train, eval, predict")
+    ssub = seg.add_subparsers(dest="seg_command", required=True)
+
+    t = ssub.add_parser("train", help="train a segmentation model (torchrun for several processes)")
+    _data_args(t)
+    t.add_argument("--train-split", default="train")
+    t.add_argument("--val-split", default="val")
+    t.add_argument("--out", type=Path, default=Path("runs/seg"))
+    t.add_argument("--crop-size", type=int, default=512)
+    t.add_argument("--batch-size", type=int, default=16, help="global batch per optimiser step")
+    t.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation micro-steps")
+    t.add_argument("--iters", type=int, default=60000)
+    t.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    t.add_argument("--lr", type=float, default=9e-3)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--bias-lr-mult", type=float, default=2.0)
+    t.add_argument("--head-lr-mult", type=float, default=1.0)
+    t.add_argument("--poly-power", type=float, default=0.9)
+    t.add_argument("--warmup-iters", type=int, default=0)
+    t.add_argument("--warmup-ratio", type=float, default=1e-6)
+    t.add_argument("--aux-weight", type=float, default=0.4)
+    t.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--val-interval", type=int, default=0, help="validate every N iterations (0: never)")
+    t.add_argument("--max-val-samples", type=int, default=None)
+    t.add_argument("--ckpt-interval", type=int, default=1000)
+    t.add_argument("--resume", type=_bool, nargs="?", const=True, default=False, help="continue from --out")
+    t.add_argument("--no-tensorboard", type=_bool, nargs="?", const=True, default=False)
+    t.add_argument("--quiet", type=_bool, nargs="?", const=True, default=False)
+
+    e = ssub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy")
+    _data_args(e)
+    _infer_args(e)
+    e.add_argument("--split", default="val")
+    e.add_argument("--weights", type=Path, required=True, help="a .safetensors file written by seg train")
+    e.add_argument("--max-samples", type=int, default=None)
+    e.add_argument("--out", type=Path, default=None, help="write metrics.json and a per-class table here")
+
+    p = ssub.add_parser("predict", help="palette masks and overlays for image files or folders")
+    _data_args(p)
+    _infer_args(p)
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("predictions"))
+    SUBCOMMANDS.update(train=t, eval=e, predict=p)
+
+
+def run_seg(args, parser: argparse.ArgumentParser, argv) -> None:
+    from .recipes.config import parse_with_recipe
+
+    name = next((a for a in argv[argv.index("seg") + 1 :] if not a.startswith("-")), None) if "seg" in argv else None
+    if name not in SUBCOMMANDS:
+        parser.parse_args(argv)  # argparse reports what is wrong
+        raise SystemExit(2)
+    args = parse_with_recipe(parser, argv, SUBCOMMANDS[name])  # the recipe's values become the defaults
+    try:
+        if args.seg_command == "train":
+            _train(args)
+        elif args.seg_command == "eval":
+            _eval(args)
+        else:
+            _predict(args)
+    except ValueError as e:
+        raise SystemExit(f"hamburger seg {args.seg_command}: {e}") from None
+
+
+def _train(args) -> None:
+    from .recipes.config import save_config
+    from .recipes.seg_train import train
+
+    if args.data_root is None:
+        raise ValueError("--data-root is required (or data_root in the --config recipe)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_config(args, args.out / "config.yaml")
+    train(args)
+
+
+def _load_model(args, num_classes: int):
+    import torch
+
+    from .recipes.checkpoint import load_weights
+    from .recipes.seg_train import build_model
+
+    args.pretrained = None  # the checkpoint has the weights
+    model = build_model(args, num_classes, torch.device(args.device))
+    model.load_state_dict(load_weights(args.weights))
+    return model.eval()
+
+
+def _eval(args) -> None:
+    from .data import SegTransform, build_dataset
+    from .recipes.seg_eval import evaluate
+
+    if args.data_root is None:
+        raise ValueError("--data-root is required")
+    kw = {"num_classes": args.num_classes} if args.dataset == "folder" else {}
+    dataset = build_dataset(args.dataset, args.data_root, args.split, transform=SegTransform(train=False), **kw)
+    model = _load_model(args, dataset.num_classes)
+    res = evaluate(
+        model, dataset, device=args.device, scales=args.scales, flip=args.flip, crop=args.crop, stride=args.stride,
+        max_samples=args.max_samples, progress=True,
+    )  # fmt: skip
+    print("\n".join(res["table"]))
+    print(f"mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}  ({res['samples']} images)")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
+        (args.out / "per_class.md").write_text("\n".join(res["table"]) + "\n")
+
+
+def _predict(args) -> None:
+    from .recipes.seg_eval import predict_files
+
+    if args.num_classes is None and args.dataset != "folder":
+        args.num_classes = {"voc": 21, "pascal_context": 59, "ade20k": 150, "cityscapes": 19}[args.dataset]
+    if args.num_classes is None:
+        raise ValueError("--num-classes is required")
+    model = _load_model(args, args.num_classes)
+    written = predict_files(
+        model, args.inputs, args.out, num_classes=args.num_classes, device=args.device, scales=args.scales,
+        flip=args.flip, crop=args.crop, stride=args.stride,
+    )  # fmt: skip
+    print(f"wrote {len(written)} masks and overlays to {args.out}")
