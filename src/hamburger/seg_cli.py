@@ -31,7 +31,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=None, help="classes of a 'folder' dataset")
     p.add_argument("--model", default="hamnet_r50_d8", help="a name of hamburger.list_models()")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--norm", choices=("batch", "group"), default=None, help="norm layers (default: the variant's)")
+    p.add_argument("--norm", choices=("batch", "group"), default=None, help="head norm layers (default: batch)")
+    p.add_argument("--backbone-norm", choices=("batch", "group"), default=None, help="backbone norm (default: batch)")
     p.add_argument("--rank", type=int, default=None, help="R of the Hamburger (default: the variant's)")
     p.add_argument("--ham-init", choices=("random", "online"), default=None, help="bases init of the Hamburger")
     p.add_argument("--dropout", type=float, default=None, help="dropout before the classifier")
@@ -79,6 +80,7 @@ def add_seg_parser(sub) -> None:
     t.add_argument("--max-val-samples", type=int, default=None)
     t.add_argument("--ckpt-interval", type=int, default=1000)
     t.add_argument("--resume", type=_bool, nargs="?", const=True, default=False, help="continue from --out")
+    t.add_argument("--init-weights", type=Path, default=None, help="start from these weights (a second stage)")
     t.add_argument("--no-tensorboard", type=_bool, nargs="?", const=True, default=False)
     t.add_argument("--quiet", type=_bool, nargs="?", const=True, default=False)
 
@@ -106,8 +108,8 @@ def run_seg(args, parser: argparse.ArgumentParser, argv) -> None:
     if name not in SUBCOMMANDS:
         parser.parse_args(argv)  # argparse reports what is wrong
         raise SystemExit(2)
-    args = parse_with_recipe(parser, argv, SUBCOMMANDS[name])  # the recipe's values become the defaults
     try:
+        args = parse_with_recipe(parser, argv, SUBCOMMANDS[name])  # the recipe's values become the defaults
         if args.seg_command == "train":
             _train(args)
         elif args.seg_command == "eval":
@@ -115,7 +117,7 @@ def run_seg(args, parser: argparse.ArgumentParser, argv) -> None:
         else:
             _predict(args)
     except ValueError as e:
-        raise SystemExit(f"hamburger seg {args.seg_command}: {e}") from None
+        raise SystemExit(f"hamburger seg {name}: {e}") from None
 
 
 def _train(args) -> None:

@@ -149,9 +149,10 @@ def model_overrides(args) -> dict:
     if args.pretrained:
         over["pretrained"] = True if args.pretrained == "hub" else args.pretrained
     if args.norm == "group":
+        over["norm_layer"] = "group"
+    if getattr(args, "backbone_norm", None) == "group":
         from ..models.backbones import group_norm
 
-        over["norm_layer"] = "group"
         over["backbone_norm"] = group_norm
     for flag, key in (("rank", "rank"), ("ham_init", "init"), ("dropout", "dropout"), ("aux", "aux")):
         value = getattr(args, flag, None)
@@ -196,6 +197,8 @@ def train(args) -> dict:
     model = build_model(args, train_set.num_classes, device)
     if world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if getattr(args, "init_weights", None) and not (args.resume and (out / "last_state.pt").is_file()):
+        model.load_state_dict(load_weights(args.init_weights))
     optimizer, scheduler = build_optimizer(model, args)
 
     start, best = 0, -1.0
@@ -248,7 +251,7 @@ def train(args) -> dict:
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        lr = optimizer.param_groups[0]["lr"]
+        lr = args.lr * scheduler.lr_lambdas[0](scheduler.last_epoch)  # the base LR (groups scale it)
         record = {"step": step + 1, "loss": total, "lr": lr, "time": time.perf_counter() - t0}
         if val_set is not None and ((step + 1) % args.val_interval == 0 or step + 1 == args.iters):
             from .seg_eval import evaluate
