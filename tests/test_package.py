@@ -154,3 +154,13 @@ def test_peak_memory_is_measured_on_cpu():
 
     peak = peak_memory(two_live_buffers, torch.device("cpu"))
     assert 2 * 256 * 256 * 4 <= peak < 4 * 256 * 256 * 4
+
+
+def test_bench_seg_tiny(tmp_path):
+    from hamburger.recipes import bench_seg
+
+    res = bench_seg.run(models=("fcn_r18_d8", "hamnet_r18_d8"), crops=(32,), repeats=1, out=tmp_path, progress=False)
+    assert len(res["rows"]) == 2
+    for row in res["rows"]:
+        assert row["train_images_per_s"] > 0 and row["eval_images_per_s"] > 0 and row["params_m"] > 1
+    assert "| hamnet_r18_d8 | 32 |" in (tmp_path / "bench-seg.md").read_text()

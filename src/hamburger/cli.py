@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     ham.add_argument("--denormal-steps", type=int, default=30)
     ham.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
     ham.add_argument("--out", type=Path, default=Path("results/bench-ham"))
+    seg = bsub.add_parser("seg", help="segmentation throughput (images/s), training and inference")
+    seg.add_argument("--models", default="hamnet_r50_d8,nonlocal_r50_d8,fcn_r50_d8")
+    seg.add_argument("--crops", type=_ints, default=(256, 512))
+    seg.add_argument("--train-batch", type=_positive, default=2)
+    seg.add_argument("--repeats", type=_positive, default=3)
+    seg.add_argument("--device", default="cpu")
+    seg.add_argument("--out", type=Path, default=Path("results/bench-seg"))
     from .seg_cli import add_seg_parser
 
     add_seg_parser(sub)
@@ -124,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
             denormal_steps=args.denormal_steps,
             out=args.out,
         )
+    elif args.command == "bench" and args.mode == "seg":
+        from .recipes import bench_seg
+
+        bench_seg.run(
+            models=tuple(args.models.split(",")), crops=args.crops, train_batch=args.train_batch,
+            repeats=args.repeats, device=args.device, out=args.out,
+        )  # fmt: skip
     return 0
 
 
