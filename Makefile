@@ -11,10 +11,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e ".[dev,demo,bench,seg]"
+	$(BIN)/python -m pip install --quiet --no-deps "animal-shape-mnist==0.39"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/hamburger decompose --out results/decompose
+	$(BIN)/hamburger demo --out results/demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q

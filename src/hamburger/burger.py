@@ -169,9 +169,11 @@ class Hamburger(nn.Module):
         rounding). Returns (W·D (B, C_out, S*R), C (B, S*R, N)) in the solver dtype, or None where folding would
         not save work (or the ham decomposes the channel axis).
         """
+        if not self.ham.spatial:
+            return None
         out_channels = weight.shape[0]
         dim, rank, groups = self.ham.channels // self.ham.groups, self.ham.rank, self.ham.groups
-        if not self.ham.spatial or out_channels * rank >= dim * rank + out_channels * dim:
+        if out_channels * rank >= dim * rank + out_channels * dim:
             return None
         dec = self.ham.decompose(h, reconstruct=False)  # bases (B*S, D, R), codes (B*S, R, N)
         batch = h.shape[0]

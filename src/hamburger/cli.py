@@ -28,6 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hamburger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    demo = sub.add_parser(
+        "demo", help="is attention better than matrix decomposition? Hamburger vs self-attention vs no context, here"
+    )
+    demo.add_argument("--quick", action="store_true", help="the same path in a couple of minutes (a smoke check)")
+    demo.add_argument("--iters", type=_positive, default=None, help="training iterations per model (default 800)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
+    demo.add_argument("--out", type=Path, default=Path("results/demo"))
+
     dec = sub.add_parser("decompose", help="decompose a real photo with NMF, VQ and CD; print errors, write a PNG")
     dec.add_argument("--image", default="camera", help="scikit-image greyscale photo (default: camera)")
     dec.add_argument("--ranks", type=_ints, default=(8, 16, 32, 64), help="comma-separated ranks R")
@@ -87,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         from .seg_cli import run_seg
 
         run_seg(args, parser, argv)
+        return 0
+    if args.command == "demo":
+        from .recipes import compare
+
+        iters = args.iters or (20 if args.quick else 800)
+        compare.run(
+            heads=compare.DEMO_HEADS, seeds=(args.seed,), iters=iters, val_interval=10 if args.quick else 100,
+            max_val=40 if args.quick else None, data_root=args.data_root, out=args.out, title="demo",
+        )  # fmt: skip
         return 0
     if args.command == "decompose":
         from .recipes import decompose

@@ -60,6 +60,7 @@ def add_seg_parser(sub) -> None:
     t.add_argument("--val-split", default="val")
     t.add_argument("--out", type=Path, default=Path("runs/seg"))
     t.add_argument("--crop-size", type=int, default=512)
+    t.add_argument("--scale-range", type=_floats, default=(0.5, 2.0), help="random scale range of training images")
     t.add_argument("--batch-size", type=int, default=16, help="global batch per optimiser step")
     t.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation micro-steps")
     t.add_argument("--iters", type=int, default=60000)
@@ -98,7 +99,23 @@ def add_seg_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("predictions"))
-    SUBCOMMANDS.update(train=t, eval=e, predict=p)
+    c = ssub.add_parser("compare", help="context heads side by side on animal-scenes over several seeds (resumable)")
+    c.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags")
+    c.add_argument(
+        "--heads",
+        default="hamnet,ham_vq,ham_cd,nonlocal,danet,ema,fcn",
+        help="comma-separated heads: <head>_tiny models (hamnet, nonlocal, fcn, local, ham_vq, ...)",
+    )
+    c.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    c.add_argument("--iters", type=int, default=800)
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--lr", type=float, default=2e-3)
+    c.add_argument("--val-interval", type=int, default=100)
+    c.add_argument("--max-val-samples", type=int, default=None)
+    c.add_argument("--workers", type=int, default=1)
+    c.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
+    c.add_argument("--out", type=Path, default=Path("results/compare"))
+    SUBCOMMANDS.update(train=t, eval=e, predict=p, compare=c)
 
 
 def run_seg(args, parser: argparse.ArgumentParser, argv) -> None:
@@ -112,12 +129,24 @@ def run_seg(args, parser: argparse.ArgumentParser, argv) -> None:
         args = parse_with_recipe(parser, argv, SUBCOMMANDS[name])  # the recipe's values become the defaults
         if args.seg_command == "train":
             _train(args)
+        elif args.seg_command == "compare":
+            _compare(args)
         elif args.seg_command == "eval":
             _eval(args)
         else:
             _predict(args)
     except ValueError as e:
         raise SystemExit(f"hamburger seg {name}: {e}") from None
+
+
+def _compare(args) -> None:
+    from .recipes import compare
+
+    compare.run(
+        heads=tuple(h for h in args.heads.split(",") if h), seeds=tuple(int(s) for s in str(args.seeds).split(",")),
+        iters=args.iters, batch=args.batch_size, lr=args.lr, val_interval=args.val_interval,
+        max_val=args.max_val_samples, workers=args.workers, data_root=args.data_root, out=args.out,
+    )  # fmt: skip
 
 
 def _train(args) -> None:

@@ -229,6 +229,15 @@ DATASETS: dict[str, Callable[..., SegmentationDataset]] = {
 }
 
 
+def _animal_scenes(root, split: str = "train", **kw) -> SegmentationDataset:
+    from .animal_scenes import AnimalScenes
+
+    return AnimalScenes(root, split, **kw)
+
+
+DATASETS["animal-scenes"] = _animal_scenes
+
+
 def build_dataset(name: str, root, split: str, **kw) -> SegmentationDataset:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")

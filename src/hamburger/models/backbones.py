@@ -52,3 +52,58 @@ def create_backbone(
             "fills the Hugging Face cache, which you can copy), or pass a local file: pretrained='/path/to/"
             f"{name}.safetensors' (CLI: --pretrained PATH), or train from scratch with pretrained=False."
         ) from None
+
+
+class _FeatureInfo:
+    def __init__(self, channels: list[int], reductions: list[int]) -> None:
+        self._channels, self._reductions = channels, reductions
+
+    def channels(self) -> list[int]:
+        return list(self._channels)
+
+    def reduction(self) -> list[int]:
+        return list(self._reductions)
+
+
+class _Residual(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        pad = dilation
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, pad, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, pad, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.skip = None
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x):
+        y = nn.functional.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return nn.functional.relu(y + (x if self.skip is None else self.skip(x)))
+
+
+class TinyResNet(nn.Module):
+    """A small stride-8 residual backbone for CPU work (~0.7M parameters): 4 feature maps at strides 2, 4, 8, 8
+    (the last dilated), with 32, 64, 128, 128 channels; the interface of a timm ``features_only`` model."""
+
+    def __init__(self, widths=(32, 64, 128, 128)) -> None:
+        super().__init__()
+        w1, w2, w3, w4 = widths
+        self.stem = nn.Sequential(nn.Conv2d(3, w1, 3, 2, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True))
+        self.stage1 = _Residual(w1, w1)
+        self.stage2 = _Residual(w1, w2, stride=2)
+        self.stage3 = _Residual(w2, w3, stride=2)
+        self.stage4 = _Residual(w3, w4, dilation=2)
+        self.feature_info = _FeatureInfo(list(widths), [2, 4, 8, 8])
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.stage1(self.stem(x))
+        f2 = self.stage2(x)
+        f3 = self.stage3(f2)
+        return [x, f2, f3, self.stage4(f3)]

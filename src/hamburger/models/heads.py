@@ -38,12 +38,25 @@ class MatchedConv(nn.Module):
         return F.relu(x + self.layers(x))
 
 
+class IdentityHam(nn.Module):
+    """A ham that returns its input: the Hamburger's breads and norms with no decomposition (the local control)."""
+
+    spatial = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
 def build_context(name: str, channels: int, *, norm_layer="batch", **kwargs) -> nn.Module:
-    """``"hamburger"`` (the paper's head block, v2 NMF by default), ``"none"`` (parameter-matched convs) or any
-    name of :func:`hamburger.list_contexts`."""
-    if name == "hamburger":
+    """``"hamburger"`` (the paper's head block, v2 NMF by default), ``"local"`` (the same block with the
+    decomposition replaced by the identity: same parameters, no global context), ``"none"`` (parameter-matched
+    convs) or any name of :func:`hamburger.list_contexts`."""
+    if name in ("hamburger", "local"):
         defaults = {"ham": "nmf", "version": "v2", "rank": 64, "train_steps": 6, "eval_steps": 6}
-        return Hamburger(channels, norm_layer=norm_layer, **{**defaults, **kwargs})
+        block = Hamburger(channels, norm_layer=norm_layer, **{**defaults, **kwargs})
+        if name == "local":
+            block.ham = IdentityHam()
+        return block
     if name == "none":
         reference = build_context("hamburger", channels, norm_layer=norm_layer)
         return MatchedConv(

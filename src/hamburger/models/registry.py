@@ -6,7 +6,7 @@ from torch import nn
 
 from ..burger import convert_2d_checkpoint
 from ..context import list_contexts
-from .backbones import create_backbone
+from .backbones import TinyResNet, create_backbone
 from .heads import AuxHead, ContextHead, LightHamHead
 from .segmentation import SegmentationModel
 
@@ -18,7 +18,12 @@ def _context_model(
     *, backbone: str, context: str, num_classes: int, pretrained=False, aux: bool = True, norm_layer="batch",
     output_stride: int = 8, backbone_norm=None, **head_kwargs,
 ) -> SegmentationModel:  # fmt: skip
-    body = create_backbone(backbone, pretrained=pretrained, output_stride=output_stride, norm_layer=backbone_norm)
+    if backbone == "tiny":
+        if pretrained:
+            raise ValueError("the tiny backbone has no pretrained weights")
+        body = TinyResNet()
+    else:
+        body = create_backbone(backbone, pretrained=pretrained, output_stride=output_stride, norm_layer=backbone_norm)
     channels = body.feature_info.channels()
     head = ContextHead(channels[-1], num_classes, context=context, norm_layer=norm_layer, **head_kwargs)
     aux_head = AuxHead(channels[-2], num_classes, norm_layer=norm_layer) if aux else None
@@ -43,6 +48,16 @@ for _short, _timm in BACKBONES.items():
     if _short != "r101":
         for _ctx in list_contexts():
             _VARIANTS[f"{_ctx}_{_short}_d8"] = (_context_model, {"backbone": _timm, "context": _ctx})
+
+
+# the small family for CPU work and the embedded benchmark: tiny backbone, 128-wide head, R = 16
+_TINY = {"backbone": "tiny", "channels": 128, "mid_channels": 64, "aux": False}
+for _ctx in ("hamburger", "none", "local", *list_contexts()):
+    _name = {"hamburger": "hamnet", "none": "fcn"}.get(_ctx, _ctx)
+    _extra = {"rank": 16} if _ctx in ("hamburger", "local") or _ctx.startswith("ham_") else {}
+    if _ctx == "ema":
+        _extra = {"bases": 16}
+    _VARIANTS[f"{_name}_tiny"] = (_context_model, {**_TINY, "context": _ctx, **_extra})
 
 
 def list_models() -> list[str]:

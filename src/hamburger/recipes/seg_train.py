@@ -187,7 +187,10 @@ def train(args) -> dict:
     ds_kwargs = {"num_classes": args.num_classes} if args.dataset == "folder" else {}
     train_set = build_dataset(
         args.dataset, args.data_root, args.train_split,
-        transform=SegTransform(train=True, crop_size=args.crop_size, seed=args.seed), **ds_kwargs,
+        transform=SegTransform(
+            train=True, crop_size=args.crop_size, seed=args.seed, scale_range=tuple(args.scale_range)
+        ),
+        **ds_kwargs,
     )  # fmt: skip
     val_set = None
     if args.val_interval:
