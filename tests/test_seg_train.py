@@ -164,3 +164,16 @@ def test_multiscale_flip_and_sliding_window_inference():
     torch.testing.assert_close(slid[..., 2:-2, 2:-2], whole[..., 2:-2, 2:-2], rtol=0.3, atol=0.5)
     ms = predict_logits(model, x, scales=(0.5, 1.0, 1.75), flip=True)
     assert ms.shape == (1, 2, 20, 26)
+
+
+def test_bf16_autocast_accumulation_warmup_and_adamw_run(data, tmp_path):
+    out = tmp_path / "amp"
+    main(_train_args(data, out, "--iters", "2", "--amp", "bf16", "--accum-steps", "2", "--batch-size", "4",
+                     "--optimizer", "adamw", "--lr", "1e-4", "--head-lr-mult", "10", "--warmup-iters", "2",
+                     "--quiet"))  # fmt: skip
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(r["loss"] == r["loss"] for r in log)
+    assert log[0]["lr"] < 1e-4  # warm-up
+    state = torch.load(out / "last_state.pt", weights_only=False)
+    lrs = {g["name"]: g["initial_lr"] for g in state["optimizer"]["param_groups"]}
+    assert min(lrs.values()) == pytest.approx(1e-4) and max(lrs.values()) == pytest.approx(2e-3)  # head bias: 10x2
