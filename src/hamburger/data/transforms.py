@@ -24,12 +24,6 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
     return (image.float() / 255.0 - mean) / std
 
 
-def denormalize(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(-1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(-1, 3, 1, 1)
-    return ((image * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 class SegTransform:
     """Callable ``(image uint8 (H, W, 3), mask (H, W), index, epoch) -> (image float (3, h, w), mask (h, w))``.
 

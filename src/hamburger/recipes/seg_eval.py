@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.transforms import denormalize, normalize
+from ..data.transforms import normalize
 from .metrics import ConfusionMatrix
 
 MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # the paper's test protocol
@@ -167,4 +167,4 @@ def predict_files(model: nn.Module, inputs, out: Path, *, num_classes: int, devi
     return written
 
 
-__all__ = ["predict_logits", "evaluate", "predict_files", "palette", "MS_SCALES", "denormalize"]
+__all__ = ["predict_logits", "evaluate", "predict_files", "palette", "MS_SCALES"]

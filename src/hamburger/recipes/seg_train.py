@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -244,7 +245,7 @@ def train(args) -> dict:
             images, labels = next(batches)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             sync = micro == args.accum_steps - 1 or world == 1
-            ctx = net.no_sync() if not sync and isinstance(net, nn.parallel.DistributedDataParallel) else _null()
+            ctx = net.no_sync() if not sync and isinstance(net, nn.parallel.DistributedDataParallel) else nullcontext()
             with ctx, torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 loss = seg_loss(net(images), labels, args.aux_weight) / args.accum_steps
             if not torch.isfinite(loss):
@@ -302,14 +303,6 @@ def _gather_rng(world: int):
     states = [None] * world
     dist.all_gather_object(states, state)
     return states
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _tensorboard(out: Path, args):
