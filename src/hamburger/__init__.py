@@ -5,6 +5,7 @@ from .burger import Hamburger, convert_2d_checkpoint
 from .context import create_context, list_contexts
 from .functional import Decomposition
 from .ham import CD, NMF, VQ
+from .models import create_model, list_models
 
 __version__ = "0.1.0"
 
@@ -18,5 +19,7 @@ __all__ = [
     "convert_2d_checkpoint",
     "create_context",
     "list_contexts",
+    "create_model",
+    "list_models",
     "__version__",
 ]
