@@ -26,7 +26,9 @@ def _bool(text) -> bool:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags")
-    p.add_argument("--dataset", default="voc", help="voc | pascal_context | ade20k | cityscapes | folder")
+    p.add_argument(
+        "--dataset", default="voc", help="voc | pascal_context | ade20k | cityscapes | folder | animal-scenes"
+    )
     p.add_argument("--data-root", type=Path, help="dataset folder (its documented layout)")
     p.add_argument("--num-classes", type=int, default=None, help="classes of a 'folder' dataset")
     p.add_argument("--model", default="hamnet_r50_d8", help="a name of hamburger.list_models()")
@@ -153,7 +155,7 @@ def _train(args) -> None:
     from .recipes.config import save_config
     from .recipes.seg_train import train
 
-    if args.data_root is None:
+    if args.data_root is None and args.dataset != "animal-scenes":
         raise ValueError("--data-root is required (or data_root in the --config recipe)")
     args.out.mkdir(parents=True, exist_ok=True)
     save_config(args, args.out / "config.yaml")
@@ -176,7 +178,7 @@ def _eval(args) -> None:
     from .data import SegTransform, build_dataset
     from .recipes.seg_eval import evaluate
 
-    if args.data_root is None:
+    if args.data_root is None and args.dataset != "animal-scenes":
         raise ValueError("--data-root is required")
     kw = {"num_classes": args.num_classes} if args.dataset == "folder" else {}
     dataset = build_dataset(args.dataset, args.data_root, args.split, transform=SegTransform(train=False), **kw)
