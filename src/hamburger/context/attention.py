@@ -12,7 +12,30 @@ from .common import check_input, conv1x1, tokens
 IMPLS = ("sdpa", "naive")
 
 
-class NonLocal(nn.Module):
+class _QKVBlock(nn.Module):
+    """Shared shell of the attention blocks: q, k, v 1x1 convs to d channels, and z = x + norm(W_z y)."""
+
+    def __init__(self, channels: int, inter: int, norm_layer) -> None:
+        super().__init__()
+        self.channels = channels
+        self.query = conv1x1(channels, inter)
+        self.key = conv1x1(channels, inter)
+        self.value = conv1x1(channels, inter)
+        self.out = conv1x1(inter, channels, bias=False)
+        self.norm = make_norm(norm_layer, channels)
+
+    def attend(self, z: Tensor) -> Tensor:  # (B, C, N) -> (B, N, d)
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(self, x, self.channels, ndim=None)
+        z = x.reshape(x.shape[0], x.shape[1], -1)  # (B, C, N)
+        y = self.attend(z)  # (B, N, d)
+        h = torch.matmul(self.out.weight[..., 0], y.mT)  # (C, d) @ (B, d, N) -> (B, C, N)
+        return (z + self.norm(h)).reshape(x.shape)
+
+
+class NonLocal(_QKVBlock):
     """Non-local block, embedded Gaussian (Wang, Girshick, Gupta, He, *Non-local Neural Networks*, CVPR 2018).
 
     y = softmax(θ(x)ᵀφ(x) · s) g(x) over all N positions; z = x + BN(W_z y). θ, φ, g are 1x1 convs to C/2
@@ -36,17 +59,12 @@ class NonLocal(nn.Module):
         norm_layer="batch",
         use_scale: bool = True,
     ) -> None:
-        super().__init__()
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         inter = inter_channels or max(1, channels // 2)
-        self.channels, self.impl = channels, impl
+        super().__init__(channels, inter, norm_layer)
+        self.impl = impl
         self.scale = inter**-0.5 if use_scale else 1.0
-        self.query = conv1x1(channels, inter)
-        self.key = conv1x1(channels, inter)
-        self.value = conv1x1(channels, inter)
-        self.out = conv1x1(inter, channels, bias=False)
-        self.norm = make_norm(norm_layer, channels)
 
     def attend(self, z: Tensor) -> Tensor:
         """(B, C, N) -> attention output (B, N, C/2)."""
@@ -56,15 +74,8 @@ class NonLocal(nn.Module):
         attn = torch.softmax((q @ k.mT) * self.scale, dim=-1)  # (B, 1, N, N)
         return (attn @ v).squeeze(1)  # (B, N, C/2)
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_input(self, x, self.channels, ndim=None)
-        z = x.reshape(x.shape[0], x.shape[1], -1)  # (B, C, N)
-        y = self.attend(z)  # (B, N, C/2)
-        h = torch.matmul(self.out.weight[..., 0], y.mT)  # (C, C/2) @ (B, C/2, N) -> (B, C, N)
-        return (z + self.norm(h)).reshape(x.shape)
 
-
-class LinearAttention(nn.Module):
+class LinearAttention(_QKVBlock):
     """Linear (kernelised, softmax-free) attention block (Katharopoulos, Vyas, Pappas, Fleuret, *Transformers are
     RNNs*, ICML 2020): yₙ = φ(qₙ)ᵀ Σₘ φ(kₘ)vₘᵀ / φ(qₙ)ᵀ Σₘ φ(kₘ), φ = elu + 1, in O(N·d²); z = x + BN(W_z y).
 
@@ -78,23 +89,14 @@ class LinearAttention(nn.Module):
     def __init__(
         self, channels: int, *, inter_channels: int | None = None, norm_layer="batch", eps: float = 1e-6
     ) -> None:
-        super().__init__()
-        inter = inter_channels or max(1, channels // 2)
-        self.channels, self.eps = channels, eps
-        self.query = conv1x1(channels, inter)
-        self.key = conv1x1(channels, inter)
-        self.value = conv1x1(channels, inter)
-        self.out = conv1x1(inter, channels, bias=False)
-        self.norm = make_norm(norm_layer, channels)
+        super().__init__(channels, inter_channels or max(1, channels // 2), norm_layer)
+        self.eps = eps
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_input(self, x, self.channels, ndim=None)
-        z = x.reshape(x.shape[0], x.shape[1], -1)  # (B, C, N)
+    def attend(self, z: Tensor) -> Tensor:
+        """(B, C, N) -> (B, N, d) in O(N·d²)."""
         q = F.elu(tokens(self.query, z)) + 1  # (B, N, d)
         k = F.elu(tokens(self.key, z)) + 1  # (B, N, d)
         v = tokens(self.value, z)  # (B, N, d)
         kv = k.mT @ v  # (B, d, N) @ (B, N, d) -> (B, d, d)
         norm = q @ k.sum(dim=1, keepdim=True).mT + self.eps  # (B, N, d) @ (B, d, 1) -> (B, N, 1)
-        y = (q @ kv) / norm  # (B, N, d)
-        h = torch.matmul(self.out.weight[..., 0], y.mT)  # (B, C, N)
-        return (z + self.norm(h)).reshape(x.shape)
+        return (q @ kv) / norm  # (B, N, d)
