@@ -199,7 +199,10 @@ def _predict(args) -> None:
     from .recipes.seg_eval import predict_files
 
     if args.num_classes is None and args.dataset != "folder":
-        args.num_classes = {"voc": 21, "pascal_context": 59, "ade20k": 150, "cityscapes": 19}[args.dataset]
+        known = {"voc": 21, "pascal_context": 59, "ade20k": 150, "cityscapes": 19, "animal-scenes": 11}
+        if args.dataset not in known:
+            raise ValueError(f"unknown dataset {args.dataset!r}; pass --num-classes")
+        args.num_classes = known[args.dataset]
     if args.num_classes is None:
         raise ValueError("--num-classes is required")
     model = _load_model(args, args.num_classes)
