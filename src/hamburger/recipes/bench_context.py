@@ -8,13 +8,14 @@ paper's cost-table layout, CSV and JSON with the machine in the header, and a lo
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import torch
 
 from ..context import create_context, list_contexts
-from .common import header_lines, machine_info
+from .common import atomic_write_text, header_lines, machine_info, save_figure
 from .measure import count_flops, median_time, peak_memory, power_law_exponent, synchronizer
 
 FIELDS = (
@@ -207,23 +208,15 @@ def markdown(result: dict, size: int) -> list[str]:
 def _write(out: Path, result: dict, md: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     header = header_lines(result["machine"])
-    _atomic(out / "bench.md", "\n".join(["# hamburger bench", "", *header, "", *md, ""]))
-    _atomic(out / "bench.json", json.dumps(result, indent=2))
-    lines = ["# " + json.dumps(result["machine"])]
-    tmp = out / "bench.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(lines[0] + "\n")
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(result["rows"])
-    tmp.replace(out / "bench.csv")
+    atomic_write_text(out / "bench.md", "\n".join(["# hamburger bench", "", *header, "", *md, ""]))
+    atomic_write_text(out / "bench.json", json.dumps(result, indent=2))
+    table = io.StringIO(newline="")
+    table.write("# " + json.dumps(result["machine"]) + "\n")  # the machine in the header line
+    writer = csv.DictWriter(table, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(result["rows"])
+    atomic_write_text(out / "bench.csv", table.getvalue())
     _plot(result, out / "bench.png")
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _plot(result: dict, path: Path) -> None:
@@ -254,10 +247,7 @@ def _plot(result: dict, path: Path) -> None:
     info = result["machine"]
     fig.suptitle(f"Context modules, C={info['channels']}, {info['device']} {info['dtype']}, {info['cpu']}")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=90)
 
 
 class _NoBar:

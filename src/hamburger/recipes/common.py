@@ -68,14 +68,29 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / seconds / 1e9
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to a temporary file beside ``path``, then rename it over ``path``: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def save_figure(fig, path: Path, *, dpi: int = 90) -> None:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def write_results(out: Path, name: str, info: dict, rows: dict, markdown: list[str]) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{name}.json"
     md_path = out / f"{name}.md"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"machine": info, "results": rows}, indent=2))
-    tmp.replace(json_path)
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join([f"# {name}", "", *header_lines(info), "", *markdown, ""]))
-    tmp.replace(md_path)
+    atomic_write_text(json_path, json.dumps({"machine": info, "results": rows}, indent=2))
+    atomic_write_text(md_path, "\n".join([f"# {name}", "", *header_lines(info), "", *markdown, ""]))
     return json_path, md_path

@@ -17,7 +17,7 @@ import torch
 from ..data import SegTransform, build_dataset
 from ..data.animal_scenes import CLASSES, cached
 from .checkpoint import load_weights
-from .common import machine_info
+from .common import atomic_write_text, machine_info, save_figure
 from .measure import count_flops, median_time, peak_memory
 
 DEMO_HEADS = ("hamnet", "nonlocal", "fcn")
@@ -83,9 +83,7 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
         "infer_peak_mib": peak_memory(infer, torch.device("cpu")) / 2**20,
         "val_curve": [(r["time"], r["val_miou"]) for r in log if "val_miou" in r],
     }  # fmt: skip
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(done)
+    atomic_write_text(done, json.dumps(result, indent=2))
     return result
 
 
@@ -193,10 +191,7 @@ def _plot_curves(results, heads, path: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("animal-scenes: validation mIoU against training time")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=90)
 
 
 def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int = 6) -> None:
@@ -234,7 +229,4 @@ def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int
             if i == 0:
                 axes[i][j].set_title(["scene", "ground truth", *[LABELS.get(h, h) for h in heads]][j], fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=80)

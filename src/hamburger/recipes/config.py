@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import atomic_write_text
+
 
 def load_recipe(path: Path, parser: argparse.ArgumentParser) -> dict:
     """Read a flat YAML file; every key must be a flag of ``parser`` (dashes or underscores)."""
@@ -55,7 +57,4 @@ def save_config(args: argparse.Namespace, path: Path) -> None:
 
     values = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func",)}
     values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(values, sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(Path(path), yaml.safe_dump(values, sort_keys=True))

@@ -13,6 +13,7 @@ import torch
 
 from .. import functional as HF
 from ..ham import CD, NMF, VQ
+from .common import save_figure
 
 SOLVERS = {"nmf": (HF.nmf, NMF), "vq": (HF.vq, VQ), "cd": (HF.cd, CD)}
 IMAGES = ("camera", "moon", "coins", "text", "page", "brick", "grass", "gravel")
@@ -101,8 +102,5 @@ def _plot(x, recons, results, hams, ranks, path: Path) -> Path:
             ax.set_yticks([])
     fig.suptitle(f"Low-rank reconstructions after {results['steps']} steps", fontsize=11)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=80)
     return path
