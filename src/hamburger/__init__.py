@@ -6,6 +6,7 @@ from .context import create_context, list_contexts
 from .functional import Decomposition
 from .ham import CD, NMF, VQ
 from .models import create_model, list_models
+from .optimize import optimize
 
 __version__ = "0.1.0"
 
@@ -21,5 +22,6 @@ __all__ = [
     "list_contexts",
     "create_model",
     "list_models",
+    "optimize",
     "__version__",
 ]

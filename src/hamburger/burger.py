@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .functional import product
 from .ham import CD, NMF, VQ
 
 __all__ = ["Hamburger", "convert_2d_checkpoint", "HAMS", "VERSIONS", "make_norm"]
@@ -61,7 +62,8 @@ class Hamburger(nn.Module):
         ham_channels: channels inside the block (D·S); default ``channels``.
         norm_layer: ``"batch"`` | ``"group"`` | ``"syncbatch"`` | callable(num_channels) -> module.
         **ham_kwargs: passed to the ham (``rank`` R, ``groups`` S, ``train_steps``, ``eval_steps``, ``grad``,
-            ``init``, ``inv_t``, ``beta``, ...); see :class:`hamburger.NMF`.
+            ``init``, ``inv_t``, ``beta``, ``precision``, ``check_input``, ...); see :class:`hamburger.NMF`.
+            ``precision="bf16"`` also runs the folded upper-bread product in bf16 (the residual stays exact).
 
     Example::
 
@@ -125,6 +127,8 @@ class Hamburger(nn.Module):
         if x.shape[1] != self.channels:
             raise ValueError(f"Hamburger was built for {self.channels} channels, input has {x.shape[1]}")
         shape = x.shape
+        # a replaced ham (the segmentation heads' local control is an identity) has no precision of its own
+        precision = self.ham.effective_precision() if hasattr(self.ham, "effective_precision") else "fp32"
         z = x.reshape(shape[0], shape[1], -1)  # (B, C, *spatial) -> (B, C, N)
         h = self.lower_bread(z)  # (B, D*S, N)
         if self.ham_type == "nmf":
@@ -141,14 +145,18 @@ class Hamburger(nn.Module):
                 shift = self.norm.bias - self.norm.running_mean * scale
                 wd = torch.cat([wd * scale[:, None].to(wd.dtype), shift[None, :, None].expand(wd.shape[0], -1, 1)], 2)
                 ones = codes.new_ones(codes.shape[0], 1, codes.shape[2])
-                out = torch.baddbmm(z.to(wd.dtype), wd, torch.cat([codes, ones], 1))  # (B, C, S*R+1) @ (.., N)
+                codes = torch.cat([codes, ones], 1)  # (B, S*R+1, N)
+                if precision == "bf16":  # bf16 operands, but the residual is added in full precision
+                    out = z + product(wd, codes, precision=precision).to(z.dtype)  # (B, C, S*R+1) @ (.., N)
+                else:
+                    out = torch.baddbmm(z.to(wd.dtype), wd, codes)  # (B, C, S*R+1) @ (B, S*R+1, N)
                 return F.relu(out.to(z.dtype), inplace=True).reshape(shape)
             else:
-                h = self.norm(torch.bmm(*folded).to(z.dtype))  # (B, C, S*R) @ (B, S*R, N) -> (B, C, N)
+                h = self.norm(product(*folded, precision=precision).to(z.dtype))  # (B, C, S*R) @ (B, S*R, N)
             out = z + h
         else:
             folded = self._fold(h, self.cheese.conv.weight)
-            h = self.cheese.conv(self.ham(h)) if folded is None else torch.bmm(*folded).to(z.dtype)
+            h = self.cheese.conv(self.ham(h)) if folded is None else product(*folded, precision=precision).to(z.dtype)
             h = self.upper_bread(F.relu(self.cheese.norm(h)))
             out = z + h if self.version == "v2" else self.coef_shortcut * z + self.coef_ham * h
         return F.relu(out).reshape(shape)

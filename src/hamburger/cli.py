@@ -1,5 +1,5 @@
-"""Command line: ``hamburger decompose``, ``hamburger bench`` and ``hamburger bench ham``. Thin: parse, then call a
-recipe."""
+"""Command line: ``hamburger decompose``, ``hamburger bench`` and ``hamburger bench ham|seg|crossover|precision``. Thin:
+parse, then call a recipe."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ def _ints(text: str) -> tuple[int, ...]:
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
     return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def _positive(text: str) -> int:
@@ -73,6 +77,33 @@ def build_parser() -> argparse.ArgumentParser:
     ham.add_argument("--denormal-steps", type=int, default=30)
     ham.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
     ham.add_argument("--out", type=Path, default=Path("results/bench-ham"))
+    cross = bsub.add_parser(
+        "crossover", help="Hamburger vs non-local attention on every SDPA backend, bf16/fp32, eval/train: the crossover"
+    )
+    cross.add_argument("--device", default=None, help="cuda if available, else cpu")
+    cross.add_argument("--sizes", type=_ints, default=(32, 64, 96, 128, 192, 256), help="comma-separated H = W")
+    cross.add_argument("--batches", type=_ints, default=(1, 8))
+    cross.add_argument("--precisions", default="bf16,fp32", help="comma-separated: bf16, fp32, tf32")
+    cross.add_argument("--modes", default="eval,train")
+    cross.add_argument("--backends", default="flash,cudnn,efficient,math", help="SDPA backends to try")
+    cross.add_argument("--channels", type=_positive, default=512)
+    cross.add_argument("--rank", type=_positive, default=64)
+    cross.add_argument("--repeats", type=_positive, default=20)
+    cross.add_argument("--no-compile", action="store_true", help="skip the compiled Hamburger")
+    cross.add_argument("--math-limit-gib", type=float, default=8.0, help="skip the math backend above this")
+    cross.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    cross.add_argument("--out", type=Path, default=Path("results/bench-crossover"))
+    prec = bsub.add_parser("precision", help="accuracy and speed of each ham precision; the block vs SDPA attention")
+    prec.add_argument("--device", default="cpu")
+    prec.add_argument("--channels", type=_positive, default=512)
+    prec.add_argument("--sizes", type=_ints, default=(64, 128), help="comma-separated H = W of the solver table")
+    prec.add_argument("--rank", type=_positive, default=64)
+    prec.add_argument("--steps", type=int, default=7)
+    prec.add_argument("--repeats", type=_positive, default=7)
+    prec.add_argument("--precisions", default="fp32,bf16,tf32")
+    prec.add_argument("--block-size", type=_positive, default=128, help="H = W of the block comparison")
+    prec.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    prec.add_argument("--out", type=Path, default=Path("results/bench-precision"))
     seg = bsub.add_parser("seg", help="segmentation throughput (images/s), training and inference")
     seg.add_argument("--models", default="hamnet_r50_d8,nonlocal_r50_d8,fcn_r50_d8")
     seg.add_argument("--crops", type=_ints, default=(256, 512))
@@ -84,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_seg_parser(sub)
     return parser
+
+
+def _bench(args, label: str, call) -> None:
+    """Run a benchmark recipe with the requested torch threads; its ValueErrors become one-line exits."""
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        call()
+    except ValueError as e:
+        raise SystemExit(f"hamburger {label}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,40 +158,42 @@ def main(argv: list[str] | None = None) -> int:
             image=args.image, ranks=args.ranks, steps=args.steps, hams=tuple(args.hams.split(",")), out=args.out
         )
     elif args.command == "bench" and args.mode is None:
-        import torch
-
         from .recipes import bench_context
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        try:
-            bench_context.run(
-                modules=tuple(args.modules.split(",")) if args.modules else None, channels=args.channels,
-                batch=args.batch, sizes=args.sizes, repeats=args.repeats, device=args.device, dtype=args.dtype,
-                memory_limit_gib=args.memory_limit_gib, time_limit_s=args.time_limit_s, train_size=args.train_size,
-                train_steps=args.train_steps, out=args.out,
-            )  # fmt: skip
-        except ValueError as e:
-            raise SystemExit(f"hamburger bench: {e}") from None
+        _bench(args, "bench", lambda: bench_context.run(
+            modules=tuple(args.modules.split(",")) if args.modules else None, channels=args.channels,
+            batch=args.batch, sizes=args.sizes, repeats=args.repeats, device=args.device, dtype=args.dtype,
+            memory_limit_gib=args.memory_limit_gib, time_limit_s=args.time_limit_s, train_size=args.train_size,
+            train_steps=args.train_steps, out=args.out,
+        ))  # fmt: skip
     elif args.command == "bench" and args.mode == "ham":
-        import torch
-
         from .recipes import bench_ham
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        bench_ham.run(
-            channels=args.channels,
-            size=args.size,
-            rank=args.rank,
-            steps=args.steps,
-            repeats=args.repeats,
-            train_size=args.train_size,
-            train_steps=args.train_steps,
-            denormal_size=args.denormal_size,
-            denormal_steps=args.denormal_steps,
-            out=args.out,
-        )
+        _bench(args, "bench ham", lambda: bench_ham.run(
+            channels=args.channels, size=args.size, rank=args.rank, steps=args.steps, repeats=args.repeats,
+            train_size=args.train_size, train_steps=args.train_steps, denormal_size=args.denormal_size,
+            denormal_steps=args.denormal_steps, out=args.out,
+        ))  # fmt: skip
+    elif args.command == "bench" and args.mode == "crossover":
+        import torch
+
+        from .recipes import bench_crossover
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        _bench(args, "bench crossover", lambda: bench_crossover.run(
+            device=device, sizes=args.sizes, batches=args.batches, precisions=_names(args.precisions),
+            modes=_names(args.modes), backends=_names(args.backends), channels=args.channels, rank=args.rank,
+            repeats=args.repeats, compile=not args.no_compile, math_limit_gib=args.math_limit_gib, out=args.out,
+        ))  # fmt: skip
+    elif args.command == "bench" and args.mode == "precision":
+        from .recipes import bench_precision
+
+        if args.steps < 0:
+            raise SystemExit("hamburger bench precision: --steps must be >= 0")
+        _bench(args, "bench precision", lambda: bench_precision.run(
+            channels=args.channels, sizes=args.sizes, rank=args.rank, steps=args.steps, repeats=args.repeats,
+            precisions=_names(args.precisions), device=args.device, block_size=args.block_size, out=args.out,
+        ))  # fmt: skip
     elif args.command == "bench" and args.mode == "seg":
         from .recipes import bench_seg
 

@@ -27,6 +27,18 @@ place on reused buffers. The multiplicative NMF updates and the sharp softmax of
 entries below ``2**24 * finfo.tiny`` (~2e-31 in float32) are set to zero so that no denormal float (10-100x slower
 arithmetic on CPUs) ever enters a product. That changes X̄ by far less than one unit of rounding.
 Half-precision inputs are solved in float32 (the paper's code overflows to NaN in float16); autocast is disabled.
+The flush runs on CPUs only: GPUs handle denormals at full speed, and skipping it there saves a kernel per update.
+
+Precision (``precision``) of the large products, the ones that touch X or produce the D x N reconstruction
+(XᵀD, XCᵀ, DC):
+
+* ``"fp32"`` (default): everything in the solver dtype (float32, or float64 for float64 input). Exact to the paper.
+* ``"bf16"``: X is rounded to bfloat16 once per solve, the other operand of each large product at each use; the
+  GEMM accumulates in float32 and its result is converted back to float32 at once (on CPU ``bmm`` returns the
+  product rounded to bfloat16). Element-wise updates, Gram matrices (DᵀD, CCᵀ), the R x R products, codes and
+  bases stay in float32. Fastest on GPUs and on CPUs with bf16 matrix units (AMX, AVX512-BF16).
+* ``"tf32"``: on CUDA, float32 storage with TF32 tensor-core products (scoped to the solve in eager mode; under
+  ``torch.compile`` the global ``torch.set_float32_matmul_precision`` applies). Elsewhere the same as ``"fp32"``.
 """
 
 from __future__ import annotations
@@ -38,9 +50,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Decomposition", "nmf", "vq", "cd", "spd_inverse", "default_solver_steps", "GRAD_MODES"]
+__all__ = [
+    "Decomposition", "nmf", "vq", "cd", "spd_inverse", "default_solver_steps", "product", "GRAD_MODES", "PRECISIONS",
+]  # fmt: skip
 
 GRAD_MODES = ("one-step", "bptt", "none")
+PRECISIONS = ("fp32", "bf16", "tf32")
 
 
 class Decomposition(NamedTuple):
@@ -55,7 +70,7 @@ class Decomposition(NamedTuple):
 # helpers
 
 
-def _check(x: Tensor, bases: Tensor, steps: int, grad: str, eps: float) -> None:
+def _check(x: Tensor, bases: Tensor, steps: int, grad: str, eps: float, precision: str) -> None:
     if not isinstance(x, Tensor) or not isinstance(bases, Tensor):
         raise TypeError(f"x and bases must be tensors, got {type(x).__name__} and {type(bases).__name__}")
     if x.ndim != 3:
@@ -74,6 +89,8 @@ def _check(x: Tensor, bases: Tensor, steps: int, grad: str, eps: float) -> None:
         raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def _solver_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -88,30 +105,83 @@ def _tiny(t: Tensor) -> float:
 
 
 def _flush(t: Tensor, inplace: bool) -> Tensor:
-    """Zero the entries of a non-negative tensor that are too small to be normal floats after one more product."""
+    """Zero the entries of a non-negative tensor that are too small to be normal floats after one more product.
+
+    CPUs only: there a denormal operand makes arithmetic 10-100x slower; GPUs flush or handle them at full speed."""
+    if t.device.type != "cpu" or not _FLUSH_DENORMALS:
+        return t
     return F.threshold_(t, _tiny(t), 0.0) if inplace else F.threshold(t, _tiny(t), 0.0)
+
+
+def _low(precision: str) -> torch.dtype | None:
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def product(a: Tensor, b: Tensor, *, precision: str = "fp32") -> Tensor:
+    """Batched product a @ b of (B, M, K) and (B, K, P) in the given precision (see the module docstring).
+
+    With ``"bf16"`` both operands are rounded to bfloat16 (a no-op for one already in it), the GEMM accumulates in
+    float32, and the result is returned in the dtype of the higher-precision operand. Otherwise a plain ``bmm``.
+    """
+    low = _low(precision)
+    if low is None:
+        return torch.bmm(a, b)
+    out = b.dtype if a.dtype == low else a.dtype
+    return torch.bmm(a.to(low), b.to(low)).to(out)
+
+
+class _TF32Scope:
+    """TF32 products inside the solve on CUDA (eager); a no-op elsewhere and while compiling or exporting."""
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        self.active = (
+            precision == "tf32"
+            and device.type == "cuda"
+            and not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
+        )
+
+    def __enter__(self):
+        if self.active:
+            self.saved = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("high")
+
+    def __exit__(self, *exc):
+        if self.active:
+            torch.set_float32_matmul_precision(self.saved)
 
 
 def _normalize_columns(bases: Tensor) -> Tensor:
     return F.normalize(bases, dim=1, eps=1e-6)  # (B, D, R): unit columns along D
 
 
-def _run(solver, x: Tensor, bases: Tensor, steps: int, grad: str, reconstruct: bool = True, **kw) -> Decomposition:
-    """Cast to the solver dtype, run the K steps under the chosen gradient mode, then the final update."""
+def _run(
+    solver, x: Tensor, bases: Tensor, steps: int, grad: str, reconstruct: bool, precision: str, **kw
+) -> Decomposition:
+    """Cast to the solver dtype, run the K steps under the chosen gradient mode, then the final update.
+
+    The solvers receive X twice: ``x`` in the solver dtype (for norms) and ``xp``, X in the products' dtype: the
+    same tensor, except with ``precision="bf16"`` (where a bfloat16 input is used as it is, with no round trip)."""
     out_dtype = x.dtype
     dtype = _solver_dtype(x.dtype)
-    with torch.autocast(x.device.type, enabled=False):
+    low = _low(precision)
+    with torch.autocast(x.device.type, enabled=False), _TF32Scope(precision, x.device):
+        xp = x.to(low) if low is not None else None
         x = x.to(dtype)
+        xp = x if xp is None else xp
         bases = bases.to(dtype)
+        kw["precision"] = precision
         if grad == "bptt":
-            d, ct = solver.steps(x, bases, steps, inplace=False, **kw)
-            d, ct = solver.final(x, d, ct, inplace=False, **kw)
+            d, ct = solver.steps(x, bases, steps, inplace=False, xp=xp, **kw)
+            d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
         else:
             with torch.no_grad():
-                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps, inplace=True, **kw)
+                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps, inplace=True, xp=xp.detach(), **kw)
             with torch.set_grad_enabled(torch.is_grad_enabled() and grad == "one-step"):
-                d, ct = solver.final(x, d, ct, inplace=not torch.is_grad_enabled(), **kw)
-        recon = torch.bmm(d, ct.mT).to(out_dtype) if reconstruct else None  # (B, D, R) @ (B, R, N) -> (B, D, N)
+                d, ct = solver.final(x, d, ct, inplace=not torch.is_grad_enabled(), xp=xp, **kw)
+        recon = None
+        if reconstruct:  # (B, D, R) @ (B, R, N) -> (B, D, N)
+            recon = torch.bmm(d, ct.mT) if low is None else torch.bmm(d.to(low), ct.mT.to(low))
+            recon = recon.to(out_dtype)
     return Decomposition(recon, d, ct.mT)
 
 
@@ -121,9 +191,11 @@ def _run(solver, x: Tensor, bases: Tensor, steps: int, grad: str, reconstruct: b
 
 class _NMF:
     @staticmethod
-    def codes(x: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool, xtd: Tensor | None = None) -> Tensor:
+    def codes(
+        xp: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool, precision: str, xtd: Tensor | None = None
+    ) -> Tensor:
         # C <- C * (DᵀX) / (DᵀD C + eps), written on Cᵀ: Cᵀ <- Cᵀ * (XᵀD) / (Cᵀ DᵀD + eps)
-        num = torch.bmm(x.mT, d) if xtd is None else xtd  # (B, N, D) @ (B, D, R) -> (B, N, R)
+        num = product(xp.mT, d, precision=precision) if xtd is None else xtd  # (B, N, D) @ (B, D, R) -> (B, N, R)
         gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
         if inplace:
             den = torch.baddbmm(ct.new_full((), eps), ct, gram)  # (B, N, R) @ (B, R, R) -> (B, N, R)
@@ -132,9 +204,9 @@ class _NMF:
         return _flush(ct * num / den, False)
 
     @staticmethod
-    def bases(x: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool) -> Tensor:
+    def bases(xp: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool, precision: str) -> Tensor:
         # D <- D * (XCᵀ) / (D CCᵀ + eps)
-        num = torch.bmm(x, ct)  # (B, D, N) @ (B, N, R) -> (B, D, R)
+        num = product(xp, ct, precision=precision)  # (B, D, N) @ (B, N, R) -> (B, D, R)
         gram = torch.bmm(ct.mT, ct)  # (B, R, N) @ (B, N, R) -> (B, R, R)
         den = torch.bmm(d, gram)  # (B, D, R) @ (B, R, R) -> (B, D, R)
         if inplace:
@@ -142,21 +214,30 @@ class _NMF:
         return _flush(d * num / (den + eps), False)
 
     @classmethod
-    def steps(cls, x: Tensor, d: Tensor, steps: int, *, inplace: bool, eps: float) -> tuple[Tensor, Tensor]:
-        xtd = torch.bmm(x.mT, d)  # (B, N, R): XᵀD, shared by the start and the first code update
+    def steps(cls, x, d, steps: int, *, inplace: bool, eps: float, precision="fp32", xp=None):
+        xp = x if xp is None else xp
+        xtd = product(xp.mT, d, precision=precision)  # (B, N, R): XᵀD, shared by the start and the first update
         ct = torch.softmax(xtd, dim=-1)  # C0 = softmax(DᵀX) over R (t = 1 for NMF)
         for k in range(steps):
-            ct = cls.codes(x, d, ct, eps, inplace, xtd if k == 0 else None)
-            d = cls.bases(x, d, ct, eps, inplace)
+            ct = cls.codes(xp, d, ct, eps, inplace, precision, xtd if k == 0 else None)
+            d = cls.bases(xp, d, ct, eps, inplace, precision)
         return d, ct
 
     @classmethod
-    def final(cls, x: Tensor, d: Tensor, ct: Tensor, *, inplace: bool, eps: float):
-        return d, cls.codes(x, d, ct, eps, inplace)
+    def final(cls, x, d, ct, *, inplace: bool, eps: float, precision="fp32", xp=None):
+        xp = x if xp is None else xp
+        return d, cls.codes(xp, d, ct, eps, inplace, precision)
 
 
 def nmf(
-    x: Tensor, bases: Tensor, steps: int, *, grad: str = "one-step", eps: float = 1e-6, reconstruct: bool = True
+    x: Tensor,
+    bases: Tensor,
+    steps: int,
+    *,
+    grad: str = "one-step",
+    eps: float = 1e-6,
+    reconstruct: bool = True,
+    precision: str = "fp32",
 ) -> Decomposition:
     """Non-negative matrix factorisation X ≈ DC by K multiplicative (Lee-Seung) updates.
 
@@ -167,12 +248,13 @@ def nmf(
         grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` (see the module docstring).
         eps: ε added to every denominator.
         reconstruct: False skips the product DC (``recon`` is None), for callers that fold a linear map into D.
+        precision: ``"fp32"`` | ``"bf16"`` | ``"tf32"``: of the products with X and of DC (module docstring).
 
     Start C₀ = softmax(DᵀX) over R; each step C ← C ⊙ (DᵀX) ⊘ (DᵀDC + ε), then D ← D ⊙ (XCᵀ) ⊘ (DCCᵀ + ε);
     then one more code update and X̄ = DC.
     """
-    _check(x, bases, steps, grad, eps)
-    return _run(_NMF, x, bases, steps, grad, reconstruct, eps=eps)
+    _check(x, bases, steps, grad, eps, precision)
+    return _run(_NMF, x, bases, steps, grad, reconstruct, precision, eps=eps)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -185,12 +267,12 @@ def _inv_colnorm(x: Tensor, floor: float | None, eps: float | None) -> Tensor:
     return 1.0 / (norm.clamp_min(floor) if floor is not None else norm + eps)
 
 
-def _soft_assign(x: Tensor, d: Tensor, scale: Tensor, eps: float, inplace: bool) -> Tensor:
+def _soft_assign(xp: Tensor, d: Tensor, scale: Tensor, eps: float, inplace: bool, precision: str) -> Tensor:
     """Cᵀ = softmax(inv_t · X̂ᵀD) over R, each code row then divided by (eps + its sum over N).
 
     ``scale`` = inv_t / max(‖xₙ‖, 1e-12), (B, N, 1), computed once per solve since X does not change."""
     # X̂ᵀD = diag(1/‖xₙ‖) XᵀD: scaling the (N, R) product instead of normalising X (D x N) saves a pass over X
-    logits = torch.bmm(x.mT, d)  # (B, N, D) @ (B, D, R) -> (B, N, R)
+    logits = product(xp.mT, d, precision=precision)  # (B, N, D) @ (B, D, R) -> (B, N, R)
     logits = logits.mul_(scale) if inplace else logits * scale
     ct = _flush(torch.softmax(logits, dim=-1), inplace)  # (B, N, R)
     total = ct.sum(dim=1, keepdim=True).add_(eps)  # (B, 1, R): Σₙ C
@@ -199,39 +281,41 @@ def _soft_assign(x: Tensor, d: Tensor, scale: Tensor, eps: float, inplace: bool)
 
 class _VQ:
     @staticmethod
-    def steps(x, d, steps, *, inplace, eps, inv_t):
-        ct = None
+    def steps(x, d, steps, *, inplace, eps, inv_t, precision="fp32", xp=None):
+        xp, ct = x if xp is None else xp, None
         scale = _inv_colnorm(x, 1e-12, None) * inv_t if steps else None  # (B, N, 1), as F.normalize
         for _ in range(steps):
-            ct = _soft_assign(x, _normalize_columns(d), scale, eps, inplace)
-            d = torch.bmm(x, ct)  # D = XCᵀ: (B, D, N) @ (B, N, R) -> (B, D, R)
+            ct = _soft_assign(xp, _normalize_columns(d), scale, eps, inplace, precision)
+            d = product(xp, ct, precision=precision)  # D = XCᵀ: (B, D, N) @ (B, N, R) -> (B, D, R)
         return d, ct
 
     @staticmethod
-    def final(x, d, ct, *, inplace, eps, inv_t):
+    def final(x, d, ct, *, inplace, eps, inv_t, precision="fp32", xp=None):
+        xp = x if xp is None else xp
         # C = softmax(inv_t · D̂ᵀ (X ⊘ (eps + ‖xₙ‖))) with the norms constant for autograd
-        logits = torch.bmm(x.mT, _normalize_columns(d))  # (B, N, R)
+        logits = product(xp.mT, _normalize_columns(d), precision=precision)  # (B, N, R)
         scale = _inv_colnorm(x.detach(), None, eps) * inv_t  # (B, N, 1)
         return d, _flush(torch.softmax(logits * scale, dim=-1), inplace)
 
 
 class _CD:
     @staticmethod
-    def steps(x, d, steps, *, inplace, eps, inv_t, beta, solver_steps):
-        ct = None
+    def steps(x, d, steps, *, inplace, eps, inv_t, beta, solver_steps, precision="fp32", xp=None):
+        xp, ct = x if xp is None else xp, None
         scale = _inv_colnorm(x, 1e-12, None) * inv_t if steps else None  # (B, N, 1), as F.normalize
         for _ in range(steps):
-            ct = _soft_assign(x, d, scale, eps, inplace)
-            d = _normalize_columns(torch.bmm(x, ct))  # (B, D, N) @ (B, N, R) -> (B, D, R)
+            ct = _soft_assign(xp, d, scale, eps, inplace, precision)
+            d = _normalize_columns(product(xp, ct, precision=precision))  # (B, D, N) @ (B, N, R) -> (B, D, R)
         return d, ct
 
     @staticmethod
-    def final(x, d, ct, *, inplace, eps, inv_t, beta, solver_steps):
+    def final(x, d, ct, *, inplace, eps, inv_t, beta, solver_steps, precision="fp32", xp=None):
+        xp = x if xp is None else xp
         # C = (DᵀD + βI)⁻¹ DᵀX, i.e. Cᵀ = XᵀD (DᵀD + βI)⁻¹ (the matrix is symmetric)
         eye = torch.eye(d.shape[-1], dtype=d.dtype, device=d.device)
         system = torch.baddbmm(eye * beta, d.mT, d)  # (B, R, R)
         inverse = spd_inverse(system, beta, steps=solver_steps)
-        rhs = torch.bmm(x.mT, d)  # (B, N, R)
+        rhs = product(xp.mT, d, precision=precision)  # (B, N, R)
         ct = torch.bmm(rhs, inverse)  # (B, N, R)
         # one step of iterative refinement brings the fp32 solve to the accuracy of an exact one
         return d, ct + torch.bmm(rhs - torch.bmm(ct, system), inverse)
@@ -246,6 +330,7 @@ def vq(
     grad: str = "one-step",
     eps: float = 1e-6,
     reconstruct: bool = True,
+    precision: str = "fp32",
 ) -> Decomposition:
     """Soft vector quantisation (soft k-means with cosine similarity) X ≈ DC.
 
@@ -257,13 +342,14 @@ def vq(
         grad: ``"one-step"`` | ``"bptt"`` | ``"none"``.
         eps: ε of the code normalisation and of the final column norms.
         reconstruct: False skips the product DC (``recon`` is None).
+        precision: ``"fp32"`` | ``"bf16"`` | ``"tf32"`` (module docstring).
 
     Each step: C = softmax(inv_t · D̂ᵀX̂) over R (columns of X and D L2-normalised), C ← C ⊘ (ε + Σₙ C),
     D = XCᵀ. Final: C = softmax(inv_t · D̂ᵀ(X ⊘ (ε + ‖xₙ‖))), X̄ = DC. The start C₀ = softmax(inv_t · DᵀX) of the
     paper is overwritten by the first step before it is used, so it is not computed.
     """
-    _check(x, bases, steps, grad, eps)
-    return _run(_VQ, x, bases, steps, grad, reconstruct, eps=eps, inv_t=float(inv_t))
+    _check(x, bases, steps, grad, eps, precision)
+    return _run(_VQ, x, bases, steps, grad, reconstruct, precision, eps=eps, inv_t=float(inv_t))
 
 
 def cd(
@@ -277,6 +363,7 @@ def cd(
     eps: float = 1e-6,
     solver_steps: int | None = None,
     reconstruct: bool = True,
+    precision: str = "fp32",
 ) -> Decomposition:
     """Concept decomposition X ≈ DC: spherical soft k-means bases, ridge-regression codes.
 
@@ -291,12 +378,13 @@ def cd(
         solver_steps: Newton-Schulz iterations for (DᵀD + βI)⁻¹; default: enough for unit-norm columns
             (condition number ≤ (R + β)/β), see :func:`spd_inverse`.
         reconstruct: False skips the product DC (``recon`` is None).
+        precision: ``"fp32"`` | ``"bf16"`` | ``"tf32"`` (module docstring).
 
     Each step: C = softmax(inv_t · DᵀX̂) over R, C ← C ⊘ (ε + Σₙ C), D = normalise columns of XCᵀ.
     Final: C = (DᵀD + βI)⁻¹DᵀX, X̄ = DC. The inverse is built from matrix products only (no ``solve``), so the
     same code runs in eager mode, under ``torch.compile`` and in ONNX.
     """
-    _check(x, bases, steps, grad, eps)
+    _check(x, bases, steps, grad, eps, precision)
     if not beta > 0:
         raise ValueError(f"beta must be > 0 (it makes DᵀD + βI invertible), got {beta!r}")
     return _run(
@@ -306,6 +394,7 @@ def cd(
         steps,
         grad,
         reconstruct,
+        precision,
         eps=eps,
         inv_t=float(inv_t),
         beta=float(beta),

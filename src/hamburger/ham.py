@@ -6,6 +6,8 @@ D x N matrix (N = the product of the spatial sizes) is replaced by its rank-R re
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -13,13 +15,58 @@ from torch import Tensor, nn
 
 from . import functional as HF
 
-__all__ = ["NMF", "VQ", "CD", "INITS"]
+__all__ = ["NMF", "VQ", "CD", "INITS", "CHECK_MODES"]
 
 INITS = ("random", "online")
+CHECK_MODES = (True, False, "sync", "async")
 
 
 def _exporting() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+    """True while a graph is exported (ONNX, torch.export, jit trace): no data-dependent checks, no bf16 products."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# counter-based draws: the same numbers on every device, from tensor ops only (traceable, capturable in a CUDA graph)
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(h: Tensor) -> Tensor:
+    """An integer hash of int64 values in [0, 2³²) to [0, 2³²) (xor-shift-multiply rounds; the multipliers are
+    below 2³¹, so no int64 product overflows)."""
+    for mult in (0x7FEB352D, 0x2C1B3C6D, 0x297A2D39):
+        h = h ^ (h >> 16)
+        h = (h * mult) & _MASK32
+    return h ^ (h >> 16)
+
+
+def counter_draw(shape: tuple[int, ...], state: Tensor, *, uniform: bool) -> Tensor:
+    """Float32 draws of ``shape`` on ``state``'s device from the stream ``state`` = (seed, counter), int64.
+
+    U[0, 1) with 24 random bits per number, or N(0, 1) by Box-Muller. The draw is a pure function of (seed, counter,
+    index): no generator object, so it compiles without graph breaks and replays inside a CUDA graph.
+    """
+    numel = 1
+    for size in shape:
+        numel *= size
+    count = numel if uniform else 2 * numel
+    idx = torch.arange(count, device=state.device, dtype=torch.int64)
+    key = _mix32(_mix32(state[0] & _MASK32) ^ (state[1] & _MASK32))  # () one key per (seed, counter)
+    bits = _mix32((idx & _MASK32) ^ key) >> 8  # (count,) 24 random bits each
+    u = bits.to(torch.float32) * 2.0**-24  # [0, 1)
+    if uniform:
+        return u.reshape(shape)
+    u1, u2 = u[:numel], u[numel:]
+    normal = torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * torch.pi * u2)  # 1 - u1 in (0, 1]
+    return normal.reshape(shape)
+
+
+def _seeded_draw(shape: tuple[int, ...], seed: int, uniform: bool) -> Tensor:
+    """The fixed, seeded CPU draw of an eval start."""
+    gen = torch.Generator().manual_seed(seed)
+    draw = torch.rand if uniform else torch.randn
+    return F.normalize(draw(shape, generator=gen, dtype=torch.float32), dim=1)
 
 
 class _Ham(nn.Module):
@@ -44,7 +91,8 @@ class _Ham(nn.Module):
         eps: float = 1e-6,
         seed: int = 0,
         generator: torch.Generator | None = None,
-        check_input: bool = True,
+        check_input: bool | str = True,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         for name, value, low in (("channels", channels, 1), ("rank", rank, 1), ("groups", groups, 1)):
@@ -66,6 +114,10 @@ class _Ham(nn.Module):
             )
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+        if check_input not in CHECK_MODES or isinstance(check_input, int) and not isinstance(check_input, bool):
+            raise ValueError(f"check_input must be one of {CHECK_MODES}, got {check_input!r}")
+        if precision not in HF.PRECISIONS:
+            raise ValueError(f"precision must be one of {HF.PRECISIONS}, got {precision!r}")
         self.channels = channels
         self.rank = rank
         self.groups = groups
@@ -78,24 +130,39 @@ class _Ham(nn.Module):
         self.eta = eta
         self.eps = eps
         self.seed = seed
-        self.generator = generator
         self.check_input = check_input
+        self.precision = precision
+        # (seed, counter) of the training draws when a generator is given; moves with the module, not saved
+        self.register_buffer("draw_state", torch.zeros(2, dtype=torch.int64), persistent=False)
+        self.generator = generator
         dim = channels // groups
+        # spatial=False draws its eval start per N, inside forward: marked as a constant for the compiler (the
+        # marking imports torch._dynamo, so only these modules pay for it)
+        self._seeded_draw = _seeded_draw if spatial else torch.compiler.assume_constant_result(_seeded_draw)
         if spatial:
             # the fixed eval start (random init) or the online bases: one draw shared by every sample
             self.register_buffer("eval_bases", self._draw_fixed(dim), persistent=False)
             if init == "online":
                 self.register_buffer("bases", self._draw_fixed(dim))
-        self._fixed_cache: dict = {}  # spatial=False: eval starts per (N, device)
 
     # -- bases -------------------------------------------------------------------------------------------------
-    def _draw_fixed(self, dim: int) -> Tensor:
-        gen = torch.Generator().manual_seed(self.seed)
-        return self._normalised_draw((self.groups, dim, self.rank), torch.device("cpu"), gen)
+    @property
+    def generator(self) -> torch.Generator | None:
+        """Seeds the training draws: setting it takes one number from it as the seed of a counter-based stream on
+        the module's device (restarted at each assignment), so seeded training compiles and captures."""
+        return self._generator
 
-    def _normalised_draw(self, shape, device, generator) -> Tensor:
-        draw = torch.rand if self._uniform else torch.randn
-        return F.normalize(draw(shape, generator=generator, device=device, dtype=torch.float32), dim=1)
+    @generator.setter
+    def generator(self, gen: torch.Generator | None) -> None:
+        if gen is not None and not isinstance(gen, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(gen).__name__}")
+        self._generator = gen
+        if gen is not None:
+            seed = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device))
+            self.draw_state.copy_(torch.tensor([seed, 0], dtype=torch.int64))
+
+    def _draw_fixed(self, dim: int) -> Tensor:
+        return self._seeded_draw((self.groups, dim, self.rank), self.seed, self._uniform)
 
     def _apply(self, fn, recurse=True):
         # keep the bases in float32 whatever .half()/.to(dtype) does to the module: they are the solver's start
@@ -107,7 +174,6 @@ class _Ham(nn.Module):
                     self._buffers[name] = self._draw_fixed(buf.shape[1]).to(buf.device)
                 else:
                     self._buffers[name] = buf.float()
-        self._fixed_cache = {}
         return self
 
     def _start(self, batch: int, dim: int, device: torch.device) -> Tensor:
@@ -115,17 +181,17 @@ class _Ham(nn.Module):
         if self.init == "online":
             return self.bases.repeat(batch, 1, 1)
         if self.training:
-            gen = self.generator
-            dev = gen.device if gen is not None else device
-            start = self._normalised_draw((batch * self.groups, dim, self.rank), dev, gen)
-            return start.to(device)
-        if self.spatial:
-            fixed = self.eval_bases
-        else:
-            key = (dim, str(device))
-            if key not in self._fixed_cache:
-                self._fixed_cache[key] = self._draw_fixed(dim).to(device)
-            fixed = self._fixed_cache[key]
+            shape = (batch * self.groups, dim, self.rank)
+            if self._generator is None:  # the global RNG of the input's device
+                draw = torch.rand if self._uniform else torch.randn
+                start = draw(shape, device=device, dtype=torch.float32)
+            else:
+                state = self.draw_state
+                start = counter_draw(shape, state, uniform=self._uniform).to(device)
+                state[1] += 1
+            return F.normalize(start, dim=1)
+        # eval: one seeded draw; spatial=False has one per N (a compile-time constant)
+        fixed = self.eval_bases if self.spatial else self._draw_fixed(dim)
         return fixed.to(device).repeat(batch, 1, 1)  # (S, D, R) -> (B*S, D, R), the same start for every sample
 
     @torch.no_grad()
@@ -152,18 +218,41 @@ class _Ham(nn.Module):
             raise ValueError(f"{type(self).__name__} was built for {self.channels} channels, input has {c}")
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
-        if self.check_input and not _exporting():
-            low, high = torch.aminmax(x)  # one pass; NaN propagates into both
-            if not bool(torch.isfinite(low) & torch.isfinite(high)):
-                raise ValueError(
-                    f"{type(self).__name__} got non-finite input (NaN or inf); check the layers before it "
-                    "(pass check_input=False to skip this check)"
-                )
-            if self._nonneg and low.item() < 0:
-                raise ValueError(
-                    f"NMF needs non-negative input, got a minimum of {low.item():.4g}; put a ReLU before it "
-                    "(the Hamburger block's lower bread does)"
-                )
+        mode = self.check_input
+        if mode is False or _exporting():
+            return
+        if mode is True:  # synchronous where it costs nothing (CPU, eager); a device assert elsewhere
+            mode = "sync" if x.device.type == "cpu" and not torch.compiler.is_compiling() else "async"
+        name = type(self).__name__
+        finite_msg = (
+            f"{name} got non-finite input (NaN or inf); check the layers before it (pass check_input=False to skip "
+            "this check)"
+        )
+        low, high = torch.aminmax(x)  # one pass; NaN propagates into both
+        if mode == "async":  # no host synchronisation: the device raises at the next sync (CUDA: a device assert)
+            torch._assert_async(torch.isfinite(low) & torch.isfinite(high), finite_msg)
+            if self._nonneg:
+                torch._assert_async(low >= 0, f"{name}: NMF needs non-negative input; put a ReLU before it")
+            return
+        if not bool(torch.isfinite(low) & torch.isfinite(high)):
+            raise ValueError(finite_msg)
+        if self._nonneg and low.item() < 0:
+            raise ValueError(
+                f"NMF needs non-negative input, got a minimum of {low.item():.4g}; put a ReLU before it "
+                "(the Hamburger block's lower bread does)"
+            )
+
+    def effective_precision(self) -> str:
+        """The products' precision for this call: ``precision``, except fp32 while exporting a bf16 ham (ONNX
+        Runtime's CPU provider has no bf16 MatMul), with a warning."""
+        if self.precision == "bf16" and _exporting():
+            warnings.warn(
+                f"{type(self).__name__}(precision='bf16') is exported with float32 products: ONNX Runtime's CPU "
+                "provider has no bfloat16 MatMul",
+                stacklevel=3,
+            )
+            return "fp32"
+        return self.precision
 
     def _decompose(self, x: Tensor, bases: Tensor, steps: int, reconstruct: bool) -> HF.Decomposition:
         raise NotImplementedError
@@ -201,6 +290,7 @@ class _Ham(nn.Module):
         return (
             f"{self.channels}, rank={self.rank}, groups={self.groups}, train_steps={self.train_steps}, "
             f"eval_steps={self.eval_steps}, grad={self.grad!r}, init={self.init!r}, spatial={self.spatial}"
+            + (f", precision={self.precision!r}" if self.precision != "fp32" else "")
         )
 
 
@@ -221,9 +311,16 @@ _HAM_ARGS = """
         eta: η, momentum of the online bases update.
         eps: ε of the solver.
         seed: seed of the fixed eval start (and of the online buffer's first draw).
-        generator: optional ``torch.Generator`` for the training draws.
-        check_input: raise ``ValueError`` on non-finite input (and negative input for NMF); skipped under
-            ``torch.compile`` and export.
+        generator: optional ``torch.Generator`` that seeds the training draws (see :attr:`generator`); without
+            one they come from the global RNG of the input's device.
+        check_input: checks for non-finite input (and negative input for NMF). ``True`` (default): a
+            ``ValueError`` on CPU in eager mode; on accelerators and under ``torch.compile`` an asynchronous device
+            assert (``torch._assert_async``: no host synchronisation; on CUDA a failure surfaces at the next
+            synchronisation as a device-side assert). ``"sync"``: always the ``ValueError`` (reads one value back
+            to the host per forward). ``"async"``: always the device assert. ``False``: no check. Skipped while
+            exporting.
+        precision: ``"fp32"`` (default, exact), ``"bf16"`` or ``"tf32"``: precision of the large products (X and
+            the reconstruction), see :mod:`hamburger.functional`. A bf16 ham exports to ONNX with fp32 products.
 """
 
 
@@ -244,7 +341,10 @@ class NMF(_Ham):
         super().__init__(channels, **kwargs)
 
     def _decompose(self, x, bases, steps, reconstruct):
-        return HF.nmf(x, bases, steps, grad=self.grad, eps=self.eps, reconstruct=reconstruct)
+        return HF.nmf(
+            x, bases, steps, grad=self.grad, eps=self.eps, reconstruct=reconstruct,
+            precision=self.effective_precision(),
+        )  # fmt: skip
 
 
 class VQ(_Ham):
@@ -261,7 +361,10 @@ class VQ(_Ham):
         self.inv_t = float(inv_t)
 
     def _decompose(self, x, bases, steps, reconstruct):
-        return HF.vq(x, bases, steps, inv_t=self.inv_t, grad=self.grad, eps=self.eps, reconstruct=reconstruct)
+        return HF.vq(
+            x, bases, steps, inv_t=self.inv_t, grad=self.grad, eps=self.eps, reconstruct=reconstruct,
+            precision=self.effective_precision(),
+        )  # fmt: skip
 
 
 class CD(_Ham):
@@ -295,4 +398,5 @@ class CD(_Ham):
             eps=self.eps,
             solver_steps=self.solver_steps,
             reconstruct=reconstruct,
+            precision=self.effective_precision(),
         )

@@ -37,6 +37,10 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-norm", choices=("batch", "group"), default=None, help="backbone norm (default: batch)")
     p.add_argument("--rank", type=int, default=None, help="R of the Hamburger (default: the variant's)")
     p.add_argument("--ham-init", choices=("random", "online"), default=None, help="bases init of the Hamburger")
+    p.add_argument(
+        "--ham-precision", choices=("fp32", "bf16", "tf32"), default=None,
+        help="precision of the hams' large products (default fp32; see hamburger.functional)",
+    )  # fmt: skip
     p.add_argument("--dropout", type=float, default=None, help="dropout before the classifier")
     p.add_argument("--aux", type=_bool, default=None, help="FCN auxiliary head on stage 3 (default: the variant's)")
     p.add_argument("--pretrained", default=None, help="'hub' for timm's weights, or a local weights file")
@@ -115,6 +119,7 @@ def add_seg_parser(sub) -> None:
     c.add_argument("--val-interval", type=int, default=100)
     c.add_argument("--max-val-samples", type=int, default=None)
     c.add_argument("--workers", type=int, default=1)
+    c.add_argument("--ham-precision", choices=("fp32", "bf16", "tf32"), default=None, help="as in seg train")
     c.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     c.add_argument("--out", type=Path, default=Path("results/compare"))
     SUBCOMMANDS.update(train=t, eval=e, predict=p, compare=c)
@@ -148,6 +153,7 @@ def _compare(args) -> None:
         heads=tuple(h for h in args.heads.split(",") if h), seeds=tuple(int(s) for s in str(args.seeds).split(",")),
         iters=args.iters, batch=args.batch_size, lr=args.lr, val_interval=args.val_interval,
         max_val=args.max_val_samples, workers=args.workers, data_root=args.data_root, out=args.out,
+        ham_precision=args.ham_precision,
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..context import create_context, list_contexts
-from .common import atomic_write_text, header_lines, machine_info, save_figure
+from .common import atomic_write_text, header_lines, machine_info, progress_bar, save_figure
 from .measure import count_flops, median_time, peak_memory, power_law_exponent, synchronizer
 
 FIELDS = (
@@ -124,7 +124,7 @@ def run(
 
     rows, skipped = [], []
     jobs = [(m, s) for m in modules for s in sorted(sizes)]
-    bar = _progress(len(jobs) + len(train_steps) * 2, progress)
+    bar = progress_bar(len(jobs) + len(train_steps) * 2, progress)
     for name in modules:
         done: list[dict] = []
         for size in sorted(sizes):
@@ -248,22 +248,3 @@ def _plot(result: dict, path: Path) -> None:
     fig.suptitle(f"Context modules, C={info['channels']}, {info['device']} {info['dtype']}, {info['cpu']}")
     fig.tight_layout()
     save_figure(fig, path, dpi=90)
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def set_description(self, text):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="run", dynamic_ncols=True)

@@ -48,15 +48,18 @@ def time_once(fn: Callable[[], object], sync: Callable[[], None] | None = None) 
     return time.perf_counter() - start
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per function, with the functions' repeats interleaved so drift hits all of them alike."""
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """Median seconds per function, with the functions' repeats interleaved so drift hits all of them alike
+    (``sync``: the device's synchronise, called around each timed call)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            samples[name].append(time_once(fn))
+            samples[name].append(time_once(fn, sync))
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -94,3 +97,23 @@ def write_results(out: Path, name: str, info: dict, rows: dict, markdown: list[s
     atomic_write_text(json_path, json.dumps({"machine": info, "results": rows}, indent=2))
     atomic_write_text(md_path, "\n".join([f"# {name}", "", *header_lines(info), "", *markdown, ""]))
     return json_path, md_path
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_description(self, text):
+        pass
+
+    def close(self):
+        pass
+
+
+def progress_bar(total: int, enabled: bool, unit: str = "run"):
+    """A tqdm bar over ``total`` units, or a silent stand-in with the same methods."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, dynamic_ncols=True)

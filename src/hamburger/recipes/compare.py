@@ -28,11 +28,13 @@ LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn
 
 
 def train_args(head: str, seed: int, *, out: Path, data_root, iters: int, batch: int, lr: float, val_interval: int,
-               max_val: int | None, workers: int, quiet: bool) -> argparse.Namespace:  # fmt: skip
+               max_val: int | None, workers: int, quiet: bool,
+               ham_precision: str | None = None) -> argparse.Namespace:  # fmt: skip
     """The `hamburger seg train` configuration of one run (every flag, as the CLI would give it)."""
     return argparse.Namespace(
         dataset="animal-scenes", data_root=data_root, num_classes=None, model=f"{head}_tiny", device="cpu",
-        norm=None, backbone_norm=None, rank=None, ham_init=None, dropout=None, aux=None, pretrained=None,
+        norm=None, backbone_norm=None, rank=None, ham_init=None, ham_precision=ham_precision, dropout=None,
+        aux=None, pretrained=None,
         train_split="train", val_split="val", out=out, crop_size=128, scale_range=(1.0, 1.0), batch_size=batch,
         accum_steps=1, iters=iters, optimizer="adamw", lr=lr, momentum=0.9, weight_decay=0.0, bias_lr_mult=1.0,
         head_lr_mult=1.0, poly_power=0.9, warmup_iters=0, warmup_ratio=1e-6, aux_weight=0.0, amp="none",
@@ -48,7 +50,7 @@ def _train_ms(log: list[dict]) -> float:
 
 
 def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val_interval, max_val, workers,
-            progress: bool) -> dict:  # fmt: skip
+            progress: bool, ham_precision: str | None = None) -> dict:  # fmt: skip
     from .seg_eval import evaluate
     from .seg_train import build_model, train
 
@@ -57,7 +59,8 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
     if done.is_file():
         return json.loads(done.read_text())
     args = train_args(head, seed, out=run_dir, data_root=data_root, iters=iters, batch=batch, lr=lr,
-                      val_interval=val_interval, max_val=max_val, workers=workers, quiet=not progress)  # fmt: skip
+                      val_interval=val_interval, max_val=max_val, workers=workers, quiet=not progress,
+                      ham_precision=ham_precision)  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     if progress:
         print(f"== {LABELS.get(head, head)} ({head}_tiny), seed {seed}: {iters} iterations", flush=True)
@@ -77,7 +80,7 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     result = {
         "head": head, "model": f"{head}_tiny", "seed": seed, "iters": iters, "batch": batch,
-        "test_miou": metrics["miou"], "test_iou": metrics["iou"],
+        "test_miou": metrics["miou"], "test_iou": metrics["iou"], "ham_precision": ham_precision or "fp32",
         "params": sum(p.numel() for p in model.parameters()), "gflops": count_flops(infer) / 1e9,
         "train_ms_per_iter": _train_ms(log), "infer_ms_per_image": 1e3 * median_time(infer, repeats=5),
         "infer_peak_mib": peak_memory(infer, torch.device("cpu")) / 2**20,
@@ -101,6 +104,7 @@ def run(
     out: Path = Path("results/compare"),
     progress: bool = True,
     title: str = "compare",
+    ham_precision: str | None = None,
 ) -> dict:
     from ..models import list_models
 
@@ -114,7 +118,7 @@ def run(
     cached(data_root, progress=progress)
     results = [
         run_one(h, s, out=out, data_root=data_root, iters=iters, batch=batch, lr=lr, val_interval=val_interval,
-                max_val=max_val, workers=workers, progress=progress)
+                max_val=max_val, workers=workers, progress=progress, ham_precision=ham_precision)
         for s in seeds for h in heads
     ]  # fmt: skip
     summary = summarise(results, heads)
@@ -125,6 +129,7 @@ def run(
         "batch": batch,
         "lr": lr,
         "dataset": "animal-scenes",
+        "ham_precision": ham_precision or "fp32",
     }
     md = markdown(summary, info)
     _write(out, title, info, results, summary, md)

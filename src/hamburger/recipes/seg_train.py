@@ -164,6 +164,11 @@ def model_overrides(args) -> dict:
 
 def build_model(args, num_classes: int, device: torch.device) -> nn.Module:
     model = create_model(args.model, num_classes=num_classes, **model_overrides(args))
+    precision = getattr(args, "ham_precision", None)
+    if precision is not None:  # every ham of the model; other context modules have no such option
+        from ..optimize import optimize
+
+        optimize(model, precision=precision, compile=False)
     return model.to(device)
 
 

@@ -1,0 +1,56 @@
+"""One call to the fast path: every ham's precision set, the model compiled in place, state-dict keys unchanged."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .functional import PRECISIONS
+from .ham import CHECK_MODES, _Ham
+
+__all__ = ["optimize"]
+
+
+def optimize(
+    model: nn.Module,
+    *,
+    precision: str | None = None,
+    compile: bool = True,
+    mode: str | None = None,
+    dynamic: bool | None = None,
+    check_input: bool | str | None = None,
+) -> nn.Module:
+    """Put ``model`` on the fast path and return it (the same object, modified in place).
+
+    Args:
+        model: any module; every NMF / VQ / CD ham inside it is configured.
+        precision: ``"fp32"`` | ``"bf16"`` | ``"tf32"`` for every ham (None keeps each ham's own). ``"bf16"`` is
+            the fast choice on GPUs and on CPUs with bf16 matrix units; see :mod:`hamburger.functional` for what
+            it rounds. With ``"tf32"`` and ``compile=True`` on a CUDA model, the compiled graph follows the global
+            setting, so this call sets ``torch.set_float32_matmul_precision("high")`` (process-wide).
+        compile: compile with ``model.compile(...)``, which keeps the parameter and buffer names (``torch.compile
+            (model)`` would return a wrapper whose state dict is prefixed with ``_orig_mod.``).
+        mode: ``torch.compile`` mode, e.g. ``"max-autotune"`` or ``"reduce-overhead"`` (CUDA graphs on GPU).
+        dynamic: ``torch.compile``'s ``dynamic`` (None: specialise, then generalise on a second shape).
+        check_input: set every ham's input check (``True``, ``"sync"``, ``"async"`` or ``False``; None keeps them).
+
+    The default input checks never synchronise the host inside a compiled graph (they become device asserts).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if check_input is not None and check_input not in CHECK_MODES:
+        raise ValueError(f"check_input must be one of {CHECK_MODES} or None, got {check_input!r}")
+    hams = [m for m in model.modules() if isinstance(m, _Ham)]
+    for ham in hams:
+        if precision is not None:
+            ham.precision = precision
+        if check_input is not None:
+            ham.check_input = check_input
+    if compile:
+        on_cuda = any(p.is_cuda for p in model.parameters()) or any(b.is_cuda for b in model.buffers())
+        if precision == "tf32" and on_cuda:
+            torch.set_float32_matmul_precision("high")
+        model.compile(mode=mode, dynamic=dynamic)
+    return model
