@@ -179,9 +179,12 @@ def _run(
             with torch.set_grad_enabled(torch.is_grad_enabled() and grad == "one-step"):
                 d, ct = solver.final(x, d, ct, inplace=not torch.is_grad_enabled(), xp=xp, **kw)
         recon = None
-        if reconstruct:  # (B, D, R) @ (B, R, N) -> (B, D, N)
-            recon = torch.bmm(d, ct.mT) if low is None else torch.bmm(d.to(low), ct.mT.to(low))
-            recon = recon.to(out_dtype)
+        if reconstruct and low is None:
+            recon = torch.bmm(d, ct.mT).to(out_dtype)  # (B, D, R) @ (B, R, N) -> (B, D, N)
+        elif reconstruct:
+            # X's bf16 copy (our own, D x N like X̄, dead once no autograd graph holds it) takes the product
+            reuse = xp.dtype != out_dtype and not torch.is_grad_enabled() and not xp.requires_grad
+            recon = torch.bmm(d.to(low), ct.mT.to(low), out=xp if reuse else None).to(out_dtype)
     return Decomposition(recon, d, ct.mT)
 
 
