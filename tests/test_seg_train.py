@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hamburger.cli import main
-from hamburger.recipes.checkpoint import load_weights
+from hamburger.recipes.checkpoint import MANIFEST, load_checkpoint, load_weights
 from hamburger.recipes.metrics import ConfusionMatrix
 from hamburger.recipes.seg_eval import predict_logits
 from hamburger.recipes.seg_train import param_groups, poly_lambda
@@ -35,7 +35,7 @@ def _train_args(data, out, *extra):
 def test_train_eval_predict_from_the_command_line(data, tmp_path, capsys):
     out = tmp_path / "run"
     main(_train_args(data, out, "--iters", "4", "--val-interval", "2", "--ckpt-interval", "2", "--quiet"))
-    for name in ("last.safetensors", "last_state.pt", "best.safetensors", "config.yaml", "log.jsonl"):
+    for name in ("last.safetensors", MANIFEST, "best.safetensors", "config.yaml", "log.jsonl"):
         assert (out / name).is_file(), name
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and "val_miou" in log[1] and log[-1]["lr"] == 0.0
@@ -89,7 +89,7 @@ def test_killed_run_resumes_bitwise(data, tmp_path):
             break
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL
-    state = torch.load(tmp_path / "killed" / "last_state.pt", weights_only=False)
+    _, _, state = load_checkpoint(tmp_path / "killed")
     assert 4 <= state["step"] < 10
     subprocess.run([*cmd, "--resume"], check=True, env=ENV, capture_output=True)
     ref = _train_args(data, tmp_path / "straight", "--iters", "10", "--ckpt-interval", "2", "--lr", "0.02")
@@ -174,6 +174,92 @@ def test_bf16_autocast_accumulation_warmup_and_adamw_run(data, tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(r["loss"] == r["loss"] for r in log)
     assert log[0]["lr"] < 1e-4  # warm-up
-    state = torch.load(out / "last_state.pt", weights_only=False)
+    _, _, state = load_checkpoint(out)
     lrs = [g["initial_lr"] for g in state["optimizer"]["param_groups"]]
     assert min(lrs) == pytest.approx(1e-4) and max(lrs) == pytest.approx(2e-3)  # backbone 1x; head biases 10x2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the checkpoint transaction under fault injection: killed inside every write, resumed, bit for bit
+
+
+def _fault_args(data, out):
+    return _train_args(data, out, "--iters", "6", "--ckpt-interval", "2", "--val-interval", "3", "--lr", "0.02",
+                       "--workers", "0", "--quiet")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def straight_run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    subprocess.run([sys.executable, "-m", "hamburger.cli", *_fault_args(data, out)], check=True, env=ENV,
+                   capture_output=True)  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["weights:2", "between:2", "state:2", "manifest:2", "committed:1", "best:1", "logged:5"],
+)
+def test_killed_inside_any_write_resumes_to_the_same_weights(data, tmp_path, straight_run, point):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hamburger.cli", *_fault_args(data, out)]
+    killed = subprocess.run(cmd, env={**ENV, "HAMBURGER_KILL_AT": point}, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = subprocess.run([*cmd, "--resume"], env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in ("last.safetensors", "best.safetensors"):
+        a, b = load_weights(out / name), load_weights(straight_run / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in b), (name, point)
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6], steps  # no repeated steps after the resume
+    names = {p.name for p in out.iterdir()}
+    assert not [n for n in names if ".tmp" in n], names
+    assert sorted(n for n in names if n.startswith("last-")) == ["last-00000006.pt", "last-00000006.safetensors"]
+
+
+def test_corrupt_or_truncated_checkpoint_is_an_error_naming_the_file(data, tmp_path, straight_run):
+    import shutil
+
+    for damage in ("flip", "truncate", "manifest"):
+        out = tmp_path / damage
+        shutil.copytree(straight_run, out)
+        weights = next(out.glob("last-*.safetensors"))
+        if damage == "flip":
+            raw = bytearray(weights.read_bytes())
+            for i in range(200):
+                raw[-(i * 7 + 1)] ^= 0xFF
+            weights.write_bytes(bytes(raw))
+            match = f"{weights.name} is corrupt or incomplete"
+        elif damage == "truncate":
+            weights.write_bytes(weights.read_bytes()[:100])
+            match = f"{weights.name} is corrupt or incomplete"
+        else:
+            (out / MANIFEST).write_text("{not json")
+            match = "checkpoint.json is unreadable"
+        with pytest.raises(SystemExit, match=match):
+            main([*_fault_args(data, out), "--resume"])
+    (tmp_path / "text.safetensors").write_text("this is not a weights file")
+    base = ["--dataset", "folder", "--data-root", str(data), "--num-classes", "3", "--model", "hamnet_r18_d8",
+            "--rank", "8"]  # fmt: skip
+    with pytest.raises(SystemExit, match="text.safetensors is not a readable safetensors file"):
+        main(["seg", "eval", *base, "--weights", str(tmp_path / "text.safetensors")])
+
+
+def test_weights_know_their_model(data, straight_run):
+    base = ["seg", "eval", "--dataset", "folder", "--data-root", str(data), "--num-classes", "3",
+            "--weights", str(straight_run / "best.safetensors")]  # fmt: skip
+    with pytest.raises(SystemExit, match="rank = 8, but this model has 4"):
+        main([*base, "--model", "hamnet_r18_d8", "--rank", "4"])
+    from hamburger.recipes import checkpoint
+
+    tensors, meta = checkpoint.read_weights(straight_run / "best.safetensors")
+    ident = json.loads(meta[checkpoint.IDENTITY_KEY])
+    assert ident["head.context.ham.rank"] == 8 and ident["num_classes"] == 3
+    ident["head.context.ham.seed"] = 5  # the eval start's seed changes the outputs, not the keys
+    reseeded = straight_run.parent / "reseeded.safetensors"
+    checkpoint.save_weights(tensors, reseeded, metadata={checkpoint.IDENTITY_KEY: json.dumps(ident)})
+    with pytest.raises(SystemExit, match="head.context.ham.seed = 5, but this model has 0"):
+        main([*base[:-1], str(reseeded), "--model", "hamnet_r18_d8", "--rank", "8"])
+    with pytest.raises(SystemExit, match="model = 'hamnet_r18_d8', but this model has 'fcn_r18_d8'"):
+        main([*base, "--model", "fcn_r18_d8"])

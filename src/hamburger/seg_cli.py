@@ -171,12 +171,12 @@ def _train(args) -> None:
 def _load_model(args, num_classes: int):
     import torch
 
-    from .recipes.checkpoint import load_weights
+    from .recipes.checkpoint import load_model_weights, model_identity
     from .recipes.seg_train import build_model
 
     args.pretrained = None  # the checkpoint has the weights
     model = build_model(args, num_classes, torch.device(args.device))
-    model.load_state_dict(load_weights(args.weights))
+    load_model_weights(model, args.weights, model_identity(model, name=args.model, num_classes=num_classes))
     return model.eval()
 
 

@@ -1,43 +1,199 @@
-"""Checkpoints: weights as safetensors, resumable training state as a torch file; every write is atomic."""
+"""Checkpoints: weights as safetensors, resumable training state as a torch file, committed as one transaction.
+
+A training checkpoint is three files in the run folder:
+
+* ``last-<step>.safetensors``: the model weights (with the model's identity in the metadata),
+* ``last-<step>.pt``: optimiser, scheduler, step, best metric and every RNG state,
+* ``checkpoint.json``: the manifest naming both and their SHA-256, written last by an atomic rename.
+
+The manifest's rename is the commit point: a run killed at any moment leaves the previous manifest, whose files
+are still there (older step files are removed only after the new manifest is in place), so ``--resume`` always
+continues from one consistent step. Loading verifies the hashes; a truncated or corrupt file is an error that
+names it. ``last.safetensors`` is a link to (or copy of) the newest weights, for ``seg eval``.
+
+``HAMBURGER_KILL_AT=<point>:<n>`` (tests only) kills the process with SIGKILL the n-th time a write reaches
+``point`` — in the middle of a file (``weights``, ``state``, ``manifest``, ``best``) or between files
+(``between``, ``committed``) — so fault injection does not depend on timing.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import random
+import signal
 from pathlib import Path
 
 import numpy as np
 import torch
 
+MANIFEST = "checkpoint.json"
+_KILL_COUNTS: dict[str, int] = {}
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process here if ``HAMBURGER_KILL_AT`` names this point and its count is reached."""
+    spec = os.environ.get("HAMBURGER_KILL_AT")
+    if not spec:
+        return
+    point, _, count = spec.partition(":")
+    if point != name:
+        return
+    _KILL_COUNTS[name] = _KILL_COUNTS.get(name, 0) + 1
+    if _KILL_COUNTS[name] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def atomic_write_bytes(data: bytes, path: Path, *, point: str | None = None) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it: never a half-written ``path``.
+
+    ``point`` names the fault-injection point reached half-way through the write."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        half = len(data) // 2
+        f.write(data[:half])
+        if point is not None:
+            f.flush()
+            fault_point(point)
+        f.write(data[half:])
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def save_weights(state_dict: dict, path: Path) -> None:
-    """Model weights as safetensors (atomic)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp))
-    os.replace(tmp, path)
+def atomic_save(obj, path: Path, *, point: str | None = None) -> None:
+    """torch.save, atomically (see :func:`atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(buffer.getvalue(), path, point=point)
 
 
-def load_weights(path: Path) -> dict:
-    from safetensors.torch import load_file
+def save_weights(state_dict: dict, path: Path, *, metadata: dict[str, str] | None = None, point: str | None = None):
+    """Model weights as safetensors (atomic), with string ``metadata`` in the header."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    atomic_write_bytes(save(tensors, metadata=metadata), path, point=point)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_weights(path: Path) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; a missing, truncated or foreign file is a ValueError naming it."""
+    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights file {path} not found")
-    return load_file(str(path))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types, and OSError / ValueError for garbage
+        raise ValueError(
+            f"weights file {path} is not a readable safetensors file ({type(e).__name__}: {str(e)[:120]}); "
+            "it may be truncated or corrupt: use another checkpoint (e.g. best.safetensors) or retrain"
+        ) from None
+    return tensors, metadata
+
+
+def load_weights(path: Path) -> dict:
+    """The tensors of a safetensors weights file (see :func:`read_weights`)."""
+    return read_weights(path)[0]
+
+
+def commit_checkpoint(out: Path, step: int, weights: dict, state: dict, *, metadata: dict[str, str]) -> None:
+    """Write the step's weights and state, then the manifest that names and hashes them (the commit), then remove
+    the files of older steps and point ``last.safetensors`` at the new weights."""
+    out = Path(out)
+    stem = f"last-{step:08d}"
+    weights_path, state_path = out / f"{stem}.safetensors", out / f"{stem}.pt"
+    save_weights(weights, weights_path, metadata=metadata, point="weights")
+    fault_point("between")
+    atomic_save(state, state_path, point="state")
+    manifest = {
+        "format": 1,
+        "step": step,
+        "weights": weights_path.name,
+        "state": state_path.name,
+        "sha256": {weights_path.name: _sha256(weights_path), state_path.name: _sha256(state_path)},
+    }
+    atomic_write_bytes(json.dumps(manifest, indent=2).encode(), out / MANIFEST, point="manifest")
+    fault_point("committed")
+    _link_last(weights_path, out / "last.safetensors")
+    remove_stale(out)
+
+
+def _link_last(target: Path, link: Path) -> None:
+    tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:  # no hard links on this file system: a copy
+        tmp.write_bytes(target.read_bytes())
+    os.replace(tmp, link)
+
+
+def _manifest(out: Path) -> dict | None:
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        for key in ("step", "weights", "state", "sha256"):
+            manifest[key]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"checkpoint manifest {path} is unreadable ({type(e).__name__}); start over without --resume, or start "
+            f"from {Path(out) / 'best.safetensors'} with --init-weights"
+        ) from None
+    return manifest
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Remove half-written temporaries and step files that the manifest does not name; return what was removed."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    manifest = _manifest(out)
+    keep = {manifest["weights"], manifest["state"]} if manifest else set()
+    removed = []
+    for path in out.iterdir():
+        stale_tmp = path.name.startswith(".") and ".tmp" in path.name
+        stale_step = path.name.startswith("last-") and path.name not in keep
+        if path.is_file() and (stale_tmp or stale_step):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def load_checkpoint(out: Path) -> tuple[dict, dict[str, str], dict] | None:
+    """(weights, weights metadata, state) of the committed checkpoint in ``out``, verified; None if there is none.
+
+    A file that is missing or whose hash differs from the manifest's is a ValueError that names it."""
+    out = Path(out)
+    manifest = _manifest(out)
+    if manifest is None:
+        return None
+    advice = f"start over without --resume, or start from {out / 'best.safetensors'} with --init-weights"
+    for name in (manifest["weights"], manifest["state"]):
+        path = out / name
+        if not path.is_file():
+            raise ValueError(f"checkpoint file {path} named by {out / MANIFEST} is missing; {advice}")
+        if _sha256(path) != manifest["sha256"].get(name):
+            raise ValueError(f"checkpoint file {path} is corrupt or incomplete (SHA-256 differs); {advice}")
+    weights, metadata = read_weights(out / manifest["weights"])
+    state = torch.load(out / manifest["state"], map_location="cpu", weights_only=False)
+    return weights, metadata, state
 
 
 def rng_state() -> dict:
@@ -53,3 +209,58 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model identity: what changes the numbers beyond the weights, stored in every weights file and checked on load
+
+IDENTITY_KEY = "hamburger.identity"
+_HAM_FIELDS = ("rank", "groups", "train_steps", "eval_steps", "grad", "init", "spatial", "seed", "precision", "eps",
+               "inv_t", "beta", "solver_steps")  # fmt: skip
+
+
+def model_identity(model: torch.nn.Module, *, name: str, num_classes: int) -> dict[str, str]:
+    """Safetensors metadata naming the variant, the classes, and every ham's, block's and group norm's constructor
+    arguments (the hams' rank, steps, seed, init and precision change the outputs without changing any key)."""
+    from ..burger import Hamburger
+    from ..ham import _Ham
+
+    ident: dict[str, object] = {"model": name, "num_classes": num_classes}
+    for path, m in model.named_modules():
+        if isinstance(m, _Ham):
+            for field in _HAM_FIELDS:
+                if hasattr(m, field):
+                    ident[f"{path}.{field}"] = getattr(m, field)
+        elif isinstance(m, Hamburger):
+            ident[f"{path}.version"] = m.version
+            ident[f"{path}.ham"] = m.ham_type
+        elif isinstance(m, torch.nn.GroupNorm):
+            ident[f"{path}.num_groups"] = m.num_groups
+    return {IDENTITY_KEY: json.dumps(ident, sort_keys=True)}
+
+
+def check_identity(saved: dict[str, str], expected: dict[str, str], path: Path) -> None:
+    """Raise a ValueError naming the first argument in which the saved model differs from this one."""
+    if IDENTITY_KEY not in saved:
+        return  # a file from elsewhere (or an older version): the keys and shapes are still checked on load
+    a, b = json.loads(saved[IDENTITY_KEY]), json.loads(expected[IDENTITY_KEY])
+    for key in ["model", "num_classes", *sorted((set(a) | set(b)) - {"model", "num_classes"})]:
+        if a.get(key) != b.get(key):
+            flag = key.rsplit(".", 1)[-1]
+            raise ValueError(
+                f"weights file {path} was saved from a model with {key} = {a.get(key)!r}, but this model has "
+                f"{b.get(key)!r}; build the same model (e.g. the same --model, --rank, --seed, --ham-init, "
+                f"--ham-precision, --norm, --num-classes flags; here: {flag})"
+            )
+
+
+def load_model_weights(model: torch.nn.Module, path: Path, identity: dict[str, str] | None = None) -> None:
+    """Load a weights file into ``model`` after checking its identity; mismatched keys are a ValueError naming it."""
+    tensors, metadata = read_weights(path)
+    if identity is not None:
+        check_identity(metadata, identity, Path(path))
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ValueError(f"weights file {path} does not fit this model: {' '.join(first[:3])[:300]}") from None

@@ -16,7 +16,7 @@ import torch
 
 from ..data import SegTransform, build_dataset
 from ..data.animal_scenes import CLASSES, cached
-from .checkpoint import load_weights
+from .checkpoint import load_model_weights, model_identity
 from .common import atomic_write_text, machine_info, save_figure
 from .measure import count_flops, median_time, peak_memory
 
@@ -67,7 +67,10 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
     torch.manual_seed(seed)
     train(args)
     model = build_model(args, len(CLASSES), torch.device("cpu"))
-    model.load_state_dict(load_weights(run_dir / "best.safetensors"))  # selected on the validation split
+    # selected on the validation split; the identity check catches a run folder of another configuration
+    load_model_weights(
+        model, run_dir / "best.safetensors", model_identity(model, name=args.model, num_classes=len(CLASSES))
+    )
     model.eval()
     test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
     metrics = evaluate(model, test)
@@ -216,7 +219,7 @@ def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int
         args = train_args(h, seed, out=out, data_root=data_root, iters=1, batch=1, lr=0, val_interval=1, max_val=None,
                           workers=0, quiet=True)  # fmt: skip
         model = build_model(args, len(CLASSES), torch.device("cpu"))
-        model.load_state_dict(load_weights(out / f"{h}_tiny" / f"seed{seed}" / "best.safetensors"))
+        load_model_weights(model, out / f"{h}_tiny" / f"seed{seed}" / "best.safetensors")
         models[h] = model.eval()
     fig, axes = plt.subplots(n, 2 + len(heads), figsize=(2 * (2 + len(heads)), 2 * n))
     for i in range(n):

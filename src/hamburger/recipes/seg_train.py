@@ -2,8 +2,10 @@
 
 Determinism: model initialisation is seeded; the data order is a per-epoch permutation of the seed; each sample's
 augmentation depends on (seed, epoch, index) only; the DataLoader's worker seeds come from a private generator. A
-checkpoint holds the weights (safetensors), the optimiser and scheduler, the step and every RNG state, so a run
-killed at any point and resumed with ``--resume`` ends with the same weights, bit for bit, as one never stopped.
+checkpoint (weights with the model's identity, optimiser, scheduler, step, every RNG state) is committed as one
+transaction (:mod:`hamburger.recipes.checkpoint`), so a run killed at any point — a test kills it inside every
+file write — and resumed with ``--resume`` ends with the same weights, bit for bit, as one never stopped; the log
+continues without repeated steps.
 """
 
 from __future__ import annotations
@@ -23,7 +25,19 @@ from torch import nn
 
 from ..data import IGNORE_INDEX, SegTransform, build_dataset
 from ..models import create_model
-from .checkpoint import atomic_save, load_weights, rng_state, save_weights, set_rng_state
+from .checkpoint import (
+    MANIFEST,
+    check_identity,
+    commit_checkpoint,
+    fault_point,
+    load_checkpoint,
+    load_model_weights,
+    model_identity,
+    remove_stale,
+    rng_state,
+    save_weights,
+    set_rng_state,
+)
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -189,6 +203,7 @@ def train(args) -> dict:
     out = Path(args.out)
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale(out)  # half-written temporaries and uncommitted step files of a killed run
     torch.manual_seed(args.seed)
     ds_kwargs = {"num_classes": args.num_classes} if args.dataset == "folder" else {}
     train_set = build_dataset(
@@ -204,24 +219,32 @@ def train(args) -> dict:
             args.dataset, args.data_root, args.val_split, transform=SegTransform(train=False), **ds_kwargs
         )
     model = build_model(args, train_set.num_classes, device)
+    identity = model_identity(model, name=args.model, num_classes=train_set.num_classes)
     if world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if getattr(args, "init_weights", None) and not (args.resume and (out / "last_state.pt").is_file()):
-        model.load_state_dict(load_weights(args.init_weights))
+    if getattr(args, "init_weights", None) and not (args.resume and (out / MANIFEST).is_file()):
+        load_model_weights(model, args.init_weights)  # another stage's weights: keys checked, identity may differ
     optimizer, scheduler = build_optimizer(model, args)
 
     start, best = 0, -1.0
-    state_path, weights_path = out / "last_state.pt", out / "last.safetensors"
-    if args.resume and state_path.is_file():
-        model.load_state_dict(load_weights(weights_path))
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(out) if args.resume else None
+    if checkpoint is not None:
+        weights, metadata, state = checkpoint
+        check_identity(metadata, identity, out / MANIFEST)
+        model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best = state["step"], state["best_miou"]
         set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
         if main:
-            print(f"resumed from {state_path} at step {start}", flush=True)
+            _truncate_log(out / "log.jsonl", start)
+            print(f"resumed from {out / MANIFEST} at step {start}", flush=True)
     elif args.resume and main:
+        if (out / "last_state.pt").is_file():
+            raise ValueError(
+                f"{out} holds a checkpoint of an older hamburger without {MANIFEST}, which cannot be verified; start "
+                "over without --resume (or into another --out)"
+            )
         print(f"--resume: no checkpoint in {out}, starting from scratch", flush=True)
 
     net = model
@@ -270,7 +293,7 @@ def train(args) -> dict:
             record.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"])
             if main and metrics["miou"] > best:
                 best = metrics["miou"]
-                save_weights(model.state_dict(), out / "best.safetensors")
+                save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, point="best")
         history.append(record)
         if main:
             bar.update(record)
@@ -281,15 +304,14 @@ def train(args) -> dict:
                                           step + 1)  # fmt: skip
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            fault_point("logged")
         if (step + 1) % args.ckpt_interval == 0 or step + 1 == args.iters:
             rngs = _gather_rng(world)
             if main:
-                save_weights(model.state_dict(), weights_path)
-                atomic_save(
-                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step + 1,
-                     "best_miou": best, "rng": rngs, "args": {k: str(v) for k, v in vars(args).items()}},
-                    state_path,
-                )  # fmt: skip
+                state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "step": step + 1, "best_miou": best, "rng": rngs,
+                         "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+                commit_checkpoint(out, step + 1, model.state_dict(), state, metadata=identity)
                 if not args.quiet:
                     bar.write(f"checkpoint step {step + 1}")
                     sys.stdout.flush()
@@ -297,8 +319,18 @@ def train(args) -> dict:
     if writer is not None:
         writer.close()
     if main and best < 0:
-        save_weights(model.state_dict(), out / "best.safetensors")  # no validation: the last weights
+        save_weights(model.state_dict(), out / "best.safetensors", metadata=identity)  # no validation: the last
     return {"history": history, "best_miou": best, "out": str(out), "model": model}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log's records up to the resumed step: the steps after it are trained (and logged) again."""
+    if not path.is_file():
+        return
+    from .common import atomic_write_text
+
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _gather_rng(world: int):
