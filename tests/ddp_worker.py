@@ -7,14 +7,15 @@ import torch
 import torch.distributed as dist
 
 from hamburger.cli import build_parser
-from hamburger.recipes.config import parse_with_recipe
+from hamburger.recipes.config import config_from_args, parse_with_recipe
+from hamburger.recipes.seg_config import SegTrainConfig
 from hamburger.recipes.seg_train import train
 from hamburger.seg_cli import SUBCOMMANDS
 
 if __name__ == "__main__":
     parser = build_parser()
     argv = ["seg", "train", *sys.argv[1:]]
-    args = parse_with_recipe(parser, argv, SUBCOMMANDS["train"])
+    args = config_from_args(SegTrainConfig, parse_with_recipe(parser, argv, SUBCOMMANDS["train"]))
     result = train(args)
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.save(result["model"].state_dict(), Path(args.out) / f"rank{rank}.pt")

@@ -263,3 +263,51 @@ def test_weights_know_their_model(data, straight_run):
         main([*base[:-1], str(reseeded), "--model", "hamnet_r18_d8", "--rank", "8"])
     with pytest.raises(SystemExit, match="model = 'hamnet_r18_d8', but this model has 'fcn_r18_d8'"):
         main([*base, "--model", "fcn_r18_d8"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the typed config: round trip, resume refuses a changed recipe
+
+
+def test_config_round_trips_and_resume_refuses_a_changed_recipe(data, tmp_path):
+    from hamburger.recipes.config import config_dict
+    from hamburger.recipes.seg_config import SegTrainConfig
+    from hamburger.recipes.seg_train import train
+
+    out = tmp_path / "run"
+    config = SegTrainConfig(dataset="folder", data_root=data, num_classes=3, model="fcn_r18_d8", crop_size=32,
+                            batch_size=2, iters=2, workers=0, out=out, no_tensorboard=True, quiet=True,
+                            scale_range=(0.75, 1.25))  # fmt: skip
+    train(config)
+    # the run's own config.yaml is a valid --config: the same run again, field for field
+    again = tmp_path / "again"
+    main(["seg", "train", "--config", str(out / "config.yaml"), "--out", str(again)])
+    saved = {k: v for k, v in config_dict(config).items() if k != "out"}
+    import yaml
+
+    reread = yaml.safe_load((again / "config.yaml").read_text())
+    assert {k: v for k, v in reread.items() if k != "out"} == saved
+    assert torch.equal(load_weights(out / "last.safetensors")["head.classifier.weight"],
+                       load_weights(again / "last.safetensors")["head.classifier.weight"])  # fmt: skip
+    # --resume with another LR is refused before anything is written; allowed with the flag, and logged
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(SystemExit, match=r"changed recipe \(lr: 0.009 -> 0.5\).*--allow-changed-config"):
+        main(["seg", "train", "--config", str(out / "config.yaml"), "--resume", "--lr", "0.5", "--iters", "2"])
+    assert (out / "config.yaml").read_text() == before
+    main(["seg", "train", "--config", str(out / "config.yaml"), "--resume", "--workers", "1"])  # free to change
+    main(["seg", "train", "--config", str(out / "config.yaml"), "--resume", "--lr", "0.5", "--allow-changed-config"])
+    assert "lr" in (out / "config_changes.jsonl").read_text()
+    # a failed start leaves no config.yaml behind; a bad YAML value names its key
+    with pytest.raises(SystemExit):
+        main(["seg", "train", "--dataset", "folder", "--data-root", str(tmp_path / "nowhere"), "--num-classes", "3",
+              "--out", str(tmp_path / "failed")])  # fmt: skip
+    assert not (tmp_path / "failed" / "config.yaml").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: folder\niters: two\n")
+    with pytest.raises(SystemExit, match="key 'iters' must be int, got 'two'"):
+        main(["seg", "train", "--config", str(bad)])
+    bad.write_text("dataset: folder\noptimizer: lamb\n")
+    with pytest.raises(SystemExit, match="key 'optimizer' must be one of"):
+        main(["seg", "train", "--config", str(bad)])
+    with pytest.raises(TypeError, match="SegTrainConfig"):
+        train({"iters": 1})

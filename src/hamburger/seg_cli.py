@@ -6,22 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in str(text).strip("[]() ").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _bool(text) -> bool:
-    if isinstance(text, bool):
-        return text
-    if str(text).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(text).lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+from .recipes.config import parse_bool, parse_floats
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -42,13 +27,13 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         help="precision of the hams' large products (default fp32; see hamburger.functional)",
     )  # fmt: skip
     p.add_argument("--dropout", type=float, default=None, help="dropout before the classifier")
-    p.add_argument("--aux", type=_bool, default=None, help="FCN auxiliary head on stage 3 (default: the variant's)")
+    p.add_argument("--aux", type=parse_bool, default=None, help="FCN auxiliary head on stage 3 (default: variant's)")
     p.add_argument("--pretrained", default=None, help="'hub' for timm's weights, or a local weights file")
 
 
 def _infer_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scales", type=_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
-    p.add_argument("--flip", type=_bool, default=False, help="add horizontally flipped views")
+    p.add_argument("--scales", type=parse_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+    p.add_argument("--flip", type=parse_bool, default=False, help="add horizontally flipped views")
     p.add_argument("--crop", type=int, default=None, help="sliding-window size (default: whole image)")
     p.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: 2/3 of the crop)")
 
@@ -57,39 +42,15 @@ SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
 
 
 def add_seg_parser(sub) -> None:
+    from .recipes.config import add_config_arguments
+    from .recipes.seg_config import SegTrainConfig
+
     seg = sub.add_parser("seg", help="semantic segmentation: train, eval, predict")
     ssub = seg.add_subparsers(dest="seg_command", required=True)
 
     t = ssub.add_parser("train", help="train a segmentation model (torchrun for several processes)")
-    _data_args(t)
-    t.add_argument("--train-split", default="train")
-    t.add_argument("--val-split", default="val")
-    t.add_argument("--out", type=Path, default=Path("runs/seg"))
-    t.add_argument("--crop-size", type=int, default=512)
-    t.add_argument("--scale-range", type=_floats, default=(0.5, 2.0), help="random scale range of training images")
-    t.add_argument("--batch-size", type=int, default=16, help="global batch per optimiser step")
-    t.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation micro-steps")
-    t.add_argument("--iters", type=int, default=60000)
-    t.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    t.add_argument("--lr", type=float, default=9e-3)
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--bias-lr-mult", type=float, default=2.0)
-    t.add_argument("--head-lr-mult", type=float, default=1.0)
-    t.add_argument("--poly-power", type=float, default=0.9)
-    t.add_argument("--warmup-iters", type=int, default=0)
-    t.add_argument("--warmup-ratio", type=float, default=1e-6)
-    t.add_argument("--aux-weight", type=float, default=0.4)
-    t.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    t.add_argument("--workers", type=int, default=2)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--val-interval", type=int, default=0, help="validate every N iterations (0: never)")
-    t.add_argument("--max-val-samples", type=int, default=None)
-    t.add_argument("--ckpt-interval", type=int, default=1000)
-    t.add_argument("--resume", type=_bool, nargs="?", const=True, default=False, help="continue from --out")
-    t.add_argument("--init-weights", type=Path, default=None, help="start from these weights (a second stage)")
-    t.add_argument("--no-tensorboard", type=_bool, nargs="?", const=True, default=False)
-    t.add_argument("--quiet", type=_bool, nargs="?", const=True, default=False)
+    t.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags (a run's config.yaml too)")
+    add_config_arguments(t, SegTrainConfig)
 
     e = ssub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy")
     _data_args(e)
@@ -158,14 +119,14 @@ def _compare(args) -> None:
 
 
 def _train(args) -> None:
-    from .recipes.config import save_config
+    from .recipes.config import config_from_args
+    from .recipes.seg_config import SegTrainConfig
     from .recipes.seg_train import train
 
-    if args.data_root is None and args.dataset != "animal-scenes":
+    config = config_from_args(SegTrainConfig, args)
+    if config.data_root is None and config.dataset != "animal-scenes":
         raise ValueError("--data-root is required (or data_root in the --config recipe)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_config(args, args.out / "config.yaml")
-    train(args)
+    train(config)  # saves config.yaml beside the run once the start has succeeded
 
 
 def _load_model(args, num_classes: int):

@@ -7,7 +7,6 @@ from its checkpoint, and finished runs are not repeated.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -19,6 +18,7 @@ from ..data.animal_scenes import CLASSES, cached
 from .checkpoint import load_model_weights, model_identity
 from .common import atomic_write_text, machine_info, save_figure
 from .measure import count_flops, median_time, peak_memory
+from .seg_config import SegTrainConfig
 
 DEMO_HEADS = ("hamnet", "nonlocal", "fcn")
 LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn": "no context (matched convs)",
@@ -29,17 +29,13 @@ LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn
 
 def train_args(head: str, seed: int, *, out: Path, data_root, iters: int, batch: int, lr: float, val_interval: int,
                max_val: int | None, workers: int, quiet: bool,
-               ham_precision: str | None = None) -> argparse.Namespace:  # fmt: skip
-    """The `hamburger seg train` configuration of one run (every flag, as the CLI would give it)."""
-    return argparse.Namespace(
-        dataset="animal-scenes", data_root=data_root, num_classes=None, model=f"{head}_tiny", device="cpu",
-        norm=None, backbone_norm=None, rank=None, ham_init=None, ham_precision=ham_precision, dropout=None,
-        aux=None, pretrained=None,
-        train_split="train", val_split="val", out=out, crop_size=128, scale_range=(1.0, 1.0), batch_size=batch,
-        accum_steps=1, iters=iters, optimizer="adamw", lr=lr, momentum=0.9, weight_decay=0.0, bias_lr_mult=1.0,
-        head_lr_mult=1.0, poly_power=0.9, warmup_iters=0, warmup_ratio=1e-6, aux_weight=0.0, amp="none",
-        workers=workers, seed=seed, val_interval=val_interval, max_val_samples=max_val, ckpt_interval=val_interval,
-        resume=True, init_weights=None, no_tensorboard=True, quiet=quiet,
+               ham_precision: str | None = None) -> SegTrainConfig:  # fmt: skip
+    """The `hamburger seg train` configuration of one run: the demo's recipe on animal-scenes."""
+    return SegTrainConfig(
+        dataset="animal-scenes", data_root=data_root, model=f"{head}_tiny", ham_precision=ham_precision, out=out,
+        crop_size=128, scale_range=(1.0, 1.0), batch_size=batch, iters=iters, optimizer="adamw", lr=lr,
+        weight_decay=0.0, bias_lr_mult=1.0, aux_weight=0.0, workers=workers, seed=seed, val_interval=val_interval,
+        max_val_samples=max_val, ckpt_interval=val_interval, resume=True, no_tensorboard=True, quiet=quiet,
     )  # fmt: skip
 
 

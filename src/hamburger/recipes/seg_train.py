@@ -38,6 +38,8 @@ from .checkpoint import (
     save_weights,
     set_rng_state,
 )
+from .config import changed_fields, config_dict, save_config
+from .seg_config import RESUME_FREE, SegTrainConfig
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -197,7 +199,12 @@ def seg_loss(outputs: dict, labels: torch.Tensor, aux_weight: float) -> torch.Te
 # the loop
 
 
-def train(args) -> dict:
+def train(args: SegTrainConfig) -> dict:
+    """Train a segmentation model as ``args`` (a :class:`SegTrainConfig`) says; returns the history, the best
+    validation mIoU, the run folder and the model. Writes ``config.yaml`` once the start (data, model, checkpoint
+    checks) has succeeded."""
+    if not isinstance(args, SegTrainConfig):
+        raise TypeError(f"train expects a SegTrainConfig, got {type(args).__name__}")
     rank, world, device = init_distributed(args.device)
     main = rank == 0
     out = Path(args.out)
@@ -236,7 +243,18 @@ def train(args) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         start, best = state["step"], state["best_miou"]
         set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+        changes = changed_fields(state.get("config", {}), args, RESUME_FREE)
+        if changes and not args.allow_changed_config:
+            listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+            raise ValueError(
+                f"--resume with a changed recipe ({listed}); the checkpoint in {out} was trained with the old values. "
+                "Pass --allow-changed-config to continue anyway (the change is logged), or train into another --out"
+            )
         if main:
+            if changes:
+                print(f"--allow-changed-config: continuing with {changes}", flush=True)
+                with open(out / "config_changes.jsonl", "a") as f:
+                    f.write(json.dumps({"step": start, "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
             _truncate_log(out / "log.jsonl", start)
             print(f"resumed from {out / MANIFEST} at step {start}", flush=True)
     elif args.resume and main:
@@ -246,6 +264,9 @@ def train(args) -> dict:
                 "over without --resume (or into another --out)"
             )
         print(f"--resume: no checkpoint in {out}, starting from scratch", flush=True)
+
+    if main:
+        save_config(args, out / "config.yaml")  # only now: a failed start leaves none behind
 
     net = model
     if world > 1:
@@ -309,8 +330,7 @@ def train(args) -> dict:
             rngs = _gather_rng(world)
             if main:
                 state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "step": step + 1, "best_miou": best, "rng": rngs,
-                         "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+                         "step": step + 1, "best_miou": best, "rng": rngs, "config": config_dict(args)}  # fmt: skip
                 commit_checkpoint(out, step + 1, model.state_dict(), state, metadata=identity)
                 if not args.quiet:
                     bar.write(f"checkpoint step {step + 1}")
