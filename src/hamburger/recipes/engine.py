@@ -1,0 +1,252 @@
+"""The training engine the tasks share: one loop, one checkpoint transaction, one log, one device/autocast/DDP set-up.
+
+``fit(task, config)`` runs a task's training. The engine owns everything that is not the task's own:
+
+* the run folder: stale temporaries removed at start, ``config.yaml`` written once the start has succeeded,
+  ``log.jsonl`` (one record per step, truncated to the resumed step), TensorBoard events, a tqdm progress bar;
+* ``--device``, ``torch.distributed`` (launched by ``torchrun``: DDP, rank-0 logging and checkpoints, every rank's
+  RNG state), autocast (``amp``), the fp16 grad scaler, gradient accumulation;
+* checkpoints (:mod:`hamburger.recipes.checkpoint`): committed as one transaction, verified on ``resume``, the
+  model's identity checked, a changed recipe refused unless ``allow_changed_config``;
+* periodic evaluation (``val_interval``) keeping ``best.safetensors`` by the task's score.
+
+Extension points — a task is an object with:
+
+``free_fields``
+    config fields a resumed run may change (output, logging, workers, device).
+``build(config, device) -> (model, train_set, val_set, identity)``
+    the model on ``device`` and its identity metadata (:func:`~hamburger.recipes.checkpoint.model_identity`),
+    the training data and the validation data (or None).
+``optimizer(model, config) -> (optimizer, LambdaLR scheduler)``
+``batches(train_set, config, *, world, rank, start) -> DataLoader``
+    the loader for steps ``start..iters-1``, ``accum_steps`` micro-batches a step, this rank's share. Give it a
+    seeded ``generator=``: its worker seeds then do not depend on where a run was resumed.
+``loss(net, batch, config, device) -> Tensor``
+    one micro-batch's loss (the engine divides by ``accum_steps``, scales and back-propagates).
+``evaluate(model, val_set, config, device) -> dict``
+    scalar metrics, logged as ``val_<name>``; ``task.score`` names the one that selects ``best.safetensors``.
+
+The config is a dataclass (see :mod:`hamburger.recipes.config`) with at least the fields ``device``, ``out``,
+``seed``, ``iters``, ``accum_steps``, ``amp``, ``lr``, ``val_interval``, ``ckpt_interval``, ``resume``,
+``allow_changed_config``, ``init_weights``, ``quiet`` and ``no_tensorboard``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .checkpoint import (
+    MANIFEST,
+    check_identity,
+    commit_checkpoint,
+    fault_point,
+    load_checkpoint,
+    load_model_weights,
+    remove_stale,
+    rng_state,
+    save_weights,
+    set_rng_state,
+)
+from .common import atomic_write_text
+from .config import changed_fields, config_dict, save_config
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    return rank, world, dev
+
+
+def fit(task, config) -> dict:
+    """Train ``task`` as ``config`` says; returns the history, the best score, the run folder and the model."""
+    rank, world, device = init_distributed(config.device)
+    main = rank == 0
+    out = Path(config.out)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale(out)  # half-written temporaries and uncommitted step files of a killed run
+    torch.manual_seed(config.seed)
+    model, train_set, val_set, identity = task.build(config, device)
+    if world > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if config.init_weights and not (config.resume and (out / MANIFEST).is_file()):
+        load_model_weights(model, config.init_weights)  # another stage's weights: keys checked, identity may differ
+    optimizer, scheduler = task.optimizer(model, config)
+    start, best, rng = 0, -1.0, None
+    if config.resume:
+        start, best, rng = _resume(task, config, out, model, optimizer, scheduler, identity, rank)
+    if main:
+        save_config(config, out / "config.yaml")  # only now: a failed start leaves none behind
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loader = task.batches(train_set, config, world=world, rank=rank, start=start)
+    writer = _tensorboard(out, config) if main else None
+    bar = ProgressBar(start, config.iters, main and not config.quiet)
+    amp_dtype = AMP_DTYPES[config.amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    history = []
+    batches = iter(loader)  # may draw a seed from the global RNG: restore the checkpoint's RNG state after it
+    if rng is not None:
+        set_rng_state(rng[rank] if isinstance(rng, list) else rng)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(start, config.iters):
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(config.accum_steps):
+            sync = micro == config.accum_steps - 1 or world == 1
+            ctx = net.no_sync() if not sync and isinstance(net, nn.parallel.DistributedDataParallel) else nullcontext()
+            with ctx, torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss = task.loss(net, next(batches), config, device) / config.accum_steps
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the LR or disable --amp")
+            scaler.scale(loss).backward()
+            total += loss.item()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        lr = config.lr * scheduler.lr_lambdas[0](scheduler.last_epoch)  # the base LR (parameter groups scale it)
+        record = {"step": step + 1, "loss": total, "lr": lr, "time": time.perf_counter() - t0}
+        if val_set is not None and ((step + 1) % config.val_interval == 0 or step + 1 == config.iters):
+            metrics = task.evaluate(model, val_set, config, device)
+            model.train()
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+            if main and metrics[task.score] > best:
+                best = metrics[task.score]
+                save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, point="best")
+        history.append(record)
+        if main:
+            bar.update(record, task.score)
+            if writer is not None:
+                for key, value in record.items():
+                    if key not in ("step", "time"):
+                        tag = f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+                        writer.add_scalar(tag, value, step + 1)
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            fault_point("logged")
+        if (step + 1) % config.ckpt_interval == 0 or step + 1 == config.iters:
+            rngs = _gather_rng(world)
+            if main:
+                state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "step": step + 1, "best_score": best, "rng": rngs, "config": config_dict(config)}  # fmt: skip
+                commit_checkpoint(out, step + 1, model.state_dict(), state, metadata=identity)
+                if not config.quiet:
+                    bar.write(f"checkpoint step {step + 1}")
+                    sys.stdout.flush()
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if main and best < 0:
+        save_weights(model.state_dict(), out / "best.safetensors", metadata=identity)  # no validation: the last
+    return {"history": history, "best_score": best, "out": str(out), "model": model}
+
+
+def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> tuple[int, float, object]:
+    """Load the committed checkpoint (verified), refuse a changed recipe; (start step, best score, RNG states)."""
+    checkpoint = load_checkpoint(out)
+    if checkpoint is None:
+        if (out / "last_state.pt").is_file():
+            raise ValueError(
+                f"{out} holds a checkpoint of an older hamburger without {MANIFEST}, which cannot be verified; start "
+                "over without --resume (or into another --out)"
+            )
+        if rank == 0:
+            print(f"--resume: no checkpoint in {out}, starting from scratch", flush=True)
+        return 0, -1.0, None
+    weights, metadata, state = checkpoint
+    check_identity(metadata, identity, out / MANIFEST)
+    changes = changed_fields(state.get("config", {}), config, task.free_fields)
+    if changes and not config.allow_changed_config:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        raise ValueError(
+            f"--resume with a changed recipe ({listed}); the checkpoint in {out} was trained with the old values. "
+            "Pass --allow-changed-config to continue anyway (the change is logged), or train into another --out"
+        )
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    start = state["step"]
+    if rank == 0:
+        if changes:
+            print(f"--allow-changed-config: continuing with {changes}", flush=True)
+            with open(out / "config_changes.jsonl", "a") as f:
+                f.write(json.dumps({"step": start, "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
+        _truncate_log(out / "log.jsonl", start)
+        print(f"resumed from {out / MANIFEST} at step {start}", flush=True)
+    return start, state["best_score"], state["rng"]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log's records up to the resumed step: the steps after it are trained (and logged) again."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _gather_rng(world: int):
+    state = rng_state()
+    if world == 1:
+        return state
+    states = [None] * world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _tensorboard(out: Path, config):
+    if config.no_tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+class ProgressBar:
+    """tqdm progress with loss, LR, the validation score and the ETA (tqdm computes it); silent when disabled."""
+
+    def __init__(self, start: int, total: int, enabled: bool) -> None:
+        self.tqdm = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.tqdm = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True)
+
+    def update(self, record: dict, score: str) -> None:
+        if self.tqdm is not None:
+            post = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
+            if f"val_{score}" in record:
+                post[f"val_{score}"] = f"{100 * record[f'val_{score}']:.2f}"
+            self.tqdm.set_postfix(post)
+            self.tqdm.update(1)
+
+    def write(self, text: str) -> None:
+        (self.tqdm.write if self.tqdm is not None else print)(text)
+
+    def close(self) -> None:
+        if self.tqdm is not None:
+            self.tqdm.close()
