@@ -130,6 +130,13 @@ def product(a: Tensor, b: Tensor, *, precision: str = "fp32") -> Tensor:
     return torch.bmm(a.to(low), b.to(low)).to(out)
 
 
+def _product_raw(a: Tensor, b: Tensor, precision: str) -> Tensor:
+    """a @ b as the GEMM returns it: bfloat16 with ``"bf16"``, for a caller whose next element-wise operation with
+    a float32 tensor promotes it (exactly: every bfloat16 is a float32) and so saves the separate conversion pass."""
+    low = _low(precision)
+    return torch.bmm(a, b) if low is None else torch.bmm(a.to(low), b.to(low))
+
+
 class _TF32Scope:
     """TF32 products inside the solve on CUDA (eager); a no-op elsewhere and while compiling or exporting."""
 
@@ -198,11 +205,11 @@ class _NMF:
         xp: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool, precision: str, xtd: Tensor | None = None
     ) -> Tensor:
         # C <- C * (DᵀX) / (DᵀD C + eps), written on Cᵀ: Cᵀ <- Cᵀ * (XᵀD) / (Cᵀ DᵀD + eps)
-        num = product(xp.mT, d, precision=precision) if xtd is None else xtd  # (B, N, D) @ (B, D, R) -> (B, N, R)
+        num = _product_raw(xp.mT, d, precision) if xtd is None else xtd  # (B, N, D) @ (B, D, R) -> (B, N, R)
         gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
         if inplace:
             den = torch.baddbmm(ct.new_full((), eps), ct, gram)  # (B, N, R) @ (B, R, R) -> (B, N, R)
-            return _flush(num.mul_(ct).div_(den), True)
+            return _flush(ct.mul_(num).div_(den), True)  # ct is spent: the update overwrites it
         den = torch.bmm(ct, gram) + eps  # (B, N, R)
         return _flush(ct * num / den, False)
 
@@ -275,8 +282,8 @@ def _soft_assign(xp: Tensor, d: Tensor, scale: Tensor, eps: float, inplace: bool
 
     ``scale`` = inv_t / max(‖xₙ‖, 1e-12), (B, N, 1), computed once per solve since X does not change."""
     # X̂ᵀD = diag(1/‖xₙ‖) XᵀD: scaling the (N, R) product instead of normalising X (D x N) saves a pass over X
-    logits = product(xp.mT, d, precision=precision)  # (B, N, D) @ (B, D, R) -> (B, N, R)
-    logits = logits.mul_(scale) if inplace else logits * scale
+    logits = _product_raw(xp.mT, d, precision)  # (B, N, D) @ (B, D, R) -> (B, N, R)
+    logits = logits.mul_(scale) if inplace and logits.dtype == scale.dtype else logits * scale
     ct = _flush(torch.softmax(logits, dim=-1), inplace)  # (B, N, R)
     total = ct.sum(dim=1, keepdim=True).add_(eps)  # (B, 1, R): Σₙ C
     return ct.div_(total) if inplace else ct / total
@@ -296,7 +303,7 @@ class _VQ:
     def final(x, d, ct, *, inplace, eps, inv_t, precision="fp32", xp=None):
         xp = x if xp is None else xp
         # C = softmax(inv_t · D̂ᵀ (X ⊘ (eps + ‖xₙ‖))) with the norms constant for autograd
-        logits = product(xp.mT, _normalize_columns(d), precision=precision)  # (B, N, R)
+        logits = _product_raw(xp.mT, _normalize_columns(d), precision)  # (B, N, R), promoted by the scaling
         scale = _inv_colnorm(x.detach(), None, eps) * inv_t  # (B, N, 1)
         return d, _flush(torch.softmax(logits * scale, dim=-1), inplace)
 
