@@ -123,11 +123,8 @@ def product(a: Tensor, b: Tensor, *, precision: str = "fp32") -> Tensor:
     With ``"bf16"`` both operands are rounded to bfloat16 (a no-op for one already in it), the GEMM accumulates in
     float32, and the result is returned in the dtype of the higher-precision operand. Otherwise a plain ``bmm``.
     """
-    low = _low(precision)
-    if low is None:
-        return torch.bmm(a, b)
-    out = b.dtype if a.dtype == low else a.dtype
-    return torch.bmm(a.to(low), b.to(low)).to(out)
+    out = b.dtype if a.dtype == _low(precision) else a.dtype
+    return _product_raw(a, b, precision).to(out)
 
 
 def _product_raw(a: Tensor, b: Tensor, precision: str) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from ..context import create_context, list_contexts
 from .common import atomic_write_text, header_lines, machine_info, progress_bar, save_figure
-from .measure import count_flops, median_time, peak_memory, power_law_exponent, synchronizer
+from .measure import bench_device, count_flops, median_time, peak_memory, power_law_exponent, synchronizer
 
 FIELDS = (
     "module", "size", "n", "params", "gflop_fwd", "gflop_train", "fwd_ms", "train_ms", "fwd_gflops_per_s",
@@ -112,15 +112,11 @@ def run(
         raise ValueError(f"unknown modules {unknown}; available: {', '.join(list_contexts())}")
     if repeats < 1 or not sizes or min(sizes) < 1:
         raise ValueError(f"repeats must be >= 1 and sizes positive, got repeats={repeats}, sizes={sizes}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but torch.cuda.is_available() is False")
+    dev, device_info = bench_device(device)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch dtype name, got {dtype!r}")
-    info = {**machine_info(), "device": str(dev), "dtype": dtype, "channels": channels, "batch": batch}
-    if dev.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(dev)
+    info = {**machine_info(), **device_info, "dtype": dtype, "channels": channels, "batch": batch}
 
     rows, skipped = [], []
     jobs = [(m, s) for m in modules for s in sorted(sizes)]

@@ -23,7 +23,7 @@ from ..burger import Hamburger
 from ..context import NonLocal
 from ..optimize import optimize
 from .common import machine_info, progress_bar, save_figure, write_results
-from .measure import peak_memory
+from .measure import bench_device, peak_memory
 
 BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,
@@ -122,9 +122,7 @@ def run(
     out: Path | None = Path("results/bench-crossover"),
     progress: bool = True,
 ) -> dict:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but torch.cuda.is_available() is False")
+    dev, device_info = bench_device(device)
     for name, values, allowed in (("precisions", precisions, PRECISIONS), ("modes", modes, MODES),
                                   ("backends", backends, tuple(BACKENDS))):  # fmt: skip
         bad = [v for v in values if v not in allowed]
@@ -132,10 +130,8 @@ def run(
             raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {tuple(values)}")
     if not sizes or min(sizes) < 1 or not batches or min(batches) < 1 or repeats < 1:
         raise ValueError(f"sizes, batches and repeats must be positive, got {sizes}, {batches}, {repeats}")
-    info = {**machine_info(), "device": str(dev), "channels": channels, "rank": rank, "eval_steps": 7,
-            "train_steps": 6, "repeats": repeats}  # fmt: skip
-    if dev.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(dev)
+    info = {**machine_info(), **device_info, "channels": channels, "rank": rank, "eval_steps": 7, "train_steps": 6,
+            "repeats": repeats}  # fmt: skip
     jobs = [(p, b, m, s) for p in precisions for b in batches for m in modes for s in sorted(sizes)]
     bar = progress_bar(len(jobs), progress, unit="cell")
     rows = []

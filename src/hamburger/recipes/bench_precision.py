@@ -18,6 +18,7 @@ from ..context import NonLocal
 from ..ham import CD, NMF, VQ
 from .bench_ham import clustered_input
 from .common import interleaved_medians, machine_info, write_results
+from .measure import bench_device, synchronizer
 
 HAMS = {"nmf": NMF, "vq": VQ, "cd": CD}
 
@@ -48,20 +49,15 @@ def run(
     out: Path | None = Path("results/bench-precision"),
     progress: bool = True,
 ) -> dict:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but torch.cuda.is_available() is False")
+    dev, device_info = bench_device(device)
     bad = [p for p in precisions if p not in HF.PRECISIONS]
     if bad or "fp32" not in precisions:
         raise ValueError(f"precisions must include fp32 (the reference) and be among {HF.PRECISIONS}, got {precisions}")
     if not sizes or min(sizes) < 1 or repeats < 1 or steps < 0:
         raise ValueError(f"sizes and repeats must be >= 1 and steps >= 0, got {sizes}, {repeats}, {steps}")
     say = print if progress else (lambda *a, **k: None)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
-    info = {**machine_info(), "device": str(dev), "channels": channels, "rank": rank, "steps": steps,
-            "repeats": repeats}  # fmt: skip
-    if dev.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(dev)
+    sync = synchronizer(dev)
+    info = {**machine_info(), **device_info, "channels": channels, "rank": rank, "steps": steps, "repeats": repeats}
     solver_rows = []
     for name, cls in HAMS.items():
         fn = getattr(HF, name)

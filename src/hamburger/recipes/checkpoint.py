@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .common import atomic_write_bytes
+
 MANIFEST = "checkpoint.json"
 _KILL_COUNTS: dict[str, int] = {}
 
@@ -46,29 +48,16 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def atomic_write_bytes(data: bytes, path: Path, *, point: str | None = None) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it: never a half-written ``path``.
-
-    ``point`` names the fault-injection point reached half-way through the write."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        half = len(data) // 2
-        f.write(data[:half])
-        if point is not None:
-            f.flush()
-            fault_point(point)
-        f.write(data[half:])
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write(path: Path, data: bytes, point: str | None) -> None:
+    """Atomic write whose fault-injection ``point`` (if any) is reached half-way through the file."""
+    atomic_write_bytes(path, data, midway=None if point is None else lambda: fault_point(point))
 
 
 def atomic_save(obj, path: Path, *, point: str | None = None) -> None:
-    """torch.save, atomically (see :func:`atomic_write_bytes`)."""
+    """torch.save, atomically (see :func:`~hamburger.recipes.common.atomic_write_bytes`)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(buffer.getvalue(), path, point=point)
+    _write(path, buffer.getvalue(), point)
 
 
 def save_weights(state_dict: dict, path: Path, *, metadata: dict[str, str] | None = None, point: str | None = None):
@@ -76,7 +65,7 @@ def save_weights(state_dict: dict, path: Path, *, metadata: dict[str, str] | Non
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    atomic_write_bytes(save(tensors, metadata=metadata), path, point=point)
+    _write(path, save(tensors, metadata=metadata), point)
 
 
 def _sha256(path: Path) -> str:
@@ -127,7 +116,7 @@ def commit_checkpoint(out: Path, step: int, weights: dict, state: dict, *, metad
         "state": state_path.name,
         "sha256": {weights_path.name: _sha256(weights_path), state_path.name: _sha256(state_path)},
     }
-    atomic_write_bytes(json.dumps(manifest, indent=2).encode(), out / MANIFEST, point="manifest")
+    _write(out / MANIFEST, json.dumps(manifest, indent=2).encode(), "manifest")
     fault_point("committed")
     _link_last(weights_path, out / "last.safetensors")
     remove_stale(out)

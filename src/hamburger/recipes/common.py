@@ -71,12 +71,27 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / seconds / 1e9
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temporary file beside ``path``, then rename it over ``path``: never a half-written file."""
+def atomic_write_bytes(path: Path, data: bytes, *, midway: Callable[[], None] | None = None) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename it over ``path``: never a half-written file.
+
+    ``midway``, if given, is called with half of the data written (the checkpoints' fault injection)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        half = len(data) // 2
+        f.write(data[:half])
+        if midway is not None:
+            f.flush()
+            midway()
+        f.write(data[half:])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text (UTF-8) atomically, see :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode())
 
 
 def save_figure(fig, path: Path, *, dpi: int = 90) -> None:

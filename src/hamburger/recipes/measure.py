@@ -45,6 +45,17 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
+def bench_device(device: str) -> tuple[torch.device, dict]:
+    """The benchmark's device and its description for the results header; a clear error for missing CUDA."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but torch.cuda.is_available() is False")
+    info = {"device": str(dev)}
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return dev, info
+
+
 def synchronizer(device: torch.device) -> Callable[[], None] | None:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
