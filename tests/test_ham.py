@@ -186,3 +186,17 @@ def test_input_errors(x, match):
 def test_input_checks_can_be_turned_off():
     y = hb.VQ(8, rank=2, check_input=False)(torch.full((1, 8, 3), float("nan")))
     assert y.shape == (1, 8, 3)
+
+
+@pytest.mark.parametrize("cls", [hb.NMF, hb.VQ, hb.CD])
+def test_fixed_init_trains_from_the_eval_start(cls):
+    """init="fixed": training solves from the same seeded bases as evaluation (no draw, nothing updated)."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 12, 5, 6)
+    ham = cls(12, rank=3, init="fixed", train_steps=4, eval_steps=4)
+    before = torch.get_rng_state()
+    train_out = ham.train()(x)
+    assert torch.equal(torch.get_rng_state(), before)  # no random draw in training
+    torch.testing.assert_close(train_out, ham.eval()(x), rtol=0, atol=0)
+    random = cls(12, rank=3, train_steps=4, eval_steps=4).train()
+    assert not torch.allclose(random(x), train_out)

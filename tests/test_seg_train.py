@@ -311,3 +311,15 @@ def test_config_round_trips_and_resume_refuses_a_changed_recipe(data, tmp_path):
         main(["seg", "train", "--config", str(bad)])
     with pytest.raises(TypeError, match="SegTrainConfig"):
         train({"iters": 1})
+
+
+def test_ham_flags_reach_the_block():
+    from hamburger.recipes.seg_config import SegTrainConfig
+    from hamburger.recipes.seg_train import build_model
+
+    config = SegTrainConfig(model="hamnet_tiny", ham_version="v2+", ham_steps=3, ham_eval_steps=9, ham_grad="bptt",
+                            rank=8, ham_init="online")  # fmt: skip
+    block = build_model(config, 4, torch.device("cpu")).head.context
+    assert block.version == "v2+" and hasattr(block, "coef_ham")
+    ham = block.ham
+    assert (ham.train_steps, ham.eval_steps, ham.grad, ham.rank, ham.init) == (3, 9, "bptt", 8, "online")

@@ -126,6 +126,10 @@ class Hamburger(nn.Module):
             raise ValueError(f"Hamburger expects (B, C, *spatial) with at least one spatial dim, got {got}")
         if x.shape[1] != self.channels:
             raise ValueError(f"Hamburger was built for {self.channels} channels, input has {x.shape[1]}")
+        if not x.is_floating_point():
+            raise TypeError(f"Hamburger expects a floating-point input, got {x.dtype}")
+        if x.numel() == 0:
+            raise ValueError(f"Hamburger got an empty tensor of shape {tuple(x.shape)}")
         shape = x.shape
         # a replaced ham (the segmentation heads' local control is an identity) has no precision of its own
         precision = self.ham.effective_precision() if hasattr(self.ham, "effective_precision") else "fp32"

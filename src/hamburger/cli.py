@@ -6,26 +6,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
-    return values
+from .recipes.config import (
+    device_name,
+    nonnegative_int,
+    nonnegative_ints,
+    positive_float,
+    positive_int,
+    positive_ints,
+)
 
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+def _choices(allowed: tuple[str, ...]):
+    """argparse type: comma-separated names, each one of ``allowed``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = _names(text)
+        bad = [n for n in names if n not in allowed]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(f"expected comma-separated names from {', '.join(allowed)}; got {text!r}")
+        return names
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,80 +41,86 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="is attention better than matrix decomposition? Hamburger vs self-attention vs no context, here"
     )
     demo.add_argument("--quick", action="store_true", help="the same path in a couple of minutes (a smoke check)")
-    demo.add_argument("--iters", type=_positive, default=None, help="training iterations per model (default 800)")
+    demo.add_argument("--iters", type=positive_int, default=None, help="training iterations per model (default 800)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     demo.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     demo.add_argument("--out", type=Path, default=Path("results/demo"))
 
     dec = sub.add_parser("decompose", help="decompose a real photo with NMF, VQ and CD; print errors, write a PNG")
     dec.add_argument("--image", default="camera", help="scikit-image greyscale photo (default: camera)")
-    dec.add_argument("--ranks", type=_ints, default=(8, 16, 32, 64), help="comma-separated ranks R")
-    dec.add_argument("--steps", type=int, default=10, help="optimisation steps K")
-    dec.add_argument("--hams", default="nmf,vq,cd", help="comma-separated hams")
+    dec.add_argument("--ranks", type=positive_ints, default=(8, 16, 32, 64), help="comma-separated ranks R")
+    dec.add_argument("--steps", type=nonnegative_int, default=10, help="optimisation steps K")
+    hams = ("nmf", "vq", "cd")
+    dec.add_argument("--hams", type=_choices(hams), default=hams, help="comma-separated hams")
     dec.add_argument("--out", type=Path, default=Path("results/decompose"), help="output folder")
 
     bench = sub.add_parser(
         "bench", help="context modules side by side: params, FLOPs, time, memory over resolutions (or: bench ham)"
     )
     bench.add_argument("--modules", default=None, help="comma-separated context names (default: all registered)")
-    bench.add_argument("--channels", type=_positive, default=512)
-    bench.add_argument("--batch", type=_positive, default=1)
-    bench.add_argument("--sizes", type=_ints, default=(32, 64, 96, 128), help="comma-separated H = W")
-    bench.add_argument("--repeats", type=_positive, default=5)
-    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--channels", type=positive_int, default=512)
+    bench.add_argument("--batch", type=positive_int, default=1)
+    bench.add_argument("--sizes", type=positive_ints, default=(32, 64, 96, 128), help="comma-separated H = W")
+    bench.add_argument("--repeats", type=positive_int, default=5)
+    bench.add_argument("--device", type=device_name, default="cpu")
     bench.add_argument("--dtype", default="float32")
-    bench.add_argument("--memory-limit-gib", type=float, default=8.0, help="skip sizes predicted to need more")
-    bench.add_argument("--time-limit-s", type=float, default=60.0, help="skip sizes predicted to take longer per step")
-    bench.add_argument("--train-size", type=_positive, default=64, help="H = W of the training-memory-vs-K test")
-    bench.add_argument("--train-steps", type=_ints, default=(1, 6, 30))
-    bench.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    bench.add_argument("--memory-limit-gib", type=positive_float, default=8.0, help="skip sizes predicted to need more")
+    bench.add_argument(
+        "--time-limit-s", type=positive_float, default=60.0, help="skip sizes predicted to take longer per step"
+    )
+    bench.add_argument("--train-size", type=positive_int, default=64, help="H = W of the training-memory-vs-K test")
+    bench.add_argument("--train-steps", type=nonnegative_ints, default=(1, 6, 30))
+    bench.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bsub = bench.add_subparsers(dest="mode", required=False)
     ham = bsub.add_parser("ham", help="NMF ham vs the official operation order; training memory vs K; denormals")
-    ham.add_argument("--channels", type=_positive, default=512)
-    ham.add_argument("--size", type=_positive, default=128, help="H = W of the speed test")
-    ham.add_argument("--rank", type=_positive, default=64)
-    ham.add_argument("--steps", type=int, default=7, help="eval steps K of the speed test")
-    ham.add_argument("--repeats", type=_positive, default=7)
-    ham.add_argument("--train-size", type=_positive, default=64)
-    ham.add_argument("--train-steps", type=_ints, default=(1, 6, 30))
-    ham.add_argument("--denormal-size", type=_positive, default=64)
-    ham.add_argument("--denormal-steps", type=int, default=30)
-    ham.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    ham.add_argument("--channels", type=positive_int, default=512)
+    ham.add_argument("--size", type=positive_int, default=128, help="H = W of the speed test")
+    ham.add_argument("--rank", type=positive_int, default=64)
+    ham.add_argument("--steps", type=nonnegative_int, default=7, help="eval steps K of the speed test")
+    ham.add_argument("--repeats", type=positive_int, default=7)
+    ham.add_argument("--train-size", type=positive_int, default=64)
+    ham.add_argument("--train-steps", type=nonnegative_ints, default=(1, 6, 30))
+    ham.add_argument("--denormal-size", type=positive_int, default=64)
+    ham.add_argument("--denormal-steps", type=nonnegative_int, default=30)
+    ham.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     ham.add_argument("--out", type=Path, default=Path("results/bench-ham"))
     cross = bsub.add_parser(
         "crossover", help="Hamburger vs non-local attention on every SDPA backend, bf16/fp32, eval/train: the crossover"
     )
-    cross.add_argument("--device", default=None, help="cuda if available, else cpu")
-    cross.add_argument("--sizes", type=_ints, default=(32, 64, 96, 128, 192, 256), help="comma-separated H = W")
-    cross.add_argument("--batches", type=_ints, default=(1, 8))
-    cross.add_argument("--precisions", default="bf16,fp32", help="comma-separated: bf16, fp32, tf32")
-    cross.add_argument("--modes", default="eval,train")
-    cross.add_argument("--backends", default="flash,cudnn,efficient,math", help="SDPA backends to try")
-    cross.add_argument("--channels", type=_positive, default=512)
-    cross.add_argument("--rank", type=_positive, default=64)
-    cross.add_argument("--repeats", type=_positive, default=20)
+    cross.add_argument("--device", type=device_name, default=None, help="cuda if available, else cpu")
+    cross.add_argument("--sizes", type=positive_ints, default=(32, 64, 96, 128, 192, 256), help="comma-separated H = W")
+    cross.add_argument("--batches", type=positive_ints, default=(1, 8))
+    precisions = ("bf16", "fp32", "tf32")
+    cross.add_argument("--precisions", type=_choices(precisions), default=("bf16", "fp32"), help="comma-separated")
+    cross.add_argument("--modes", type=_choices(("eval", "train")), default=("eval", "train"))
+    backends = ("flash", "cudnn", "efficient", "math")
+    cross.add_argument("--backends", type=_choices(backends), default=backends, help="SDPA backends to try")
+    cross.add_argument("--channels", type=positive_int, default=512)
+    cross.add_argument("--rank", type=positive_int, default=64)
+    cross.add_argument("--repeats", type=positive_int, default=20)
     cross.add_argument("--no-compile", action="store_true", help="skip the compiled Hamburger")
-    cross.add_argument("--math-limit-gib", type=float, default=8.0, help="skip the math backend above this")
-    cross.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    cross.add_argument("--math-limit-gib", type=positive_float, default=8.0, help="skip the math backend above this")
+    cross.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     cross.add_argument("--out", type=Path, default=Path("results/bench-crossover"))
     prec = bsub.add_parser("precision", help="accuracy and speed of each ham precision; the block vs SDPA attention")
-    prec.add_argument("--device", default="cpu")
-    prec.add_argument("--channels", type=_positive, default=512)
-    prec.add_argument("--sizes", type=_ints, default=(64, 128), help="comma-separated H = W of the solver table")
-    prec.add_argument("--rank", type=_positive, default=64)
-    prec.add_argument("--steps", type=int, default=7)
-    prec.add_argument("--repeats", type=_positive, default=7)
-    prec.add_argument("--precisions", default="fp32,bf16,tf32")
-    prec.add_argument("--block-size", type=_positive, default=128, help="H = W of the block comparison")
-    prec.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    prec.add_argument("--device", type=device_name, default="cpu")
+    prec.add_argument("--channels", type=positive_int, default=512)
+    prec.add_argument("--sizes", type=positive_ints, default=(64, 128), help="H = W of the solver table")
+    prec.add_argument("--rank", type=positive_int, default=64)
+    prec.add_argument("--steps", type=nonnegative_int, default=7)
+    prec.add_argument("--repeats", type=positive_int, default=7)
+    prec.add_argument("--precisions", type=_choices(("fp32", "bf16", "tf32")), default=("fp32", "bf16", "tf32"))
+    prec.add_argument("--block-size", type=positive_int, default=128, help="H = W of the block comparison")
+    prec.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     prec.add_argument("--out", type=Path, default=Path("results/bench-precision"))
     seg = bsub.add_parser("seg", help="segmentation throughput (images/s), training and inference")
     seg.add_argument("--models", default="hamnet_r50_d8,nonlocal_r50_d8,fcn_r50_d8")
-    seg.add_argument("--crops", type=_ints, default=(256, 512))
-    seg.add_argument("--train-batch", type=_positive, default=2)
-    seg.add_argument("--repeats", type=_positive, default=3)
-    seg.add_argument("--device", default="cpu")
+    seg.add_argument("--crops", type=positive_ints, default=(256, 512))
+    seg.add_argument("--train-batch", type=positive_int, default=2)
+    seg.add_argument("--repeats", type=positive_int, default=3)
+    seg.add_argument("--device", type=device_name, default="cpu")
     seg.add_argument("--out", type=Path, default=Path("results/bench-seg"))
     from .seg_cli import add_seg_parser
 
@@ -117,15 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what a user's input can cause: reported as one line naming the command, never a traceback
+USER_ERRORS = (ValueError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
 def _bench(args, label: str, call) -> None:
-    """Run a benchmark recipe with the requested torch threads; its ValueErrors become one-line exits."""
+    """Run a recipe with the requested torch threads; a bad input becomes a one-line exit naming the command."""
     import torch
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     try:
         call()
-    except ValueError as e:
+    except USER_ERRORS as e:
         raise SystemExit(f"hamburger {label}: {e}") from None
 
 
@@ -144,19 +159,18 @@ def main(argv: list[str] | None = None) -> int:
         from .recipes import compare
 
         iters = args.iters or (20 if args.quick else 800)
-        compare.run(
+        _bench(args, "demo", lambda: compare.run(
             heads=compare.DEMO_HEADS, seeds=(args.seed,), iters=iters, val_interval=10 if args.quick else 100,
             max_val=40 if args.quick else None, data_root=args.data_root, out=args.out, title="demo",
-        )  # fmt: skip
+            device=args.device,
+        ))  # fmt: skip
         return 0
     if args.command == "decompose":
         from .recipes import decompose
 
-        if args.steps < 0:
-            raise SystemExit(f"--steps must be >= 0, got {args.steps}")
-        decompose.run(
-            image=args.image, ranks=args.ranks, steps=args.steps, hams=tuple(args.hams.split(",")), out=args.out
-        )
+        _bench(args, "decompose", lambda: decompose.run(
+            image=args.image, ranks=args.ranks, steps=args.steps, hams=args.hams, out=args.out
+        ))  # fmt: skip
     elif args.command == "bench" and args.mode is None:
         from .recipes import bench_context
 
@@ -181,26 +195,24 @@ def main(argv: list[str] | None = None) -> int:
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         _bench(args, "bench crossover", lambda: bench_crossover.run(
-            device=device, sizes=args.sizes, batches=args.batches, precisions=_names(args.precisions),
-            modes=_names(args.modes), backends=_names(args.backends), channels=args.channels, rank=args.rank,
+            device=device, sizes=args.sizes, batches=args.batches, precisions=args.precisions,
+            modes=args.modes, backends=args.backends, channels=args.channels, rank=args.rank,
             repeats=args.repeats, compile=not args.no_compile, math_limit_gib=args.math_limit_gib, out=args.out,
         ))  # fmt: skip
     elif args.command == "bench" and args.mode == "precision":
         from .recipes import bench_precision
 
-        if args.steps < 0:
-            raise SystemExit("hamburger bench precision: --steps must be >= 0")
         _bench(args, "bench precision", lambda: bench_precision.run(
             channels=args.channels, sizes=args.sizes, rank=args.rank, steps=args.steps, repeats=args.repeats,
-            precisions=_names(args.precisions), device=args.device, block_size=args.block_size, out=args.out,
+            precisions=args.precisions, device=args.device, block_size=args.block_size, out=args.out,
         ))  # fmt: skip
     elif args.command == "bench" and args.mode == "seg":
         from .recipes import bench_seg
 
-        bench_seg.run(
-            models=tuple(args.models.split(",")), crops=args.crops, train_batch=args.train_batch,
+        _bench(args, "bench seg", lambda: bench_seg.run(
+            models=_names(args.models), crops=args.crops, train_batch=args.train_batch,
             repeats=args.repeats, device=args.device, out=args.out,
-        )  # fmt: skip
+        ))  # fmt: skip
     return 0
 
 

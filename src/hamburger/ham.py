@@ -17,7 +17,7 @@ from . import functional as HF
 
 __all__ = ["NMF", "VQ", "CD", "INITS", "CHECK_MODES"]
 
-INITS = ("random", "online")
+INITS = ("random", "online", "fixed")
 CHECK_MODES = (True, False, "sync", "async")
 
 
@@ -180,7 +180,7 @@ class _Ham(nn.Module):
         """Starting bases (B*S, D, R) in float32."""
         if self.init == "online":
             return self.bases.repeat(batch, 1, 1)
-        if self.training:
+        if self.training and self.init == "random":
             shape = (batch * self.groups, dim, self.rank)
             if self._generator is None:  # the global RNG of the input's device
                 draw = torch.rand if self._uniform else torch.randn
@@ -190,7 +190,7 @@ class _Ham(nn.Module):
                 start = counter_draw(shape, state, uniform=self._uniform).to(device)
                 state[1] += 1
             return F.normalize(start, dim=1)
-        # eval: one seeded draw; spatial=False has one per N (a compile-time constant)
+        # eval (and "fixed" in training): one seeded draw; spatial=False has one per N (a compile-time constant)
         fixed = self.eval_bases if self.spatial else self._draw_fixed(dim)
         return fixed.to(device).repeat(batch, 1, 1)  # (S, D, R) -> (B*S, D, R), the same start for every sample
 
@@ -218,6 +218,8 @@ class _Ham(nn.Module):
             raise ValueError(f"{type(self).__name__} was built for {self.channels} channels, input has {c}")
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
+        if x.numel() == 0:
+            raise ValueError(f"{type(self).__name__} got an empty tensor of shape {tuple(x.shape)}")
         mode = self.check_input
         if mode is False or _exporting():
             return
@@ -229,18 +231,36 @@ class _Ham(nn.Module):
             "this check)"
         )
         low, high = torch.aminmax(x)  # one pass; NaN propagates into both
+        limit = self.magnitude_limit(x)
+        range_msg = (
+            f"{name} input magnitude exceeds {limit:.3g}, above which its float32 solve can overflow (NaN or zeros "
+            "out); rescale the input, e.g. with a norm layer before the ham"
+        )
         if mode == "async":  # no host synchronisation: the device raises at the next sync (CUDA: a device assert)
             torch._assert_async(torch.isfinite(low) & torch.isfinite(high), finite_msg)
+            torch._assert_async((high <= limit) & (low >= -limit), range_msg)
             if self._nonneg:
                 torch._assert_async(low >= 0, f"{name}: NMF needs non-negative input; put a ReLU before it")
             return
         if not bool(torch.isfinite(low) & torch.isfinite(high)):
             raise ValueError(finite_msg)
+        if not bool((high <= limit) & (low >= -limit)):
+            raise ValueError(f"{range_msg} (got values in [{low.item():.3g}, {high.item():.3g}])")
         if self._nonneg and low.item() < 0:
             raise ValueError(
                 f"NMF needs non-negative input, got a minimum of {low.item():.4g}; put a ReLU before it "
                 "(the Hamburger block's lower bread does)"
             )
+
+    def magnitude_limit(self, x: Tensor) -> float:
+        """The largest input magnitude the float32 solve is safe with: sqrt(max float32 / (16 D N)).
+
+        The solvers' largest intermediates (Gram matrices of codes and bases, squared norms) are sums of D·N
+        products of two entries, so they stay finite, with a 16x margin, below this bound. Checked with the input.
+        """
+        dim = self.channels // self.groups
+        n = x.numel() // (x.shape[0] * self.channels)
+        return (torch.finfo(torch.float32).max / (16.0 * dim * max(n, 1))) ** 0.5
 
     def effective_precision(self) -> str:
         """The products' precision for this call: ``precision``, except fp32 while exporting a bf16 ham (ONNX
@@ -305,9 +325,12 @@ _HAM_ARGS = """
         init: ``"random"``: fresh bases every training forward, and in eval one fixed seeded draw shared by every
             sample (outputs are deterministic). ``"online"``: a bases buffer (S, D, R), the start in training and
             eval, moved towards the batch-mean final bases after each training forward (all-reduced across
-            processes).
+            processes). ``"fixed"``: the eval start in training too (one seeded draw, never updated), so training
+            and evaluation solve from the same bases.
         spatial: True decomposes the D x N matrix; False the N x D one (the paper's channel variant).
-        channels_last: input is (B, *spatial, C), e.g. transformer tokens (B, N, C).
+        channels_last: input is (B, *spatial, C), e.g. transformer tokens (B, N, C). The last axis is always read
+            as C: a (B, C, N) tensor with C == N cannot be told apart from (B, N, C) and is decomposed along the
+            wrong axis without an error, so pass such input with channels_last=False.
         eta: η, momentum of the online bases update.
         eps: ε of the solver.
         seed: seed of the fixed eval start (and of the online buffer's first draw).

@@ -6,7 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from .recipes.config import parse_bool, parse_floats
+from .recipes.config import (
+    device_name,
+    integers,
+    nonnegative_int,
+    parse_bool,
+    positive_float,
+    positive_floats,
+    positive_int,
+)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -15,13 +23,17 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         "--dataset", default="voc", help="voc | pascal_context | ade20k | cityscapes | folder | animal-scenes"
     )
     p.add_argument("--data-root", type=Path, help="dataset folder (its documented layout)")
-    p.add_argument("--num-classes", type=int, default=None, help="classes of a 'folder' dataset")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="classes of a 'folder' dataset")
     p.add_argument("--model", default="hamnet_r50_d8", help="a name of hamburger.list_models()")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--norm", choices=("batch", "group"), default=None, help="head norm layers (default: batch)")
     p.add_argument("--backbone-norm", choices=("batch", "group"), default=None, help="backbone norm (default: batch)")
-    p.add_argument("--rank", type=int, default=None, help="R of the Hamburger (default: the variant's)")
-    p.add_argument("--ham-init", choices=("random", "online"), default=None, help="bases init of the Hamburger")
+    p.add_argument("--rank", type=positive_int, default=None, help="R of the Hamburger (default: the variant's)")
+    p.add_argument("--ham-init", choices=("random", "online", "fixed"), default=None, help="bases init of the ham")
+    p.add_argument("--ham-version", choices=("v1", "v2", "v2+"), default=None, help="as the weights were trained")
+    p.add_argument("--ham-steps", type=nonnegative_int, default=None, help="K in training, as the weights were")
+    p.add_argument("--ham-eval-steps", type=nonnegative_int, default=None, help="K at evaluation")
+    p.add_argument("--ham-grad", choices=("one-step", "bptt", "none"), default=None, help="as the weights were")
     p.add_argument(
         "--ham-precision", choices=("fp32", "bf16", "tf32"), default=None,
         help="precision of the hams' large products (default fp32; see hamburger.functional)",
@@ -32,10 +44,10 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _infer_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scales", type=parse_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+    p.add_argument("--scales", type=positive_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
     p.add_argument("--flip", type=parse_bool, default=False, help="add horizontally flipped views")
-    p.add_argument("--crop", type=int, default=None, help="sliding-window size (default: whole image)")
-    p.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: 2/3 of the crop)")
+    p.add_argument("--crop", type=positive_int, default=None, help="sliding-window size (default: whole image)")
+    p.add_argument("--stride", type=positive_int, default=None, help="sliding-window stride (default: 2/3 of the crop)")
 
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
@@ -57,7 +69,7 @@ def add_seg_parser(sub) -> None:
     _infer_args(e)
     e.add_argument("--split", default="val")
     e.add_argument("--weights", type=Path, required=True, help="a .safetensors file written by seg train")
-    e.add_argument("--max-samples", type=int, default=None)
+    e.add_argument("--max-samples", type=positive_int, default=None, help="evaluate the first N images")
     e.add_argument("--out", type=Path, default=None, help="write metrics.json and a per-class table here")
 
     p = ssub.add_parser("predict", help="palette masks and overlays for image files or folders")
@@ -73,20 +85,22 @@ def add_seg_parser(sub) -> None:
         default="hamnet,ham_vq,ham_cd,nonlocal,danet,ema,fcn",
         help="comma-separated heads: <head>_tiny models (hamnet, nonlocal, fcn, local, ham_vq, ...)",
     )
-    c.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    c.add_argument("--iters", type=int, default=800)
-    c.add_argument("--batch-size", type=int, default=16)
-    c.add_argument("--lr", type=float, default=2e-3)
-    c.add_argument("--val-interval", type=int, default=100)
-    c.add_argument("--max-val-samples", type=int, default=None)
-    c.add_argument("--workers", type=int, default=1)
+    c.add_argument("--seeds", type=integers, default=(0, 1, 2), help="comma-separated seeds")
+    c.add_argument("--iters", type=positive_int, default=800)
+    c.add_argument("--batch-size", type=positive_int, default=16)
+    c.add_argument("--lr", type=positive_float, default=2e-3)
+    c.add_argument("--val-interval", type=positive_int, default=100)
+    c.add_argument("--max-val-samples", type=positive_int, default=None)
+    c.add_argument("--workers", type=nonnegative_int, default=1)
     c.add_argument("--ham-precision", choices=("fp32", "bf16", "tf32"), default=None, help="as in seg train")
+    c.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     c.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     c.add_argument("--out", type=Path, default=Path("results/compare"))
     SUBCOMMANDS.update(train=t, eval=e, predict=p, compare=c)
 
 
 def run_seg(args, parser: argparse.ArgumentParser, argv) -> None:
+    from .cli import USER_ERRORS
     from .recipes.config import parse_with_recipe
 
     name = next((a for a in argv[argv.index("seg") + 1 :] if not a.startswith("-")), None) if "seg" in argv else None
@@ -103,7 +117,7 @@ def run_seg(args, parser: argparse.ArgumentParser, argv) -> None:
             _eval(args)
         else:
             _predict(args)
-    except ValueError as e:
+    except USER_ERRORS as e:
         raise SystemExit(f"hamburger seg {name}: {e}") from None
 
 
@@ -111,10 +125,10 @@ def _compare(args) -> None:
     from .recipes import compare
 
     compare.run(
-        heads=tuple(h for h in args.heads.split(",") if h), seeds=tuple(int(s) for s in str(args.seeds).split(",")),
+        heads=tuple(h for h in args.heads.split(",") if h), seeds=tuple(args.seeds),
         iters=args.iters, batch=args.batch_size, lr=args.lr, val_interval=args.val_interval,
         max_val=args.max_val_samples, workers=args.workers, data_root=args.data_root, out=args.out,
-        ham_precision=args.ham_precision,
+        ham_precision=args.ham_precision, device=args.device,
     )  # fmt: skip
 
 

@@ -41,7 +41,7 @@ def run(
                 opt.zero_grad(set_to_none=True)
                 out = model(x)
                 loss = F.cross_entropy(out["out"], y)
-                if out["aux"] is not None:
+                if "aux" in out:
                     loss = loss + 0.4 * F.cross_entropy(out["aux"], y)
                 loss.backward()
                 opt.step()

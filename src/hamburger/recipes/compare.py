@@ -7,6 +7,7 @@ from its checkpoint, and finished runs are not repeated.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -29,13 +30,14 @@ LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn
 
 def train_args(head: str, seed: int, *, out: Path, data_root, iters: int, batch: int, lr: float, val_interval: int,
                max_val: int | None, workers: int, quiet: bool,
-               ham_precision: str | None = None) -> SegTrainConfig:  # fmt: skip
+               ham_precision: str | None = None, device: str = "cpu") -> SegTrainConfig:  # fmt: skip
     """The `hamburger seg train` configuration of one run: the demo's recipe on animal-scenes."""
     return SegTrainConfig(
         dataset="animal-scenes", data_root=data_root, model=f"{head}_tiny", ham_precision=ham_precision, out=out,
         crop_size=128, scale_range=(1.0, 1.0), batch_size=batch, iters=iters, optimizer="adamw", lr=lr,
         weight_decay=0.0, bias_lr_mult=1.0, aux_weight=0.0, workers=workers, seed=seed, val_interval=val_interval,
         max_val_samples=max_val, ckpt_interval=val_interval, resume=True, no_tensorboard=True, quiet=quiet,
+        device=device,
     )  # fmt: skip
 
 
@@ -46,20 +48,26 @@ def _train_ms(log: list[dict]) -> float:
 
 
 def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val_interval, max_val, workers,
-            progress: bool, ham_precision: str | None = None) -> dict:  # fmt: skip
+            progress: bool, ham_precision: str | None = None, overrides: dict | None = None,
+            tag: str | None = None, device: str = "cpu") -> dict:  # fmt: skip
+    """Train, select on validation and test one (head, seed); ``overrides`` replace fields of the demo's
+    :class:`SegTrainConfig` (a variant, stored under ``out/tag``)."""
     from .seg_eval import evaluate
     from .seg_train import build_model, train
 
-    run_dir = out / f"{head}_tiny" / f"seed{seed}"
+    run_dir = out / (tag or f"{head}_tiny") / f"seed{seed}"
     done = run_dir / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
     args = train_args(head, seed, out=run_dir, data_root=data_root, iters=iters, batch=batch, lr=lr,
                       val_interval=val_interval, max_val=max_val, workers=workers, quiet=not progress,
-                      ham_precision=ham_precision)  # fmt: skip
+                      ham_precision=ham_precision, device=device)  # fmt: skip
+    if overrides:
+        args = dataclasses.replace(args, **overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     if progress:
-        print(f"== {LABELS.get(head, head)} ({head}_tiny), seed {seed}: {iters} iterations", flush=True)
+        variant = f" [{tag}]" if tag else ""
+        print(f"== {LABELS.get(head, head)} ({head}_tiny){variant}, seed {seed}: {iters} iterations", flush=True)
     torch.manual_seed(seed)
     train(args)
     model = build_model(args, len(CLASSES), torch.device("cpu"))
@@ -69,7 +77,8 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
     )
     model.eval()
     test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
-    metrics = evaluate(model, test)
+    metrics = evaluate(model.to(device), test, device=device)
+    model.cpu()  # the inference figures below are CPU figures
     x = torch.randn(1, 3, 128, 128)
 
     def infer():
@@ -78,12 +87,14 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
 
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     result = {
-        "head": head, "model": f"{head}_tiny", "seed": seed, "iters": iters, "batch": batch,
+        "head": head, "model": f"{head}_tiny", "seed": seed, "iters": iters, "batch": batch, "variant": tag,
+        "overrides": {k: str(v) for k, v in (overrides or {}).items()},
         "test_miou": metrics["miou"], "test_iou": metrics["iou"], "ham_precision": ham_precision or "fp32",
         "params": sum(p.numel() for p in model.parameters()), "gflops": count_flops(infer) / 1e9,
         "train_ms_per_iter": _train_ms(log), "infer_ms_per_image": 1e3 * median_time(infer, repeats=5),
         "infer_peak_mib": peak_memory(infer, torch.device("cpu")) / 2**20,
         "val_curve": [(r["time"], r["val_miou"]) for r in log if "val_miou" in r],
+        "val_steps": [r["step"] for r in log if "val_miou" in r],
     }  # fmt: skip
     atomic_write_text(done, json.dumps(result, indent=2))
     return result
@@ -104,7 +115,9 @@ def run(
     progress: bool = True,
     title: str = "compare",
     ham_precision: str | None = None,
+    device: str = "cpu",
 ) -> dict:
+    """Train and test every (head, seed) (resumable), then write ``<title>.md`` / ``.json`` and the plots."""
     from ..models import list_models
 
     unknown = [h for h in heads if f"{h}_tiny" not in list_models()]
@@ -117,7 +130,7 @@ def run(
     cached(data_root, progress=progress)
     results = [
         run_one(h, s, out=out, data_root=data_root, iters=iters, batch=batch, lr=lr, val_interval=val_interval,
-                max_val=max_val, workers=workers, progress=progress, ham_precision=ham_precision)
+                max_val=max_val, workers=workers, progress=progress, ham_precision=ham_precision, device=device)
         for s in seeds for h in heads
     ]  # fmt: skip
     summary = summarise(results, heads)
@@ -129,6 +142,7 @@ def run(
         "lr": lr,
         "dataset": "animal-scenes",
         "ham_precision": ham_precision or "fp32",
+        "train_device": str(device),
     }
     md = markdown(summary, info)
     _write(out, title, info, results, summary, md)
@@ -212,8 +226,8 @@ def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int
     colours = palette(len(CLASSES))
     models = {}
     for h in heads:
-        args = train_args(h, seed, out=out, data_root=data_root, iters=1, batch=1, lr=0, val_interval=1, max_val=None,
-                          workers=0, quiet=True)  # fmt: skip
+        args = train_args(h, seed, out=out, data_root=data_root, iters=1, batch=1, lr=2e-3, val_interval=1,
+                          max_val=None, workers=0, quiet=True)  # fmt: skip
         model = build_model(args, len(CLASSES), torch.device("cpu"))
         load_model_weights(model, out / f"{h}_tiny" / f"seed{seed}" / "best.safetensors")
         models[h] = model.eval()

@@ -15,9 +15,47 @@ from pathlib import Path
 from .common import atomic_write_text
 
 
-def option(default, help: str, *, choices: tuple | None = None):
-    """A config field: its default, its one-line documentation (the flag's help) and its allowed values."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def option(default, help: str, *, choices: tuple | None = None, minimum=None, above=None, maximum=None):
+    """A config field: its default, its one-line documentation (the flag's help), its allowed values and bounds
+    (``minimum`` and ``maximum`` inclusive, ``above`` exclusive; a tuple's every element is checked)."""
+    bounds = {"minimum": minimum, "above": above, "maximum": maximum}
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, **bounds})
+
+
+def bound_error(field: dataclasses.Field, value) -> str | None:
+    """What is wrong with ``value`` for ``field``'s bounds (None when it is within them, or is None)."""
+    if value is None:
+        return None
+    meta = field.metadata
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+        if meta.get("minimum") is not None and v < meta["minimum"]:
+            return f"must be >= {meta['minimum']}, got {_show(value)}"
+        if meta.get("above") is not None and v <= meta["above"]:
+            return f"must be > {meta['above']}, got {_show(value)}"
+        if meta.get("maximum") is not None and v > meta["maximum"]:
+            return f"must be <= {meta['maximum']}, got {_show(value)}"
+    return None
+
+
+def _show(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+
+
+def validate_config(config) -> None:
+    """Raise ValueError naming the first field of a config dataclass outside its choices or bounds."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "device":
+            try:
+                device_name(value)
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(f"device {e}") from None
+        choices = f.metadata.get("choices")
+        if choices is not None and value is not None and value not in choices:
+            raise ValueError(f"{f.name} must be one of {tuple(choices)}, got {value!r}")
+        message = bound_error(f, value)
+        if message:
+            raise ValueError(f"{f.name} {message}")
 
 
 def parse_bool(text) -> bool:
@@ -39,14 +77,99 @@ def parse_floats(text) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": parse_bool, "Path": Path, "tuple[float, ...]": parse_floats}
+def _number(kind, text, low: float, strict: bool):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low or strict and value == low:
+        raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text!r}")
+    return value
+
+
+def positive_int(text) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(int, text, 1, False)
+
+
+def nonnegative_int(text) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(int, text, 0, False)
+
+
+def positive_float(text) -> float:
+    """argparse type: a number > 0."""
+    return _number(float, text, 0.0, True)
+
+
+def nonnegative_float(text) -> float:
+    """argparse type: a number >= 0."""
+    return _number(float, text, 0.0, False)
+
+
+def _list_of(item, what: str):
+    def parse(text) -> tuple:
+        parts = text if isinstance(text, (list, tuple)) else str(text).strip("[]() ").split(",")
+        values = tuple(item(str(v).strip()) for v in parts if str(v).strip())
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+        return values
+
+    parse.__name__ = f"comma-separated {what}"
+    return parse
+
+
+def device_name(text) -> str:
+    """argparse type: a torch device string that exists here (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    import torch
+
+    try:
+        dev = torch.device(str(text))
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a device: {text!r} (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine")
+    return str(text)
+
+
+positive_ints = _list_of(positive_int, "integers >= 1")
+nonnegative_ints = _list_of(nonnegative_int, "integers >= 0")
+positive_floats = _list_of(positive_float, "numbers > 0")
+integers = _list_of(lambda t: _number(int, t, -(2**63), False), "integers")
+
+
+_TYPES = {"device": device_name, "int": int, "float": float, "str": str, "bool": parse_bool, "Path": Path,
+          "tuple[float, ...]": parse_floats}  # fmt: skip
+
+
+def _bounded(kind, field: dataclasses.Field):
+    """``kind`` (an argparse type) followed by ``field``'s bound check, as an argparse type."""
+
+    def parse(text):
+        value = kind(text)
+        message = bound_error(field, value)
+        if message:
+            raise argparse.ArgumentTypeError(message)
+        return value
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--flag-name`` per field of the dataclass ``cls``, typed from its annotation, documented by its help."""
+    """One ``--flag-name`` per field of the dataclass ``cls``, typed from its annotation, documented by its help;
+    values outside a field's bounds are argparse errors naming the flag."""
     for f in dataclasses.fields(cls):
         annotation = str(f.type).replace(" | None", "")
-        kind = _TYPES[annotation]
+        kind = _TYPES["device" if f.name == "device" else annotation]
+        if any(f.metadata.get(k) is not None for k in ("minimum", "above", "maximum")):
+            kind = _bounded(kind, f)
         help_text = f.metadata.get("help", "")
         flag = "--" + f.name.replace("_", "-")
         kw = {"default": f.default, "help": help_text, "choices": f.metadata.get("choices")}
@@ -83,7 +206,13 @@ def load_recipe(path: Path, parser: argparse.ArgumentParser) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"recipe {path} not found")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ValueError(f"recipe {path}: YAML syntax error{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ValueError(f"recipe {path} must be a flat mapping of flag: value")
     known = {a.dest for a in parser._actions}
@@ -116,7 +245,9 @@ def parse_with_recipe(
                 if action.type is not None and value is not None and not isinstance(value, (list, bool)):
                     try:
                         value = action.type(str(value))
-                    except (ValueError, TypeError, argparse.ArgumentTypeError):
+                    except argparse.ArgumentTypeError as e:
+                        raise ValueError(f"recipe {known.config}: key {action.dest!r} {e}") from None
+                    except (ValueError, TypeError):
                         names = {parse_bool: "true/false", parse_floats: "comma-separated numbers"}
                         kind = names.get(action.type, getattr(action.type, "__name__", "a value"))
                         where = f"recipe {known.config}: key {action.dest!r}"

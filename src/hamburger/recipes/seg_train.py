@@ -137,7 +137,10 @@ def model_overrides(args) -> dict:
         from ..models.backbones import group_norm
 
         over["backbone_norm"] = group_norm
-    for flag, key in (("rank", "rank"), ("ham_init", "init"), ("dropout", "dropout"), ("aux", "aux")):
+    flags = (("rank", "rank"), ("ham_init", "init"), ("ham_version", "version"), ("ham_steps", "train_steps"),
+             ("ham_eval_steps", "eval_steps"), ("ham_grad", "grad"), ("dropout", "dropout"),
+             ("aux", "aux"))  # fmt: skip
+    for flag, key in flags:
         value = getattr(args, flag, None)
         if value is not None:
             over[key] = value
@@ -181,6 +184,10 @@ class SegTask:
             val_set = build_dataset(
                 config.dataset, config.data_root, config.val_split, transform=SegTransform(train=False), **kw
             )
+        if not config.skip_data_check:
+            from ..data.check import require_clean
+
+            require_clean((train_set, val_set), workers=config.workers, progress=not config.quiet)
         model = build_model(config, train_set.num_classes, device)
         identity = model_identity(model, name=config.model, num_classes=train_set.num_classes)
         return model, train_set, val_set, identity
