@@ -5,8 +5,10 @@ from .burger import Hamburger, convert_2d_checkpoint
 from .context import create_context, list_contexts
 from .functional import Decomposition
 from .ham import CD, NMF, VQ
+from .mixer import HamMixer
 from .models import create_model, list_models
 from .optimize import optimize
+from .sequence import HamDecoder, HamEncoder, HamTransformerBlock, create_mixer
 
 __version__ = "0.1.0"
 
@@ -23,5 +25,10 @@ __all__ = [
     "create_model",
     "list_models",
     "optimize",
+    "HamMixer",
+    "HamTransformerBlock",
+    "HamEncoder",
+    "HamDecoder",
+    "create_mixer",
     "__version__",
 ]

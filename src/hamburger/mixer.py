@@ -1,0 +1,274 @@
+"""The ham as a token mixer (the seed's future work): ``HamMixer`` on (B, N, C) sequences of any length N, with a
+padding mask, heads (groups S), and a causal form whose recurrent twin generates one token at a time.
+
+Notation: per head, tokens x_t ∈ R^D (D = C/S), a dictionary D ∈ R^{D×R} (R bases), codes c_t ∈ R^R, K steps.
+
+**Non-causal** (``causal=False``): the paper's alternating solve over the whole sequence, started from a fixed
+seeded dictionary. NMF: C ← C ⊙ (DᵀX) ⊘ (DᵀDC + ε), D ← D ⊙ (XCᵀ + ε) ⊘ (DCCᵀ + ε); VQ: C = softmax(inv_t · cos(D, X))
+over R, D = centroids. Padded tokens get zero codes, so they add nothing to any statistic.
+
+**Causal, chunked** (``causal=True``, chunk L). Chunk j (tokens jL … jL+L−1) is coded against a dictionary D_j that
+depends on the chunks before it only::
+
+    D_0        = the start bases (one fixed seeded draw)
+    C_j        = code(X_j; D_j)                       K code updates per token against a fixed dictionary
+    y_t        = D_j c_t                               (t in chunk j)
+    A_j, B_j   = A_{j-1} + X_j C_jᵀ,  B_{j-1} + C_j C_jᵀ   prefix statistics, D×R and R×R (VQ: per-basis counts)
+    D_{j+1}    = K dictionary updates of D_j from (A_j, B_j)
+
+so y_t depends on x_t and on tokens of earlier chunks only. Inside a chunk there is no mixing (every token of a
+chunk is coded against the same dictionary; a token reaches the others from the next chunk on).
+
+Cost per head (time): coding O(K·N·(D·R + R²)), statistics O(N·(D·R + R²)), dictionary O((N/L)·K·D·R²), in all
+O(K·N·D·R + (N/L)·K·D·R²) for R ≤ D — linear in N. Extra memory: O(N·R) for the codes and O(D·R + R²) for the
+running statistics (training keeps each chunk's dictionary for the backward pass, (N/L)·D·R more). A dictionary per
+position (L = 1) would cost O(K·N·D·R²), which breaks even with causal attention's O(N²·D) near N ≈ K·R².
+
+**Recurrent form** (:meth:`HamMixer.step`): the state is (D, A, B), the current chunk's pending statistics and the
+position. A token is coded against D; at the end of a chunk its pending statistics join (A, B) and D is updated —
+the parallel form's operations in the same order, so outputs agree to float tolerance.
+
+Gradient: ``"one-step"`` (the paper's: every solve step but the last code update runs without gradient; the
+dictionary is a constant of the backward pass) or ``"bptt"`` (through everything).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["HamMixer", "MIXER_HAMS"]
+
+MIXER_HAMS = ("nmf", "vq")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one solve's pieces, on G = B*S groups: tokens x (G, T, D), dictionary d (G, D, R), codes (G, T, R)
+
+
+def _nmf_code(x: Tensor, d: Tensor, steps: int, eps: float, one_step: bool) -> Tensor:
+    """Codes of the tokens x against a fixed dictionary d: softmax start, then K multiplicative updates."""
+    xd = x @ d  # (G, T, D) @ (G, D, R) -> (G, T, R): (DᵀX)ᵀ
+    dtd = d.mT @ d  # (G, R, D) @ (G, D, R) -> (G, R, R)
+    with torch.no_grad() if one_step else nullcontext():
+        c = torch.softmax(xd, dim=-1)
+        for _ in range(steps - 1):
+            c = c * xd / (c @ dtd + eps)
+    if one_step:
+        c = c.detach()
+    return c * xd / (c @ dtd + eps)  # the last update carries the gradient
+
+
+def _nmf_dict(d: Tensor, a: Tensor, b: Tensor, steps: int, eps: float) -> Tensor:
+    """K updates D ← D ⊙ (A + ε) ⊘ (DB + ε) from the statistics A = XCᵀ (G, D, R), B = CCᵀ (G, R, R); with no
+    statistics yet (A = B = 0) D stays as it is."""
+    for _ in range(steps):
+        d = d * (a + eps) / (d @ b + eps)  # (G, D, R) @ (G, R, R)
+    return d
+
+
+def _vq_code(x: Tensor, d: Tensor, inv_t: float) -> Tensor:
+    """Soft assignments softmax(inv_t · cos(x, d)) over R."""
+    sim = F.normalize(x, dim=-1) @ F.normalize(d, dim=1)  # (G, T, D) @ (G, D, R) -> (G, T, R)
+    return torch.softmax(inv_t * sim, dim=-1)
+
+
+def _vq_dict(d: Tensor, a: Tensor, counts: Tensor, eps: float) -> Tensor:
+    """Centroids A / counts (A = XCᵀ (G, D, R), counts (G, R)); a basis with no tokens keeps its column."""
+    return (a + eps * d) / (counts[:, None, :] + eps)
+
+
+class HamMixer(nn.Module):
+    """A token-mixing layer: in projection (the lower bread; + ReLU for NMF) → per-head low-rank solve → out
+    projection (the upper bread). ``forward(x (B, N, C), mask (B, N) bool, True = a real token) -> (B, N, C)``.
+
+    Args:
+        dim: C, the token width.
+        ham: ``"nmf"`` or ``"vq"``.
+        rank: R, bases per head.
+        steps: K, solver steps (code updates per token and dictionary updates per chunk).
+        heads: S, groups of C/S channels, each with its own dictionary.
+        causal: the chunked causal form (see the module docstring).
+        chunk: L, tokens per chunk of the causal form.
+        grad: ``"one-step"`` or ``"bptt"``.
+        inv_t: VQ's inverse temperature.
+        eps: ε of the updates.
+        seed: seed of the fixed start dictionary.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        ham: str = "nmf",
+        rank: int = 16,
+        steps: int = 6,
+        heads: int = 1,
+        causal: bool = False,
+        chunk: int = 64,
+        grad: str = "one-step",
+        inv_t: float = 20.0,
+        eps: float = 1e-6,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if ham not in MIXER_HAMS:
+            raise ValueError(f"ham must be one of {MIXER_HAMS}, got {ham!r}")
+        for name, value in (("dim", dim), ("rank", rank), ("steps", steps), ("heads", heads), ("chunk", chunk)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if grad not in ("one-step", "bptt"):
+            raise ValueError(f"grad must be 'one-step' or 'bptt', got {grad!r}")
+        self.dim, self.ham, self.rank, self.steps, self.heads = dim, ham, rank, steps, heads
+        self.causal, self.chunk, self.grad, self.inv_t, self.eps, self.seed = causal, chunk, grad, inv_t, eps, seed
+        self.in_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        gen = torch.Generator().manual_seed(seed)
+        draw = torch.rand if ham == "nmf" else torch.randn
+        start = F.normalize(draw(heads, dim // heads, rank, generator=gen), dim=1)  # (S, D, R)
+        self.register_buffer("start", start, persistent=False)
+
+    # -- shared -----------------------------------------------------------------------------------------------
+    def _groups(self, x: Tensor) -> Tensor:
+        """(B, T, C) -> in projection -> (B*S, T, D)."""
+        h = self.in_proj(x)
+        if self.ham == "nmf":
+            h = F.relu(h)
+        b, t, _ = h.shape
+        return h.reshape(b, t, self.heads, -1).transpose(1, 2).reshape(b * self.heads, t, -1)  # (B*S, T, D)
+
+    def _ungroup(self, y: Tensor, batch: int) -> Tensor:
+        """(B*S, T, D) -> (B, T, C) -> out projection."""
+        t = y.shape[1]
+        y = y.reshape(batch, self.heads, t, -1).transpose(1, 2).reshape(batch, t, self.dim)  # (B, T, C)
+        return self.out_proj(y)
+
+    def _code(self, x: Tensor, d: Tensor) -> Tensor:
+        if self.ham == "nmf":
+            return _nmf_code(x, d, self.steps, self.eps, self.grad == "one-step")
+        return _vq_code(x, d, self.inv_t)
+
+    def _update(self, d: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        """The dictionary after K updates from the statistics (A, B or the counts); a constant of the backward pass
+        under the one-step gradient."""
+        with torch.no_grad() if self.grad == "one-step" else nullcontext():
+            if self.ham == "nmf":
+                return _nmf_dict(d, a, b, self.steps, self.eps)
+            return _vq_dict(d, a, b, self.eps)
+
+    def _stats(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """(XCᵀ (G, D, R), CCᵀ (G, R, R) for NMF or the per-basis counts (G, R) for VQ) of tokens x and codes c."""
+        a = x.mT @ c  # (G, D, T) @ (G, T, R) -> (G, D, R)
+        b = c.mT @ c if self.ham == "nmf" else c.sum(1)  # (G, R, R) or (G, R)
+        return a, b
+
+    def _start(self, groups: int, like: Tensor) -> Tensor:
+        return self.start.to(like.dtype).repeat(groups // self.heads, 1, 1)  # (S, D, R) -> (B*S, D, R)
+
+    # -- forward ----------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"HamMixer expects (B, N, {self.dim}) tokens, got shape {tuple(x.shape)}")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"HamMixer got an empty sequence batch of shape {tuple(x.shape)}")
+        batch, n = x.shape[:2]
+        if mask is not None:
+            if mask.shape != (batch, n) or mask.dtype != torch.bool:
+                got = f"{mask.dtype} {tuple(mask.shape)}"
+                raise ValueError(f"mask must be a bool (B, N) = {(batch, n)} tensor, got {got}")
+            keep = mask.repeat_interleave(self.heads, 0)[..., None].to(x.dtype)  # (B, N) -> (B*S, N, 1)
+        else:
+            keep = None
+        h = self._groups(x)  # (B*S, N, D)
+        y = self._causal(h, keep) if self.causal else self._full(h, keep)
+        if keep is not None:
+            y = y * keep
+        return self._ungroup(y, batch)
+
+    def _full(self, h: Tensor, keep: Tensor | None) -> Tensor:
+        """The non-causal solve over all N tokens: K alternating steps (NMF: one code and one dictionary update;
+        VQ: assignments, then centroids), then the final codes, which carry the one-step gradient."""
+        one_step = self.grad == "one-step"
+        d = self._start(h.shape[0], h)
+        c = None
+        with torch.no_grad() if one_step else nullcontext():
+            if self.ham == "nmf":
+                xd = h @ d  # (G, N, D) @ (G, D, R) -> (G, N, R)
+                c = torch.softmax(xd, dim=-1)
+            for _ in range(self.steps):
+                if self.ham == "nmf":
+                    c = c * xd / (c @ (d.mT @ d) + self.eps)
+                else:
+                    c = _vq_code(h, d, self.inv_t)
+                if keep is not None:
+                    c = c * keep
+                a, b = self._stats(h, c)
+                d = _nmf_dict(d, a, b, 1, self.eps) if self.ham == "nmf" else _vq_dict(d, a, b, self.eps)
+                if self.ham == "nmf":
+                    xd = h @ d
+        if self.ham == "nmf":
+            if one_step:
+                c, d = c.detach(), d.detach()
+            c = c * (h @ d) / (c @ (d.mT @ d) + self.eps)
+        else:
+            c = _vq_code(h, d.detach() if one_step else d, self.inv_t)
+        return c @ d.mT  # (G, N, R) @ (G, R, D) -> (G, N, D)
+
+    def _causal(self, h: Tensor, keep: Tensor | None) -> Tensor:
+        """The chunked causal form: chunk j coded against the dictionary of chunks < j."""
+        groups, n, _ = h.shape
+        d = self._start(groups, h)
+        a = b = None
+        out = []
+        for s in range(0, n, self.chunk):
+            xj = h[:, s : s + self.chunk]  # (G, L, D); the last chunk may be shorter
+            c = self._code(xj, d)
+            if keep is not None:
+                c = c * keep[:, s : s + self.chunk]
+            out.append(c @ d.mT)  # (G, L, R) @ (G, R, D)
+            if s + self.chunk < n:  # the next chunk's dictionary
+                sa, sb = self._stats(xj, c)
+                a, b = (sa, sb) if a is None else (a + sa, b + sb)
+                d = self._update(d, a, b)
+        return torch.cat(out, dim=1)
+
+    # -- recurrent form ---------------------------------------------------------------------------------------
+    def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
+        """The recurrent state before the first token (causal mixers only)."""
+        if not self.causal:
+            raise ValueError("the recurrent form is the causal mixer's (build it with causal=True)")
+        groups, dim, rank = batch * self.heads, self.dim // self.heads, self.rank
+        zeros = dict(device=device or self.start.device, dtype=dtype)
+        second = (groups, rank, rank) if self.ham == "nmf" else (groups, rank)
+        return {
+            "d": self.start.to(**zeros).repeat(batch, 1, 1),  # (S, D, R) -> (B*S, D, R)
+            "a": torch.zeros(groups, dim, rank, **zeros),
+            "b": torch.zeros(second, **zeros),
+            "pa": torch.zeros(groups, dim, rank, **zeros),
+            "pb": torch.zeros(second, **zeros),
+            "t": 0,
+        }
+
+    def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
+        """One token x (B, C) -> (output (B, C), next state); equal to the parallel causal form's output at that
+        position."""
+        if x.ndim != 2 or x.shape[-1] != self.dim:
+            raise ValueError(f"HamMixer.step expects one token per sequence, (B, {self.dim}); got {tuple(x.shape)}")
+        h = self._groups(x[:, None])  # (B*S, 1, D)
+        c = self._code(h, state["d"])  # (B*S, 1, R)
+        y = c @ state["d"].mT  # (B*S, 1, D)
+        sa, sb = self._stats(h, c)
+        state = {**state, "pa": state["pa"] + sa, "pb": state["pb"] + sb, "t": state["t"] + 1}
+        if state["t"] % self.chunk == 0:  # a chunk is complete: its statistics join the prefix's, D moves
+            a, b = state["a"] + state["pa"], state["b"] + state["pb"]
+            state.update(a=a, b=b, d=self._update(state["d"], a, b), pa=torch.zeros_like(a), pb=torch.zeros_like(b))
+        return self._ungroup(y, x.shape[0])[:, 0], state
+
+    def extra_repr(self) -> str:
+        form = f"causal, chunk={self.chunk}" if self.causal else "non-causal"
+        return f"{self.dim}, ham={self.ham!r}, rank={self.rank}, steps={self.steps}, heads={self.heads}, {form}"

@@ -1,0 +1,222 @@
+"""Sequence models with a choice of token mixer in one architecture: causal or not, the Ham (NMF, VQ), softmax
+attention (SDPA), linear attention, or none — so benchmarks compare mixers, not architectures.
+
+Every mixer maps (B, N, C) tokens and an optional padding mask (B, N) bool (True = a real token) to (B, N, C), and a
+causal mixer has a recurrent form (``init_state`` / ``step``) for generation one token at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .mixer import HamMixer
+
+__all__ = ["SoftmaxMixer", "LinearMixer", "NoMixer", "create_mixer", "MIXERS", "HamTransformerBlock", "HamEncoder",
+           "HamDecoder"]  # fmt: skip
+
+
+def _heads(x: Tensor, heads: int) -> Tensor:
+    b, n, c = x.shape
+    return x.reshape(b, n, heads, c // heads).transpose(1, 2)  # (B, N, C) -> (B, H, N, C/H)
+
+
+def _merge(x: Tensor) -> Tensor:
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)  # (B, H, N, C/H) -> (B, N, C)
+
+
+class SoftmaxMixer(nn.Module):
+    """Multi-head softmax attention through ``scaled_dot_product_attention`` (``is_causal`` when causal and
+    unmasked); recurrent form: a key/value cache."""
+
+    def __init__(self, dim: int, *, heads: int = 1, causal: bool = False) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.dim, self.heads, self.causal = dim, heads, causal
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        q, k, v = (_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))  # 3 x (B, H, N, C/H)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            n = x.shape[1]
+            allowed = mask[:, None, None, :]  # (B, 1, 1, N): real keys only
+            if self.causal:
+                allowed = allowed & torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            allowed = allowed | torch.eye(n, dtype=torch.bool, device=x.device)  # no empty row (padded queries)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        return self.out_proj(_merge(y))
+
+    def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
+        empty = torch.zeros(batch, self.heads, 0, self.dim // self.heads, device=device, dtype=dtype)
+        return {"k": empty, "v": empty}
+
+    def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
+        q, k, v = (_heads(t, self.heads) for t in self.qkv(x[:, None]).chunk(3, dim=-1))  # (B, H, 1, C/H)
+        k, v = torch.cat([state["k"], k], 2), torch.cat([state["v"], v], 2)
+        y = F.scaled_dot_product_attention(q, k, v)  # the new token attends to every cached one
+        return self.out_proj(_merge(y))[:, 0], {"k": k, "v": v}
+
+
+class LinearMixer(nn.Module):
+    """Linear attention (Katharopoulos et al. 2020) with φ = elu + 1, norm-free; causal by prefix sums.
+    Recurrent form: the running sums S = Σ φ(k)vᵀ and z = Σ φ(k)."""
+
+    def __init__(self, dim: int, *, heads: int = 1, causal: bool = False, eps: float = 1e-6) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.dim, self.heads, self.causal, self.eps = dim, heads, causal, eps
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = (_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
+        return F.elu(q) + 1, F.elu(k) + 1, v
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        q, k, v = self._features(x)  # (B, H, N, d)
+        if mask is not None:
+            keep = mask[:, None, :, None].to(k.dtype)
+            k, v = k * keep, v * keep
+        if self.causal:
+            kv = torch.cumsum(k[..., :, None] * v[..., None, :], dim=2)  # (B, H, N, d, d): prefix Σ φ(k)vᵀ
+            z = torch.cumsum(k, dim=2)  # (B, H, N, d)
+            num = (q[..., None, :] @ kv)[..., 0, :]  # (B, H, N, 1, d) @ (B, H, N, d, d) -> (B, H, N, d)
+            den = (q * z).sum(-1, keepdim=True)
+        else:
+            kv = k.mT @ v  # (B, H, d, N) @ (B, H, N, d) -> (B, H, d, d)
+            num = q @ kv
+            den = q @ k.sum(2, keepdim=True).mT  # (B, H, N, d) @ (B, H, d, 1)
+        return self.out_proj(_merge(num / (den + self.eps)))
+
+    def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
+        d = self.dim // self.heads
+        return {"kv": torch.zeros(batch, self.heads, d, d, device=device, dtype=dtype),
+                "z": torch.zeros(batch, self.heads, d, device=device, dtype=dtype)}  # fmt: skip
+
+    def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
+        q, k, v = (t[:, :, 0] for t in self._features(x[:, None]))  # (B, H, d)
+        kv = state["kv"] + k[..., :, None] * v[..., None, :]
+        z = state["z"] + k
+        y = (q[..., None, :] @ kv)[..., 0, :] / ((q * z).sum(-1, keepdim=True) + self.eps)  # (B, H, d)
+        return self.out_proj(y.reshape(x.shape[0], self.dim)), {"kv": kv, "z": z}
+
+
+class NoMixer(nn.Module):
+    """No token mixing: the block is its MLP alone (the control)."""
+
+    def __init__(self, dim: int, **_) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return torch.zeros_like(x)
+
+    def init_state(self, batch: int, **_) -> dict:
+        return {}
+
+    def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
+        return torch.zeros_like(x), state
+
+
+MIXERS = ("ham_nmf", "ham_vq", "softmax", "linear", "none")
+
+
+def create_mixer(name: str, dim: int, *, heads: int = 1, causal: bool = False, **kwargs) -> nn.Module:
+    """``"ham_nmf"`` / ``"ham_vq"`` (:class:`~hamburger.mixer.HamMixer`; ``kwargs`` are its ``rank``, ``steps``,
+    ``chunk``...), ``"softmax"``, ``"linear"`` or ``"none"``."""
+    if name.startswith("ham_") and name in MIXERS:
+        return HamMixer(dim, ham=name[4:], heads=heads, causal=causal, **kwargs)
+    if kwargs:
+        raise TypeError(f"mixer {name!r} takes no options {sorted(kwargs)}")
+    if name == "softmax":
+        return SoftmaxMixer(dim, heads=heads, causal=causal)
+    if name == "linear":
+        return LinearMixer(dim, heads=heads, causal=causal)
+    if name == "none":
+        return NoMixer(dim)
+    raise ValueError(f"unknown mixer {name!r}; available: {', '.join(MIXERS)}")
+
+
+class HamTransformerBlock(nn.Module):
+    """Pre-norm block: x + mixer(LN(x)), then x + MLP(LN(x)). Softmax and linear attention hold four C×C
+    projections, the Ham two and ``"none"`` none: the MLP is widened by the difference, so every arm has the same
+    parameter count (within 1%)."""
+
+    def __init__(self, dim: int, *, mixer: str = "ham_nmf", heads: int = 1, causal: bool = False,
+                 mlp_ratio: float = 4.0, **mixer_kwargs) -> None:  # fmt: skip
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.mixer = create_mixer(mixer, dim, heads=heads, causal=causal, **mixer_kwargs)
+        hidden = int(mlp_ratio * dim) + {"none": 2 * dim, "ham_nmf": dim, "ham_vq": dim}.get(mixer, 0)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = x + self.mixer(self.norm1(x), mask)
+        return x + self.mlp(self.norm2(x))
+
+    def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
+        y, state = self.mixer.step(self.norm1(x), state)
+        x = x + y
+        return x + self.mlp(self.norm2(x)), state
+
+
+class HamEncoder(nn.Module):
+    """A stack of non-causal blocks on (B, N, C) embeddings with learned positions (a non-causal ham is
+    permutation-equivariant: without positions order is invisible), then a final LayerNorm.
+
+    Args:
+        dim: C. depth: blocks. max_len: longest N. mixer, heads, mlp_ratio, **mixer_kwargs: of every block.
+    """
+
+    causal = False
+
+    def __init__(self, dim: int, *, depth: int = 2, max_len: int = 1024, mixer: str = "ham_nmf", heads: int = 1,
+                 mlp_ratio: float = 4.0, **mixer_kwargs) -> None:  # fmt: skip
+        super().__init__()
+        self.max_len = max_len
+        self.pos = nn.Parameter(torch.zeros(max_len, dim))
+        nn.init.normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(
+            HamTransformerBlock(dim, mixer=mixer, heads=heads, causal=self.causal, mlp_ratio=mlp_ratio, **mixer_kwargs)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        n = x.shape[1]
+        if n > self.max_len:
+            raise ValueError(f"sequence of {n} tokens is longer than max_len={self.max_len}")
+        x = x + self.pos[:n]
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+
+class HamDecoder(HamEncoder):
+    """The causal stack (same arguments as :class:`HamEncoder`) with a recurrent form: ``init_state(batch)`` and
+    ``step(x_t (B, C), state) -> (y_t, state)``, equal to ``forward``'s output at that position."""
+
+    causal = True
+
+    def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
+        device = device or self.pos.device
+        return {"t": 0, "blocks": [b.mixer.init_state(batch, device=device, dtype=dtype) for b in self.blocks]}
+
+    def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
+        t = state["t"]
+        if t >= self.max_len:
+            raise ValueError(f"position {t} is past max_len={self.max_len}")
+        x = x + self.pos[t]
+        states = []
+        for block, s in zip(self.blocks, state["blocks"]):
+            x, s = block.step(x, s)
+            states.append(s)
+        return self.norm(x), {"t": t + 1, "blocks": states}
