@@ -57,10 +57,10 @@ def main() -> None:
     md += ["", "| mixer | N | forward ms | train step ms | train peak MiB |", "|---|---:|---:|---:|---:|"]
     md += [f"| {r['mixer']} | {r['n']} | {r['forward_ms']:.1f} | {r['train_ms']:.1f} | {r['train_peak_mib']:.1f} |"
            for r in rows]  # fmt: skip
-    md += ["", "Power-law exponent over N (cost ∝ N^e; 1 = linear, 2 = quadratic), fitted on the two largest N:", "",
+    md += ["", "Power-law exponent over N (cost ∝ N^e; 1 = linear, 2 = quadratic), least squares over N >= 2048:", "",
            "| mixer | forward | train step | train memory |", "|---|---:|---:|---:|"]  # fmt: skip
     for name in args.mixers.split(","):
-        rs = [r for r in rows if r["mixer"] == name][-2:]
+        rs = [r for r in rows if r["mixer"] == name and r["n"] >= 2048]
         e = [power_law_exponent([r["n"] for r in rs], [r[k] for r in rs])
              for k in ("forward_ms", "train_ms", "train_peak_mib")]  # fmt: skip
         md.append(f"| {name} | " + " | ".join(f"{v:.2f}" if v is not None else "-" for v in e) + " |")

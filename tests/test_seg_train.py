@@ -323,3 +323,31 @@ def test_ham_flags_reach_the_block():
     assert block.version == "v2+" and hasattr(block, "coef_ham")
     ham = block.ham
     assert (ham.train_steps, ham.eval_steps, ham.grad, ham.rank, ham.init) == (3, 9, "bptt", 8, "online")
+    model = build_model(SegTrainConfig(model="hamnet_tiny", context_norm="group"), 4, torch.device("cpu"))
+    assert isinstance(model.head.context.cheese.norm, torch.nn.GroupNorm)
+    assert isinstance(model.head.squeeze.norm, torch.nn.BatchNorm2d)  # the head's own norms are unchanged
+
+
+def test_batchnorm_recalibration_is_the_plain_average_in_eval_mode():
+    from hamburger.recipes.seg_train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5))
+    model[1].running_mean.fill_(7.0)  # stale statistics
+    batches = [(torch.randn(2, 3, 5, 5) + k, None) for k in range(3)]
+    model.train()
+    recalibrate_batchnorm(model, batches, torch.device("cpu"))
+    assert model.training and model[1].momentum == 0.1  # modes and momentum restored
+    feats = torch.cat([model[0](x) for x, _ in batches]).detach()
+    torch.testing.assert_close(model[1].running_mean, feats.mean((0, 2, 3)), rtol=1e-5, atol=1e-5)
+    # the unbiased per-batch variances, averaged over batches of equal size
+    var = torch.stack([model[0](x).detach().var((0, 2, 3), unbiased=True) for x, _ in batches]).mean(0)
+    torch.testing.assert_close(model[1].running_var, var, rtol=1e-4, atol=1e-5)
+
+
+def test_train_with_bn_recalibration(data, tmp_path):
+    out = tmp_path / "run"
+    main(_train_args(data, out, "--iters", "2", "--val-interval", "2", "--bn-recalib", "2", "--quiet"))
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert "val_miou" in log[-1]
+    assert "bn_recalib: 2" in (out / "config.yaml").read_text()

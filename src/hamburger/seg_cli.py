@@ -27,6 +27,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="hamnet_r50_d8", help="a name of hamburger.list_models()")
     p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--norm", choices=("batch", "group"), default=None, help="head norm layers (default: batch)")
+    p.add_argument("--context-norm", choices=("batch", "group"), default=None, help="as the weights were trained")
     p.add_argument("--backbone-norm", choices=("batch", "group"), default=None, help="backbone norm (default: batch)")
     p.add_argument("--rank", type=positive_int, default=None, help="R of the Hamburger (default: the variant's)")
     p.add_argument("--ham-init", choices=("random", "online", "fixed"), default=None, help="bases init of the ham")
@@ -94,6 +95,10 @@ def add_seg_parser(sub) -> None:
     c.add_argument("--workers", type=nonnegative_int, default=1)
     c.add_argument("--ham-precision", choices=("fp32", "bf16", "tf32"), default=None, help="as in seg train")
     c.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    c.add_argument(
+        "--bn-recalib", type=nonnegative_int, default=10,
+        help="BatchNorm statistics recomputed from N training batches before each evaluation (0: off)",
+    )  # fmt: skip
     c.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     c.add_argument("--out", type=Path, default=Path("results/compare"))
     SUBCOMMANDS.update(train=t, eval=e, predict=p, compare=c)
@@ -128,7 +133,7 @@ def _compare(args) -> None:
         heads=tuple(h for h in args.heads.split(",") if h), seeds=tuple(args.seeds),
         iters=args.iters, batch=args.batch_size, lr=args.lr, val_interval=args.val_interval,
         max_val=args.max_val_samples, workers=args.workers, data_root=args.data_root, out=args.out,
-        ham_precision=args.ham_precision, device=args.device,
+        ham_precision=args.ham_precision, device=args.device, bn_recalib=args.bn_recalib,
     )  # fmt: skip
 
 

@@ -79,6 +79,8 @@ class ContextHead(nn.Module):
         mid_channels: width before the classifier (256).
         dropout: 0.1.
         norm_layer: norm of the head's convs (and of the context where it has one).
+        context_norm: the context module's own norm, where it differs from the head's (e.g. ``"group"``: a
+            Hamburger whose norms keep no running statistics).
         **context_kwargs: passed to the context module (e.g. ``rank``, ``version``).
     """
 
@@ -92,11 +94,12 @@ class ContextHead(nn.Module):
         mid_channels: int = 256,
         dropout: float = 0.1,
         norm_layer="batch",
+        context_norm=None,
         **context_kwargs,
     ) -> None:
         super().__init__()
         self.squeeze = ConvNormAct(in_channels, channels, kernel_size=3, norm_layer=norm_layer)
-        self.context = build_context(context, channels, norm_layer=norm_layer, **context_kwargs)
+        self.context = build_context(context, channels, norm_layer=context_norm or norm_layer, **context_kwargs)
         self.align = ConvNormAct(channels, mid_channels, kernel_size=3, norm_layer=norm_layer)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(mid_channels, num_classes, 1)

@@ -22,6 +22,7 @@ from .measure import count_flops, median_time, peak_memory
 from .seg_config import SegTrainConfig
 
 DEMO_HEADS = ("hamnet", "nonlocal", "fcn")
+BN_RECALIB = 10  # batches; 0 reproduces the demo's figures before docs/stability.md
 LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn": "no context (matched convs)",
           "local": "local control (breads, no ham)", "ham_nmf": "Hamburger v1 NMF", "ham_vq": "Hamburger v1 VQ",
           "ham_cd": "Hamburger v1 CD", "danet": "DANet", "ema": "EMANet", "ccnet": "CCNet", "linear": "linear attn",
@@ -30,14 +31,16 @@ LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn
 
 def train_args(head: str, seed: int, *, out: Path, data_root, iters: int, batch: int, lr: float, val_interval: int,
                max_val: int | None, workers: int, quiet: bool,
-               ham_precision: str | None = None, device: str = "cpu") -> SegTrainConfig:  # fmt: skip
-    """The `hamburger seg train` configuration of one run: the demo's recipe on animal-scenes."""
+               ham_precision: str | None = None, device: str = "cpu",
+               bn_recalib: int = BN_RECALIB) -> SegTrainConfig:  # fmt: skip
+    """The `hamburger seg train` configuration of one run: the demo's recipe on animal-scenes (BatchNorm statistics
+    recomputed from ``bn_recalib`` training batches before each evaluation: docs/stability.md)."""
     return SegTrainConfig(
         dataset="animal-scenes", data_root=data_root, model=f"{head}_tiny", ham_precision=ham_precision, out=out,
         crop_size=128, scale_range=(1.0, 1.0), batch_size=batch, iters=iters, optimizer="adamw", lr=lr,
         weight_decay=0.0, bias_lr_mult=1.0, aux_weight=0.0, workers=workers, seed=seed, val_interval=val_interval,
         max_val_samples=max_val, ckpt_interval=val_interval, resume=True, no_tensorboard=True, quiet=quiet,
-        device=device,
+        device=device, bn_recalib=bn_recalib,
     )  # fmt: skip
 
 
@@ -49,7 +52,7 @@ def _train_ms(log: list[dict]) -> float:
 
 def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val_interval, max_val, workers,
             progress: bool, ham_precision: str | None = None, overrides: dict | None = None,
-            tag: str | None = None, device: str = "cpu") -> dict:  # fmt: skip
+            tag: str | None = None, device: str = "cpu", bn_recalib: int = BN_RECALIB) -> dict:  # fmt: skip
     """Train, select on validation and test one (head, seed); ``overrides`` replace fields of the demo's
     :class:`SegTrainConfig` (a variant, stored under ``out/tag``)."""
     from .seg_eval import evaluate
@@ -61,7 +64,7 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
         return json.loads(done.read_text())
     args = train_args(head, seed, out=run_dir, data_root=data_root, iters=iters, batch=batch, lr=lr,
                       val_interval=val_interval, max_val=max_val, workers=workers, quiet=not progress,
-                      ham_precision=ham_precision, device=device)  # fmt: skip
+                      ham_precision=ham_precision, device=device, bn_recalib=bn_recalib)  # fmt: skip
     if overrides:
         args = dataclasses.replace(args, **overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +119,7 @@ def run(
     title: str = "compare",
     ham_precision: str | None = None,
     device: str = "cpu",
+    bn_recalib: int = BN_RECALIB,
 ) -> dict:
     """Train and test every (head, seed) (resumable), then write ``<title>.md`` / ``.json`` and the plots."""
     from ..models import list_models
@@ -130,7 +134,8 @@ def run(
     cached(data_root, progress=progress)
     results = [
         run_one(h, s, out=out, data_root=data_root, iters=iters, batch=batch, lr=lr, val_interval=val_interval,
-                max_val=max_val, workers=workers, progress=progress, ham_precision=ham_precision, device=device)
+                max_val=max_val, workers=workers, progress=progress, ham_precision=ham_precision, device=device,
+                bn_recalib=bn_recalib)
         for s in seeds for h in heads
     ]  # fmt: skip
     summary = summarise(results, heads)
@@ -143,6 +148,7 @@ def run(
         "dataset": "animal-scenes",
         "ham_precision": ham_precision or "fp32",
         "train_device": str(device),
+        "bn_recalib": bn_recalib,
     }
     md = markdown(summary, info)
     _write(out, title, info, results, summary, md)

@@ -32,6 +32,9 @@ class SegTrainConfig:
     # model
     model: str = option("hamnet_r50_d8", "a name of hamburger.list_models()")
     norm: str | None = option(None, "head norm layers (default: batch)", choices=("batch", "group"))
+    context_norm: str | None = option(
+        None, "norm inside the context block (default: the head's)", choices=("batch", "group")
+    )
     backbone_norm: str | None = option(None, "backbone norm (default: batch)", choices=("batch", "group"))
     rank: int | None = option(None, "R of the Hamburger (default: the variant's)", minimum=1)
     ham_init: str | None = option(None, "bases init of the Hamburger", choices=("random", "online", "fixed"))
@@ -67,6 +70,9 @@ class SegTrainConfig:
     workers: int = option(2, "DataLoader workers", minimum=0)
     out: Path = option(Path("runs/seg"), "run folder (checkpoints, log, config.yaml)")
     val_interval: int = option(0, "validate every N iterations (0: never)", minimum=0)
+    bn_recalib: int = option(
+        0, "before each evaluation, recompute BatchNorm statistics from N training batches (0: off)", minimum=0
+    )
     max_val_samples: int | None = option(None, "validate on at most this many images", minimum=1)
     ckpt_interval: int = option(1000, "checkpoint every N iterations", minimum=1)
     resume: bool = option(False, "continue from the checkpoint in --out")
