@@ -351,3 +351,29 @@ def test_train_with_bn_recalibration(data, tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert "val_miou" in log[-1]
     assert "bn_recalib: 2" in (out / "config.yaml").read_text()
+
+
+def test_viz_writes_figure_2_for_a_checkpoint_and_a_photo(data, tmp_path):
+    from hamburger.data import SegTransform, build_dataset
+    from hamburger.models import create_model
+    from hamburger.recipes.viz import ham_views, pca_rgb
+
+    out = tmp_path / "run"
+    main(_train_args(data, out, "--iters", "1", "--quiet"))
+    base = ["--dataset", "folder", "--data-root", str(data), "--num-classes", "3", "--model", "hamnet_r18_d8",
+            "--rank", "8", "--weights", str(out / "last.safetensors"), "--split", "val"]  # fmt: skip
+    main(["viz", *base, "--images", "0,1", "--out", str(tmp_path / "v")])
+    for name in ("viz-0.png", "viz-1.png", "contact-sheet.png"):
+        assert (tmp_path / "v" / name).stat().st_size > 5000, name
+    with pytest.raises(SystemExit, match="outside the split's 2 images"):
+        main(["viz", *base, "--images", "5", "--out", str(tmp_path / "v")])
+    main(["viz", "--photo", "coins", "--photo-rank", "4", "--steps", "3", "--out", str(tmp_path / "p")])
+    assert (tmp_path / "p" / "viz-coins-nmf.png").stat().st_size > 5000
+    # the numbers behind the figure: the error falls from the start, the codes are the solver's
+    model = create_model("hamnet_tiny", num_classes=3)
+    image = build_dataset("folder", data, "val", num_classes=3, transform=SegTransform(train=False))[0][0]
+    views = ham_views(model, image)
+    assert views["errors"][-1] < views["errors"][0] and len(views["errors"]) == 7  # eval K = 6, plus the start
+    assert views["codes"].shape == (16, views["x"].shape[1]) and views["size"] == (5, 5)
+    feat, recon = pca_rgb(views["x"], views["recon"])
+    assert feat.shape == recon.shape == (3, 25) and 0 <= feat.min() and feat.max() <= 1

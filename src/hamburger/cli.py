@@ -1,5 +1,5 @@
-"""Command line: ``hamburger decompose``, ``hamburger bench`` and ``hamburger bench ham|seg|crossover|precision``. Thin:
-parse, then call a recipe."""
+"""Command line: ``hamburger demo``, ``decompose``, ``viz``, ``bench`` (``ham|seg|crossover|precision``) and ``seg``.
+Thin: parse, then call a recipe."""
 
 from __future__ import annotations
 
@@ -122,9 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--repeats", type=positive_int, default=3)
     seg.add_argument("--device", type=device_name, default="cpu")
     seg.add_argument("--out", type=Path, default=Path("results/bench-seg"))
-    from .seg_cli import add_seg_parser
+    from .seg_cli import _data_args, add_seg_parser
 
     add_seg_parser(sub)
+    viz = sub.add_parser("viz", help="the paper's Figure 2: what the Hamburger decomposes, for a checkpoint or a photo")
+    _data_args(viz)
+    viz.add_argument("--weights", type=Path, default=None, help="a .safetensors file written by seg train")
+    viz.add_argument("--split", default="test")
+    viz.add_argument("--images", type=nonnegative_ints, default=(0, 1, 2, 3), help="indices in the split")
+    viz.add_argument("--photo", default=None, help="instead of a checkpoint: a scikit-image photo (e.g. camera)")
+    viz.add_argument("--ham", choices=("nmf", "vq", "cd"), default="nmf", help="the photo's ham")
+    viz.add_argument("--photo-rank", type=positive_int, default=16)
+    viz.add_argument("--steps", type=nonnegative_int, default=10, help="the photo's K")
+    viz.add_argument("--out", type=Path, default=Path("results/viz"))
     return parser
 
 
@@ -142,6 +152,26 @@ def _bench(args, label: str, call) -> None:
         call()
     except USER_ERRORS as e:
         raise SystemExit(f"hamburger {label}: {e}") from None
+
+
+def _viz(args) -> None:
+    from .recipes import viz
+
+    if args.photo:
+        path = viz.photo(image=args.photo, ham=args.ham, rank=args.photo_rank, steps=args.steps, out=args.out)
+        print(f"wrote {path}")
+        return
+    if args.weights is None:
+        raise ValueError("--weights is required (or --photo for a bare photo)")
+    from .data import SegTransform, build_dataset
+    from .seg_cli import _load_model
+
+    if args.data_root is None and args.dataset != "animal-scenes":
+        raise ValueError("--data-root is required")
+    kw = {"num_classes": args.num_classes} if args.dataset == "folder" else {}
+    dataset = build_dataset(args.dataset, args.data_root, args.split, transform=SegTransform(train=False), **kw)
+    model = _load_model(args, dataset.num_classes).cpu()
+    viz.run(model=model, dataset=dataset, indices=args.images, out=args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         _bench(args, "decompose", lambda: decompose.run(
             image=args.image, ranks=args.ranks, steps=args.steps, hams=args.hams, out=args.out
         ))  # fmt: skip
+    elif args.command == "viz":
+        _bench(args, "viz", lambda: _viz(args))
     elif args.command == "bench" and args.mode is None:
         from .recipes import bench_context
 
