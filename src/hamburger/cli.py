@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--photo-rank", type=positive_int, default=16)
     viz.add_argument("--steps", type=nonnegative_int, default=10, help="the photo's K")
     viz.add_argument("--out", type=Path, default=Path("results/viz"))
+    viz.set_defaults(dataset="animal-scenes", model="hamnet_tiny")  # the embedded benchmark's model
     return parser
 
 
