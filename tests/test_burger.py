@@ -176,3 +176,29 @@ def test_folded_conv_equals_conv_after_reconstruction(ham, version, groups):
         g2 = torch.autograd.grad((ref * w).sum(), [x, block.lower_bread.weight, block.upper_bread.weight])
         for a, b in zip(g1, g2):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v2+"])
+@pytest.mark.parametrize("breads", ["lower", "upper", "none"])
+def test_bread_ablation_drops_exactly_the_named_convs(version, breads):
+    torch.manual_seed(0)
+    full = hb.Hamburger(16, ham="nmf", rank=4, version=version)
+    cut = hb.Hamburger(16, ham="nmf", rank=4, version=version, breads=breads)
+    assert isinstance(cut.lower_bread, torch.nn.Identity) == (breads in ("upper", "none"))
+    assert (cut.upper_bread is None) == (breads in ("lower", "none"))
+    conv = 16 * 16
+    dropped = conv * (breads in ("upper", "none")) + 16 * (breads in ("upper", "none")) + conv * (breads != "upper")
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in cut.parameters()) == dropped
+    x = torch.rand(2, 16, 5, 5) - 0.5
+    before = x.clone()
+    cut(x).sum().backward()
+    assert torch.equal(x, before)  # the NMF ReLU never runs in place on the caller's tensor
+    if breads == "none" and version == "v1":  # no breads: ReLU(x + norm(ham(ReLU(x))))
+        cut.eval()
+        z = x.reshape(2, 16, 25)
+        want = torch.relu(z + cut.norm(cut.ham(torch.relu(z)))).reshape(x.shape)
+        torch.testing.assert_close(cut(x), want)
+    with pytest.raises(ValueError, match="needs ham_channels == channels"):
+        hb.Hamburger(16, ham_channels=8, breads=breads)
+    with pytest.raises(ValueError, match="breads must be one of"):
+        hb.Hamburger(16, breads="top")

@@ -22,6 +22,7 @@ __all__ = ["Hamburger", "convert_2d_checkpoint", "HAMS", "VERSIONS", "make_norm"
 
 HAMS = {"nmf": NMF, "vq": VQ, "cd": CD}
 VERSIONS = ("v1", "v2", "v2+")
+BREADS = ("both", "lower", "upper", "none")
 NormLayer = str | Callable[[int], nn.Module]
 
 
@@ -61,6 +62,8 @@ class Hamburger(nn.Module):
             bread. ``"v2+"``: v2 with learnable scalars on the shortcut (init 1) and the ham branch (init 0).
         ham_channels: channels inside the block (D·S); default ``channels``.
         norm_layer: ``"batch"`` | ``"group"`` | ``"syncbatch"`` | callable(num_channels) -> module.
+        breads: which breads the block keeps: ``"both"`` (the paper's block), ``"lower"``, ``"upper"`` or ``"none"``
+            (the paper's bread ablation; a missing bread is the identity, so ``ham_channels`` must equal C).
         **ham_kwargs: passed to the ham (``rank`` R, ``groups`` S, ``train_steps``, ``eval_steps``, ``grad``,
             ``init``, ``inv_t``, ``beta``, ``precision``, ``check_input``, ...); see :class:`hamburger.NMF`.
             ``precision="bf16"`` also runs the folded upper-bread product in bf16 (the residual stays exact).
@@ -79,9 +82,12 @@ class Hamburger(nn.Module):
         version: str = "v1",
         ham_channels: int | None = None,
         norm_layer: NormLayer = "batch",
+        breads: str = "both",
         **ham_kwargs,
     ) -> None:
         super().__init__()
+        if breads not in BREADS:
+            raise ValueError(f"breads must be one of {BREADS}, got {breads!r}")
         if ham not in HAMS:
             raise ValueError(f"ham must be one of {tuple(HAMS)}, got {ham!r}")
         if version not in VERSIONS:
@@ -91,19 +97,24 @@ class Hamburger(nn.Module):
         if "channels_last" in ham_kwargs:
             raise TypeError("Hamburger takes (B, C, *spatial) input; channels_last is an option of the hams only")
         ham_channels = channels if ham_channels is None else ham_channels
+        if breads != "both" and ham_channels != channels:
+            raise ValueError(f"breads={breads!r} needs ham_channels == channels ({channels}), got {ham_channels}")
+        self.breads = breads
         self.channels = channels
         self.ham_type = ham
         self.version = version
-        self.lower_bread = nn.Conv1d(channels, ham_channels, 1, bias=True)
+        keep_lower, keep_upper = breads in ("both", "lower"), breads in ("both", "upper")
+        self.lower_bread = nn.Conv1d(channels, ham_channels, 1, bias=True) if keep_lower else nn.Identity()
         # the block's own ReLU keeps NMF's input non-negative, so the ham need not check it
         self.ham = HAMS[ham](ham_channels, **ham_kwargs)
         self.ham._nonneg = False
+        upper = nn.Conv1d(ham_channels, channels, 1, bias=False) if keep_upper else None
         if version == "v1":
-            self.upper_bread = nn.Conv1d(ham_channels, channels, 1, bias=False)
+            self.upper_bread = upper
             self.norm = make_norm(norm_layer, channels)
         else:
             self.cheese = _ConvNormAct(ham_channels, ham_channels, norm_layer=norm_layer)
-            self.upper_bread = nn.Conv1d(ham_channels, channels, 1, bias=False)
+            self.upper_bread = upper
         if version == "v2+":
             self.coef_shortcut = nn.Parameter(torch.ones(1))
             self.coef_ham = nn.Parameter(torch.zeros(1))
@@ -136,11 +147,13 @@ class Hamburger(nn.Module):
         z = x.reshape(shape[0], shape[1], -1)  # (B, C, *spatial) -> (B, C, N)
         h = self.lower_bread(z)  # (B, D*S, N)
         if self.ham_type == "nmf":
-            h = F.relu(h, inplace=True)  # the conv's backward does not need its output
+            # in place after the conv (its backward does not need its output), never on the input itself
+            h = F.relu(h, inplace=self.breads in ("both", "lower"))
         if self.version == "v1":
-            folded = self._fold(h, self.upper_bread.weight)
+            folded = None if self.upper_bread is None else self._fold(h, self.upper_bread.weight)
             if folded is None:
-                h = self.norm(self.upper_bread(self.ham(h)))
+                h = self.ham(h)
+                h = self.norm(h if self.upper_bread is None else self.upper_bread(h))
             elif self._frozen_batchnorm():
                 # eval: BN is affine, so it folds into the bases too, and its shift becomes one more rank-1 term;
                 # the residual is the GEMM's accumulator. One pass writes ReLU(z + BN(W·DC)).
@@ -161,7 +174,8 @@ class Hamburger(nn.Module):
         else:
             folded = self._fold(h, self.cheese.conv.weight)
             h = self.cheese.conv(self.ham(h)) if folded is None else product(*folded, precision=precision).to(z.dtype)
-            h = self.upper_bread(F.relu(self.cheese.norm(h)))
+            h = F.relu(self.cheese.norm(h))
+            h = h if self.upper_bread is None else self.upper_bread(h)
             out = z + h if self.version == "v2" else self.coef_shortcut * z + self.coef_ham * h
         return F.relu(out).reshape(shape)
 
@@ -195,7 +209,8 @@ class Hamburger(nn.Module):
         return wd, dec.codes.reshape(batch, groups * rank, -1)  # codes (B*S, R, N) -> (B, S*R, N)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, ham={self.ham_type!r}, version={self.version!r}"
+        breads = "" if self.breads == "both" else f", breads={self.breads!r}"
+        return f"{self.channels}, ham={self.ham_type!r}, version={self.version!r}{breads}"
 
 
 # official (Enjoy-Hamburger) and mmseg (LightHamHead's `hamburger.`) names -> ours

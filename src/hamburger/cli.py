@@ -1,5 +1,5 @@
-"""Command line: ``hamburger demo``, ``decompose``, ``viz``, ``bench`` (``ham|seg|crossover|precision``) and ``seg``.
-Thin: parse, then call a recipe."""
+"""Command line: ``hamburger demo``, ``decompose``, ``ablate``, ``viz``, ``bench`` (``ham|seg|crossover|precision``)
+and ``seg``. Thin: parse, then call a recipe."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .recipes.config import (
     device_name,
+    integers,
     nonnegative_int,
     nonnegative_ints,
     positive_float,
@@ -125,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .seg_cli import _data_args, add_seg_parser
 
     add_seg_parser(sub)
+    abl = sub.add_parser("ablate", help="the paper's ablations on animal-scenes (resumable): tables, plots, findings")
+    abl.add_argument("--seeds", type=integers, default=(0, 1, 2), help="seeds of the rows that test a finding")
+    abl.add_argument("--sweep-seeds", type=integers, default=(0,), help="seeds of the sweeps (version, init, K, R)")
+    abl.add_argument("--iters", type=positive_int, default=600, help="training iterations per run")
+    abl.add_argument("--device", type=device_name, default="cpu")
+    abl.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
+    abl.add_argument("--out", type=Path, default=Path("results/ablate"))
     viz = sub.add_parser("viz", help="the paper's Figure 2: what the Hamburger decomposes, for a checkpoint or a photo")
     _data_args(viz)
     viz.add_argument("--weights", type=Path, default=None, help="a .safetensors file written by seg train")
@@ -201,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
 
         _bench(args, "decompose", lambda: decompose.run(
             image=args.image, ranks=args.ranks, steps=args.steps, hams=args.hams, out=args.out
+        ))  # fmt: skip
+    elif args.command == "ablate":
+        from .recipes import ablate
+
+        _bench(args, "ablate", lambda: ablate.run(
+            out=args.out, finding_seeds=args.seeds, sweep_seeds=args.sweep_seeds, iters=args.iters,
+            data_root=args.data_root, device=args.device,
         ))  # fmt: skip
     elif args.command == "viz":
         _bench(args, "viz", lambda: _viz(args))

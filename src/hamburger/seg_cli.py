@@ -35,6 +35,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ham-steps", type=nonnegative_int, default=None, help="K in training, as the weights were")
     p.add_argument("--ham-eval-steps", type=nonnegative_int, default=None, help="K at evaluation")
     p.add_argument("--ham-grad", choices=("one-step", "bptt", "none"), default=None, help="as the weights were")
+    p.add_argument("--ham-type", choices=("nmf", "vq", "cd"), default=None, help="as the weights were trained")
+    p.add_argument("--ham-breads", choices=("both", "lower", "upper", "none"), default=None, help="as trained")
     p.add_argument(
         "--ham-precision", choices=("fp32", "bf16", "tf32"), default=None,
         help="precision of the hams' large products (default fp32; see hamburger.functional)",

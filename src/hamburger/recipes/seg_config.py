@@ -42,6 +42,10 @@ class SegTrainConfig:
     ham_steps: int | None = option(None, "K of the Hamburger in training (default: the variant's)", minimum=0)
     ham_eval_steps: int | None = option(None, "K of the Hamburger at evaluation (default: the variant's)", minimum=0)
     ham_grad: str | None = option(None, "gradient through the Hamburger's solve", choices=("one-step", "bptt", "none"))
+    ham_type: str | None = option(None, "the Hamburger's ham (default: the variant's)", choices=("nmf", "vq", "cd"))
+    ham_breads: str | None = option(
+        None, "which breads the Hamburger keeps (ablation)", choices=("both", "lower", "upper", "none")
+    )
     ham_precision: str | None = option(
         None, "precision of the hams' large products (default fp32)", choices=("fp32", "bf16", "tf32")
     )

@@ -139,9 +139,9 @@ def model_overrides(args) -> dict:
         from ..models.backbones import group_norm
 
         over["backbone_norm"] = group_norm
-    flags = (("rank", "rank"), ("ham_init", "init"), ("ham_version", "version"), ("ham_steps", "train_steps"),
-             ("ham_eval_steps", "eval_steps"), ("ham_grad", "grad"), ("dropout", "dropout"),
-             ("aux", "aux"))  # fmt: skip
+    flags = (("rank", "rank"), ("ham_type", "ham"), ("ham_init", "init"), ("ham_version", "version"),
+             ("ham_steps", "train_steps"), ("ham_eval_steps", "eval_steps"), ("ham_grad", "grad"),
+             ("ham_breads", "breads"), ("dropout", "dropout"), ("aux", "aux"))  # fmt: skip
     for flag, key in flags:
         value = getattr(args, flag, None)
         if value is not None:

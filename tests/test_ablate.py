@@ -1,0 +1,48 @@
+import json
+
+from hamburger.cli import main
+from hamburger.recipes.ablate import ROWS, TEST_STEPS, findings, plan, run_tag
+
+
+def test_plan_shares_identical_configurations():
+    runs = plan()
+    assert len(runs) == len({(t, s) for t, _, _, s in runs}) == 33  # 3 seeds x 11 finding configs, 1 x 15 sweeps
+    assert runs[0][:2] == ("hamnet-ref", "hamnet")
+    assert run_tag("hamnet", {}) == "hamnet-ref" and run_tag("local", {}) == "local"
+    refs = {label for _, label, head, over in ROWS if head == "hamnet" and not over}
+    assert refs == {"Hamburger (NMF)", "both breads", "NMF", "one-step", "v2", "random", "K=6", "R=16"}
+
+
+def test_findings_read_the_numbers():
+    rows = {f"{g}/{label}": [50.0, 51.0, 52.0] for g, label, _, _ in ROWS}
+    rows["ham/no ham: breads only"] = [40.0, 41.0, 42.0]  # far below: agrees
+    rows["ham type/VQ"] = [55.0, 56.0, 57.0]  # NMF loses to VQ: disagrees
+    rows["gradient/BPTT"] = [50.5, 50.5, 50.5]  # ahead in the mean only
+    rows["K train/K=3"] = [53.0]
+    text = "\n".join(findings(rows, {k: [50.0 + (k == 4)] for k in TEST_STEPS}))
+    assert "*The ham is essential*: **agrees** — +10.0" in text
+    assert "*NMF beats VQ and CD*: **disagrees**" in text
+    assert "within the seed spread" in text
+    assert "best K in training 3 (53.0), best K at test 4" in text
+
+
+def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
+    from hamburger.data import animal_scenes
+    from hamburger.recipes import ablate
+
+    monkeypatch.setattr(animal_scenes, "SPLITS", {"train": 32, "val": 8, "test": 8})
+    monkeypatch.setattr(ablate, "TEST_STEPS", (1, 6))
+    out = tmp_path / "ablate"
+    argv = ["ablate", "--seeds", "0", "--sweep-seeds", "0", "--iters", "2", "--data-root", str(tmp_path / "data"),
+            "--out", str(out)]  # fmt: skip
+    main(argv)
+    report = json.loads((out / "ablate.json").read_text())
+    assert set(report["k_test"]) == {"1", "6"} and len(report["rows"]) == len(ROWS)
+    md = (out / "ablate.md").read_text()
+    assert "*Both breads help*" in md and "| no upper bread |" in md
+    for name in ("ablate-k-train.png", "ablate-r.png", "ablate-k-test.png"):
+        assert (out / name).stat().st_size > 1000
+    done = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/result.json")}
+    assert len(done) == 17
+    main(argv)  # resumable: every finished run is reused, none retrained
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/result.json")} == done
