@@ -46,6 +46,7 @@ VARIANTS.update({
     "recalib": ("hamnet", {"bn_recalib": 10}),  # BatchNorm statistics recomputed before each evaluation
     "attention-recalib": ("nonlocal", {"bn_recalib": 10}),
     "fixed-recalib": ("hamnet", {"bn_recalib": 10, "ham_init": "fixed"}),
+    "bptt-recalib": ("hamnet", {"bn_recalib": 10, "ham_grad": "bptt"}),
 })  # fmt: skip
 
 
