@@ -22,7 +22,7 @@ from hamburger.models import create_model
 from hamburger.recipes.checkpoint import read_weights
 from hamburger.recipes.metrics import ConfusionMatrix
 from hamburger.recipes.seg_eval import evaluate
-from hamburger.recipes.seg_train import recalibrate_batchnorm
+from hamburger.recipes.seg_train import recalibrate_batchnorm, recalibration_batches
 
 
 @torch.no_grad()
@@ -62,10 +62,10 @@ def main() -> None:
     for prefix, label in (("head.context", "the context block"), ("head", "the head"), ("backbone", "the backbone")):
         model.load_state_dict(tensors)
         print(f"batch statistics in {label}: {batch_statistics_miou(model, val, prefix):.1f}")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed)).tolist()
     for n in (int(v) for v in args.batches.split(",")):
         model.load_state_dict(tensors)
-        loader = [(torch.stack([train[(i, 0)][0] for i in order[b * 16 : (b + 1) * 16]]), None) for b in range(n)]
+        keys = recalibration_batches(len(train), n, 16, args.seed)  # what seg train --bn-recalib n reads
+        loader = [(torch.stack([train[key][0] for key in batch]), None) for batch in keys]
         recalibrate_batchnorm(model, loader, torch.device("cpu"))
         print(f"recalibrated on {n} training batches: {100 * evaluate(model, val)['miou']:.1f}")
 

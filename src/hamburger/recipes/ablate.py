@@ -66,10 +66,9 @@ def plan(finding_seeds=FINDING_SEEDS, sweep_seeds=SWEEP_SEEDS) -> list[tuple[str
 
 def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, list[float]]:
     """Test mIoU of the reference runs' best checkpoints evaluated with K = 1 … 30 steps (no training)."""
-    import dataclasses
-
     from ..data import SegTransform, build_dataset
     from ..data.animal_scenes import CLASSES
+    from ..ham import _Ham
     from .checkpoint import load_model_weights
     from .compare import train_args
     from .seg_eval import evaluate
@@ -84,12 +83,15 @@ def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, l
             for k, v in json.loads(cache.read_text()).items():
                 scores[int(k)].append(v)
             continue
+        args = train_args("hamnet", seed, out=run_dir, data_root=data_root, iters=1, batch=16, lr=2e-3,
+                          val_interval=1, max_val=None, workers=0, quiet=True)  # fmt: skip
+        model = build_model(args, len(CLASSES), torch.device(device))
+        load_model_weights(model, run_dir / "best.safetensors")
+        hams = [m for m in model.modules() if isinstance(m, _Ham)]
         per = {}
         for k in TEST_STEPS:
-            args = train_args("hamnet", seed, out=run_dir, data_root=data_root, iters=1, batch=16, lr=2e-3,
-                              val_interval=1, max_val=None, workers=0, quiet=True)  # fmt: skip
-            model = build_model(dataclasses.replace(args, ham_eval_steps=k), len(CLASSES), torch.device(device))
-            load_model_weights(model, run_dir / "best.safetensors")  # the same weights, another K at test
+            for ham in hams:  # the same weights, another K at test
+                ham.eval_steps = k
             per[k] = 100 * evaluate(model.eval(), test, device=device)["miou"]
             scores[k].append(per[k])
         atomic_write_text(cache, json.dumps(per))

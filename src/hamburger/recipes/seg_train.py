@@ -221,16 +221,19 @@ class SegTask:
         return {"miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
 
     def recalibration_loader(self, config: SegTrainConfig):
-        """``bn_recalib`` batches of training crops: a fixed, seeded choice of samples with the epoch-0
-        augmentation, the same before every evaluation (and after a resume); the global RNG is not touched."""
-        gen = torch.Generator().manual_seed(config.seed)
-        order = torch.randperm(len(self.train_set), generator=gen).tolist()
-        size = config.batch_size
-        batches = [[(i, 0) for i in order[b * size : (b + 1) * size]] for b in range(config.bn_recalib)]
-        batches = [b for b in batches if b]
+        """``bn_recalib`` batches of training crops (:func:`recalibration_batches`)."""
+        batches = recalibration_batches(len(self.train_set), config.bn_recalib, config.batch_size, config.seed)
         return torch.utils.data.DataLoader(
             self.train_set, batch_sampler=batches, num_workers=config.workers, generator=torch.Generator()
         )
+
+
+def recalibration_batches(length: int, count: int, batch_size: int, seed: int) -> list[list[tuple[int, int]]]:
+    """``count`` batches of (index, epoch 0) keys: a fixed, seeded choice of training samples with the epoch-0
+    augmentation, the same before every evaluation (and after a resume); the global RNG is not touched."""
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(seed)).tolist()
+    batches = [[(i, 0) for i in order[b * batch_size : (b + 1) * batch_size]] for b in range(count)]
+    return [b for b in batches if b]
 
 
 @torch.no_grad()

@@ -50,12 +50,16 @@ def ham_views(model: nn.Module, image: Tensor) -> dict:
     the error after each step, and the feature size (h, w). Uses group 0 of sample 0."""
     block = find_hamburger(model)
     captured = {}
-    hook = block.lower_bread.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o))
+    hooks = [
+        block.lower_bread.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o)),  # (1, S*D, N)
+        block.register_forward_pre_hook(lambda m, i: captured.__setitem__("size", tuple(i[0].shape[2:]))),  # (h, w)
+    ]
     try:
         model.eval()
         logits = model(image[None])["out"]
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     h = captured["h"]  # (1, S*D, N)
     if block.ham_type == "nmf":
         h = torch.relu(h)
@@ -68,14 +72,8 @@ def ham_views(model: nn.Module, image: Tensor) -> dict:
     for k in range(ham.eval_steps + 1):
         dec = fn(x, start, k, grad="none")
         errors.append(((x - dec.recon).norm() / x.norm().clamp_min(1e-12)).item())
-    feat_hw = _feature_size(model, image)
-    return {"x": x[0], "recon": dec.recon[0], "codes": dec.codes[0], "errors": errors, "size": feat_hw,
+    return {"x": x[0], "recon": dec.recon[0], "codes": dec.codes[0], "errors": errors, "size": captured["size"],
             "pred": logits.argmax(1)[0]}  # fmt: skip
-
-
-def _feature_size(model: nn.Module, image: Tensor) -> tuple[int, int]:
-    feats = model.backbone(image[None])
-    return tuple(feats[-1].shape[2:])
 
 
 def _figure(image: Tensor, label: Tensor | None, views: dict, title: str, num_classes: int):
