@@ -46,3 +46,17 @@ def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     assert len(done) == 17
     main(argv)  # resumable: every finished run is reused, none retrained
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/result.json")} == done
+
+
+def test_shards_partition_the_plan_and_bad_shards_are_refused(capsys):
+    import pytest
+
+    runs = plan()
+    halves = [runs[i::2] for i in range(2)]
+    assert sorted(halves[0] + halves[1], key=runs.index) == runs and not set(map(str, halves[0])) & set(
+        map(str, halves[1])
+    )
+    for bad in ("2/2", "a/b", "1"):
+        with pytest.raises(SystemExit):
+            main(["ablate", "--shard", bad])
+        assert "--shard" in capsys.readouterr().err

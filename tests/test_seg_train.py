@@ -73,7 +73,7 @@ def test_shipped_recipes_parse():
     from hamburger.seg_cli import SUBCOMMANDS
 
     build_parser()
-    recipes = sorted((ROOT / "configs").glob("*.yaml"))
+    recipes = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("hamgan_"))  # GAN: own test
     assert len(recipes) >= 4
     for path in recipes:
         assert load_recipe(path, SUBCOMMANDS["train"])["model"]

@@ -6,7 +6,7 @@ from .context import create_context, list_contexts
 from .functional import Decomposition
 from .ham import CD, NMF, VQ
 from .mixer import HamMixer
-from .models import create_model, list_models
+from .models import create_gan, create_model, list_gans, list_models
 from .optimize import optimize
 from .sequence import HamDecoder, HamEncoder, HamTransformerBlock, create_mixer
 
@@ -24,6 +24,8 @@ __all__ = [
     "list_contexts",
     "create_model",
     "list_models",
+    "create_gan",
+    "list_gans",
     "optimize",
     "HamMixer",
     "HamTransformerBlock",

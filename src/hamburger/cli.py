@@ -1,5 +1,5 @@
-"""Command line: ``hamburger demo``, ``decompose``, ``ablate``, ``viz``, ``bench`` (``ham|seg|crossover|precision``)
-and ``seg``. Thin: parse, then call a recipe."""
+"""Command line: ``hamburger demo``, ``decompose``, ``ablate``, ``viz``, ``bench`` (``ham|seg|crossover|precision``),
+``seg`` and ``gan``. Thin: parse, then call a recipe."""
 
 from __future__ import annotations
 
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .seg_cli import _data_args, add_seg_parser
 
     add_seg_parser(sub)
+    from .gan_cli import add_gan_parser
+
+    add_gan_parser(sub)
     abl = sub.add_parser("ablate", help="the paper's ablations on animal-scenes (resumable): tables, plots, findings")
     abl.add_argument("--seeds", type=integers, default=(0, 1, 2), help="seeds of the rows that test a finding")
     abl.add_argument("--sweep-seeds", type=integers, default=(0,), help="seeds of the sweeps (version, init, K, R)")
@@ -133,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--device", type=device_name, default="cpu")
     abl.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     abl.add_argument("--out", type=Path, default=Path("results/ablate"))
+    abl.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
+    abl.add_argument("--shard", type=_shard, default=None, help="I/N: train only every N-th run from the I-th")
     viz = sub.add_parser("viz", help="the paper's Figure 2: what the Hamburger decomposes, for a checkpoint or a photo")
     _data_args(viz)
     viz.add_argument("--weights", type=Path, default=None, help="a .safetensors file written by seg train")
@@ -149,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # what a user's input can cause: reported as one line naming the command, never a traceback
 USER_ERRORS = (ValueError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``I/N`` with 0 <= I < N, for ``ablate --shard``."""
+    try:
+        index, count = (int(t) for t in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/2, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected 0 <= I < N, got {text!r}")
+    return index, count
 
 
 def _bench(args, label: str, call) -> None:
@@ -188,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "gan":  # parsed in two passes: a --config recipe's values become the defaults
+        from .gan_cli import run_gan
+
+        run_gan(parser, argv)
+        return 0
     args = parser.parse_args(argv) if "--config" not in argv else None
     if args is None or args.command == "seg":
         from .seg_cli import run_seg
@@ -215,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
         _bench(args, "ablate", lambda: ablate.run(
             out=args.out, finding_seeds=args.seeds, sweep_seeds=args.sweep_seeds, iters=args.iters,
-            data_root=args.data_root, device=args.device,
+            data_root=args.data_root, device=args.device, shard=args.shard, jobs=args.jobs,
         ))  # fmt: skip
     elif args.command == "viz":
         _bench(args, "viz", lambda: _viz(args))

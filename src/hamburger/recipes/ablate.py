@@ -11,7 +11,10 @@ agrees, with the numbers and the seed spread) and one plot per sweep.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -145,9 +148,46 @@ def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> lis
     return out
 
 
-def run(*, out: Path, finding_seeds=FINDING_SEEDS, sweep_seeds=SWEEP_SEEDS, iters: int = 600, data_root=None,
-        device: str = "cpu", progress: bool = True) -> dict:  # fmt: skip
-    """Train and test the default set (resumable), sweep K at test, write the tables and plots."""
+def run_jobs(*, jobs: int, out: Path, finding_seeds, sweep_seeds, iters: int, data_root, device: str) -> None:
+    """Train the plan in ``jobs`` processes at once (``--shard i/jobs`` each, the cores split between them)."""
+    threads = max(1, torch.get_num_threads() // jobs)
+    argv = ["ablate", "--seeds", ",".join(map(str, finding_seeds)), "--sweep-seeds", ",".join(map(str, sweep_seeds)),
+            "--iters", str(iters), "--device", device, "--out", str(out)]  # fmt: skip
+    if data_root:
+        argv += ["--data-root", str(data_root)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    procs = []
+    for i in range(jobs):
+        code = f"import sys; from hamburger.cli import main; sys.exit(main({argv + ['--shard', f'{i}/{jobs}']!r}))"
+        log = open(Path(out) / f"shard{i}of{jobs}.log", "a")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append((proc, log))
+    failed = []
+    for i, (proc, log) in enumerate(procs):
+        if proc.wait() != 0:
+            failed.append(i)
+        log.close()
+    if failed:
+        raise RuntimeError(f"ablate shard(s) {failed} of {jobs} failed: see {out}/shard<i>of{jobs}.log")
+
+
+def run(
+    *,
+    out: Path,
+    finding_seeds=FINDING_SEEDS,
+    sweep_seeds=SWEEP_SEEDS,
+    iters: int = 600,
+    data_root=None,
+    device: str = "cpu",
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    jobs: int = 1,
+) -> dict:
+    """Train and test the default set (resumable), sweep K at test, write the tables and plots.
+
+    ``shard=(i, n)`` trains only every n-th run from the i-th and writes no tables (several processes can share one
+    ``out``); ``jobs=n`` starts n such processes, waits for them, then writes the tables.
+    """
     from ..data.animal_scenes import cached
     from .compare import run_one
 
@@ -155,14 +195,23 @@ def run(*, out: Path, finding_seeds=FINDING_SEEDS, sweep_seeds=SWEEP_SEEDS, iter
     out.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_root) if data_root else None
     cached(data_root, progress=progress)
+    if jobs > 1 and shard is None:
+        print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
+        run_jobs(jobs=jobs, out=out, finding_seeds=finding_seeds, sweep_seeds=sweep_seeds, iters=iters,
+                 data_root=data_root, device=device)  # fmt: skip
     results = {}
     runs = plan(finding_seeds, sweep_seeds)
+    if shard is not None:
+        index, count = shard
+        runs = runs[index::count]
     for i, (tag, head, over, seed) in enumerate(runs, 1):
         if progress:
             print(f"[{i}/{len(runs)}] {tag} seed {seed}", flush=True)
         results[tag, seed] = run_one(head, seed, out=out, data_root=data_root, iters=iters, batch=16, lr=2e-3,
                                      val_interval=100, max_val=None, workers=1, progress=progress, overrides=over,
                                      tag=tag, device=device)  # fmt: skip
+    if shard is not None:
+        return {"runs": len(runs)}
     rows: dict[str, list[float]] = {}
     for group, label, head, over in ROWS:
         seeds = finding_seeds if group in FINDINGS else sweep_seeds

@@ -23,8 +23,15 @@ Extension points — a task is an object with:
     seeded ``generator=``: its worker seeds then do not depend on where a run was resumed.
 ``loss(net, batch, config, device) -> Tensor``
     one micro-batch's loss (the engine divides by ``accum_steps``, scales and back-propagates).
-``evaluate(model, val_set, config, device) -> dict``
-    scalar metrics, logged as ``val_<name>``; ``task.score`` names the one that selects ``best.safetensors``.
+``train_step(net, batches, optimizer, scaler, config, device, autocast) -> dict`` (optional)
+    replaces the default step (zero grads, ``accum_steps`` losses, backward, one optimiser step) for tasks with
+    more than one update per step (the GAN's D and G steps): it draws from the ``batches`` iterator, runs its
+    forwards inside ``autocast()``, back-propagates through ``scaler`` and steps ``optimizer``; it returns the
+    step's scalars (logged, shown on the progress bar, checked finite). The engine still owns the schedule,
+    evaluation, logging, checkpoints and resume.
+``evaluate(model, val_set, config, device, step) -> dict``
+    scalar metrics, logged as ``val_<name>``; ``task.score`` names the one that selects ``best.safetensors``
+    (a task without that metric keeps the last weights as ``best.safetensors``).
 
 The config is a dataclass (see :mod:`hamburger.recipes.config`) with at least the fields ``device``, ``out``,
 ``seed``, ``iters``, ``accum_steps``, ``amp``, ``lr``, ``val_interval``, ``ckpt_interval``, ``resume``,
@@ -34,6 +41,7 @@ The config is a dataclass (see :mod:`hamburger.recipes.config`) with at least th
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -60,6 +68,43 @@ from .common import atomic_write_text
 from .config import changed_fields, config_dict, save_config
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Yields, for steps ``start..total-1`` and each accumulation micro-step, this rank's ``[(index, epoch), ...]``.
+
+    The global batch of a step is a slice of the epoch's seeded permutation (last partial batch dropped); rank r
+    takes its r-th share, so a DDP run and a single process see the same global batches.
+    """
+
+    def __init__(self, length, *, batch_size, world, rank, accum, seed, start, total) -> None:
+        if batch_size % (world * accum):
+            raise ValueError(f"batch size {batch_size} must divide by world size x accumulation ({world}x{accum})")
+        self.per_epoch = length // batch_size
+        if self.per_epoch < 1:
+            raise ValueError(f"the training split has {length} samples, fewer than one batch of {batch_size}")
+        self.batch_size, self.world, self.rank, self.accum = batch_size, world, rank, accum
+        self.seed, self.start, self.total, self.length = seed, start, total, length
+        self._perm: tuple[int, list[int]] | None = None
+
+    def _permutation(self, epoch: int) -> list[int]:
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perm = (epoch, torch.randperm(self.length, generator=g).tolist())
+        return self._perm[1]
+
+    def __iter__(self):
+        share = self.batch_size // self.world
+        micro = share // self.accum
+        for step in range(self.start, self.total):
+            epoch, pos = divmod(step, self.per_epoch)
+            batch = self._permutation(epoch)[pos * self.batch_size : (pos + 1) * self.batch_size]
+            mine = batch[self.rank * share : (self.rank + 1) * share]
+            for a in range(self.accum):
+                yield [(i, epoch) for i in mine[a * micro : (a + 1) * micro]]
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.accum
 
 
 def init_distributed(device: str) -> tuple[int, int, torch.device]:
@@ -100,7 +145,10 @@ def fit(task, config) -> dict:
 
     net = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=getattr(task, "ddp_find_unused", False),
+        )  # fmt: skip
     loader = task.batches(train_set, config, world=world, rank=rank, start=start)
     writer = _tensorboard(out, config) if main else None
     bar = ProgressBar(start, config.iters, main and not config.quiet)
@@ -112,28 +160,27 @@ def fit(task, config) -> dict:
         set_rng_state(rng[rank] if isinstance(rng, list) else rng)
     model.train()
     t0 = time.perf_counter()
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+    step_fn = getattr(task, "train_step", None)
     for step in range(start, config.iters):
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for micro in range(config.accum_steps):
-            sync = micro == config.accum_steps - 1 or world == 1
-            ctx = net.no_sync() if not sync and isinstance(net, nn.parallel.DistributedDataParallel) else nullcontext()
-            with ctx, torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss = task.loss(net, next(batches), config, device) / config.accum_steps
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the LR or disable --amp")
-            scaler.scale(loss).backward()
-            total += loss.item()
-        scaler.step(optimizer)
-        scaler.update()
+        if step_fn is None:
+            values = _loss_step(task, net, batches, optimizer, scaler, config, device, autocast, world, step)
+        else:  # the task's own step (the GAN's D and G updates): it back-propagates and steps the optimiser
+            values = step_fn(net, batches, optimizer, scaler, config, device, autocast)
+            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            if bad:
+                raise FloatingPointError(f"{bad} at step {step}; lower the LR or disable --amp")
         scheduler.step()
         lr = config.lr * scheduler.lr_lambdas[0](scheduler.last_epoch)  # the base LR (parameter groups scale it)
-        record = {"step": step + 1, "loss": total, "lr": lr, "time": time.perf_counter() - t0}
+        record = {"step": step + 1, **values, "lr": lr, "time": time.perf_counter() - t0}
         if val_set is not None and ((step + 1) % config.val_interval == 0 or step + 1 == config.iters):
-            metrics = task.evaluate(model, val_set, config, device)
+            metrics = task.evaluate(model, val_set, config, device, step + 1)
             model.train()
             record.update({f"val_{k}": v for k, v in metrics.items()})
-            if main and metrics[task.score] > best:
+            if main and task.score in metrics and metrics[task.score] > best:
                 best = metrics[task.score]
                 save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, point="best")
         history.append(record)
@@ -162,6 +209,24 @@ def fit(task, config) -> dict:
     if main and best < 0:
         save_weights(model.state_dict(), out / "best.safetensors", metadata=identity)  # no validation: the last
     return {"history": history, "best_score": best, "out": str(out), "model": model}
+
+
+def _loss_step(task, net, batches, optimizer, scaler, config, device, autocast, world, step) -> dict:
+    """The default step: ``accum_steps`` micro-batches of ``task.loss``, back-propagated, one optimiser step."""
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for micro in range(config.accum_steps):
+        sync = micro == config.accum_steps - 1 or world == 1
+        ctx = net.no_sync() if not sync and isinstance(net, nn.parallel.DistributedDataParallel) else nullcontext()
+        with ctx, autocast():
+            loss = task.loss(net, next(batches), config, device) / config.accum_steps
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the LR or disable --amp")
+        scaler.scale(loss).backward()
+        total += loss.item()
+    scaler.step(optimizer)
+    scaler.update()
+    return {"loss": total}
 
 
 def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> tuple[int, float, object]:
@@ -238,7 +303,8 @@ class ProgressBar:
 
     def update(self, record: dict, score: str) -> None:
         if self.tqdm is not None:
-            post = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
+            post = {k: f"{v:.4f}" for k, v in record.items() if k not in ("step", "lr", "time") and "val_" not in k}
+            post["lr"] = f"{record['lr']:.2e}"
             if f"val_{score}" in record:
                 post[f"val_{score}"] = f"{100 * record[f'val_{score}']:.2f}"
             self.tqdm.set_postfix(post)

@@ -23,51 +23,10 @@ from torch import nn
 from ..data import IGNORE_INDEX, SegTransform, build_dataset
 from ..models import create_model
 from .checkpoint import model_identity
-from .engine import fit
+from .engine import StepBatches, fit
 from .seg_config import RESUME_FREE, SegTrainConfig
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# data order
-
-
-class StepBatches(torch.utils.data.Sampler):
-    """Yields, for steps ``start..total-1`` and each accumulation micro-step, this rank's ``[(index, epoch), ...]``.
-
-    The global batch of a step is a slice of the epoch's seeded permutation (last partial batch dropped); rank r
-    takes its r-th share, so a DDP run and a single process see the same global batches.
-    """
-
-    def __init__(self, length, *, batch_size, world, rank, accum, seed, start, total) -> None:
-        if batch_size % (world * accum):
-            raise ValueError(f"batch size {batch_size} must divide by world size x accumulation ({world}x{accum})")
-        self.per_epoch = length // batch_size
-        if self.per_epoch < 1:
-            raise ValueError(f"the training split has {length} samples, fewer than one batch of {batch_size}")
-        self.batch_size, self.world, self.rank, self.accum = batch_size, world, rank, accum
-        self.seed, self.start, self.total, self.length = seed, start, total, length
-        self._perm: tuple[int, list[int]] | None = None
-
-    def _permutation(self, epoch: int) -> list[int]:
-        if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perm = (epoch, torch.randperm(self.length, generator=g).tolist())
-        return self._perm[1]
-
-    def __iter__(self):
-        share = self.batch_size // self.world
-        micro = share // self.accum
-        for step in range(self.start, self.total):
-            epoch, pos = divmod(step, self.per_epoch)
-            batch = self._permutation(epoch)[pos * self.batch_size : (pos + 1) * self.batch_size]
-            mine = batch[self.rank * share : (self.rank + 1) * share]
-            for a in range(self.accum):
-                yield [(i, epoch) for i in mine[a * micro : (a + 1) * micro]]
-
-    def __len__(self) -> int:
-        return (self.total - self.start) * self.accum
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -212,7 +171,7 @@ class SegTask:
         images, labels = (t.to(device, non_blocking=True) for t in batch)
         return seg_loss(net(images), labels, config.aux_weight)
 
-    def evaluate(self, model: nn.Module, val_set, config: SegTrainConfig, device: torch.device) -> dict:
+    def evaluate(self, model: nn.Module, val_set, config: SegTrainConfig, device: torch.device, step: int) -> dict:
         from .seg_eval import evaluate
 
         if config.bn_recalib:

@@ -1,0 +1,23 @@
+"""Run `hamburger gan train` in this process (under torchrun or alone) and save this rank's final weights."""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from hamburger.cli import build_parser
+from hamburger.gan_cli import SUBCOMMANDS
+from hamburger.recipes.config import config_from_args, parse_with_recipe
+from hamburger.recipes.gan_config import GANTrainConfig
+from hamburger.recipes.gan_train import train
+
+if __name__ == "__main__":
+    parser = build_parser()
+    argv = ["gan", "train", *sys.argv[1:]]
+    args = config_from_args(GANTrainConfig, parse_with_recipe(parser, argv, SUBCOMMANDS["train"]))
+    result = train(args)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    torch.save(dict(result["model"].named_parameters()), Path(args.out) / f"rank{rank}.pt")
+    if dist.is_initialized():
+        dist.destroy_process_group()
