@@ -42,7 +42,8 @@ def test_train_writes_log_checkpoints_and_class_rows(tmp_path, capsys):
 
 
 def test_training_is_deterministic_and_resumes_bitwise(tmp_path):
-    cmd = [sys.executable, "-m", "hamburger.cli", "gan", "train", *TINY, "--iters", "8", "--ckpt-interval", "2"]
+    cmd = [sys.executable, "-m", "hamburger.cli", "gan", "train", *TINY, "--iters", "8", "--ckpt-interval", "2",
+           "--ema", "0.99"]  # fmt: skip
     killed = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], env={**ENV, "HAMBURGER_KILL_AT": "logged:5"},
                             capture_output=True)  # fmt: skip
     assert killed.returncode < 0  # SIGKILLed after step 5 was logged: the checkpoint holds step 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .recipes.config import positive_int
+from .recipes.config import device_name, integers, positive_int
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
 
@@ -25,7 +25,35 @@ def add_gan_parser(sub) -> None:
     s.add_argument("--per-class", type=positive_int, default=8, help="samples per class (columns)")
     s.add_argument("--seed", type=int, default=0, help="seed of the latents")
     s.add_argument("--out", type=Path, default=None, help="PNG to write (default: <run>/samples/sample-seed<N>.png)")
-    SUBCOMMANDS.update(train=t, sample=s)
+    e = gsub.add_parser("eval", help="offline metrics of a run: Fréchet classifier distance, KID, precision/recall")
+    e.add_argument("--run", type=Path, required=True, help="a run folder of gan train")
+    e.add_argument("--weights", type=Path, default=None, help="default: <run>/last.safetensors")
+    e.add_argument("--samples", type=positive_int, default=2000, help="generated images")
+    e.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    e.add_argument("--classifier", type=Path, default=None, help="feature classifier (trained there if missing)")
+    e.add_argument(
+        "--inception-weights",
+        type=Path,
+        default=None,
+        help="a local torch-fidelity Inception weights file: also report FID and IS (never downloaded)",
+    )
+    c = gsub.add_parser("compare", help="arms side by side over seeds, same network and budget (resumable)")
+    c.add_argument("--arms", default="ham_nmf,sagan,none", help="comma-separated: " + ", ".join(_arms()))
+    c.add_argument("--seeds", type=integers, default=(0, 1, 2))
+    c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: gan train's)")
+    c.add_argument("--batch-size", type=positive_int, default=None, help="default: gan train's")
+    c.add_argument("--samples", type=positive_int, default=2000, help="generated images per final evaluation")
+    c.add_argument("--dataset", default="silhouettes")
+    c.add_argument("--data-root", type=Path, default=None)
+    c.add_argument("--device", type=device_name, default="cpu")
+    c.add_argument("--out", type=Path, default=Path("results/gan"))
+    SUBCOMMANDS.update(train=t, sample=s, eval=e, compare=c)
+
+
+def _arms() -> tuple[str, ...]:
+    from .models.gan_blocks import ARMS
+
+    return ARMS
 
 
 def run_gan(parser: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -40,11 +68,36 @@ def run_gan(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         args = parse_with_recipe(parser, argv, SUBCOMMANDS[name])
         if args.gan_command == "train":
             _train(args)
+        elif args.gan_command == "eval":
+            from .recipes.gan_eval import evaluate_run, format_report
+
+            report = evaluate_run(args.run, weights=args.weights, samples=args.samples, seed=args.seed,
+                                  classifier=args.classifier, inception_weights=args.inception_weights)  # fmt: skip
+            print(format_report(report))
+            print(f"wrote {Path(args.run) / 'eval.json'}")
+        elif args.gan_command == "compare":
+            _compare(args)
         else:
             path = sample(args.run, weights=args.weights, per_class=args.per_class, seed=args.seed, out=args.out)
             print(f"wrote {path}")
     except USER_ERRORS as e:
         raise SystemExit(f"hamburger gan {name}: {e}") from None
+
+
+def _compare(args) -> None:
+    from .recipes import gan_compare
+    from .recipes.gan_config import GANTrainConfig
+
+    arms = tuple(a for a in args.arms.split(",") if a)
+    unknown = [a for a in arms if a not in _arms()]
+    if unknown or not arms:
+        raise ValueError(f"unknown arms {unknown}; available: {', '.join(_arms())}")
+    defaults = GANTrainConfig()
+    gan_compare.run(
+        arms=arms, seeds=tuple(args.seeds), iters=args.iters or defaults.iters,
+        batch=args.batch_size or defaults.batch_size, out=args.out, dataset=args.dataset, data_root=args.data_root,
+        device=args.device, samples=args.samples,
+    )  # fmt: skip
 
 
 def _train(args) -> None:
@@ -61,25 +114,20 @@ def _train(args) -> None:
     return result
 
 
-def sample(
-    run: Path, *, weights: Path | None = None, per_class: int = 8, seed: int = 0, out: Path | None = None
-) -> Path:
-    """Write a grid of ``per_class`` samples per class (one row each) from a ``gan train`` run; returns the PNG."""
-    import dataclasses
+def load_run(run: Path, weights: Path | None = None):
+    """(GANPair with the run's weights, its GANTrainConfig, number of classes) from a ``gan train`` run folder."""
     import json
 
-    import torch
     import yaml
 
     from .recipes.checkpoint import IDENTITY_KEY, load_model_weights, read_weights
     from .recipes.gan_config import GANTrainConfig
-    from .recipes.gan_train import build_pair, identity_of, sample_grid, save_grid
+    from .recipes.gan_train import build_pair, identity_of
 
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise ValueError(f"{run} holds no config.yaml: not a gan train run folder")
     config = GANTrainConfig(**yaml.safe_load((run / "config.yaml").read_text()))
-    config = dataclasses.replace(config, samples_per_class=per_class)
     weights = Path(weights) if weights else run / "last.safetensors"
     tensors, metadata = read_weights(weights)  # the classes and image channels come with the weights
     num_classes = int(json.loads(metadata.get(IDENTITY_KEY, "{}")).get("num_classes", 0))
@@ -88,10 +136,20 @@ def sample(
         raise ValueError(f"{weights} is not a weights file of gan train (no num_classes or generator.to_image)")
     pair = build_pair(config, num_classes=num_classes, image_channels=to_image.shape[0])
     load_model_weights(pair, weights, identity_of(pair, config, num_classes))
+    return pair, config, num_classes
+
+
+def sample(run: Path, *, weights: Path | None = None, per_class: int = 8, seed: int = 0, out: Path | None = None):
+    """Write a grid of ``per_class`` samples per class (one row each) from a ``gan train`` run; returns the PNG."""
+    import torch
+
+    from .recipes.gan_train import sample_grid, save_grid
+
+    pair, config, num_classes = load_run(run, weights)
     gen = torch.Generator().manual_seed(seed)
     rows = num_classes if config.conditional else 1
     z = torch.randn(rows * per_class, config.z_dim, generator=gen)
     labels = torch.arange(rows).repeat_interleave(per_class) if config.conditional else None
-    out = Path(out) if out else run / "samples" / f"sample-seed{seed}.png"
+    out = Path(out) if out else Path(run) / "samples" / f"sample-seed{seed}.png"
     save_grid(sample_grid(pair, z, labels), per_class, out)
     return out

@@ -14,7 +14,8 @@ from .config import option, validate_config
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
 RESUME_FREE = frozenset({"out", "resume", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
-                         "allow_changed_config", "val_interval", "samples_per_class"})  # fmt: skip
+                         "allow_changed_config", "val_interval", "samples_per_class", "eval_classifier",
+                         "eval_samples"})  # fmt: skip
 
 
 @dataclass
@@ -36,7 +37,7 @@ class GANTrainConfig:
                         minimum=0.0, maximum=0.99999)  # fmt: skip
     init_weights: Path | None = option(None, "start from these weights")
     # optimisation
-    batch_size: int = option(64, "global batch of real images per D step", minimum=1)
+    batch_size: int = option(32, "global batch of real images per D step", minimum=1)
     accum_steps: int = option(1, "must be 1 (a GAN step is one D and one G update)", minimum=1, maximum=1)
     d_steps: int = option(1, "D updates per G update", minimum=1)
     iters: int = option(1500, "G updates", minimum=1)
@@ -52,6 +53,10 @@ class GANTrainConfig:
     out: Path = option(Path("runs/gan"), "run folder (checkpoints, log, samples, config.yaml)")
     val_interval: int = option(250, "write a sample grid every N steps (0: only at the end)", minimum=0)
     samples_per_class: int = option(8, "columns of the sample grid (one row per class)", minimum=1)
+    eval_classifier: Path | None = option(
+        None, "a feature classifier (gan eval writes one): log the Fréchet classifier distance every val_interval"
+    )
+    eval_samples: int = option(500, "generated images per distance on the training curve", minimum=2)
     ckpt_interval: int = option(500, "checkpoint every N steps", minimum=1)
     resume: bool = option(False, "continue from the checkpoint in --out")
     allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
@@ -59,7 +64,7 @@ class GANTrainConfig:
     quiet: bool = option(False, "no progress bar")
 
     def __post_init__(self) -> None:
-        for name in ("data_root", "init_weights"):
+        for name in ("data_root", "init_weights", "eval_classifier"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 setattr(self, name, Path(value))

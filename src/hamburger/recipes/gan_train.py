@@ -78,6 +78,14 @@ class GANTask:
         self.num_classes = train_set.num_classes
         self.classes = train_set.classes
         probe = grid_inputs(config, self.num_classes, device) if config.val_interval else None
+        self.classifier = self.reference_features = None
+        if config.eval_classifier is not None:  # the training curve of the Fréchet classifier distance
+            from .gan_eval import load_classifier
+            from .gan_metrics import ClassifierFeatures, features
+
+            self.classifier, _ = load_classifier(config.eval_classifier)
+            reference = build_gan_dataset(config.dataset, config.data_root, "reference", size=train_set.size)
+            self.reference_features = features(ClassifierFeatures(self.classifier), reference.tensors()[0])
         return pair, train_set, probe, identity_of(pair, config, train_set.num_classes)
 
     def optimizer(self, model: GANPair, config: GANTrainConfig):
@@ -140,14 +148,23 @@ class GANTask:
         }
 
     def evaluate(self, model: GANPair, probe, config: GANTrainConfig, device, step: int) -> dict:
-        """Write the class-conditional sample grid of this step (rank 0); no metric."""
+        """Write the class-conditional sample grid of this step (rank 0) and, with ``eval_classifier``, return the
+        Fréchet classifier distance of ``eval_samples`` samples (no selection: the last weights are kept)."""
         import torch.distributed as dist
 
         if dist.is_initialized() and dist.get_rank() != 0:
             return {}
         grid = sample_grid(model, *probe)
         save_grid(grid, config.samples_per_class, Path(config.out) / "samples" / f"step{step:07d}.png")
-        return {}
+        if self.classifier is None:
+            return {}
+        from .gan_eval import frechet_during_training
+
+        distance = frechet_during_training(
+            model, self.classifier, self.reference_features, count=config.eval_samples,  # images come back on CPU
+            num_classes=self.num_classes, conditional=config.conditional, device=device,
+        )  # fmt: skip
+        return {"frechet_distance": distance}
 
 
 def grid_inputs(config: GANTrainConfig, num_classes: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
