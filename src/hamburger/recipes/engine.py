@@ -14,6 +14,10 @@ Extension points — a task is an object with:
 
 ``free_fields``
     config fields a resumed run may change (output, logging, workers, device).
+``score``
+    the metric of ``evaluate`` that selects ``best.safetensors`` (higher is better), or None.
+``ddp_find_unused`` (optional, default False)
+    passed to DistributedDataParallel: True for tasks whose steps leave some parameters unused (the GAN).
 ``build(config, device) -> (model, train_set, val_set, identity)``
     the model on ``device`` and its identity metadata (:func:`~hamburger.recipes.checkpoint.model_identity`),
     the training data and the validation data (or None).
