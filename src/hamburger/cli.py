@@ -1,5 +1,5 @@
 """Command line: ``hamburger demo``, ``decompose``, ``ablate``, ``viz``, ``bench`` (``ham|seg|crossover|precision``),
-``seg`` and ``gan``. Thin: parse, then call a recipe."""
+``seg``, ``gan`` and ``seq``. Thin: parse, then call a recipe."""
 
 from __future__ import annotations
 
@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .gan_cli import add_gan_parser
 
     add_gan_parser(sub)
+    from .seq_cli import add_seq_parser
+
+    add_seq_parser(sub)
     abl = sub.add_parser("ablate", help="the paper's ablations on animal-scenes (resumable): tables, plots, findings")
     abl.add_argument("--seeds", type=integers, default=(0, 1, 2), help="seeds of the rows that test a finding")
     abl.add_argument("--sweep-seeds", type=integers, default=(0,), help="seeds of the sweeps (version, init, K, R)")
@@ -154,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 # what a user's input can cause: reported as one line naming the command, never a traceback
 USER_ERRORS = (ValueError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def run_group(parser: argparse.ArgumentParser, argv: list[str], group: str, subcommands: dict, handle) -> None:
+    """Dispatch ``hamburger <group> <sub> ...``: parse in two passes (a ``--config`` recipe's values become the
+    defaults), call ``handle(args)``, and turn a user's error into one line naming the command."""
+    from .recipes.config import parse_with_recipe
+
+    name = next((a for a in argv[argv.index(group) + 1 :] if not a.startswith("-")), None)
+    if name not in subcommands:
+        parser.parse_args(argv)  # argparse reports what is wrong
+        raise SystemExit(2)
+    try:
+        handle(parse_with_recipe(parser, argv, subcommands[name]))
+    except USER_ERRORS as e:
+        raise SystemExit(f"hamburger {group} {name}: {e}") from None
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -209,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         from .gan_cli import run_gan
 
         run_gan(parser, argv)
+        return 0
+    if command == "seq":
+        from .seq_cli import run_seq
+
+        run_seq(parser, argv)
         return 0
     args = parser.parse_args(argv) if "--config" not in argv else None
     if args is None or args.command == "seg":

@@ -57,31 +57,26 @@ def _arms() -> tuple[str, ...]:
 
 
 def run_gan(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    from .cli import USER_ERRORS
-    from .recipes.config import parse_with_recipe
+    from .cli import run_group
 
-    name = next((a for a in argv[argv.index("gan") + 1 :] if not a.startswith("-")), None)
-    if name not in SUBCOMMANDS:
-        parser.parse_args(argv)  # argparse reports what is wrong
-        raise SystemExit(2)
-    try:
-        args = parse_with_recipe(parser, argv, SUBCOMMANDS[name])
-        if args.gan_command == "train":
-            _train(args)
-        elif args.gan_command == "eval":
-            from .recipes.gan_eval import evaluate_run, format_report
+    run_group(parser, argv, "gan", SUBCOMMANDS, _dispatch)
 
-            report = evaluate_run(args.run, weights=args.weights, samples=args.samples, seed=args.seed,
-                                  classifier=args.classifier, inception_weights=args.inception_weights)  # fmt: skip
-            print(format_report(report))
-            print(f"wrote {Path(args.run) / 'eval.json'}")
-        elif args.gan_command == "compare":
-            _compare(args)
-        else:
-            path = sample(args.run, weights=args.weights, per_class=args.per_class, seed=args.seed, out=args.out)
-            print(f"wrote {path}")
-    except USER_ERRORS as e:
-        raise SystemExit(f"hamburger gan {name}: {e}") from None
+
+def _dispatch(args) -> None:
+    if args.gan_command == "train":
+        _train(args)
+    elif args.gan_command == "eval":
+        from .recipes.gan_eval import evaluate_run, format_report
+
+        report = evaluate_run(args.run, weights=args.weights, samples=args.samples, seed=args.seed,
+                              classifier=args.classifier, inception_weights=args.inception_weights)  # fmt: skip
+        print(format_report(report))
+        print(f"wrote {Path(args.run) / 'eval.json'}")
+    elif args.gan_command == "compare":
+        _compare(args)
+    else:
+        path = sample(args.run, weights=args.weights, per_class=args.per_class, seed=args.seed, out=args.out)
+        print(f"wrote {path}")
 
 
 def _compare(args) -> None:

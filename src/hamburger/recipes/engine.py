@@ -15,7 +15,8 @@ Extension points — a task is an object with:
 ``free_fields``
     config fields a resumed run may change (output, logging, workers, device).
 ``score``
-    the metric of ``evaluate`` that selects ``best.safetensors`` (higher is better), or None.
+    the metric of ``evaluate`` that selects ``best.safetensors`` (higher is better, unless the task sets
+    ``score_lower_is_better = True``), or None.
 ``ddp_find_unused`` (optional, default False)
     passed to DistributedDataParallel: True for tasks whose steps leave some parameters unused (the GAN).
 ``build(config, device) -> (model, train_set, val_set, identity)``
@@ -72,6 +73,13 @@ from .common import atomic_write_text
 from .config import changed_fields, config_dict, save_config
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+NO_SCORE = -1.0  # "no evaluation yet" in checkpoints (scores that select weights are mIoU, accuracy: never -1)
+
+
+def _improves(value: float, best: float, task) -> bool:
+    if best == NO_SCORE:
+        return True
+    return value < best if getattr(task, "score_lower_is_better", False) else value > best
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -111,6 +119,20 @@ class StepBatches(torch.utils.data.Sampler):
         return (self.total - self.start) * self.accum
 
 
+def step_loader(dataset, config, *, world: int, rank: int, start: int, batch_size: int | None = None,
+                accum: int | None = None) -> torch.utils.data.DataLoader:  # fmt: skip
+    """The usual ``batches`` of a task: :class:`StepBatches` over ``dataset`` (which takes ``(index, epoch)`` keys)
+    for steps ``start..iters-1``, with a seeded generator for the workers' seeds."""
+    sampler = StepBatches(
+        len(dataset), batch_size=batch_size or config.batch_size, world=world, rank=rank,
+        accum=accum or config.accum_steps, seed=config.seed, start=start, total=config.iters,
+    )  # fmt: skip
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=config.workers,
+        generator=torch.Generator().manual_seed(config.seed), pin_memory=torch.device(config.device).type == "cuda",
+    )  # fmt: skip
+
+
 def init_distributed(device: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -141,7 +163,7 @@ def fit(task, config) -> dict:
     if config.init_weights and not (config.resume and (out / MANIFEST).is_file()):
         load_model_weights(model, config.init_weights)  # another stage's weights: keys checked, identity may differ
     optimizer, scheduler = task.optimizer(model, config)
-    start, best, rng = 0, -1.0, None
+    start, best, rng = 0, NO_SCORE, None
     if config.resume:
         start, best, rng = _resume(task, config, out, model, optimizer, scheduler, identity, rank)
     if main:
@@ -184,7 +206,7 @@ def fit(task, config) -> dict:
             metrics = task.evaluate(model, val_set, config, device, step + 1)
             model.train()
             record.update({f"val_{k}": v for k, v in metrics.items()})
-            if main and task.score in metrics and metrics[task.score] > best:
+            if main and task.score in metrics and _improves(metrics[task.score], best, task):
                 best = metrics[task.score]
                 save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, point="best")
         history.append(record)
@@ -210,7 +232,7 @@ def fit(task, config) -> dict:
     bar.close()
     if writer is not None:
         writer.close()
-    if main and best < 0:
+    if main and best == NO_SCORE:
         save_weights(model.state_dict(), out / "best.safetensors", metadata=identity)  # no validation: the last
     return {"history": history, "best_score": best, "out": str(out), "model": model}
 
@@ -295,6 +317,9 @@ def _tensorboard(out: Path, config):
     return SummaryWriter(str(out / "tensorboard"))
 
 
+PERCENT_SCORES = ("miou", "accuracy", "pixel_accuracy")  # shown as percentages on the bar
+
+
 class ProgressBar:
     """tqdm progress with loss, LR, the validation score and the ETA (tqdm computes it); silent when disabled."""
 
@@ -310,7 +335,8 @@ class ProgressBar:
             post = {k: f"{v:.4f}" for k, v in record.items() if k not in ("step", "lr", "time") and "val_" not in k}
             post["lr"] = f"{record['lr']:.2e}"
             if f"val_{score}" in record:
-                post[f"val_{score}"] = f"{100 * record[f'val_{score}']:.2f}"
+                value = record[f"val_{score}"]
+                post[f"val_{score}"] = f"{100 * value:.2f}" if score in PERCENT_SCORES else f"{value:.4f}"
             self.tqdm.set_postfix(post)
             self.tqdm.update(1)
 

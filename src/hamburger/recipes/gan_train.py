@@ -23,7 +23,7 @@ from torch import nn
 from ..data.gan_data import build_gan_dataset
 from ..models.gan import GANPair, create_gan
 from .checkpoint import model_identity
-from .engine import StepBatches, fit
+from .engine import fit, step_loader
 from .gan_config import RESUME_FREE, GANTrainConfig
 
 GRID_SEED = 20260101  # the fixed z of the sample grids: the same picture positions across steps and runs
@@ -100,14 +100,8 @@ class GANTask:
         # each rank its own stream of z, fake labels and ham bases (the engine restores it on resume)
         torch.manual_seed(config.seed + 1_000_003 * (rank + 1))
         # d_steps full batches per step: StepBatches' accumulation micro-batches
-        sampler = StepBatches(
-            len(train_set), batch_size=config.batch_size * config.d_steps, world=world, rank=rank,
-            accum=config.d_steps, seed=config.seed, start=start, total=config.iters,
-        )  # fmt: skip
-        return torch.utils.data.DataLoader(
-            _Keyed(train_set), batch_sampler=sampler, num_workers=config.workers,
-            generator=torch.Generator().manual_seed(config.seed),
-        )  # fmt: skip
+        return step_loader(_Keyed(train_set), config, world=world, rank=rank, start=start,
+                           batch_size=config.batch_size * config.d_steps, accum=config.d_steps)  # fmt: skip
 
     def train_step(self, net, batches, optimizer, scaler, config: GANTrainConfig, device, autocast) -> dict:
         pair: GANPair = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net

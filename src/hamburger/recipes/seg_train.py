@@ -23,7 +23,7 @@ from torch import nn
 from ..data import IGNORE_INDEX, SegTransform, build_dataset
 from ..models import create_model
 from .checkpoint import model_identity
-from .engine import StepBatches, fit
+from .engine import fit, step_loader
 from .seg_config import RESUME_FREE, SegTrainConfig
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -158,14 +158,7 @@ class SegTask:
         return build_optimizer(model, config)
 
     def batches(self, train_set, config: SegTrainConfig, *, world: int, rank: int, start: int):
-        sampler = StepBatches(
-            len(train_set), batch_size=config.batch_size, world=world, rank=rank, accum=config.accum_steps,
-            seed=config.seed, start=start, total=config.iters,
-        )  # fmt: skip
-        return torch.utils.data.DataLoader(
-            train_set, batch_sampler=sampler, num_workers=config.workers,
-            generator=torch.Generator().manual_seed(config.seed), pin_memory=torch.device(config.device).type == "cuda",
-        )  # fmt: skip
+        return step_loader(train_set, config, world=world, rank=rank, start=start)
 
     def loss(self, net: nn.Module, batch, config: SegTrainConfig, device: torch.device) -> torch.Tensor:
         images, labels = (t.to(device, non_blocking=True) for t in batch)

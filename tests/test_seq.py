@@ -1,0 +1,134 @@
+"""`hamburger seq`: MQAR data, the sympy corpus and its baselines, the model's recurrent form, training on the
+engine (resume), eval, compare and bench at a tiny size."""
+
+import json
+
+import pytest
+import torch
+
+from hamburger.cli import main
+from hamburger.data.seq_data import IGNORE, mqar, ngram_bits_per_char, sympy_corpus, tiles, windows
+from hamburger.models.seq import SequenceModel
+
+
+def test_mqar_binds_every_query_to_its_value():
+    inputs, targets = mqar(5, seq_len=40, pairs=6, vocab=64, seed=3)
+    assert inputs.shape == targets.shape == (5, 40)
+    for x, y in zip(inputs, targets):
+        pairs = dict(zip(x[0:12:2].tolist(), x[1:12:2].tolist()))
+        assert len(pairs) == 6 and all(1 <= k < 32 for k in pairs) and all(32 <= v < 64 for v in pairs.values())
+        q = (y != IGNORE).nonzero()[:, 0]
+        assert len(q) == 6 and q.min() >= 12
+        for pos in q.tolist():
+            assert y[pos] == pairs[x[pos].item()]  # the query's target is its key's value
+        assert (x[12:][y[12:] == IGNORE] == 0).all()  # fillers elsewhere
+    again = mqar(5, seq_len=40, pairs=6, vocab=64, seed=3)
+    assert torch.equal(again[0], inputs) and not torch.equal(mqar(5, seq_len=40, pairs=6, vocab=64, seed=4)[0], inputs)
+    with pytest.raises(ValueError, match="must hold 20 pairs"):
+        mqar(1, seq_len=40, pairs=20)
+
+
+def test_sympy_corpus_is_pinned_split_by_file_and_hashed():
+    corpus = sympy_corpus()
+    assert corpus["files"]["test"] > 20 and corpus["files"]["train"] > 10 * corpus["files"]["test"]
+    assert len(corpus["train"]) > 10_000_000 and len(corpus["sha256"]) == 64
+    assert b"def " in bytes(corpus["test"][:20000].tolist())
+    uni = ngram_bits_per_char(corpus["train"], corpus["test"], order=1)
+    bi = ngram_bits_per_char(corpus["train"], corpus["test"], order=2)
+    assert 5.0 < uni < 6.5 and 3.5 < bi < uni - 0.5  # measured 5.79 and 4.48: below 8 bits, the bigram helps
+    w = tiles(corpus["test"], length=100, limit=3)
+    assert w.shape == (3, 101) and torch.equal(w[1, 0], w[0, 100])
+    assert windows(corpus["val"], length=50, count=4, seed=0).shape == (4, 51)
+
+
+def test_another_sympy_version_is_a_clear_error(monkeypatch):
+    import importlib.metadata as md
+
+    from hamburger.data import seq_data
+
+    real = md.distribution("sympy")
+
+    class Other:
+        version = "1.13.0"
+        files = real.files
+
+    monkeypatch.setattr(md, "distribution", lambda name: Other())
+    with pytest.raises(ValueError, match="sympy 1.13.0 is installed"):
+        seq_data._sympy_files()
+
+
+@pytest.mark.parametrize("mixer", ["ham_nmf", "ham_vq", "softmax", "linear", "none"])
+def test_generation_uses_the_recurrent_form_and_matches_teacher_forcing(mixer):
+    torch.manual_seed(0)
+    kw = {"rank": 4, "chunk": 4} if mixer.startswith("ham_") else {}
+    model = SequenceModel(32, dim=16, depth=2, mixer=mixer, heads=2, max_len=24, **kw).eval()
+    tokens = torch.randint(0, 32, (2, 11))
+    torch.testing.assert_close(model.step_logits(tokens), model(tokens), rtol=1e-4, atol=1e-4)
+    out = model.generate(tokens[:, :3], 8)
+    assert out.shape == (2, 11) and torch.equal(out[:, :3], tokens[:, :3])
+    logits = model(out)  # greedy: each generated token is the argmax of teacher forcing on the generated prefix
+    assert torch.equal(logits[:, 2:-1].argmax(-1), out[:, 3:])
+    with pytest.raises(ValueError, match="exceeds max_len"):
+        model.generate(tokens[:, :3], 30)
+
+
+def _train_argv(out, *extra):
+    return ["seq", "train", "--dim", "16", "--depth", "1", "--rank", "4", "--chunk", "8", "--batch-size", "4",
+            "--no-tensorboard", "--quiet", "--out", str(out), *extra]  # fmt: skip
+
+
+def test_mqar_train_eval_and_determinism(tmp_path, capsys):
+    from hamburger.recipes.checkpoint import load_weights
+
+    def argv(out):
+        return _train_argv(out, "--task", "mqar", "--seq-len", "32", "--pairs", "4", "--iters", "6",
+                           "--train-examples", "64", "--val-examples", "16", "--val-interval", "3")  # fmt: skip
+
+    main(argv(tmp_path / "run"))
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 7)) and 0 <= log[-1]["val_accuracy"] <= 1
+    main(["seq", "eval", "--run", str(tmp_path / "run")])
+    assert "test recall accuracy" in capsys.readouterr().out
+    main(argv(tmp_path / "again"))
+    a, b = load_weights(tmp_path / "run" / "last.safetensors"), load_weights(tmp_path / "again" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # deterministic given the seed
+    with pytest.raises(SystemExit, match="seq_len >= 3 x pairs"):
+        main(_train_argv(tmp_path / "bad", "--task", "mqar", "--seq-len", "8", "--pairs", "4"))
+
+
+def test_lm_train_eval_generates_text(tmp_path, capsys):
+    main(_train_argv(tmp_path / "lm", "--task", "lm", "--seq-len", "32", "--iters", "4", "--val-interval", "2",
+                     "--val-examples", "8", "--mixer", "ham_nmf"))  # fmt: skip
+    log = [json.loads(line) for line in (tmp_path / "lm" / "log.jsonl").read_text().splitlines()]
+    assert 4 < log[-1]["val_bpc"] < 9
+    main(["seq", "eval", "--run", str(tmp_path / "lm"), "--generate", "10"])
+    text = capsys.readouterr().out
+    assert "test bits per character" in text and "unigram" in text and "generated (recurrent form" in text
+    report = json.loads((tmp_path / "lm" / "eval.json").read_text())
+    assert report["sample"].startswith("def ") and len(report["corpus_sha256"]) == 64
+
+
+def test_compare_and_bench_at_a_tiny_size(tmp_path):
+    from hamburger.recipes import seq_bench, seq_compare
+
+    tiny = dict(dim=16, depth=1, rank=4, chunk=8, batch_size=4, train_examples=32, val_examples=8, val_interval=2)
+    result = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9),
+                             iters=2, out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip
+    assert len(result["runs"]) == 3  # 3 x 9 > 24: that cell is skipped
+    md = (tmp_path / "cmp" / "seq-compare-mqar.md").read_text()
+    assert "| ham_nmf |" in md and "N 24, 4 pairs" in md and "spread" in md
+    assert (tmp_path / "cmp" / "seq-compare-mqar.png").stat().st_size > 1000
+    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").glob("**/result.json")}
+    seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
+                    out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").glob("**/result.json")} == done
+    with pytest.raises(SystemExit, match="unknown mixers"):
+        main(["seq", "compare", "--mixers", "ham_nmf,mamba", "--out", str(tmp_path / "x")])
+    bench = seq_bench.run(ns=(64, 128), mixers=("ham_nmf", "softmax"), dim=16, heads=2, rank=4, chunk=16, repeats=1,
+                          out=tmp_path / "bench", progress=False)  # fmt: skip
+    assert len(bench["rows"]) == 4 and (tmp_path / "bench" / "seq-bench.png").is_file()
+    assert "faster forward from N" in (tmp_path / "bench" / "seq-bench.md").read_text()
+    rows = [{"mixer": "a", "n": n, "t": t} for n, t in ((1, 5), (2, 1), (4, 1))] + [
+        {"mixer": "softmax", "n": n, "t": 2} for n in (1, 2, 4)
+    ]
+    assert seq_bench.crossover(rows, "a", "t") == 2
