@@ -109,36 +109,11 @@ def _train(args) -> None:
     return result
 
 
-def load_run(run: Path, weights: Path | None = None):
-    """(GANPair with the run's weights, its GANTrainConfig, number of classes) from a ``gan train`` run folder."""
-    import json
-
-    import yaml
-
-    from .recipes.checkpoint import IDENTITY_KEY, load_model_weights, read_weights
-    from .recipes.gan_config import GANTrainConfig
-    from .recipes.gan_train import build_pair, identity_of
-
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise ValueError(f"{run} holds no config.yaml: not a gan train run folder")
-    config = GANTrainConfig(**yaml.safe_load((run / "config.yaml").read_text()))
-    weights = Path(weights) if weights else run / "last.safetensors"
-    tensors, metadata = read_weights(weights)  # the classes and image channels come with the weights
-    num_classes = int(json.loads(metadata.get(IDENTITY_KEY, "{}")).get("num_classes", 0))
-    to_image = tensors.get("generator.to_image.parametrizations.weight.original")
-    if not num_classes or to_image is None:
-        raise ValueError(f"{weights} is not a weights file of gan train (no num_classes or generator.to_image)")
-    pair = build_pair(config, num_classes=num_classes, image_channels=to_image.shape[0])
-    load_model_weights(pair, weights, identity_of(pair, config, num_classes))
-    return pair, config, num_classes
-
-
 def sample(run: Path, *, weights: Path | None = None, per_class: int = 8, seed: int = 0, out: Path | None = None):
     """Write a grid of ``per_class`` samples per class (one row each) from a ``gan train`` run; returns the PNG."""
     import torch
 
-    from .recipes.gan_train import sample_grid, save_grid
+    from .recipes.gan_train import load_run, sample_grid, save_grid
 
     pair, config, num_classes = load_run(run, weights)
     gen = torch.Generator().manual_seed(seed)

@@ -62,8 +62,7 @@ def get_classifier(dataset: str, data_root, size: int, *, path: Path | None = No
 def evaluate_run(run: Path, *, weights: Path | None = None, samples: int = 2000, seed: int = 0,
                  classifier: Path | None = None, inception_weights=None, progress: bool = True) -> dict:  # fmt: skip
     """Every metric of the run's generator (``last.safetensors`` unless ``weights``), written to ``eval.json``."""
-    from ..gan_cli import load_run
-    from .gan_train import resolution_of
+    from .gan_train import load_run, resolution_of
 
     pair, config, num_classes = load_run(run, weights)
     size = resolution_of(config.model)

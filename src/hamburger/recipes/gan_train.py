@@ -220,3 +220,26 @@ def train(config: GANTrainConfig) -> dict:
         save_grid(grid, config.samples_per_class, Path(config.out) / "samples" / "final.png")
     result["classes"] = task.classes
     return result
+
+
+def load_run(run: Path, weights: Path | None = None):
+    """(GANPair with the run's weights, its GANTrainConfig, number of classes) from a ``gan train`` run folder."""
+    import json
+
+    import yaml
+
+    from .checkpoint import IDENTITY_KEY, load_model_weights, read_weights
+
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise ValueError(f"{run} holds no config.yaml: not a gan train run folder")
+    config = GANTrainConfig(**yaml.safe_load((run / "config.yaml").read_text()))
+    weights = Path(weights) if weights else run / "last.safetensors"
+    tensors, metadata = read_weights(weights)  # the classes and image channels come with the weights
+    num_classes = int(json.loads(metadata.get(IDENTITY_KEY, "{}")).get("num_classes", 0))
+    to_image = tensors.get("generator.to_image.parametrizations.weight.original")
+    if not num_classes or to_image is None:
+        raise ValueError(f"{weights} is not a weights file of gan train (no num_classes or generator.to_image)")
+    pair = build_pair(config, num_classes=num_classes, image_channels=to_image.shape[0])
+    load_model_weights(pair, weights, identity_of(pair, config, num_classes))
+    return pair, config, num_classes
