@@ -18,12 +18,19 @@ def test_findings_read_the_numbers():
     rows["ham/no ham: breads only"] = [40.0, 41.0, 42.0]  # far below: agrees
     rows["ham type/VQ"] = [55.0, 56.0, 57.0]  # NMF loses to VQ: disagrees
     rows["gradient/BPTT"] = [50.5, 50.5, 50.5]  # ahead in the mean only
+    rows["breads/no upper bread"] = [50.5, 51.5, 52.5]  # behind by less than the spread: not shown
     rows["K train/K=3"] = [53.0]
     text = "\n".join(findings(rows, {k: [50.0 + (k == 4)] for k in TEST_STEPS}))
     assert "*The ham is essential*: **agrees** — +10.0" in text
-    assert "*NMF beats VQ and CD*: **disagrees**" in text
-    assert "within the seed spread" in text
-    assert "best K in training 3 (53.0), best K at test 4" in text
+    assert "*NMF beats VQ and CD*: **disagrees** (the opposite holds beyond the seed spread)" in text
+    assert "*BPTT hurts where the one-step gradient does not*: agrees in the means, within the seed spread" in text
+    assert "*Both breads help*: not shown (differences within the seed spread)" in text
+    assert "*K of 3–6 for training and testing*: **agrees** — best K in training 3 (53.0; K 3 53.0, K 6 51.0)" in text
+    rows["K train/K=10"] = [53.5]  # outside 3-6 but within one std (1.0) of K 3
+    text = "\n".join(findings(rows, {k: [50.0 + (k == 4)] for k in TEST_STEPS}))
+    assert "K of 3–6 for training and testing*: agrees within the seed spread" in text
+    rows["K train/K=10"] = [60.0]
+    assert "K of 3–6 for training and testing*: **disagrees**" in "\n".join(findings(rows, {6: [50.0]}))
 
 
 def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
@@ -40,7 +47,7 @@ def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     assert set(report["k_test"]) == {"1", "6"} and len(report["rows"]) == len(ROWS)
     md = (out / "ablate.md").read_text()
     assert "*Both breads help*" in md and "| no upper bread |" in md
-    for name in ("ablate-k-train.png", "ablate-r.png", "ablate-k-test.png"):
+    for name in ("ablate-k-train.png", "ablate-r.png", "ablate-k-test.png", "ablate-rows.png"):
         assert (out / name).stat().st_size > 1000
     done = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/result.json")}
     assert len(done) == 17
