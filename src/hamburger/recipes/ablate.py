@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .common import atomic_write_text, machine_info, save_figure
+from .common import atomic_write_text, machine_info, mean_std, save_figure
 
 FINDING_SEEDS = (0, 1, 2)
 SWEEP_SEEDS = (0,)
@@ -101,12 +101,8 @@ def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, l
     return scores
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _fmt(values: list[float]) -> str:
-    mean, std = _stats(values)
+    mean, std = mean_std(values)
     return f"{mean:.1f} ± {std:.1f} (n={len(values)})" if len(values) > 1 else f"{mean:.1f} (n=1)"
 
 
@@ -114,7 +110,7 @@ def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> lis
     """The seed's findings, each with this benchmark's numbers and whether they agree beyond the seed spread."""
 
     def gap(a: str, b: str) -> tuple[float, float]:
-        (ma, sa), (mb, sb) = _stats(rows[a]), _stats(rows[b])
+        (ma, sa), (mb, sb) = mean_std(rows[a]), mean_std(rows[b])
         return ma - mb, max(sa, sb)
 
     def verdict(pairs) -> str:
@@ -140,7 +136,7 @@ def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> lis
     out.append(f"- *BPTT hurts where the one-step gradient does not*: {verdict(pairs)} — one-step "
                f"{pairs[0][0]:+.1f} over BPTT (largest std {pairs[0][1]:.1f}).")  # fmt: skip
     # K: the sweep in training has one seed, so the reference's seed spread is the yardstick
-    spread = _stats(rows["ham/Hamburger (NMF)"])[1]
+    spread = mean_std(rows["ham/Hamburger (NMF)"])[1]
     ktrain = {k: statistics.mean(rows[f"K train/K={k}"]) for k in (1, 3, 6, 10)}
     best_train = max(ktrain, key=ktrain.get)
     means = {k: statistics.mean(v) for k, v in ktest.items() if v}
@@ -266,8 +262,8 @@ def _plots(rows: dict[str, list[float]], ktest: dict[int, list[float]], out: Pat
     # every row (findings and categorical sweeps: version, init) as a bar with its seed std
     labels = list(rows)
     fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(labels) + 1))
-    means = [_stats(rows[k])[0] for k in labels]
-    stds = [_stats(rows[k])[1] for k in labels]
+    means = [mean_std(rows[k])[0] for k in labels]
+    stds = [mean_std(rows[k])[1] for k in labels]
     groups = [k.split("/", 1)[0] for k in labels]
     colors = [f"C{sorted(set(groups), key=groups.index).index(g)}" for g in groups]
     ax.barh(range(len(labels)), means, xerr=stds, color=colors, capsize=2)
@@ -279,7 +275,8 @@ def _plots(rows: dict[str, list[float]], ktest: dict[int, list[float]], out: Pat
     save_figure(fig, out / "ablate-rows.png")
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ks = [k for k, v in ktest.items() if v]
-    ax.errorbar(ks, [_stats(ktest[k])[0] for k in ks], yerr=[_stats(ktest[k])[1] for k in ks], marker="o", capsize=2)
+    stats = [mean_std(ktest[k]) for k in ks]
+    ax.errorbar(ks, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=2)
     ax.set_xlabel("K at test (trained with K = 6)")
     ax.set_ylabel("test mIoU")
     fig.tight_layout()

@@ -105,6 +105,11 @@ def save_figure(fig, path: Path, *, dpi: int = 90) -> None:
     tmp.replace(path)
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of a list of seed results."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def write_results(out: Path, name: str, info: dict, rows: dict, markdown: list[str]) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{name}.json"

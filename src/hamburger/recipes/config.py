@@ -260,6 +260,16 @@ def parse_with_recipe(
     return parser.parse_args(argv)
 
 
+def load_run_config(run: Path, cls, command: str):
+    """The ``cls`` config saved as ``config.yaml`` in the run folder ``run`` of ``hamburger <command>``."""
+    import yaml
+
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{run} holds no config.yaml: not a {command} run folder")
+    return cls(**yaml.safe_load(path.read_text()))
+
+
 def save_config(config, path: Path) -> None:
     """Write a config's fields (nothing else, so the file is accepted back as ``--config``) as flat YAML."""
     import yaml

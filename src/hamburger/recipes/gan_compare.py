@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .common import atomic_write_text, interleaved_medians, machine_info, save_figure, write_results
+from .common import atomic_write_text, interleaved_medians, machine_info, mean_std, save_figure, write_results
 from .gan_config import GANTrainConfig
-from .gan_metrics import evaluate_samples, generate, summary
+from .gan_metrics import evaluate_samples, generate
 
 DEFAULT_ARMS = ("ham_nmf", "sagan", "none")
 LABELS = {"ham_nmf": "Hamburger (NMF)", "ham_vq": "Hamburger (VQ)", "ham_cd": "Hamburger (CD)",
@@ -165,7 +165,7 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = 1500, batch: int = 3
 
 
 def _fmt(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    mean, std = summary([v * scale for v in values])
+    mean, std = mean_std([v * scale for v in values])
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 

@@ -43,13 +43,13 @@ def get_classifier(dataset: str, data_root, size: int, *, path: Path | None = No
     """Load the feature classifier at ``path`` (default :func:`default_classifier_path`), or train it on the
     dataset's training split (seed 0), record its held-out accuracy and hash, and save it there."""
     path = Path(path) if path else default_classifier_path(dataset, data_root, size)
-    train_set = build_gan_dataset(dataset, data_root, "train", size=size)
     reference = build_gan_dataset(dataset, data_root, "reference", size=size)
-    if path.is_file():
+    if path.is_file():  # the training split is read only to train one
         model, info = load_classifier(path)
-        if (info["dataset"], info["size"], info["num_classes"]) != (dataset, size, train_set.num_classes):
+        if (info["dataset"], info["size"], info["num_classes"]) != (dataset, size, reference.num_classes):
             raise ValueError(f"classifier {path} was trained for {info['dataset']} at {info['size']}², not {dataset}")
         return model, info, reference
+    train_set = build_gan_dataset(dataset, data_root, "train", size=size)
     if progress:
         print(f"training the feature classifier on {dataset} ({len(train_set)} images) -> {path}", flush=True)
     model, info = train_classifier(train_set, reference, seed=0, epochs=epochs, progress=progress)

@@ -15,7 +15,6 @@ ever downloaded.
 from __future__ import annotations
 
 import hashlib
-import math
 import warnings
 
 import torch
@@ -236,9 +235,3 @@ def generate(pair, count: int, *, num_classes: int, conditional: bool, seed: int
     finally:
         gen_model.train(was)
     return torch.cat(out), labels
-
-
-def summary(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std

@@ -226,14 +226,11 @@ def load_run(run: Path, weights: Path | None = None):
     """(GANPair with the run's weights, its GANTrainConfig, number of classes) from a ``gan train`` run folder."""
     import json
 
-    import yaml
-
     from .checkpoint import IDENTITY_KEY, load_model_weights, read_weights
+    from .config import load_run_config
 
     run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise ValueError(f"{run} holds no config.yaml: not a gan train run folder")
-    config = GANTrainConfig(**yaml.safe_load((run / "config.yaml").read_text()))
+    config = load_run_config(run, GANTrainConfig, "gan train")
     weights = Path(weights) if weights else run / "last.safetensors"
     tensors, metadata = read_weights(weights)  # the classes and image channels come with the weights
     num_classes = int(json.loads(metadata.get(IDENTITY_KEY, "{}")).get("num_classes", 0))

@@ -16,7 +16,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .common import atomic_write_text, machine_info, save_figure, write_results
+from .common import atomic_write_text, machine_info, mean_std, save_figure, write_results
 from .seq_config import SeqTrainConfig
 
 THREE_SEED_CELL = (256, 32)
@@ -85,9 +85,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
 
 
 def _mean_std(values: list[float]) -> str:
-    from .gan_metrics import summary
-
-    mean, std = summary(values)
+    mean, std = mean_std(values)
     return f"{mean:.3f} ± {std:.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 

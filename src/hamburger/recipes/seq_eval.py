@@ -9,18 +9,15 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_model_weights
+from .config import load_run_config
 from .seq_config import SeqTrainConfig
 from .seq_train import build_model, evaluate_model, identity_of, split_data
 
 
 def load_run(run: Path, weights: Path | None = None):
     """(model with the run's weights, its SeqTrainConfig) from a ``seq train`` run folder."""
-    import yaml
-
     run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise ValueError(f"{run} holds no config.yaml: not a seq train run folder")
-    config = SeqTrainConfig(**yaml.safe_load((run / "config.yaml").read_text()))
+    config = load_run_config(run, SeqTrainConfig, "seq train")
     model = build_model(config)
     weights = Path(weights) if weights else run / "best.safetensors"
     load_model_weights(model, weights, identity_of(model, config))
