@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hamburger.models.gan import GANPair, create_gan, list_gans
+from hamburger.models.gan import GANPair, create_gan, list_gans, standing_statistics
 from hamburger.models.gan_blocks import (
     ARMS,
     ConditionalBatchNorm2d,
@@ -154,11 +154,20 @@ def test_ema_tracks_the_generator_and_survives_a_state_dict_round_trip():
         for p in pair.generator.parameters():
             p.add_(1.0)
     before = [p.clone() for p in ema.parameters()]
+    pair.update_ema(0.9)  # warm-up: the first update keeps min(0.9, 1/10) of the average
+    for b, e, p in zip(before, ema.parameters(), pair.generator.parameters()):
+        torch.testing.assert_close(e, 0.1 * b + 0.9 * p)
+    for e, b in zip(ema.buffers(), pair.generator.buffers()):
+        assert torch.equal(e, b)
+    assert int(pair.ema_updates) == 1
+    pair.ema_updates.fill_(1000)  # after the warm-up the decay is the one asked for
+    before = [p.clone() for p in ema.parameters()]
+    with torch.no_grad():
+        for p in pair.generator.parameters():
+            p.add_(1.0)
     pair.update_ema(0.9)
     for b, e, p in zip(before, ema.parameters(), pair.generator.parameters()):
         torch.testing.assert_close(e, 0.9 * b + 0.1 * p)
-    for e, b in zip(ema.buffers(), pair.generator.buffers()):
-        assert torch.equal(e, b)
     assert pair.sampler() is ema
     state = pair.state_dict()
     assert any(k.startswith("generator_ema.") and k.endswith("parametrizations.weight.original") for k in state)
@@ -178,3 +187,36 @@ def test_gan_pair_forward_modes_match_the_networks():
     torch.testing.assert_close(pair(x, y, mode="discriminate"), pair.discriminator(x, y))
     torch.testing.assert_close(pair(z, y, mode="generate_and_discriminate"), pair.discriminator(x, y))
     assert isinstance(pair, GANPair)
+
+
+def test_standing_statistics_average_the_generators_own_batches():
+    pair = _pair()
+    gen = pair.generator
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    standing = standing_statistics(gen, batches=3, batch_size=6, seed=5)
+    assert standing is not gen and not standing.training
+    for k, v in gen.state_dict().items():  # the trained generator is untouched
+        assert torch.equal(v, before[k]), k
+    # by hand: the first block's first BN sees the same inputs again; its running mean is their mean
+    bn = standing.blocks[0].bn1.norm
+    seen = []
+    hook = bn.register_forward_hook(lambda m, inputs, output: seen.append(inputs[0].detach()))
+    g = torch.Generator().manual_seed(5)
+    standing.eval()
+    bn.train()
+    with torch.no_grad():
+        for i in range(3):
+            z = torch.randn(6, gen.z_dim, generator=g)
+            standing(z, (torch.arange(6) + 6 * i) % 3)
+    hook.remove()
+    x = torch.cat(seen)  # (18, C, H, W)
+    mean, var = x.mean((0, 2, 3)), torch.stack([s.var((0, 2, 3)) for s in seen]).mean(0)
+    again = standing_statistics(gen, batches=3, batch_size=6, seed=5)
+    torch.testing.assert_close(again.blocks[0].bn1.norm.running_mean, mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(again.blocks[0].bn1.norm.running_var, var, rtol=1e-4, atol=1e-5)
+    assert int(again.blocks[0].bn1.norm.num_batches_tracked) == 3
+    assert not torch.allclose(again.blocks[0].bn1.norm.running_mean, before["blocks.0.bn1.norm.running_mean"])
+    sampler = pair.sampler(standing_batches=2)
+    assert sampler is not gen and not sampler.training
+    with pytest.raises(ValueError, match="batches >= 1"):
+        standing_statistics(gen, batches=0)

@@ -105,7 +105,12 @@ def test_gan_eval_and_compare_at_a_tiny_size(digits_classifier, tmp_path, capsys
     (out / "classifier.safetensors").write_bytes(path.read_bytes())
     kw = dict(arms=("ham_nmf", "none"), seeds=(0, 1), iters=2, batch=4, out=out, dataset="digits", samples=40,
               timing_repeats=2, progress=False)  # fmt: skip
-    result = gan_compare.run(**kw)
+    assert gan_compare.run(**kw, shard=(1, 2)) == {"runs": 2}  # (seed 0, none), (seed 1, none); no tables
+    assert sorted(p.parent.name + p.parent.parent.name for p in out.glob("*/seed*/result.json")) == [
+        "seed0none", "seed1none"]  # fmt: skip
+    assert not (out / "gan-compare.md").exists()
+    result = gan_compare.run(**kw, jobs=2)  # two processes train the rest, then the tables
+    assert (out / "shard0of2.log").is_file() and "seed 1" in (out / "shard0of2.log").read_text()
     md = (out / "gan-compare.md").read_text()
     assert "| Hamburger (NMF) |" in md and "| no context block |" in md and "not FID" in md and "## Checks" in md
     for name in ("gan-compare.json", "gan-compare-curves.png", "grid-ham_nmf.png", "grid-none.png"):

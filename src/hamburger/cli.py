@@ -14,6 +14,7 @@ from .recipes.config import (
     positive_float,
     positive_int,
     positive_ints,
+    shard_spec,
 )
 
 
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     abl.add_argument("--out", type=Path, default=Path("results/ablate"))
     abl.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
-    abl.add_argument("--shard", type=_shard, default=None, help="I/N: train only every N-th run from the I-th")
+    abl.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     viz = sub.add_parser("viz", help="the paper's Figure 2: what the Hamburger decomposes, for a checkpoint or a photo")
     _data_args(viz)
     viz.add_argument("--weights", type=Path, default=None, help="a .safetensors file written by seg train")
@@ -172,17 +173,6 @@ def run_group(parser: argparse.ArgumentParser, argv: list[str], group: str, subc
         handle(parse_with_recipe(parser, argv, subcommands[name]))
     except USER_ERRORS as e:
         raise SystemExit(f"hamburger {group} {name}: {e}") from None
-
-
-def _shard(text: str) -> tuple[int, int]:
-    """``I/N`` with 0 <= I < N, for ``ablate --shard``."""
-    try:
-        index, count = (int(t) for t in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N such as 0/2, got {text!r}") from None
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"expected 0 <= I < N, got {text!r}")
-    return index, count
 
 
 def _bench(args, label: str, call) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .recipes.config import device_name, integers, positive_int
+from .recipes.config import device_name, integers, positive_int, shard_spec
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
 
@@ -43,6 +43,9 @@ def add_gan_parser(sub) -> None:
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: gan train's)")
     c.add_argument("--batch-size", type=positive_int, default=None, help="default: gan train's")
     c.add_argument("--samples", type=positive_int, default=2000, help="generated images per final evaluation")
+    c.add_argument("--ema", type=float, default=None, help="EMA decay of G for sampling (default: gan train's)")
+    c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
+    c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     c.add_argument("--dataset", default="silhouettes")
     c.add_argument("--data-root", type=Path, default=None)
     c.add_argument("--device", type=device_name, default="cpu")
@@ -91,7 +94,7 @@ def _compare(args) -> None:
     gan_compare.run(
         arms=arms, seeds=tuple(args.seeds), iters=args.iters or defaults.iters,
         batch=args.batch_size or defaults.batch_size, out=args.out, dataset=args.dataset, data_root=args.data_root,
-        device=args.device, samples=args.samples,
+        device=args.device, samples=args.samples, ema=args.ema, jobs=args.jobs, shard=args.shard,
     )  # fmt: skip
 
 

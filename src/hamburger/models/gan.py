@@ -169,6 +169,7 @@ class GANPair(nn.Module):
         self.generator_ema = None
         if ema:
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))  # for the warm-up (resumes)
 
     def forward(self, x: Tensor, y: Tensor | None = None, *, mode: str) -> Tensor:
         """One entry point for DistributedDataParallel: ``mode="discriminate"`` gives D(x, y) (B,);
@@ -183,17 +184,53 @@ class GANPair(nn.Module):
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
-        """θ_ema ← decay·θ_ema + (1 − decay)·θ; buffers (BN statistics, power-iteration vectors) are copied."""
+        """θ_ema ← d·θ_ema + (1 − d)·θ with the warm-up d = min(decay, (1 + n) / (10 + n)) after n updates (so the
+        average forgets the initial weights within a short run); buffers (BN statistics, power-iteration vectors)
+        are copied (:func:`standing_statistics` re-estimates the BN statistics for the averaged weights)."""
         if self.generator_ema is None:
             raise ValueError("this GANPair was built without ema=True")
+        n = int(self.ema_updates)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        self.ema_updates += 1
         for e, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            e.lerp_(p, 1.0 - decay)
+            e.lerp_(p, 1.0 - d)
         for e, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
             e.copy_(b)
 
-    def sampler(self) -> Generator:
-        """The generator to sample from: the EMA copy when kept, else the trained one."""
-        return self.generator_ema if self.generator_ema is not None else self.generator
+    def sampler(self, *, standing_batches: int = 0) -> Generator:
+        """The generator to sample from: the EMA copy when kept, else the trained one; with ``standing_batches``
+        a copy of it with standing BN statistics (:func:`standing_statistics`)."""
+        gen = self.generator_ema if self.generator_ema is not None else self.generator
+        return standing_statistics(gen, batches=standing_batches) if standing_batches else gen
+
+
+@torch.no_grad()
+def standing_statistics(generator: Generator, *, batches: int = 16, batch_size: int = 64, seed: int = 0) -> Generator:
+    """A copy of ``generator`` whose batch-norm statistics are the plain average over ``batches`` batches of its own
+    samples (z ~ N(0, I), classes balanced; BigGAN's "standing statistics"). Running statistics lag behind the weights
+    in training and do not belong to EMA weights at all; these belong to the weights sampled from. Everything but
+    the BNs runs in eval mode, as when sampling."""
+    if batches < 1 or batch_size < 2:
+        raise ValueError(f"standing statistics need batches >= 1 and batch_size >= 2, got {batches}, {batch_size}")
+    gen = copy.deepcopy(generator)
+    norms = [m for m in gen.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    device = next(gen.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    gen.eval()  # the network as it samples (no power iteration, the ham's eval path) ...
+    for m in norms:
+        m.train()  # ... but its BNs normalise by, and average, the batch statistics
+    for i in range(batches):
+        z = torch.randn(batch_size, gen.z_dim, generator=g).to(device)
+        y = None
+        if gen.num_classes:
+            y = ((torch.arange(batch_size) + i * batch_size) % gen.num_classes).to(device)
+        gen(z, y)
+    for m in norms:
+        m.momentum = 0.1
+    return gen.eval()
 
 
 # ----------------------------------------------------------------------------------------------------------------

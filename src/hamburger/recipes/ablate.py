@@ -11,15 +11,12 @@ agrees, with the numbers and the seed spread) and one plot per sweep.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from .common import atomic_write_text, machine_info, mean_std, save_figure
+from .common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
 
 FINDING_SEEDS = (0, 1, 2)
 SWEEP_SEEDS = (0,)
@@ -159,25 +156,11 @@ def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> lis
 
 def run_jobs(*, jobs: int, out: Path, finding_seeds, sweep_seeds, iters: int, data_root, device: str) -> None:
     """Train the plan in ``jobs`` processes at once (``--shard i/jobs`` each, the cores split between them)."""
-    threads = max(1, torch.get_num_threads() // jobs)
     argv = ["ablate", "--seeds", ",".join(map(str, finding_seeds)), "--sweep-seeds", ",".join(map(str, sweep_seeds)),
             "--iters", str(iters), "--device", device, "--out", str(out)]  # fmt: skip
     if data_root:
         argv += ["--data-root", str(data_root)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    procs = []
-    for i in range(jobs):
-        code = f"import sys; from hamburger.cli import main; sys.exit(main({argv + ['--shard', f'{i}/{jobs}']!r}))"
-        log = open(Path(out) / f"shard{i}of{jobs}.log", "a")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
-        procs.append((proc, log))
-    failed = []
-    for i, (proc, log) in enumerate(procs):
-        if proc.wait() != 0:
-            failed.append(i)
-        log.close()
-    if failed:
-        raise RuntimeError(f"ablate shard(s) {failed} of {jobs} failed: see {out}/shard<i>of{jobs}.log")
+    run_shards(argv, jobs=jobs, out=out)
 
 
 def run(

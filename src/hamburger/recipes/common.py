@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -137,3 +139,23 @@ def progress_bar(total: int, enabled: bool, unit: str = "run"):
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, dynamic_ncols=True)
+
+
+def run_shards(argv: list[str], *, jobs: int, out: Path) -> None:
+    """Run ``hamburger <argv> --shard i/jobs`` for i < jobs in as many processes at once, the torch threads split
+    between them (logs in ``out/shard<i>of<jobs>.log``); raise if any fails."""
+    threads = max(1, torch.get_num_threads() // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    procs = []
+    for i in range(jobs):
+        code = f"import sys; from hamburger.cli import main; sys.exit(main({argv + ['--shard', f'{i}/{jobs}']!r}))"
+        log = open(Path(out) / f"shard{i}of{jobs}.log", "a")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append((proc, log))
+    failed = []
+    for i, (proc, log) in enumerate(procs):
+        if proc.wait() != 0:
+            failed.append(i)
+        log.close()
+    if failed:
+        raise RuntimeError(f"{argv[0]} shard(s) {failed} of {jobs} failed: see {out}/shard<i>of{jobs}.log")

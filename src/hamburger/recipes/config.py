@@ -93,6 +93,17 @@ def positive_int(text) -> int:
     return _number(int, text, 1, False)
 
 
+def shard_spec(text: str) -> tuple[int, int]:
+    """argparse type: ``I/N`` with 0 <= I < N (``--shard`` of ablate and gan compare)."""
+    try:
+        index, count = (int(t) for t in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/2, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected 0 <= I < N, got {text!r}")
+    return index, count
+
+
 def nonnegative_int(text) -> int:
     """argparse type: an integer >= 0."""
     return _number(int, text, 0, False)

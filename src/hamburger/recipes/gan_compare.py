@@ -15,7 +15,15 @@ from pathlib import Path
 
 import torch
 
-from .common import atomic_write_text, interleaved_medians, machine_info, mean_std, save_figure, write_results
+from .common import (
+    atomic_write_text,
+    interleaved_medians,
+    machine_info,
+    mean_std,
+    run_shards,
+    save_figure,
+    write_results,
+)
 from .gan_config import GANTrainConfig
 from .gan_metrics import evaluate_samples, generate
 
@@ -25,12 +33,14 @@ LABELS = {"ham_nmf": "Hamburger (NMF)", "ham_vq": "Hamburger (VQ)", "ham_cd": "H
 
 
 def _config(arm: str, seed: int, *, out: Path, iters: int, batch: int, dataset: str, data_root, device: str,
-            classifier: Path | None, curve_points: int, quiet: bool) -> GANTrainConfig:  # fmt: skip
+            classifier: Path | None, curve_points: int, quiet: bool,
+            ema: float | None = None) -> GANTrainConfig:  # fmt: skip
     interval = max(1, iters // curve_points)
+    extra = {} if ema is None else {"ema": ema}
     return GANTrainConfig(
         dataset=dataset, data_root=data_root, arm=arm, seed=seed, iters=iters, batch_size=batch, out=out,
         device=device, val_interval=interval, ckpt_interval=interval, eval_classifier=classifier, resume=True,
-        no_tensorboard=True, quiet=quiet,
+        no_tensorboard=True, quiet=quiet, **extra,
     )  # fmt: skip
 
 
@@ -119,26 +129,43 @@ def costs(arms, *, kw, num_classes: int, channels: int) -> dict[str, dict]:
 
 def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = 1500, batch: int = 32, out: Path = Path("results/gan"),
         dataset: str = "silhouettes", data_root=None, device: str = "cpu", samples: int = 2000,
-        curve_points: int = 6, timing_repeats: int = 10, classifier_epochs: int = 4,
-        progress: bool = True) -> dict:  # fmt: skip
-    """Train and evaluate every (arm, seed) (resumable), then write the tables, curves and grids."""
+        curve_points: int = 6, timing_repeats: int = 10, classifier_epochs: int = 4, ema: float | None = None,
+        progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None) -> dict:  # fmt: skip
+    """Train and evaluate every (arm, seed) (resumable), then write the tables, curves and grids.
+
+    ``shard=(i, n)`` trains only every n-th (seed, arm) from the i-th and writes no tables (several processes can
+    share one ``out``); ``jobs=n`` starts n such processes (the cores split), waits for them, then writes the tables.
+    """
     from .gan_eval import get_classifier
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(iters=iters, batch=batch, dataset=dataset, data_root=data_root, device=device,
-              curve_points=curve_points, quiet=not progress)  # fmt: skip
+              curve_points=curve_points, quiet=not progress, ema=ema)  # fmt: skip
     classifier, info, reference = get_classifier(dataset, data_root, 32, path=out / "classifier.safetensors",
                                                  progress=progress, epochs=classifier_epochs)  # fmt: skip
     if samples > 2 * len(reference) and progress:
         print(f"note: {samples} generated images against {len(reference)} reference images", flush=True)
+    if jobs > 1 and shard is None:
+        argv = ["gan", "compare", "--arms", ",".join(arms), "--seeds", ",".join(map(str, seeds)), "--iters",
+                str(iters), "--batch-size", str(batch), "--samples", str(samples), "--dataset", dataset, "--device",
+                device, "--out", str(out)]  # fmt: skip
+        argv += ["--data-root", str(data_root)] if data_root else []
+        argv += ["--ema", str(ema)] if ema is not None else []
+        if progress:
+            print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
+        run_shards(argv, jobs=jobs, out=out)
+    todo = [(seed, arm) for seed in seeds for arm in arms]  # arms interleaved per seed: a partial run stays balanced
+    if shard is not None:
+        todo = todo[shard[0] :: shard[1]]
     results = {}
-    for seed in seeds:  # arms interleaved per seed: a partial comparison stays balanced
-        for arm in arms:
-            if progress:
-                print(f"== {LABELS.get(arm, arm)}, seed {seed}: {iters} steps", flush=True)
-            results[arm, seed] = run_one(arm, seed, out=out, classifier=classifier, reference=reference,
-                                         classifier_info=info, samples=samples, **kw)  # fmt: skip
+    for seed, arm in todo:
+        if progress:
+            print(f"== {LABELS.get(arm, arm)}, seed {seed}: {iters} steps", flush=True)
+        results[arm, seed] = run_one(arm, seed, out=out, classifier=classifier, reference=reference,
+                                     classifier_info=info, samples=samples, **kw)  # fmt: skip
+    if shard is not None:
+        return {"runs": len(todo)}
     untrained = untrained_distances(arms, out=out, classifier=classifier, reference=reference,
                                     classifier_info=info, samples=samples, kw=kw)  # fmt: skip
     times_path = out / "step_times.json"

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+STANDING_BATCHES = 16  # batches of 64 own samples that set the BN statistics of the sampling generator
+
 
 class FeatureClassifier(nn.Module):
     """A small CNN for (C, S, S) images in [-1, 1]: 3 conv stages -> global average -> ``num_features`` -> logits."""
@@ -218,10 +220,11 @@ def inception_metrics(real: Tensor, fake: Tensor, weights_path) -> dict:
 
 @torch.no_grad()
 def generate(pair, count: int, *, num_classes: int, conditional: bool, seed: int, batch: int = 250,
-             device="cpu") -> tuple[Tensor, Tensor | None]:  # fmt: skip
-    """``count`` samples from the sampling generator in eval mode, classes balanced (label i % num_classes), from a
-    private generator seeded with ``seed`` (the global RNG is not touched)."""
-    gen_model = pair.sampler()
+             device="cpu", standing_batches: int = STANDING_BATCHES) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    """``count`` samples from the sampling generator (EMA when kept) in eval mode with standing BN statistics
+    (:func:`hamburger.models.gan.standing_statistics`, 0: the running ones), classes balanced (label
+    i % num_classes), from a private generator seeded with ``seed`` (the global RNG is not touched)."""
+    gen_model = pair.sampler(standing_batches=standing_batches)
     was = gen_model.training
     gen_model.eval()
     g = torch.Generator().manual_seed(seed)

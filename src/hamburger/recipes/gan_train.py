@@ -25,6 +25,7 @@ from ..models.gan import GANPair, create_gan
 from .checkpoint import model_identity
 from .engine import fit, step_loader
 from .gan_config import RESUME_FREE, GANTrainConfig
+from .gan_metrics import STANDING_BATCHES
 
 GRID_SEED = 20260101  # the fixed z of the sample grids: the same picture positions across steps and runs
 
@@ -171,9 +172,11 @@ def grid_inputs(config: GANTrainConfig, num_classes: int, device) -> tuple[torch
 
 
 @torch.no_grad()
-def sample_grid(pair: GANPair, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    """Images (N, C, S, S) in [-1, 1] from the sampling generator (EMA when kept) in eval mode."""
-    gen = pair.sampler()
+def sample_grid(pair: GANPair, z: torch.Tensor, labels: torch.Tensor | None, *,
+                standing_batches: int = STANDING_BATCHES) -> torch.Tensor:  # fmt: skip
+    """Images (N, C, S, S) in [-1, 1] from the sampling generator (EMA when kept) in eval mode, with standing BN
+    statistics as in :func:`hamburger.recipes.gan_metrics.generate`."""
+    gen = pair.sampler(standing_batches=standing_batches)
     was = gen.training
     gen.eval()
     try:
