@@ -57,11 +57,16 @@ def test_another_sympy_version_is_a_clear_error(monkeypatch):
         seq_data._sympy_files()
 
 
-@pytest.mark.parametrize("mixer", ["ham_nmf", "ham_vq", "softmax", "linear", "none"])
-def test_generation_uses_the_recurrent_form_and_matches_teacher_forcing(mixer):
+@pytest.mark.parametrize("mixer,conv", [("ham_nmf", 0), ("ham_nmf", 3), ("ham_vq", 0), ("softmax", 0), ("softmax", 4),
+                                        ("linear", 0), ("none", 2)])  # fmt: skip
+def test_generation_uses_the_recurrent_form_and_matches_teacher_forcing(mixer, conv):
     torch.manual_seed(0)
     kw = {"rank": 4, "chunk": 4} if mixer.startswith("ham_") else {}
-    model = SequenceModel(32, dim=16, depth=2, mixer=mixer, heads=2, max_len=24, **kw).eval()
+    model = SequenceModel(32, dim=16, depth=2, mixer=mixer, heads=2, max_len=24, conv=conv, **kw).eval()
+    if conv:  # a trained, non-zero short convolution
+        with torch.no_grad():
+            for block in model.decoder.blocks:
+                block.conv.weight.normal_()
     tokens = torch.randint(0, 32, (2, 11))
     torch.testing.assert_close(model.step_logits(tokens), model(tokens), rtol=1e-4, atol=1e-4)
     out = model.generate(tokens[:, :3], 8)
@@ -112,6 +117,11 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     from hamburger.recipes import seq_bench, seq_compare
 
     tiny = dict(dim=16, depth=1, rank=4, chunk=8, batch_size=4, train_examples=32, val_examples=8, val_interval=2)
+    part = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
+                           out=tmp_path / "cmp", progress=False, shard=(1, 2), **tiny)  # fmt: skip
+    assert [r["mixer"] for r in part["runs"]] == ["softmax"] and not (tmp_path / "cmp" / "seq-compare-mqar.md").exists()
+    with pytest.raises(ValueError, match="--jobs runs the command line"):
+        seq_compare.run(task="mqar", out=tmp_path / "cmp", progress=False, jobs=2, **tiny)
     result = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9),
                              iters=2, out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip
     assert len(result["runs"]) == 3  # 3 x 9 > 24: that cell is skipped
@@ -132,3 +142,20 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
         {"mixer": "softmax", "n": n, "t": 2} for n in (1, 2, 4)
     ]
     assert seq_bench.crossover(rows, "a", "t") == 2
+
+
+def test_short_conv_sees_only_the_last_k_tokens():
+    from hamburger.sequence import ShortConv
+
+    conv = ShortConv(3, 2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[1.0, 10.0]], [[0.0, 1.0]], [[2.0, 0.0]]]))  # (C, 1, k)
+    x = torch.arange(12.0).reshape(1, 4, 3)  # (B, N, C)
+    y = conv(x)
+    # channel 0: 1·x[t-1] + 10·x[t]; channel 1: x[t]; channel 2: 2·x[t-1] (zero before the first token)
+    expected = torch.stack([x[0, :, 0] * 10 + torch.cat([torch.zeros(1), x[0, :-1, 0]]), x[0, :, 1],
+                            2 * torch.cat([torch.zeros(1), x[0, :-1, 2]])], -1)  # fmt: skip
+    torch.testing.assert_close(y[0], expected)
+    assert torch.equal(ShortConv(3, 2)(x), torch.zeros_like(x))  # zero at init: a block starts as without it
+    with pytest.raises(ValueError, match="kernel"):
+        ShortConv(3, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .recipes.config import device_name, integers, positive_int, positive_ints
+from .recipes.config import device_name, integers, positive_int, positive_ints, shard_spec
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
 
@@ -32,6 +32,8 @@ def add_seq_parser(sub) -> None:
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: the task's)")
     c.add_argument("--device", type=device_name, default="cpu")
     c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
+    c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
+    c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
     b.add_argument("--ns", type=positive_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     b.add_argument("--mixers", default="ham_nmf,ham_vq,softmax,linear")
@@ -68,7 +70,7 @@ def _dispatch(args) -> None:
         seq_compare.run(
             task=args.task, mixers=tuple(m for m in args.mixers.split(",") if m), seeds=args.seeds,
             lengths=tuple(args.lengths), pairs=tuple(args.pairs), iters=args.iters, device=args.device,
-            out=args.out or Path(f"results/seq-{args.task}"),
+            out=args.out or Path(f"results/seq-{args.task}"), jobs=args.jobs, shard=args.shard,
         )  # fmt: skip
     else:
         from .recipes import seq_bench

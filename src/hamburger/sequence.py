@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from .mixer import HamMixer
 
-__all__ = ["SoftmaxMixer", "LinearMixer", "NoMixer", "create_mixer", "MIXERS", "HamTransformerBlock", "HamEncoder",
-           "HamDecoder"]  # fmt: skip
+__all__ = ["SoftmaxMixer", "LinearMixer", "NoMixer", "ShortConv", "create_mixer", "MIXERS", "HamTransformerBlock",
+           "HamEncoder", "HamDecoder"]  # fmt: skip
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -144,28 +144,66 @@ def create_mixer(name: str, dim: int, *, heads: int = 1, causal: bool = False, *
     raise ValueError(f"unknown mixer {name!r}; available: {', '.join(MIXERS)}")
 
 
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over tokens, (B, N, C) -> (B, N, C): token t sees tokens t-k+1..t. Zero at
+    init. The shared "short convolution" of sub-quadratic sequence models (H3, Based): it hands a token its
+    neighbours, so a global mixer can match a query against the token *before* a value. Recurrent form: the last
+    k-1 inputs."""
+
+    def __init__(self, dim: int, kernel: int) -> None:
+        super().__init__()
+        if kernel < 1:
+            raise ValueError(f"kernel must be >= 1, got {kernel}")
+        self.kernel = kernel
+        self.weight = nn.Parameter(torch.zeros(dim, 1, kernel))  # (C, 1, k); tap k-1 is the current token
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.pad(x.transpose(1, 2), (self.kernel - 1, 0))  # (B, C, N + k - 1)
+        return F.conv1d(h, self.weight, groups=x.shape[-1]).transpose(1, 2)  # (B, N, C)
+
+    def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> Tensor:
+        return torch.zeros(batch, self.kernel - 1, self.weight.shape[0], device=device, dtype=dtype)
+
+    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        window = torch.cat([state, x[:, None]], 1)  # (B, k, C)
+        return (window * self.weight[:, 0].T).sum(1), window[:, 1:]
+
+
 class HamTransformerBlock(nn.Module):
     """Pre-norm block: x + mixer(LN(x)), then x + MLP(LN(x)). Softmax and linear attention hold four C×C
     projections, the Ham two and ``"none"`` none: the MLP is widened by the difference, so every arm has the same
-    parameter count (within 1%)."""
+    parameter count (within 1%). ``conv=k`` adds a :class:`ShortConv` of kernel k before the mixer
+    (x + mixer(h + conv(h)), h = LN(x)) in every arm alike."""
 
     def __init__(self, dim: int, *, mixer: str = "ham_nmf", heads: int = 1, causal: bool = False,
-                 mlp_ratio: float = 4.0, **mixer_kwargs) -> None:  # fmt: skip
+                 mlp_ratio: float = 4.0, conv: int = 0, **mixer_kwargs) -> None:  # fmt: skip
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
+        self.conv = ShortConv(dim, conv) if conv else None
         self.mixer = create_mixer(mixer, dim, heads=heads, causal=causal, **mixer_kwargs)
         hidden = int(mlp_ratio * dim) + {"none": 2 * dim, "ham_nmf": dim, "ham_vq": dim}.get(mixer, 0)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        x = x + self.mixer(self.norm1(x), mask)
+        h = self.norm1(x)
+        if self.conv is not None:
+            h = h + self.conv(h if mask is None else h * mask[..., None].to(h.dtype))
+        x = x + self.mixer(h, mask)
         return x + self.mlp(self.norm2(x))
 
+    def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
+        conv = self.conv.init_state(batch, device=device, dtype=dtype) if self.conv is not None else None
+        return {"mixer": self.mixer.init_state(batch, device=device, dtype=dtype), "conv": conv}
+
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
-        y, state = self.mixer.step(self.norm1(x), state)
+        h, conv = self.norm1(x), state["conv"]
+        if self.conv is not None:
+            c, conv = self.conv.step(h, conv)
+            h = h + c
+        y, mixer = self.mixer.step(h, state["mixer"])
         x = x + y
-        return x + self.mlp(self.norm2(x)), state
+        return x + self.mlp(self.norm2(x)), {"mixer": mixer, "conv": conv}
 
 
 class HamEncoder(nn.Module):
@@ -173,19 +211,21 @@ class HamEncoder(nn.Module):
     permutation-equivariant: without positions order is invisible), then a final LayerNorm.
 
     Args:
-        dim: C. depth: blocks. max_len: longest N. mixer, heads, mlp_ratio, **mixer_kwargs: of every block.
+        dim: C. depth: blocks. max_len: longest N. mixer, heads, mlp_ratio, conv, **mixer_kwargs: of every block.
     """
 
     causal = False
 
     def __init__(self, dim: int, *, depth: int = 2, max_len: int = 1024, mixer: str = "ham_nmf", heads: int = 1,
-                 mlp_ratio: float = 4.0, **mixer_kwargs) -> None:  # fmt: skip
+                 mlp_ratio: float = 4.0, conv: int = 0, **mixer_kwargs) -> None:  # fmt: skip
         super().__init__()
         self.max_len = max_len
         self.pos = nn.Parameter(torch.zeros(max_len, dim))
         nn.init.normal_(self.pos, std=0.02)
         self.blocks = nn.ModuleList(
-            HamTransformerBlock(dim, mixer=mixer, heads=heads, causal=self.causal, mlp_ratio=mlp_ratio, **mixer_kwargs)
+            HamTransformerBlock(
+                dim, mixer=mixer, heads=heads, causal=self.causal, mlp_ratio=mlp_ratio, conv=conv, **mixer_kwargs
+            )  # fmt: skip
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
@@ -208,7 +248,7 @@ class HamDecoder(HamEncoder):
 
     def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
         device = device or self.pos.device
-        return {"t": 0, "blocks": [b.mixer.init_state(batch, device=device, dtype=dtype) for b in self.blocks]}
+        return {"t": 0, "blocks": [b.init_state(batch, device=device, dtype=dtype) for b in self.blocks]}
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         t = state["t"]

@@ -20,16 +20,18 @@ class SequenceModel(nn.Module):
 
     Args:
         vocab: alphabet size. dim: C. depth: blocks. mixer: ``ham_nmf`` | ``ham_vq`` | ``softmax`` | ``linear`` |
-        ``none``. heads: mixer heads. max_len: longest N. **mixer_kwargs: the Ham's ``rank``, ``steps``, ``chunk``.
+        ``none``. heads: mixer heads. max_len: longest N. conv: kernel of a short causal convolution before every
+        mixer (0: none). **mixer_kwargs: the Ham's ``rank``, ``steps``, ``chunk``.
     """
 
     def __init__(self, vocab: int, *, dim: int = 64, depth: int = 2, mixer: str = "ham_nmf", heads: int = 1,
-                 max_len: int = 1024, **mixer_kwargs) -> None:  # fmt: skip
+                 max_len: int = 1024, conv: int = 0, **mixer_kwargs) -> None:  # fmt: skip
         super().__init__()
         self.vocab, self.mixer = vocab, mixer
         self.embed = nn.Embedding(vocab, dim)
         nn.init.normal_(self.embed.weight, std=0.02)
-        self.decoder = HamDecoder(dim, depth=depth, max_len=max_len, mixer=mixer, heads=heads, **mixer_kwargs)
+        self.decoder = HamDecoder(dim, depth=depth, max_len=max_len, mixer=mixer, heads=heads, conv=conv,
+                                  **mixer_kwargs)  # fmt: skip
         self.head = nn.Linear(dim, vocab)
 
     def forward(self, tokens: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .common import atomic_write_text, machine_info, mean_std, save_figure, write_results
+from .common import atomic_write_text, machine_info, mean_std, run_shards, save_figure, write_results
 from .seq_config import SeqTrainConfig
 
 THREE_SEED_CELL = (256, 32)
@@ -46,11 +46,32 @@ def _run_one(config: SeqTrainConfig, *, progress: bool) -> dict:
     return record
 
 
+MQAR_ITERS = 1000  # steps of a sweep run unless told: softmax attention solves N 256 with 32 pairs by then (README)
+
+
+def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32), base: SeqTrainConfig,
+         out: Path) -> list[SeqTrainConfig]:  # fmt: skip
+    """Every run of the comparison, seeds outermost within a cell so a partial sweep stays balanced."""
+    runs = []
+    if task == "mqar":
+        for n, p in [(n, p) for n in lengths for p in pairs if 3 * p <= n]:
+            for seed in seeds or ((0, 1, 2) if (n, p) == THREE_SEED_CELL else (0,)):
+                for mixer in mixers:
+                    runs.append(dataclasses.replace(base, seq_len=n, pairs=p, mixer=mixer, seed=seed,
+                                                    out=out / f"N{n}-P{p}" / mixer / f"seed{seed}"))  # fmt: skip
+    else:
+        for seed in seeds or (0, 1, 2):
+            for mixer in mixers:
+                runs.append(dataclasses.replace(base, mixer=mixer, seed=seed, out=out / mixer / f"seed{seed}"))
+    return runs
+
+
 def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), seeds=None, lengths=(64, 256, 512),
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
-        progress: bool = True, **overrides) -> dict:  # fmt: skip
+        progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, **overrides) -> dict:  # fmt: skip
     """Train and test every run (resumable); write the table and the plot. ``overrides`` set other
-    :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes)."""
+    :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
+    from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
     from ..sequence import MIXERS
 
     unknown = [m for m in mixers if m not in MIXERS]
@@ -58,25 +79,28 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         raise ValueError(f"unknown mixers {unknown}; available: {', '.join(MIXERS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    iters = iters or (MQAR_ITERS if task == "mqar" else None)
     base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
                           **({"iters": iters} if iters else {}), **overrides)  # fmt: skip
-    results = []
-    if task == "mqar":
-        cells = [(n, p) for n in lengths for p in pairs if 3 * p <= n]
-        for n, p in cells:
-            for seed in seeds or ((0, 1, 2) if (n, p) == THREE_SEED_CELL else (0,)):
-                for mixer in mixers:
-                    cfg = dataclasses.replace(base, seq_len=n, pairs=p, mixer=mixer, seed=seed,
-                                              out=out / f"N{n}-P{p}" / mixer / f"seed{seed}")  # fmt: skip
-                    results.append(_run_one(cfg, progress=progress))
-    else:
-        for seed in seeds or (0, 1, 2):
-            for mixer in mixers:
-                cfg = dataclasses.replace(base, mixer=mixer, seed=seed, out=out / mixer / f"seed{seed}")
-                results.append(_run_one(cfg, progress=progress))
+    runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
+    if jobs > 1 and shard is None:
+        if overrides:
+            raise ValueError(f"--jobs runs the command line's settings only, not {sorted(overrides)}")
+        argv = ["seq", "compare", "--task", task, "--mixers", ",".join(mixers), "--lengths",
+                ",".join(map(str, lengths)), "--pairs", ",".join(map(str, pairs)), "--iters", str(base.iters),
+                "--device", device, "--out", str(out)]  # fmt: skip
+        argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
+        if progress:
+            print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
+        run_shards(argv, jobs=jobs, out=out)
+    if shard is not None:
+        runs = runs[shard[0] :: shard[1]]
+    results = [_run_one(cfg, progress=progress) for cfg in runs]
+    if shard is not None:
+        return {"runs": results}
     md = _table(task, results, mixers)
     info = {**machine_info(), "task": task, "iters": base.iters, "dim": base.dim, "depth": base.depth,
-            "batch": base.batch_size}  # fmt: skip
+            "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr}  # fmt: skip
     write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
     _plot(task, results, mixers, out)
     if progress:

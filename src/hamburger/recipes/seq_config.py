@@ -31,6 +31,7 @@ class SeqTrainConfig:
     rank: int = option(16, "Ham: R bases per head", minimum=1)
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
+    conv: int = option(3, "kernel of a short causal convolution before every mixer, in every arm (0: none)", minimum=0)
     init_weights: Path | None = option(None, "start from these weights")
     # optimisation
     batch_size: int = option(32, "sequences per step", minimum=1)

@@ -76,7 +76,7 @@ def build_model(config: SeqTrainConfig) -> SequenceModel:
         else {}
     )
     return SequenceModel(VOCAB, dim=config.dim, depth=config.depth, mixer=config.mixer, heads=config.heads,
-                         max_len=config.seq_len, **kw)  # fmt: skip
+                         max_len=config.seq_len, conv=config.conv, **kw)  # fmt: skip
 
 
 def identity_of(model: nn.Module, config: SeqTrainConfig) -> dict[str, str]:
