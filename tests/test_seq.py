@@ -159,3 +159,26 @@ def test_short_conv_sees_only_the_last_k_tokens():
     assert torch.equal(ShortConv(3, 2)(x), torch.zeros_like(x))  # zero at init: a block starts as without it
     with pytest.raises(ValueError, match="kernel"):
         ShortConv(3, 0)
+
+
+@pytest.mark.parametrize("n,chunk", [(37, 8), (64, 16), (5, 64)])
+def test_chunked_causal_linear_attention_equals_the_prefix_sums(n, chunk):
+    import torch.nn.functional as F
+
+    from hamburger.sequence import LinearMixer, _causal_linear
+
+    torch.manual_seed(0)
+    q, k, v = (F.elu(torch.randn(2, 3, n, 4, dtype=torch.float64)) + 1 for _ in range(3))  # (B, H, N, d)
+    kv = torch.cumsum(k[..., :, None] * v[..., None, :], dim=2)  # the definition: prefix sums of φ(k)vᵀ
+    num = (q[..., None, :] @ kv)[..., 0, :]
+    den = (q * torch.cumsum(k, dim=2)).sum(-1, keepdim=True)
+    got_num, got_den = _causal_linear(q, k, v, chunk)
+    torch.testing.assert_close(got_num, num)
+    torch.testing.assert_close(got_den, den)
+    mixer = LinearMixer(8, heads=2, causal=True, chunk=chunk).double()
+    x = torch.randn(2, n, 8, dtype=torch.float64)
+    state, ys = mixer.init_state(2, dtype=torch.float64), []
+    for t in range(n):  # the recurrent form agrees with the chunked parallel one
+        y, state = mixer.step(x[:, t], state)
+        ys.append(y)
+    torch.testing.assert_close(torch.stack(ys, 1), mixer(x))

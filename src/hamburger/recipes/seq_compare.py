@@ -142,6 +142,8 @@ def _table(task: str, results: list[dict], mixers) -> list[str]:
 
 
 def _plot(task: str, results: list[dict], mixers, out: Path) -> None:
+    """LM: the validation curves. MQAR: test accuracy against N per mixer (solid: the fewest pairs, dashed: more)
+    beside the validation curves of the three-seed cell (or of every run when it is absent)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +152,24 @@ def _plot(task: str, results: list[dict], mixers, out: Path) -> None:
     shown = results
     if task == "mqar" and any((r["seq_len"], r["pairs"]) == THREE_SEED_CELL for r in results):
         shown = [r for r in results if (r["seq_len"], r["pairs"]) == THREE_SEED_CELL]  # the three-seed cell
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    if task == "mqar":
+        fig, (grid, ax) = plt.subplots(1, 2, figsize=(9.5, 3.4))
+        styles = dict(zip(sorted({r["pairs"] for r in results}), ("-", "--", ":", "-.")))
+        for k, m in enumerate(mixers):
+            for p, style in styles.items():
+                ns = sorted({r["seq_len"] for r in results if r["mixer"] == m and r["pairs"] == p})
+                mine = [r for r in results if r["mixer"] == m and r["pairs"] == p]
+                acc = [mean_std([100 * r["accuracy"] for r in mine if r["seq_len"] == n])[0] for n in ns]
+                grid.plot(ns, acc, style, color=f"C{k}", marker="o", ms=3, label=f"{m}, {p} pairs")
+        grid.set_xscale("log", base=2)
+        grid.set_xlabel("sequence length N")
+        grid.set_ylabel("test recall accuracy (%)")
+        grid.set_ylim(-2, 102)
+        grid.legend(fontsize=7)
+        if shown is not results:
+            ax.set_title(f"N {THREE_SEED_CELL[0]}, {THREE_SEED_CELL[1]} pairs, every seed", fontsize=9)
+    else:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
     for k, m in enumerate(mixers):
         for i, r in enumerate(r for r in shown if r["mixer"] == m):
             steps = [c[0] for c in r["curve"]]
