@@ -109,6 +109,8 @@ def test_gan_eval_and_compare_at_a_tiny_size(digits_classifier, tmp_path, capsys
     assert sorted(p.parent.name + p.parent.parent.name for p in out.glob("*/seed*/result.json")) == [
         "seed0none", "seed1none"]  # fmt: skip
     assert not (out / "gan-compare.md").exists()
+    with pytest.raises(ValueError, match="curve_points=3"):
+        gan_compare.run(**kw, jobs=2, curve_points=3)
     result = gan_compare.run(**kw, jobs=2)  # two processes train the rest, then the tables
     assert (out / "shard0of2.log").is_file() and "seed 1" in (out / "shard0of2.log").read_text()
     md = (out / "gan-compare.md").read_text()

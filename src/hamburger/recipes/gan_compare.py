@@ -147,6 +147,8 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = 1500, batch: int = 3
     if samples > 2 * len(reference) and progress:
         print(f"note: {samples} generated images against {len(reference)} reference images", flush=True)
     if jobs > 1 and shard is None:
+        if curve_points != 6:  # the shards run the command line, which has no flag for it
+            raise ValueError(f"--jobs runs the command line's settings only, not curve_points={curve_points}")
         argv = ["gan", "compare", "--arms", ",".join(arms), "--seeds", ",".join(map(str, seeds)), "--iters",
                 str(iters), "--batch-size", str(batch), "--samples", str(samples), "--dataset", dataset, "--device",
                 device, "--out", str(out)]  # fmt: skip
