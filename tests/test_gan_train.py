@@ -6,13 +6,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from hamburger.cli import main
 from hamburger.recipes.checkpoint import load_weights
+from hamburger.recipes.gan_config import GANTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -92,6 +95,7 @@ def test_yaml_recipes_and_errors(tmp_path):
         assert values["model"] in ("gan32", "gan64", "gan128")
     paper = load_recipe(ROOT / "configs" / "hamgan_128_imagenet.yaml", SUBCOMMANDS["train"])
     assert (paper["ch"], paper["lr"], paper["lr_d"], paper["batch_size"]) == (64, 1e-4, 4e-4, 256)
+    assert all(load_recipe(p, SUBCOMMANDS["train"])["lr_decay_from"] == 1.0 for p in recipes)  # the paper's: constant
     args = build_parser().parse_args(["gan", "train", "--arm", "sagan"])
     assert config_from_args(GANTrainConfig, args).arm == "sagan"
     with pytest.raises(SystemExit, match="--data-root is required"):
@@ -102,3 +106,35 @@ def test_yaml_recipes_and_errors(tmp_path):
         main(["gan", "sample", "--run", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["gan", "train", "--accum-steps", "2"])
+
+
+def test_learning_rates_are_constant_then_fall_linearly_to_zero():
+    from hamburger.recipes.gan_train import GANTask
+
+    generator, discriminator = nn.Linear(2, 2), nn.Linear(2, 2)
+    pair = SimpleNamespace(generator=generator, discriminator=discriminator)
+    config = GANTrainConfig(iters=10, lr=2e-4, lr_d=4e-4, lr_decay_from=0.6)
+    opt, schedule = GANTask().optimizer(pair, config)
+    used = []
+    for _ in range(config.iters):  # the rates each update uses, G's and D's
+        used.append([group["lr"] for group in opt.param_groups])
+        opt.step()
+        schedule.step()
+    factors = [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]  # 6 constant updates, then (10 - step) / 4
+    torch.testing.assert_close(torch.tensor(used), torch.tensor([[2e-4 * f, 4e-4 * f] for f in factors]))
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0]  # zero after the last update
+    constant = GANTrainConfig(iters=10, lr_decay_from=1.0)
+    opt, schedule = GANTask().optimizer(pair, constant)
+    for _ in range(constant.iters):
+        opt.step()
+        schedule.step()
+    assert [g["lr"] for g in opt.param_groups] == [constant.lr, constant.lr_d]  # the log's last rate too
+    opt, schedule = GANTask().optimizer(pair, config)
+    for _ in range(7):
+        opt.step()
+        schedule.step()
+    opt2, resumed = GANTask().optimizer(pair, config)
+    resumed.load_state_dict(schedule.state_dict())  # a partial of a module function: the state dict round-trips
+    opt2.step()
+    resumed.step()
+    assert [g["lr"] for g in opt2.param_groups] == [2e-4 * 0.5, 4e-4 * 0.5]  # update 8's rates

@@ -40,9 +40,11 @@ class GANTrainConfig:
     batch_size: int = option(32, "global batch of real images per D step", minimum=1)
     accum_steps: int = option(1, "must be 1 (a GAN step is one D and one G update)", minimum=1, maximum=1)
     d_steps: int = option(1, "D updates per G update", minimum=1)
-    iters: int = option(1500, "G updates", minimum=1)
+    iters: int = option(2000, "G updates", minimum=1)
     lr: float = option(2e-4, "learning rate of G", above=0.0)
     lr_d: float = option(4e-4, "learning rate of D", above=0.0)
+    lr_decay_from: float = option(1.0, "fraction of the steps after which both learning rates fall linearly to 0 "
+                                  "at the last step (1: constant, the paper's)", minimum=0.0, maximum=1.0)  # fmt: skip
     beta1: float = option(0.0, "Adam β1", minimum=0.0, maximum=0.999)
     beta2: float = option(0.999, "Adam β2", minimum=0.0, maximum=0.99999)
     amp: str = option("none", "autocast dtype", choices=("none", "bf16", "fp16"))

@@ -13,6 +13,7 @@ for its batch of 256 is in the YAML recipes).
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -43,8 +44,13 @@ class _Keyed(torch.utils.data.Dataset):
         return self.dataset[key[0]]
 
 
-def _constant(step: int) -> float:
-    return 1.0
+def lr_factor(step: int, *, iters: int, decay_from: float) -> float:
+    """The factor of both learning rates after ``step`` updates: 1, then linear to 0 at ``iters`` from
+    ``decay_from · iters`` (SN-GAN decays over the whole run; late decay damps a short run's final oscillation)."""
+    start = int(decay_from * iters)
+    if step < start or start >= iters:  # constant rates stay constant past the last step too
+        return 1.0
+    return max(0.0, (iters - step) / max(1, iters - start))
 
 
 def resolution_of(model: str) -> int:
@@ -95,7 +101,8 @@ class GANTask:
             {"params": list(model.discriminator.parameters()), "lr": config.lr_d, "name": "discriminator"},
         ]
         opt = torch.optim.Adam(groups, lr=config.lr, betas=(config.beta1, config.beta2))
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, _constant)
+        schedule = functools.partial(lr_factor, iters=config.iters, decay_from=config.lr_decay_from)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
     def batches(self, train_set, config: GANTrainConfig, *, world: int, rank: int, start: int):
         # each rank its own stream of z, fake labels and ham bases (the engine restores it on resume)
