@@ -46,7 +46,7 @@ class _Keyed(torch.utils.data.Dataset):
 
 def lr_factor(step: int, *, iters: int, decay_from: float) -> float:
     """The factor of both learning rates after ``step`` updates: 1, then linear to 0 at ``iters`` from
-    ``decay_from · iters`` (SN-GAN decays over the whole run; late decay damps a short run's final oscillation)."""
+    ``decay_from · iters`` (SN-GAN decays over its whole run; at the CPU default's budget it hurt: docs/gan.md)."""
     start = int(decay_from * iters)
     if step < start or start >= iters:  # constant rates stay constant past the last step too
         return 1.0
