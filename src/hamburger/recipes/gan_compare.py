@@ -28,6 +28,7 @@ from .gan_config import GANTrainConfig
 from .gan_metrics import evaluate_samples, generate
 
 DEFAULT_ARMS = ("ham_nmf", "sagan", "none")
+CURVE_POINTS = 6  # distances on the training curve; the command line has no flag for it
 LABELS = {"ham_nmf": "Hamburger (NMF)", "ham_vq": "Hamburger (VQ)", "ham_cd": "Hamburger (CD)",
           "sagan": "self-attention (SAGAN)", "linear": "linear attention", "none": "no context block"}  # fmt: skip
 
@@ -129,7 +130,7 @@ def costs(arms, *, kw, num_classes: int, channels: int) -> dict[str, dict]:
 
 def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters, batch: int = 32,
         out: Path = Path("results/gan"), dataset: str = "silhouettes", data_root=None, device: str = "cpu",
-        samples: int = 2000, curve_points: int = 6, timing_repeats: int = 10, classifier_epochs: int = 4,
+        samples: int = 2000, curve_points: int = CURVE_POINTS, timing_repeats: int = 10, classifier_epochs: int = 4,
         ema: float | None = None, progress: bool = True, jobs: int = 1,
         shard: tuple[int, int] | None = None) -> dict:  # fmt: skip
     """Train and evaluate every (arm, seed) (resumable), then write the tables, curves and grids.
@@ -148,7 +149,7 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
     if samples > 2 * len(reference) and progress:
         print(f"note: {samples} generated images against {len(reference)} reference images", flush=True)
     if jobs > 1 and shard is None:
-        if curve_points != 6:  # the shards run the command line, which has no flag for it
+        if curve_points != CURVE_POINTS:  # the shards run the command line
             raise ValueError(f"--jobs runs the command line's settings only, not curve_points={curve_points}")
         argv = ["gan", "compare", "--arms", ",".join(arms), "--seeds", ",".join(map(str, seeds)), "--iters",
                 str(iters), "--batch-size", str(batch), "--samples", str(samples), "--dataset", dataset, "--device",

@@ -50,7 +50,7 @@ def lr_factor(step: int, *, iters: int, decay_from: float) -> float:
     start = int(decay_from * iters)
     if step < start or start >= iters:  # constant rates stay constant past the last step too
         return 1.0
-    return max(0.0, (iters - step) / max(1, iters - start))
+    return max(0.0, (iters - step) / (iters - start))  # start < iters here
 
 
 def resolution_of(model: str) -> int:
