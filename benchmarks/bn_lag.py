@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
-from hamburger.data import SegTransform, build_dataset
-from hamburger.models import create_model
-from hamburger.recipes.checkpoint import read_weights
-from hamburger.recipes.metrics import ConfusionMatrix
-from hamburger.recipes.seg_eval import evaluate
-from hamburger.recipes.seg_train import recalibrate_batchnorm, recalibration_batches
+from hamburger.engine.checkpoint import read_weights
+from hamburger.seg.data import build_dataset
+from hamburger.seg.eval import evaluate
+from hamburger.seg.metrics import ConfusionMatrix
+from hamburger.seg.models import create_model
+from hamburger.seg.train import recalibrate_batchnorm, recalibration_batches
+from hamburger.seg.transforms import SegTransform
 
 
 @torch.no_grad()

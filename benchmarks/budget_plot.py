@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from hamburger.recipes.common import save_figure
-from hamburger.recipes.compare import LABELS
+from hamburger.engine.common import save_figure
+from hamburger.seg.compare import LABELS
 
 
 def main() -> None:

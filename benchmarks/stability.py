@@ -16,8 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
-from hamburger.recipes.common import atomic_write_text, machine_info, save_figure
-from hamburger.recipes.compare import run_one
+from hamburger.engine.common import atomic_write_text, machine_info, save_figure
+from hamburger.seg.compare import run_one
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("hamnet", {}),  # v2 NMF, R 16, K 6 / 6, one-step gradient, random bases, BatchNorm
@@ -69,11 +69,12 @@ def draw_spread(run_dir: Path, head: str, overrides: dict, seeds=(0, 1, 2, 3)) -
 
     import torch
 
-    from hamburger.data import SegTransform, build_dataset
-    from hamburger.recipes.checkpoint import load_model_weights
-    from hamburger.recipes.compare import train_args
-    from hamburger.recipes.seg_eval import evaluate
-    from hamburger.recipes.seg_train import build_model
+    from hamburger.engine.checkpoint import load_model_weights
+    from hamburger.seg.compare import train_args
+    from hamburger.seg.data import build_dataset
+    from hamburger.seg.eval import evaluate
+    from hamburger.seg.train import build_model
+    from hamburger.seg.transforms import SegTransform
 
     args = dataclasses.replace(
         train_args(head, 0, out=run_dir, data_root=None, iters=1, batch=16, lr=2e-3, val_interval=100, max_val=None,

@@ -7,10 +7,10 @@ import torch
 import torch.distributed as dist
 
 from hamburger.cli import build_parser
-from hamburger.recipes.config import config_from_args, parse_with_recipe
-from hamburger.recipes.seg_config import SegTrainConfig
-from hamburger.recipes.seg_train import train
-from hamburger.seg_cli import SUBCOMMANDS
+from hamburger.engine.config import config_from_args, parse_with_recipe
+from hamburger.seg.cli import SUBCOMMANDS
+from hamburger.seg.config import SegTrainConfig
+from hamburger.seg.train import train
 
 if __name__ == "__main__":
     parser = build_parser()

@@ -7,10 +7,10 @@ import torch
 import torch.distributed as dist
 
 from hamburger.cli import build_parser
-from hamburger.gan_cli import SUBCOMMANDS
-from hamburger.recipes.config import config_from_args, parse_with_recipe
-from hamburger.recipes.gan_config import GANTrainConfig
-from hamburger.recipes.gan_train import train
+from hamburger.engine.config import config_from_args, parse_with_recipe
+from hamburger.gan.cli import SUBCOMMANDS
+from hamburger.gan.config import GANTrainConfig
+from hamburger.gan.train import train
 
 if __name__ == "__main__":
     parser = build_parser()

@@ -1,7 +1,7 @@
 import json
 
 from hamburger.cli import main
-from hamburger.recipes.ablate import ROWS, TEST_STEPS, findings, plan, run_tag
+from hamburger.seg.ablate import ROWS, TEST_STEPS, findings, plan, run_tag
 
 
 def test_plan_shares_identical_configurations():
@@ -34,8 +34,8 @@ def test_findings_read_the_numbers():
 
 
 def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
-    from hamburger.data import animal_scenes
-    from hamburger.recipes import ablate
+    from hamburger.seg import ablate
+    from hamburger.seg import scenes as animal_scenes
 
     monkeypatch.setattr(animal_scenes, "SPLITS", {"train": 32, "val": 8, "test": 8})
     monkeypatch.setattr(ablate, "TEST_STEPS", (1, 6))

@@ -4,8 +4,9 @@ import pickle
 import numpy as np
 import pytest
 
-from hamburger.data import animal_scenes as A
-from hamburger.data import build_dataset
+from hamburger.data import silhouettes
+from hamburger.seg import scenes as A
+from hamburger.seg.data import build_dataset
 
 # sha256 of generate(seed=0, counts=SMALL): integer and nearest-neighbour operations only, so every machine
 # produces these bytes; a change to the generator must bump VERSION and this digest together.
@@ -58,7 +59,7 @@ def test_splits_use_disjoint_silhouettes():
 def test_restricted_unpickler_refuses_code():
     payload = pickle.dumps(print)
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        A._NumpyOnly(io.BytesIO(payload)).load()
+        silhouettes._NumpyOnly(io.BytesIO(payload)).load()
 
 
 def test_registered_dataset_and_cache(tmp_path, monkeypatch):

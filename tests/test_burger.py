@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import hamburger as hb
-from hamburger.recipes.bench_ham import saved_bytes as _saved_bytes
+from hamburger.bench.ham import saved_bytes as _saved_bytes
 
 
 @pytest.mark.parametrize("ham", ["nmf", "vq", "cd"])

@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hamburger.data import IGNORE_INDEX, SegTransform, build_dataset
+from hamburger.seg.data import build_dataset
+from hamburger.seg.transforms import IGNORE_INDEX, SegTransform
 from seg_fixtures import write_ade20k, write_cityscapes, write_folder, write_pascal_context, write_voc
 
 

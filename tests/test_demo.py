@@ -6,7 +6,7 @@ from hamburger.cli import main
 
 
 def test_demo_quick_runs_the_whole_path(tmp_path, monkeypatch, capsys):
-    from hamburger.data import animal_scenes
+    from hamburger.seg import scenes as animal_scenes
 
     monkeypatch.setattr(animal_scenes, "SPLITS", {"train": 64, "val": 16, "test": 16})
     out = tmp_path / "demo"

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import hamburger as hb
-from hamburger.models import create_model
+from hamburger.seg.models import create_model
 
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from hamburger.recipes.checkpoint import load_checkpoint, load_weights, model_identity
-from hamburger.recipes.config import option
-from hamburger.recipes.engine import fit
+from hamburger.engine.checkpoint import load_checkpoint, load_weights, model_identity
+from hamburger.engine.config import option
+from hamburger.engine.loop import fit
 
 
 @dataclass

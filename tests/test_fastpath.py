@@ -266,7 +266,7 @@ def test_onnx_export_of_bf16_ham_uses_fp32_products_and_warns(tmp_path):
 
 
 def test_crossover_logic():
-    from hamburger.recipes.bench_crossover import crossover
+    from hamburger.bench.crossover import crossover
 
     def row(size, ham, att):
         return {"precision": "bf16", "batch": 1, "mode": "eval", "size": size,
@@ -280,7 +280,7 @@ def test_crossover_logic():
 
 
 def test_bench_crossover_on_cpu_measures_backends_and_writes_results(tmp_path):
-    from hamburger.recipes import bench_crossover
+    from hamburger.bench import crossover as bench_crossover
 
     res = bench_crossover.run(
         device="cpu", sizes=(4,), batches=(1,), precisions=("fp32",), modes=("eval", "train"), channels=16, rank=2,
@@ -306,7 +306,7 @@ def test_bench_crossover_on_cpu_measures_backends_and_writes_results(tmp_path):
 
 
 def test_bench_precision_reports_errors_against_fp32_and_the_block_comparison(tmp_path):
-    from hamburger.recipes import bench_precision
+    from hamburger.bench import precision as bench_precision
 
     res = bench_precision.run(
         channels=16, sizes=(4,), rank=2, steps=3, repeats=1, block_size=4, out=tmp_path, progress=False

@@ -10,10 +10,10 @@ import torch
 
 import hamburger as hb
 from hamburger.cli import main
-from hamburger.data import build_dataset
-from hamburger.data.check import check_dataset
-from hamburger.models import create_model
-from hamburger.recipes.seg_config import SegTrainConfig
+from hamburger.seg.check import check_dataset
+from hamburger.seg.config import SegTrainConfig
+from hamburger.seg.data import build_dataset
+from hamburger.seg.models import create_model
 from seg_fixtures import write_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def test_skip_data_check_opts_out(tmp_path):
 
 def test_data_check_does_not_change_training(data, tmp_path):
     """The check reads no global RNG: a checked and an unchecked run end with the same weights."""
-    from hamburger.recipes.checkpoint import read_weights
+    from hamburger.engine.checkpoint import read_weights
 
     main(_train(data, tmp_path / "a", "--iters", "2"))
     main(_train(data, tmp_path / "b", "--iters", "2", "--skip-data-check"))

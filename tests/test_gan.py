@@ -4,15 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from hamburger.models.gan import GANPair, create_gan, list_gans, standing_statistics
-from hamburger.models.gan_blocks import (
-    ARMS,
-    ConditionalBatchNorm2d,
-    GANHamburger,
-    SAGANAttention,
-    create_gan_context,
-    sn_conv,
-)
+from hamburger.gan.blocks import ARMS, ConditionalBatchNorm2d, GANHamburger, SAGANAttention, create_gan_context, sn_conv
+from hamburger.gan.models import GANPair, create_gan, list_gans, standing_statistics
 
 
 def _pair(name="gan32", arm="ham_nmf", **kw):

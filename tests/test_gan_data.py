@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hamburger.data.gan_data import build_gan_dataset
+from hamburger.gan.data import build_gan_dataset
 
 
 def test_silhouettes_split_is_disjoint_deduplicated_and_deterministic():

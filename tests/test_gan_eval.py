@@ -7,15 +7,9 @@ import pytest
 import torch
 
 from hamburger.cli import main
-from hamburger.data.gan_data import build_gan_dataset
-from hamburger.recipes.gan_eval import frechet_from_features, get_classifier, load_classifier
-from hamburger.recipes.gan_metrics import (
-    ClassifierFeatures,
-    features,
-    frechet_and_kid,
-    inception_metrics,
-    knn_precision_recall,
-)
+from hamburger.gan.data import build_gan_dataset
+from hamburger.gan.eval import frechet_from_features, get_classifier, load_classifier
+from hamburger.gan.metrics import ClassifierFeatures, features, frechet_and_kid, inception_metrics, knn_precision_recall
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +41,7 @@ def test_classifier_is_accurate_recorded_and_checked(digits_classifier, tmp_path
     assert again_info["sha256"] == info["sha256"]
     x = reference.tensors()[0][:8]
     torch.testing.assert_close(again(x), model(x))
-    from hamburger.recipes.checkpoint import read_weights, save_weights
+    from hamburger.engine.checkpoint import read_weights, save_weights
 
     tensors, metadata = read_weights(path)
     tensors["head.bias"] = tensors["head.bias"] + 1
@@ -98,7 +92,7 @@ def test_gan_eval_and_compare_at_a_tiny_size(digits_classifier, tmp_path, capsys
     report = json.loads((run / "eval.json").read_text())
     assert report["generated"] == 40 and 0 <= report["classifier_accuracy_fake"] <= 1 and "fid" not in report
 
-    from hamburger.recipes import gan_compare
+    from hamburger.gan import compare as gan_compare
 
     out = tmp_path / "compare"
     (out).mkdir()

@@ -14,8 +14,8 @@ from PIL import Image
 from torch import nn
 
 from hamburger.cli import main
-from hamburger.recipes.checkpoint import load_weights
-from hamburger.recipes.gan_config import GANTrainConfig
+from hamburger.engine.checkpoint import load_weights
+from hamburger.gan.config import GANTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -83,9 +83,9 @@ def test_bf16_autocast_trains_with_finite_losses(tmp_path):
 
 def test_yaml_recipes_and_errors(tmp_path):
     from hamburger.cli import build_parser
-    from hamburger.gan_cli import SUBCOMMANDS
-    from hamburger.recipes.config import config_from_args, load_recipe
-    from hamburger.recipes.gan_config import GANTrainConfig
+    from hamburger.engine.config import config_from_args, load_recipe
+    from hamburger.gan.cli import SUBCOMMANDS
+    from hamburger.gan.config import GANTrainConfig
 
     build_parser()
     recipes = sorted((ROOT / "configs").glob("hamgan_*.yaml"))
@@ -109,7 +109,7 @@ def test_yaml_recipes_and_errors(tmp_path):
 
 
 def test_learning_rates_are_constant_then_fall_linearly_to_zero():
-    from hamburger.recipes.gan_train import GANTask
+    from hamburger.gan.train import GANTask
 
     generator, discriminator = nn.Linear(2, 2), nn.Linear(2, 2)
     pair = SimpleNamespace(generator=generator, discriminator=discriminator)

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 import hamburger as hb
-from hamburger.models import LightHamHead, create_model, list_models
-from hamburger.models.registry import convert_lightham_checkpoint
+from hamburger.seg.heads import LightHamHead
+from hamburger.seg.models import convert_lightham_checkpoint, create_model, list_models
 
 VARIANTS = list_models()
 

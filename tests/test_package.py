@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hamburger import cli
-from hamburger.recipes import bench_ham, decompose
+from hamburger.bench import ham as bench_ham
+from hamburger.viz import decompose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +109,7 @@ def test_reference_nmf_matches_library():
 
 
 def test_bench_context_tiny_every_field_present_and_positive(tmp_path):
-    from hamburger.recipes import bench_context
+    from hamburger.bench import context as bench_context
 
     res = bench_context.run(
         modules=("ham_nmf", "nonlocal", "nonlocal_naive", "ccnet"), channels=16, sizes=(6, 10), repeats=2,
@@ -130,7 +131,7 @@ def test_bench_context_tiny_every_field_present_and_positive(tmp_path):
 
 
 def test_bench_context_skips_instead_of_crashing(tmp_path):
-    from hamburger.recipes import bench_context
+    from hamburger.bench import context as bench_context
 
     res = bench_context.run(
         modules=("nonlocal_naive",), channels=8, sizes=(4, 8, 64), repeats=1, memory_limit_gib=1e-4,
@@ -143,7 +144,7 @@ def test_bench_context_skips_instead_of_crashing(tmp_path):
 
 
 def test_peak_memory_is_measured_on_cpu():
-    from hamburger.recipes.measure import peak_memory
+    from hamburger.engine.measure import peak_memory
 
     x = torch.randn(256, 256)
 
@@ -157,7 +158,7 @@ def test_peak_memory_is_measured_on_cpu():
 
 
 def test_bench_seg_tiny(tmp_path):
-    from hamburger.recipes import bench_seg
+    from hamburger.bench import seg as bench_seg
 
     res = bench_seg.run(models=("fcn_r18_d8", "hamnet_r18_d8"), crops=(32,), repeats=1, out=tmp_path, progress=False)
     assert len(res["rows"]) == 2

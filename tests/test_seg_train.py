@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from hamburger.cli import main
-from hamburger.recipes.checkpoint import MANIFEST, load_checkpoint, load_weights
-from hamburger.recipes.metrics import ConfusionMatrix
-from hamburger.recipes.seg_eval import predict_logits
-from hamburger.recipes.seg_train import param_groups, poly_lambda
+from hamburger.engine.checkpoint import MANIFEST, load_checkpoint, load_weights
+from hamburger.seg.eval import predict_logits
+from hamburger.seg.metrics import ConfusionMatrix
+from hamburger.seg.train import param_groups, poly_lambda
 from seg_fixtures import write_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +69,8 @@ def test_flat_yaml_recipe(data, tmp_path):
 
 def test_shipped_recipes_parse():
     from hamburger.cli import build_parser
-    from hamburger.recipes.config import load_recipe
-    from hamburger.seg_cli import SUBCOMMANDS
+    from hamburger.engine.config import load_recipe
+    from hamburger.seg.cli import SUBCOMMANDS
 
     build_parser()
     recipes = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("hamgan_"))  # GAN: own test
@@ -251,7 +251,7 @@ def test_weights_know_their_model(data, straight_run):
             "--weights", str(straight_run / "best.safetensors")]  # fmt: skip
     with pytest.raises(SystemExit, match="rank = 8, but this model has 4"):
         main([*base, "--model", "hamnet_r18_d8", "--rank", "4"])
-    from hamburger.recipes import checkpoint
+    from hamburger.engine import checkpoint
 
     tensors, meta = checkpoint.read_weights(straight_run / "best.safetensors")
     ident = json.loads(meta[checkpoint.IDENTITY_KEY])
@@ -270,9 +270,9 @@ def test_weights_know_their_model(data, straight_run):
 
 
 def test_config_round_trips_and_resume_refuses_a_changed_recipe(data, tmp_path):
-    from hamburger.recipes.config import config_dict
-    from hamburger.recipes.seg_config import SegTrainConfig
-    from hamburger.recipes.seg_train import train
+    from hamburger.engine.config import config_dict
+    from hamburger.seg.config import SegTrainConfig
+    from hamburger.seg.train import train
 
     out = tmp_path / "run"
     config = SegTrainConfig(dataset="folder", data_root=data, num_classes=3, model="fcn_r18_d8", crop_size=32,
@@ -314,8 +314,8 @@ def test_config_round_trips_and_resume_refuses_a_changed_recipe(data, tmp_path):
 
 
 def test_ham_flags_reach_the_block():
-    from hamburger.recipes.seg_config import SegTrainConfig
-    from hamburger.recipes.seg_train import build_model
+    from hamburger.seg.config import SegTrainConfig
+    from hamburger.seg.train import build_model
 
     config = SegTrainConfig(model="hamnet_tiny", ham_version="v2+", ham_steps=3, ham_eval_steps=9, ham_grad="bptt",
                             rank=8, ham_init="online")  # fmt: skip
@@ -329,7 +329,7 @@ def test_ham_flags_reach_the_block():
 
 
 def test_batchnorm_recalibration_is_the_plain_average_in_eval_mode():
-    from hamburger.recipes.seg_train import recalibrate_batchnorm
+    from hamburger.seg.train import recalibrate_batchnorm
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5))
@@ -354,9 +354,10 @@ def test_train_with_bn_recalibration(data, tmp_path):
 
 
 def test_viz_writes_figure_2_for_a_checkpoint_and_a_photo(data, tmp_path):
-    from hamburger.data import SegTransform, build_dataset
-    from hamburger.models import create_model
-    from hamburger.recipes.viz import ham_views, pca_rgb
+    from hamburger.seg.data import build_dataset
+    from hamburger.seg.models import create_model
+    from hamburger.seg.transforms import SegTransform
+    from hamburger.viz.figure2 import ham_views, pca_rgb
 
     out = tmp_path / "run"
     main(_train_args(data, out, "--iters", "1", "--quiet"))

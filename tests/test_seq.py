@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hamburger.cli import main
-from hamburger.data.seq_data import IGNORE, mqar, ngram_bits_per_char, sympy_corpus, tiles, windows
-from hamburger.models.seq import SequenceModel
+from hamburger.seq.data import IGNORE, mqar, ngram_bits_per_char, sympy_corpus, tiles, windows
+from hamburger.seq.model import SequenceModel
 
 
 def test_mqar_binds_every_query_to_its_value():
@@ -44,7 +44,7 @@ def test_sympy_corpus_is_pinned_split_by_file_and_hashed():
 def test_another_sympy_version_is_a_clear_error(monkeypatch):
     import importlib.metadata as md
 
-    from hamburger.data import seq_data
+    from hamburger.seq import data as seq_data
 
     real = md.distribution("sympy")
 
@@ -83,7 +83,7 @@ def _train_argv(out, *extra):
 
 
 def test_mqar_train_eval_and_determinism(tmp_path, capsys):
-    from hamburger.recipes.checkpoint import load_weights
+    from hamburger.engine.checkpoint import load_weights
 
     def argv(out):
         return _train_argv(out, "--task", "mqar", "--seq-len", "32", "--pairs", "4", "--iters", "6",
@@ -114,7 +114,8 @@ def test_lm_train_eval_generates_text(tmp_path, capsys):
 
 
 def test_compare_and_bench_at_a_tiny_size(tmp_path):
-    from hamburger.recipes import seq_bench, seq_compare
+    from hamburger.seq import bench as seq_bench
+    from hamburger.seq import compare as seq_compare
 
     tiny = dict(dim=16, depth=1, rank=4, chunk=8, batch_size=4, train_examples=32, val_examples=8, val_interval=2)
     part = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,

@@ -4,10 +4,11 @@ from . import functional
 from .burger import Hamburger, convert_2d_checkpoint
 from .context import create_context, list_contexts
 from .functional import Decomposition
+from .gan.models import create_gan, list_gans
 from .ham import CD, NMF, VQ
 from .mixer import HamMixer
-from .models import create_gan, create_model, list_gans, list_models
 from .optimize import optimize
+from .seg.models import create_model, list_models
 from .sequence import HamDecoder, HamEncoder, HamTransformerBlock, create_mixer
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .recipes.config import (
+from .engine.config import (
     device_name,
     integers,
     nonnegative_int,
@@ -124,13 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--repeats", type=positive_int, default=3)
     seg.add_argument("--device", type=device_name, default="cpu")
     seg.add_argument("--out", type=Path, default=Path("results/bench-seg"))
-    from .seg_cli import _data_args, add_seg_parser
+    from .seg.cli import _data_args, add_seg_parser
 
     add_seg_parser(sub)
-    from .gan_cli import add_gan_parser
+    from .gan.cli import add_gan_parser
 
     add_gan_parser(sub)
-    from .seq_cli import add_seq_parser
+    from .seq.cli import add_seq_parser
 
     add_seq_parser(sub)
     abl = sub.add_parser("ablate", help="the paper's ablations on animal-scenes (resumable): tables, plots, findings")
@@ -163,7 +163,7 @@ USER_ERRORS = (ValueError, PermissionError, IsADirectoryError, NotADirectoryErro
 def run_group(parser: argparse.ArgumentParser, argv: list[str], group: str, subcommands: dict, handle) -> None:
     """Dispatch ``hamburger <group> <sub> ...``: parse in two passes (a ``--config`` recipe's values become the
     defaults), call ``handle(args)``, and turn a user's error into one line naming the command."""
-    from .recipes.config import parse_with_recipe
+    from .engine.config import parse_with_recipe
 
     name = next((a for a in argv[argv.index(group) + 1 :] if not a.startswith("-")), None)
     if name not in subcommands:
@@ -188,7 +188,7 @@ def _bench(args, label: str, call) -> None:
 
 
 def _viz(args) -> None:
-    from .recipes import viz
+    from .viz import figure2 as viz
 
     if args.photo:
         path = viz.photo(image=args.photo, ham=args.ham, rank=args.photo_rank, steps=args.steps, out=args.out)
@@ -196,8 +196,9 @@ def _viz(args) -> None:
         return
     if args.weights is None:
         raise ValueError("--weights is required (or --photo for a bare photo)")
-    from .data import SegTransform, build_dataset
-    from .seg_cli import _load_model
+    from .seg.cli import _load_model
+    from .seg.data import build_dataset
+    from .seg.transforms import SegTransform
 
     if args.data_root is None and args.dataset != "animal-scenes":
         raise ValueError("--data-root is required")
@@ -214,23 +215,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     if command == "gan":  # parsed in two passes: a --config recipe's values become the defaults
-        from .gan_cli import run_gan
+        from .gan.cli import run_gan
 
         run_gan(parser, argv)
         return 0
     if command == "seq":
-        from .seq_cli import run_seq
+        from .seq.cli import run_seq
 
         run_seq(parser, argv)
         return 0
     args = parser.parse_args(argv) if "--config" not in argv else None
     if args is None or args.command == "seg":
-        from .seg_cli import run_seg
+        from .seg.cli import run_seg
 
         run_seg(args, parser, argv)
         return 0
     if args.command == "demo":
-        from .recipes import compare
+        from .seg import compare
 
         iters = args.iters or (20 if args.quick else 800)
         _bench(args, "demo", lambda: compare.run(
@@ -240,13 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         ))  # fmt: skip
         return 0
     if args.command == "decompose":
-        from .recipes import decompose
+        from .viz import decompose
 
         _bench(args, "decompose", lambda: decompose.run(
             image=args.image, ranks=args.ranks, steps=args.steps, hams=args.hams, out=args.out
         ))  # fmt: skip
     elif args.command == "ablate":
-        from .recipes import ablate
+        from .seg import ablate
 
         _bench(args, "ablate", lambda: ablate.run(
             out=args.out, finding_seeds=args.seeds, sweep_seeds=args.sweep_seeds, iters=args.iters,
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "viz":
         _bench(args, "viz", lambda: _viz(args))
     elif args.command == "bench" and args.mode is None:
-        from .recipes import bench_context
+        from .bench import context as bench_context
 
         _bench(args, "bench", lambda: bench_context.run(
             modules=tuple(args.modules.split(",")) if args.modules else None, channels=args.channels,
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             train_steps=args.train_steps, out=args.out,
         ))  # fmt: skip
     elif args.command == "bench" and args.mode == "ham":
-        from .recipes import bench_ham
+        from .bench import ham as bench_ham
 
         _bench(args, "bench ham", lambda: bench_ham.run(
             channels=args.channels, size=args.size, rank=args.rank, steps=args.steps, repeats=args.repeats,
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bench" and args.mode == "crossover":
         import torch
 
-        from .recipes import bench_crossover
+        from .bench import crossover as bench_crossover
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         _bench(args, "bench crossover", lambda: bench_crossover.run(
@@ -283,14 +284,14 @@ def main(argv: list[str] | None = None) -> int:
             repeats=args.repeats, compile=not args.no_compile, math_limit_gib=args.math_limit_gib, out=args.out,
         ))  # fmt: skip
     elif args.command == "bench" and args.mode == "precision":
-        from .recipes import bench_precision
+        from .bench import precision as bench_precision
 
         _bench(args, "bench precision", lambda: bench_precision.run(
             channels=args.channels, sizes=args.sizes, rank=args.rank, steps=args.steps, repeats=args.repeats,
             precisions=args.precisions, device=args.device, block_size=args.block_size, out=args.out,
         ))  # fmt: skip
     elif args.command == "bench" and args.mode == "seg":
-        from .recipes import bench_seg
+        from .bench import seg as bench_seg
 
         _bench(args, "bench seg", lambda: bench_seg.run(
             models=_names(args.models), crops=args.crops, train_batch=args.train_batch,

@@ -1,0 +1,128 @@
+"""``hamburger gan train|sample``: argument parsers (flat YAML recipes with ``--config``) and dispatch."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..engine.config import device_name, integers, positive_int, shard_spec
+
+SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
+
+
+def add_gan_parser(sub) -> None:
+    from ..engine.config import add_config_arguments
+    from .config import GANTrainConfig
+
+    gan = sub.add_parser("gan", help="HamGAN: class-conditional image generation with a Hamburger, attention or none")
+    gsub = gan.add_subparsers(dest="gan_command", required=True)
+    t = gsub.add_parser("train", help="train a GAN (resumable; torchrun for several processes)")
+    t.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags (a run's config.yaml too)")
+    add_config_arguments(t, GANTrainConfig)
+    s = gsub.add_parser("sample", help="a sample grid (one row per class) from a trained run")
+    s.add_argument("--run", type=Path, required=True, help="a run folder of gan train (its config.yaml is read)")
+    s.add_argument("--weights", type=Path, default=None, help="default: <run>/last.safetensors")
+    s.add_argument("--per-class", type=positive_int, default=8, help="samples per class (columns)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    s.add_argument("--out", type=Path, default=None, help="PNG to write (default: <run>/samples/sample-seed<N>.png)")
+    e = gsub.add_parser("eval", help="offline metrics of a run: Fréchet classifier distance, KID, precision/recall")
+    e.add_argument("--run", type=Path, required=True, help="a run folder of gan train")
+    e.add_argument("--weights", type=Path, default=None, help="default: <run>/last.safetensors")
+    e.add_argument("--samples", type=positive_int, default=2000, help="generated images")
+    e.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    e.add_argument("--classifier", type=Path, default=None, help="feature classifier (trained there if missing)")
+    e.add_argument(
+        "--inception-weights",
+        type=Path,
+        default=None,
+        help="a local torch-fidelity Inception weights file: also report FID and IS (never downloaded)",
+    )
+    c = gsub.add_parser("compare", help="arms side by side over seeds, same network and budget (resumable)")
+    c.add_argument("--arms", default="ham_nmf,sagan,none", help="comma-separated: " + ", ".join(_arms()))
+    c.add_argument("--seeds", type=integers, default=(0, 1, 2))
+    c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: gan train's)")
+    c.add_argument("--batch-size", type=positive_int, default=None, help="default: gan train's")
+    c.add_argument("--samples", type=positive_int, default=2000, help="generated images per final evaluation")
+    c.add_argument("--ema", type=float, default=None, help="EMA decay of G for sampling (default: gan train's)")
+    c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
+    c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
+    c.add_argument("--dataset", default="silhouettes")
+    c.add_argument("--data-root", type=Path, default=None)
+    c.add_argument("--device", type=device_name, default="cpu")
+    c.add_argument("--out", type=Path, default=Path("results/gan"))
+    SUBCOMMANDS.update(train=t, sample=s, eval=e, compare=c)
+
+
+def _arms() -> tuple[str, ...]:
+    from .blocks import ARMS
+
+    return ARMS
+
+
+def run_gan(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    from ..cli import run_group
+
+    run_group(parser, argv, "gan", SUBCOMMANDS, _dispatch)
+
+
+def _dispatch(args) -> None:
+    if args.gan_command == "train":
+        _train(args)
+    elif args.gan_command == "eval":
+        from .eval import evaluate_run, format_report
+
+        report = evaluate_run(args.run, weights=args.weights, samples=args.samples, seed=args.seed,
+                              classifier=args.classifier, inception_weights=args.inception_weights)  # fmt: skip
+        print(format_report(report))
+        print(f"wrote {Path(args.run) / 'eval.json'}")
+    elif args.gan_command == "compare":
+        _compare(args)
+    else:
+        path = sample(args.run, weights=args.weights, per_class=args.per_class, seed=args.seed, out=args.out)
+        print(f"wrote {path}")
+
+
+def _compare(args) -> None:
+    from . import compare as gan_compare
+    from .config import GANTrainConfig
+
+    arms = tuple(a for a in args.arms.split(",") if a)
+    unknown = [a for a in arms if a not in _arms()]
+    if unknown or not arms:
+        raise ValueError(f"unknown arms {unknown}; available: {', '.join(_arms())}")
+    defaults = GANTrainConfig()
+    gan_compare.run(
+        arms=arms, seeds=tuple(args.seeds), iters=args.iters or defaults.iters,
+        batch=args.batch_size or defaults.batch_size, out=args.out, dataset=args.dataset, data_root=args.data_root,
+        device=args.device, samples=args.samples, ema=args.ema, jobs=args.jobs, shard=args.shard,
+    )  # fmt: skip
+
+
+def _train(args) -> None:
+    from ..engine.config import config_from_args
+    from .config import GANTrainConfig
+    from .train import train
+
+    config = config_from_args(GANTrainConfig, args)
+    if config.data_root is None and config.dataset in ("folder", "cifar10"):
+        raise ValueError(f"--data-root is required for dataset {config.dataset!r}")
+    result = train(config)
+    if not config.quiet:
+        print(f"samples in {Path(config.out) / 'samples'}; last weights {Path(config.out) / 'last.safetensors'}")
+    return result
+
+
+def sample(run: Path, *, weights: Path | None = None, per_class: int = 8, seed: int = 0, out: Path | None = None):
+    """Write a grid of ``per_class`` samples per class (one row each) from a ``gan train`` run; returns the PNG."""
+    import torch
+
+    from .train import load_run, sample_grid, save_grid
+
+    pair, config, num_classes = load_run(run, weights)
+    gen = torch.Generator().manual_seed(seed)
+    rows = num_classes if config.conditional else 1
+    z = torch.randn(rows * per_class, config.z_dim, generator=gen)
+    labels = torch.arange(rows).repeat_interleave(per_class) if config.conditional else None
+    out = Path(out) if out else Path(run) / "samples" / f"sample-seed{seed}.png"
+    save_grid(sample_grid(pair, z, labels), per_class, out)
+    return out

@@ -1,0 +1,267 @@
+"""`hamburger ablate`: the paper's ablations on the embedded benchmark, with the demo's recipe, one resumable command.
+
+Rows are `hamnet_tiny` (v2 NMF, R 16, K 6, one-step gradient, random bases) with one thing changed, trained and
+tested through `seg compare`'s run layout (``out/<row>/seed<n>``; identical configurations share one run). The
+rows that test one of the seed's findings (the ham, the breads, the ham type, the gradient) default to three seeds,
+the sweeps (version, init, K in training, R) to one. K at test is swept on the reference runs by evaluation only.
+Writes ``ablate.md`` / ``ablate.json`` (mean ± std per row, and beside each finding whether this benchmark
+agrees, with the numbers and the seed spread) and one plot per sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
+
+FINDING_SEEDS = (0, 1, 2)
+SWEEP_SEEDS = (0,)
+TEST_STEPS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30)  # the paper's K-at-test sweep
+
+# (group, label, head, overrides of the demo's SegTrainConfig)
+ROWS: tuple[tuple[str, str, str, dict], ...] = (
+    ("ham", "Hamburger (NMF)", "hamnet", {}),
+    ("ham", "no ham: breads only", "local", {}),
+    ("breads", "both breads", "hamnet", {}),
+    ("breads", "no lower bread", "hamnet", {"ham_breads": "upper"}),
+    ("breads", "no upper bread", "hamnet", {"ham_breads": "lower"}),
+    ("ham type", "NMF", "hamnet", {}),
+    ("ham type", "VQ", "hamnet", {"ham_type": "vq"}),
+    ("ham type", "CD", "hamnet", {"ham_type": "cd"}),
+    ("gradient", "one-step", "hamnet", {}),
+    ("gradient", "BPTT", "hamnet", {"ham_grad": "bptt"}),
+    ("gradient", "no gradient", "hamnet", {"ham_grad": "none"}),
+    ("version", "v1", "hamnet", {"ham_version": "v1"}),
+    ("version", "v2", "hamnet", {}),
+    ("version", "v2+", "hamnet", {"ham_version": "v2+"}),
+    ("init", "random", "hamnet", {}),
+    ("init", "online", "hamnet", {"ham_init": "online"}),
+    *(("K train", f"K={k}", "hamnet", {"ham_steps": k, "ham_eval_steps": k} if k != 6 else {}) for k in (1, 3, 6, 10)),
+    *(("R", f"R={r}", "hamnet", {"rank": r} if r != 16 else {}) for r in (8, 16, 32, 64)),
+)
+FINDINGS = ("ham", "breads", "ham type", "gradient")
+SWEEPS = ("version", "init", "K train", "R")
+
+
+def run_tag(head: str, overrides: dict) -> str:
+    """One folder per distinct configuration: ``hamnet`` for the reference, else head + sorted overrides."""
+    if not overrides:
+        return f"{head}-ref" if head == "hamnet" else head
+    return head + "-" + "-".join(f"{k.removeprefix('ham_')}={v}" for k, v in sorted(overrides.items()))
+
+
+def plan(finding_seeds=FINDING_SEEDS, sweep_seeds=SWEEP_SEEDS) -> list[tuple[str, str, dict, int]]:
+    """Distinct (tag, head, overrides, seed) runs of the default set, reference first."""
+    runs: dict[tuple[str, int], tuple[str, str, dict, int]] = {}
+    for group, _, head, over in ROWS:
+        for seed in finding_seeds if group in FINDINGS else sweep_seeds:
+            tag = run_tag(head, over)
+            runs.setdefault((tag, seed), (tag, head, over, seed))
+    return sorted(runs.values(), key=lambda r: (r[0] != "hamnet-ref", r[3], r[0]))
+
+
+def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, list[float]]:
+    """Test mIoU of the reference runs' best checkpoints evaluated with K = 1 … 30 steps (no training)."""
+    from ..data.silhouettes import CLASSES
+    from ..engine.checkpoint import load_model_weights
+    from ..ham import _Ham
+    from .compare import train_args
+    from .data import build_dataset
+    from .eval import evaluate
+    from .train import build_model
+    from .transforms import SegTransform
+
+    test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
+    scores: dict[int, list[float]] = {k: [] for k in TEST_STEPS}
+    for seed in seeds:
+        run_dir = out / "hamnet-ref" / f"seed{seed}"
+        cache = run_dir / "test_steps.json"
+        if cache.is_file():
+            for k, v in json.loads(cache.read_text()).items():
+                scores[int(k)].append(v)
+            continue
+        args = train_args("hamnet", seed, out=run_dir, data_root=data_root, iters=1, batch=16, lr=2e-3,
+                          val_interval=1, max_val=None, workers=0, quiet=True)  # fmt: skip
+        model = build_model(args, len(CLASSES), torch.device(device))
+        load_model_weights(model, run_dir / "best.safetensors")
+        hams = [m for m in model.modules() if isinstance(m, _Ham)]
+        per = {}
+        for k in TEST_STEPS:
+            for ham in hams:  # the same weights, another K at test
+                ham.eval_steps = k
+            per[k] = 100 * evaluate(model.eval(), test, device=device)["miou"]
+            scores[k].append(per[k])
+        atomic_write_text(cache, json.dumps(per))
+    return scores
+
+
+def _fmt(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.1f} ± {std:.1f} (n={len(values)})" if len(values) > 1 else f"{mean:.1f} (n=1)"
+
+
+def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> list[str]:
+    """The seed's findings, each with this benchmark's numbers and whether they agree beyond the seed spread."""
+
+    def gap(a: str, b: str) -> tuple[float, float]:
+        (ma, sa), (mb, sb) = mean_std(rows[a]), mean_std(rows[b])
+        return ma - mb, max(sa, sb)
+
+    def verdict(pairs) -> str:
+        if all(d > s for d, s in pairs):
+            return "**agrees**"
+        if all(d > 0 for d, _ in pairs):
+            return "agrees in the means, within the seed spread"
+        if any(d < -s for d, s in pairs):
+            return "**disagrees** (the opposite holds beyond the seed spread)"
+        return "not shown (differences within the seed spread)"
+
+    out = []
+    pairs = [gap("ham/Hamburger (NMF)", "ham/no ham: breads only")]
+    out.append(f"- *The ham is essential*: {verdict(pairs)} — {pairs[0][0]:+.1f} mIoU over breads only "
+               f"(largest seed std {pairs[0][1]:.1f}).")  # fmt: skip
+    pairs = [gap("breads/both breads", "breads/no lower bread"), gap("breads/both breads", "breads/no upper bread")]
+    out.append(f"- *Both breads help*: {verdict(pairs)} — {pairs[0][0]:+.1f} over no lower bread, {pairs[1][0]:+.1f} "
+               f"over no upper bread (largest std {max(p[1] for p in pairs):.1f}).")  # fmt: skip
+    pairs = [gap("ham type/NMF", "ham type/VQ"), gap("ham type/NMF", "ham type/CD")]
+    out.append(f"- *NMF beats VQ and CD*: {verdict(pairs)} — NMF {pairs[0][0]:+.1f} over VQ, {pairs[1][0]:+.1f} "
+               f"over CD (largest std {max(p[1] for p in pairs):.1f}).")  # fmt: skip
+    pairs = [gap("gradient/one-step", "gradient/BPTT")]
+    out.append(f"- *BPTT hurts where the one-step gradient does not*: {verdict(pairs)} — one-step "
+               f"{pairs[0][0]:+.1f} over BPTT (largest std {pairs[0][1]:.1f}).")  # fmt: skip
+    # K: the sweep in training has one seed, so the reference's seed spread is the yardstick
+    spread = mean_std(rows["ham/Hamburger (NMF)"])[1]
+    ktrain = {k: statistics.mean(rows[f"K train/K={k}"]) for k in (1, 3, 6, 10)}
+    best_train = max(ktrain, key=ktrain.get)
+    means = {k: statistics.mean(v) for k, v in ktest.items() if v}
+    best_test = max(means, key=means.get) if means else None
+    near_train = max(ktrain[3], ktrain[6]) >= ktrain[best_train] - spread
+    near_test = best_test is not None and max(v for k, v in means.items() if 3 <= k <= 6) >= means[best_test] - spread
+    if best_train in (3, 6) and best_test is not None and 3 <= best_test <= 6:
+        kv = "**agrees**"
+    elif near_train and near_test:
+        kv = "agrees within the seed spread (the best K lies outside 3–6, K of 3–6 within one std of it)"
+    else:
+        kv = "**disagrees**"
+    out.append(f"- *K of 3–6 for training and testing*: {kv} — best K in training {best_train} "
+               f"({ktrain[best_train]:.1f}; K 3 {ktrain[3]:.1f}, K 6 {ktrain[6]:.1f}), best K at test {best_test}"
+               + (f" ({means[best_test]:.1f}; K 3–6 up to {max(v for k, v in means.items() if 3 <= k <= 6):.1f})"
+                  if best_test is not None else "")
+               + f"; yardstick: the reference's seed std {spread:.1f}.")  # fmt: skip
+    return out
+
+
+def run_jobs(*, jobs: int, out: Path, finding_seeds, sweep_seeds, iters: int, data_root, device: str) -> None:
+    """Train the plan in ``jobs`` processes at once (``--shard i/jobs`` each, the cores split between them)."""
+    argv = ["ablate", "--seeds", ",".join(map(str, finding_seeds)), "--sweep-seeds", ",".join(map(str, sweep_seeds)),
+            "--iters", str(iters), "--device", device, "--out", str(out)]  # fmt: skip
+    if data_root:
+        argv += ["--data-root", str(data_root)]
+    run_shards(argv, jobs=jobs, out=out)
+
+
+def run(
+    *,
+    out: Path,
+    finding_seeds=FINDING_SEEDS,
+    sweep_seeds=SWEEP_SEEDS,
+    iters: int = 600,
+    data_root=None,
+    device: str = "cpu",
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    jobs: int = 1,
+) -> dict:
+    """Train and test the default set (resumable), sweep K at test, write the tables and plots.
+
+    ``shard=(i, n)`` trains only every n-th run from the i-th and writes no tables (several processes can share one
+    ``out``); ``jobs=n`` starts n such processes, waits for them, then writes the tables.
+    """
+    from .compare import run_one
+    from .scenes import cached
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_root = Path(data_root) if data_root else None
+    cached(data_root, progress=progress)
+    if jobs > 1 and shard is None:
+        print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
+        run_jobs(jobs=jobs, out=out, finding_seeds=finding_seeds, sweep_seeds=sweep_seeds, iters=iters,
+                 data_root=data_root, device=device)  # fmt: skip
+    results = {}
+    runs = plan(finding_seeds, sweep_seeds)
+    if shard is not None:
+        index, count = shard
+        runs = runs[index::count]
+    for i, (tag, head, over, seed) in enumerate(runs, 1):
+        if progress:
+            print(f"[{i}/{len(runs)}] {tag} seed {seed}", flush=True)
+        results[tag, seed] = run_one(head, seed, out=out, data_root=data_root, iters=iters, batch=16, lr=2e-3,
+                                     val_interval=100, max_val=None, workers=1, progress=progress, overrides=over,
+                                     tag=tag, device=device)  # fmt: skip
+    if shard is not None:
+        return {"runs": len(runs)}
+    rows: dict[str, list[float]] = {}
+    for group, label, head, over in ROWS:
+        seeds = finding_seeds if group in FINDINGS else sweep_seeds
+        rows[f"{group}/{label}"] = [100 * results[run_tag(head, over), s]["test_miou"] for s in seeds]
+    ktest = test_steps_sweep(out, finding_seeds, data_root=data_root, device=device)
+    info = {**machine_info(), "iters": iters, "finding_seeds": list(finding_seeds), "sweep_seeds": list(sweep_seeds)}
+    md = ["# ablate", ""] + [f"- {k}: {v}" for k, v in info.items()]
+    md += ["", "## The seed's findings on animal-scenes", "", *findings(rows, ktest)]
+    for group in (*FINDINGS, *SWEEPS):
+        md += ["", f"## {group}", "", "| row | test mIoU |", "|---|---:|"]
+        md += [f"| {key.split('/', 1)[1]} | {_fmt(v)} |" for key, v in rows.items() if key.startswith(group + "/")]
+    md += ["", "## K at test (the reference runs' weights, evaluation only)", "", "| K | test mIoU |", "|---:|---:|"]
+    md += [f"| {k} | {_fmt(v)} |" for k, v in ktest.items()]
+    atomic_write_text(out / "ablate.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "ablate.json", json.dumps({"machine": info, "rows": rows, "k_test": ktest}, indent=1))
+    _plots(rows, ktest, out)
+    if progress:
+        print("\n".join(md))
+    return {"rows": rows, "k_test": ktest}
+
+
+def _plots(rows: dict[str, list[float]], ktest: dict[int, list[float]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweeps = {"K train": [1, 3, 6, 10], "R": [8, 16, 32, 64]}
+    for group, xs in sweeps.items():
+        prefix = "K=" if group == "K train" else "R="
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        ax.plot(xs, [statistics.mean(rows[f"{group}/{prefix}{x}"]) for x in xs], marker="o")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel("K in training and testing" if group == "K train" else "R")
+        ax.set_ylabel("test mIoU")
+        fig.tight_layout()
+        save_figure(fig, out / f"ablate-{group.replace(' ', '-').lower()}.png")
+    # every row (findings and categorical sweeps: version, init) as a bar with its seed std
+    labels = list(rows)
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(labels) + 1))
+    means = [mean_std(rows[k])[0] for k in labels]
+    stds = [mean_std(rows[k])[1] for k in labels]
+    groups = [k.split("/", 1)[0] for k in labels]
+    colors = [f"C{sorted(set(groups), key=groups.index).index(g)}" for g in groups]
+    ax.barh(range(len(labels)), means, xerr=stds, color=colors, capsize=2)
+    ax.set_yticks(range(len(labels)), [k.replace("/", ": ") + f" (n={len(rows[k])})" for k in labels], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("test mIoU")
+    ax.set_xlim(min(means) - 10, max(means) + 5)
+    fig.tight_layout()  # the long row labels
+    save_figure(fig, out / "ablate-rows.png")
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ks = [k for k, v in ktest.items() if v]
+    stats = [mean_std(ktest[k]) for k in ks]
+    ax.errorbar(ks, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=2)
+    ax.set_xlabel("K at test (trained with K = 6)")
+    ax.set_ylabel("test mIoU")
+    fig.tight_layout()
+    save_figure(fig, out / "ablate-k-test.png")

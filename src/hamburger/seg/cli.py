@@ -1,0 +1,202 @@
+"""``hamburger seg train|eval|predict``: argument parsers (flat YAML recipes with ``--config``) and dispatch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..engine.config import (
+    device_name,
+    integers,
+    nonnegative_int,
+    parse_bool,
+    positive_float,
+    positive_floats,
+    positive_int,
+)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags")
+    p.add_argument(
+        "--dataset", default="voc", help="voc | pascal_context | ade20k | cityscapes | folder | animal-scenes"
+    )
+    p.add_argument("--data-root", type=Path, help="dataset folder (its documented layout)")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="classes of a 'folder' dataset")
+    p.add_argument("--model", default="hamnet_r50_d8", help="a name of hamburger.list_models()")
+    p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument("--norm", choices=("batch", "group"), default=None, help="head norm layers (default: batch)")
+    p.add_argument("--context-norm", choices=("batch", "group"), default=None, help="as the weights were trained")
+    p.add_argument("--backbone-norm", choices=("batch", "group"), default=None, help="backbone norm (default: batch)")
+    p.add_argument("--rank", type=positive_int, default=None, help="R of the Hamburger (default: the variant's)")
+    p.add_argument("--ham-init", choices=("random", "online", "fixed"), default=None, help="bases init of the ham")
+    p.add_argument("--ham-version", choices=("v1", "v2", "v2+"), default=None, help="as the weights were trained")
+    p.add_argument("--ham-steps", type=nonnegative_int, default=None, help="K in training, as the weights were")
+    p.add_argument("--ham-eval-steps", type=nonnegative_int, default=None, help="K at evaluation")
+    p.add_argument("--ham-grad", choices=("one-step", "bptt", "none"), default=None, help="as the weights were")
+    p.add_argument("--ham-type", choices=("nmf", "vq", "cd"), default=None, help="as the weights were trained")
+    p.add_argument("--ham-breads", choices=("both", "lower", "upper", "none"), default=None, help="as trained")
+    p.add_argument(
+        "--ham-precision", choices=("fp32", "bf16", "tf32"), default=None,
+        help="precision of the hams' large products (default fp32; see hamburger.functional)",
+    )  # fmt: skip
+    p.add_argument("--dropout", type=float, default=None, help="dropout before the classifier")
+    p.add_argument("--aux", type=parse_bool, default=None, help="FCN auxiliary head on stage 3 (default: variant's)")
+    p.add_argument("--pretrained", default=None, help="'hub' for timm's weights, or a local weights file")
+
+
+def _infer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scales", type=positive_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+    p.add_argument("--flip", type=parse_bool, default=False, help="add horizontally flipped views")
+    p.add_argument("--crop", type=positive_int, default=None, help="sliding-window size (default: whole image)")
+    p.add_argument("--stride", type=positive_int, default=None, help="sliding-window stride (default: 2/3 of the crop)")
+
+
+SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
+
+
+def add_seg_parser(sub) -> None:
+    from ..engine.config import add_config_arguments
+    from .config import SegTrainConfig
+
+    seg = sub.add_parser("seg", help="semantic segmentation: train, eval, predict")
+    ssub = seg.add_subparsers(dest="seg_command", required=True)
+
+    t = ssub.add_parser("train", help="train a segmentation model (torchrun for several processes)")
+    t.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags (a run's config.yaml too)")
+    add_config_arguments(t, SegTrainConfig)
+
+    e = ssub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy")
+    _data_args(e)
+    _infer_args(e)
+    e.add_argument("--split", default="val")
+    e.add_argument("--weights", type=Path, required=True, help="a .safetensors file written by seg train")
+    e.add_argument("--max-samples", type=positive_int, default=None, help="evaluate the first N images")
+    e.add_argument("--out", type=Path, default=None, help="write metrics.json and a per-class table here")
+
+    p = ssub.add_parser("predict", help="palette masks and overlays for image files or folders")
+    _data_args(p)
+    _infer_args(p)
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("predictions"))
+    c = ssub.add_parser("compare", help="context heads side by side on animal-scenes over several seeds (resumable)")
+    c.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags")
+    c.add_argument(
+        "--heads",
+        default="hamnet,ham_vq,ham_cd,nonlocal,danet,ema,fcn",
+        help="comma-separated heads: <head>_tiny models (hamnet, nonlocal, fcn, local, ham_vq, ...)",
+    )
+    c.add_argument("--seeds", type=integers, default=(0, 1, 2), help="comma-separated seeds")
+    c.add_argument("--iters", type=positive_int, default=800)
+    c.add_argument("--batch-size", type=positive_int, default=16)
+    c.add_argument("--lr", type=positive_float, default=2e-3)
+    c.add_argument("--val-interval", type=positive_int, default=100)
+    c.add_argument("--max-val-samples", type=positive_int, default=None)
+    c.add_argument("--workers", type=nonnegative_int, default=1)
+    c.add_argument("--ham-precision", choices=("fp32", "bf16", "tf32"), default=None, help="as in seg train")
+    c.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    c.add_argument(
+        "--bn-recalib", type=nonnegative_int, default=10,
+        help="BatchNorm statistics recomputed from N training batches before each evaluation (0: off)",
+    )  # fmt: skip
+    c.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
+    c.add_argument("--out", type=Path, default=Path("results/compare"))
+    SUBCOMMANDS.update(train=t, eval=e, predict=p, compare=c)
+
+
+def run_seg(args, parser: argparse.ArgumentParser, argv) -> None:
+    from ..cli import USER_ERRORS
+    from ..engine.config import parse_with_recipe
+
+    name = next((a for a in argv[argv.index("seg") + 1 :] if not a.startswith("-")), None) if "seg" in argv else None
+    if name not in SUBCOMMANDS:
+        parser.parse_args(argv)  # argparse reports what is wrong
+        raise SystemExit(2)
+    try:
+        args = parse_with_recipe(parser, argv, SUBCOMMANDS[name])  # the recipe's values become the defaults
+        if args.seg_command == "train":
+            _train(args)
+        elif args.seg_command == "compare":
+            _compare(args)
+        elif args.seg_command == "eval":
+            _eval(args)
+        else:
+            _predict(args)
+    except USER_ERRORS as e:
+        raise SystemExit(f"hamburger seg {name}: {e}") from None
+
+
+def _compare(args) -> None:
+    from . import compare
+
+    compare.run(
+        heads=tuple(h for h in args.heads.split(",") if h), seeds=tuple(args.seeds),
+        iters=args.iters, batch=args.batch_size, lr=args.lr, val_interval=args.val_interval,
+        max_val=args.max_val_samples, workers=args.workers, data_root=args.data_root, out=args.out,
+        ham_precision=args.ham_precision, device=args.device, bn_recalib=args.bn_recalib,
+    )  # fmt: skip
+
+
+def _train(args) -> None:
+    from ..engine.config import config_from_args
+    from .config import SegTrainConfig
+    from .train import train
+
+    config = config_from_args(SegTrainConfig, args)
+    if config.data_root is None and config.dataset != "animal-scenes":
+        raise ValueError("--data-root is required (or data_root in the --config recipe)")
+    train(config)  # saves config.yaml beside the run once the start has succeeded
+
+
+def _load_model(args, num_classes: int):
+    import torch
+
+    from ..engine.checkpoint import load_model_weights, model_identity
+    from .train import build_model
+
+    args.pretrained = None  # the checkpoint has the weights
+    model = build_model(args, num_classes, torch.device(args.device))
+    load_model_weights(model, args.weights, model_identity(model, name=args.model, num_classes=num_classes))
+    return model.eval()
+
+
+def _eval(args) -> None:
+    from .data import build_dataset
+    from .eval import evaluate
+    from .transforms import SegTransform
+
+    if args.data_root is None and args.dataset != "animal-scenes":
+        raise ValueError("--data-root is required")
+    kw = {"num_classes": args.num_classes} if args.dataset == "folder" else {}
+    dataset = build_dataset(args.dataset, args.data_root, args.split, transform=SegTransform(train=False), **kw)
+    model = _load_model(args, dataset.num_classes)
+    res = evaluate(
+        model, dataset, device=args.device, scales=args.scales, flip=args.flip, crop=args.crop, stride=args.stride,
+        max_samples=args.max_samples, progress=True,
+    )  # fmt: skip
+    print("\n".join(res["table"]))
+    print(f"mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}  ({res['samples']} images)")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
+        (args.out / "per_class.md").write_text("\n".join(res["table"]) + "\n")
+
+
+def _predict(args) -> None:
+    from .eval import predict_files
+
+    if args.num_classes is None and args.dataset != "folder":
+        known = {"voc": 21, "pascal_context": 59, "ade20k": 150, "cityscapes": 19, "animal-scenes": 11}
+        if args.dataset not in known:
+            raise ValueError(f"unknown dataset {args.dataset!r}; pass --num-classes")
+        args.num_classes = known[args.dataset]
+    if args.num_classes is None:
+        raise ValueError("--num-classes is required")
+    model = _load_model(args, args.num_classes)
+    written = predict_files(
+        model, args.inputs, args.out, num_classes=args.num_classes, device=args.device, scales=args.scales,
+        flip=args.flip, crop=args.crop, stride=args.stride,
+    )  # fmt: skip
+    print(f"wrote {len(written)} masks and overlays to {args.out}")

@@ -1,0 +1,258 @@
+"""`hamburger demo` and `hamburger seg compare`: the same small network with different context heads, trained and
+tested on the embedded animal-scenes benchmark with the same budget, through the `hamburger seg` training code.
+
+Each (head, seed) run lives in its own folder and writes ``result.json`` when done; a run killed part-way resumes
+from its checkpoint, and finished runs are not repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from ..data.silhouettes import CLASSES
+from ..engine.checkpoint import load_model_weights, model_identity
+from ..engine.common import atomic_write_text, machine_info, save_figure
+from ..engine.measure import count_flops, median_time, peak_memory
+from .config import SegTrainConfig
+from .data import build_dataset
+from .scenes import cached
+from .transforms import SegTransform
+
+DEMO_HEADS = ("hamnet", "nonlocal", "fcn")
+BN_RECALIB = 10  # batches; 0 reproduces the demo's figures before docs/stability.md
+LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn": "no context (matched convs)",
+          "local": "local control (breads, no ham)", "ham_nmf": "Hamburger v1 NMF", "ham_vq": "Hamburger v1 VQ",
+          "ham_cd": "Hamburger v1 CD", "danet": "DANet", "ema": "EMANet", "ccnet": "CCNet", "linear": "linear attn",
+          "a2net": "A2-Net", "gcnet": "GCNet", "nonlocal_naive": "self-attention (naive)"}  # fmt: skip
+
+
+def train_args(head: str, seed: int, *, out: Path, data_root, iters: int, batch: int, lr: float, val_interval: int,
+               max_val: int | None, workers: int, quiet: bool,
+               ham_precision: str | None = None, device: str = "cpu",
+               bn_recalib: int = BN_RECALIB) -> SegTrainConfig:  # fmt: skip
+    """The `hamburger seg train` configuration of one run: the demo's recipe on animal-scenes (BatchNorm statistics
+    recomputed from ``bn_recalib`` training batches before each evaluation: docs/stability.md)."""
+    return SegTrainConfig(
+        dataset="animal-scenes", data_root=data_root, model=f"{head}_tiny", ham_precision=ham_precision, out=out,
+        crop_size=128, scale_range=(1.0, 1.0), batch_size=batch, iters=iters, optimizer="adamw", lr=lr,
+        weight_decay=0.0, bias_lr_mult=1.0, aux_weight=0.0, workers=workers, seed=seed, val_interval=val_interval,
+        max_val_samples=max_val, ckpt_interval=val_interval, resume=True, no_tensorboard=True, quiet=quiet,
+        device=device, bn_recalib=bn_recalib,
+    )  # fmt: skip
+
+
+def _train_ms(log: list[dict]) -> float:
+    """Median milliseconds of a training iteration (steps followed by a validation are left out)."""
+    diffs = [b["time"] - a["time"] for a, b in zip(log, log[1:]) if "val_miou" not in b]
+    return 1e3 * statistics.median(diffs) if diffs else float("nan")
+
+
+def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val_interval, max_val, workers,
+            progress: bool, ham_precision: str | None = None, overrides: dict | None = None,
+            tag: str | None = None, device: str = "cpu", bn_recalib: int = BN_RECALIB) -> dict:  # fmt: skip
+    """Train, select on validation and test one (head, seed); ``overrides`` replace fields of the demo's
+    :class:`SegTrainConfig` (a variant, stored under ``out/tag``)."""
+    from .eval import evaluate
+    from .train import build_model, train
+
+    run_dir = out / (tag or f"{head}_tiny") / f"seed{seed}"
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    args = train_args(head, seed, out=run_dir, data_root=data_root, iters=iters, batch=batch, lr=lr,
+                      val_interval=val_interval, max_val=max_val, workers=workers, quiet=not progress,
+                      ham_precision=ham_precision, device=device, bn_recalib=bn_recalib)  # fmt: skip
+    if overrides:
+        args = dataclasses.replace(args, **overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if progress:
+        variant = f" [{tag}]" if tag else ""
+        print(f"== {LABELS.get(head, head)} ({head}_tiny){variant}, seed {seed}: {iters} iterations", flush=True)
+    torch.manual_seed(seed)
+    train(args)
+    model = build_model(args, len(CLASSES), torch.device("cpu"))
+    # selected on the validation split; the identity check catches a run folder of another configuration
+    load_model_weights(
+        model, run_dir / "best.safetensors", model_identity(model, name=args.model, num_classes=len(CLASSES))
+    )
+    model.eval()
+    test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
+    metrics = evaluate(model.to(device), test, device=device)
+    model.cpu()  # the inference figures below are CPU figures
+    x = torch.randn(1, 3, 128, 128)
+
+    def infer():
+        with torch.no_grad():
+            return model(x)
+
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    result = {
+        "head": head, "model": f"{head}_tiny", "seed": seed, "iters": iters, "batch": batch, "variant": tag,
+        "overrides": {k: str(v) for k, v in (overrides or {}).items()},
+        "test_miou": metrics["miou"], "test_iou": metrics["iou"], "ham_precision": ham_precision or "fp32",
+        "params": sum(p.numel() for p in model.parameters()), "gflops": count_flops(infer) / 1e9,
+        "train_ms_per_iter": _train_ms(log), "infer_ms_per_image": 1e3 * median_time(infer, repeats=5),
+        "infer_peak_mib": peak_memory(infer, torch.device("cpu")) / 2**20,
+        "val_curve": [(r["time"], r["val_miou"]) for r in log if "val_miou" in r],
+        "val_steps": [r["step"] for r in log if "val_miou" in r],
+    }  # fmt: skip
+    atomic_write_text(done, json.dumps(result, indent=2))
+    return result
+
+
+def run(
+    *,
+    heads: tuple[str, ...] = DEMO_HEADS,
+    seeds: tuple[int, ...] = (0,),
+    iters: int = 800,
+    batch: int = 16,
+    lr: float = 2e-3,
+    val_interval: int = 100,
+    max_val: int | None = None,
+    workers: int = 1,
+    data_root: Path | None = None,
+    out: Path = Path("results/compare"),
+    progress: bool = True,
+    title: str = "compare",
+    ham_precision: str | None = None,
+    device: str = "cpu",
+    bn_recalib: int = BN_RECALIB,
+) -> dict:
+    """Train and test every (head, seed) (resumable), then write ``<title>.md`` / ``.json`` and the plots."""
+    from .models import list_models
+
+    unknown = [h for h in heads if f"{h}_tiny" not in list_models()]
+    if unknown:
+        choices = sorted(m[: -len("_tiny")] for m in list_models() if m.endswith("_tiny"))
+        raise ValueError(f"unknown heads {unknown}; available: {', '.join(choices)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_root = Path(data_root) if data_root else None
+    cached(data_root, progress=progress)
+    results = [
+        run_one(h, s, out=out, data_root=data_root, iters=iters, batch=batch, lr=lr, val_interval=val_interval,
+                max_val=max_val, workers=workers, progress=progress, ham_precision=ham_precision, device=device,
+                bn_recalib=bn_recalib)
+        for s in seeds for h in heads
+    ]  # fmt: skip
+    summary = summarise(results, heads)
+    info = {
+        **machine_info(),
+        "seeds": list(seeds),
+        "iters": iters,
+        "batch": batch,
+        "lr": lr,
+        "dataset": "animal-scenes",
+        "ham_precision": ham_precision or "fp32",
+        "train_device": str(device),
+        "bn_recalib": bn_recalib,
+    }
+    md = markdown(summary, info)
+    _write(out, title, info, results, summary, md)
+    _plot_curves(results, heads, out / f"{title}-curves.png")
+    _plot_predictions(out, heads, seeds[0], data_root, out / f"{title}-predictions.png")
+    if progress:
+        print("\n".join(md))
+        print(f"wrote {out}/{title}.md, .json, -curves.png, -predictions.png")
+    return {"machine": info, "results": results, "summary": summary}
+
+
+def summarise(results: list[dict], heads) -> list[dict]:
+    rows = []
+    for h in heads:
+        mine = [r for r in results if r["head"] == h]
+        mious = [100 * r["test_miou"] for r in mine]
+        rows.append({
+            "head": h, "label": LABELS.get(h, h), "seeds": len(mine), "miou_mean": statistics.mean(mious),
+            "miou_std": statistics.stdev(mious) if len(mious) > 1 else 0.0,
+            **{k: statistics.mean(r[k] for r in mine) for k in
+               ("params", "gflops", "train_ms_per_iter", "infer_ms_per_image", "infer_peak_mib")},
+        })  # fmt: skip
+    return rows
+
+
+def markdown(summary: list[dict], info: dict) -> list[str]:
+    md = [
+        f"## animal-scenes test mIoU, {len(info['seeds'])} seed(s), {info['iters']} iterations, batch {info['batch']}",
+        "",
+        "| head | test mIoU | params (M) | GFLOPs | train ms/iter | inference ms/image | inference peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(summary, key=lambda r: -r["miou_mean"]):
+        pm = f" ± {r['miou_std']:.1f}" if r["seeds"] > 1 else ""
+        md.append(
+            f"| {r['label']} | {r['miou_mean']:.1f}{pm} | {r['params'] / 1e6:.3f} | {r['gflops']:.2f} | "
+            f"{r['train_ms_per_iter']:.0f} | {r['infer_ms_per_image']:.1f} | {r['infer_peak_mib']:.1f} |"
+        )
+    return md
+
+
+def _write(out: Path, title: str, info, results, summary, md) -> None:
+    from ..engine.common import write_results
+
+    write_results(out, title, info, {"summary": summary, "runs": results}, md)
+
+
+def _plot_curves(results, heads, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = plt.cm.tab10(range(len(heads)))
+    for h, colour in zip(heads, colours):
+        for i, r in enumerate(x for x in results if x["head"] == h):
+            t, m = zip(*r["val_curve"]) if r["val_curve"] else ((), ())
+            ax.plot(t, [100 * v for v in m], "-o", color=colour, markersize=3, alpha=0.8,
+                    label=LABELS.get(h, h) if i == 0 else None)  # fmt: skip
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("validation mIoU (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("animal-scenes: validation mIoU against training time")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)
+
+
+def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int = 6) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .eval import palette
+    from .train import build_model
+
+    test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
+    colours = palette(len(CLASSES))
+    models = {}
+    for h in heads:
+        args = train_args(h, seed, out=out, data_root=data_root, iters=1, batch=1, lr=2e-3, val_interval=1,
+                          max_val=None, workers=0, quiet=True)  # fmt: skip
+        model = build_model(args, len(CLASSES), torch.device("cpu"))
+        load_model_weights(model, out / f"{h}_tiny" / f"seed{seed}" / "best.safetensors")
+        models[h] = model.eval()
+    fig, axes = plt.subplots(n, 2 + len(heads), figsize=(2 * (2 + len(heads)), 2 * n))
+    for i in range(n):
+        image, label = test[i]
+        raw, _ = test.read(i)
+        cells = [raw, colours[label.numpy().astype(np.uint8)]]
+        with torch.no_grad():
+            for h in heads:
+                pred = models[h](image[None])["out"].argmax(1)[0].numpy().astype(np.uint8)
+                cells.append(colours[pred])
+        for j, cell in enumerate(cells):
+            axes[i][j].imshow(cell)
+            axes[i][j].set_xticks([])
+            axes[i][j].set_yticks([])
+            if i == 0:
+                axes[i][j].set_title(["scene", "ground truth", *[LABELS.get(h, h) for h in heads]][j], fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=80)

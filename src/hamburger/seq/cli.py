@@ -1,0 +1,81 @@
+"""``hamburger seq train|eval|compare|bench``: argument parsers (flat YAML recipes with ``--config``) and dispatch."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..engine.config import device_name, integers, positive_int, positive_ints, shard_spec
+
+SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
+
+
+def add_seq_parser(sub) -> None:
+    from ..engine.config import add_config_arguments
+    from .config import SeqTrainConfig
+
+    seq = sub.add_parser("seq", help="token mixers on sequences: associative recall, character LM, cost")
+    ssub = seq.add_subparsers(dest="seq_command", required=True)
+    t = ssub.add_parser("train", help="train a causal sequence model with one mixer (resumable)")
+    t.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags (a run's config.yaml too)")
+    add_config_arguments(t, SeqTrainConfig)
+    e = ssub.add_parser("eval", help="test accuracy (mqar) or bits per character (lm) of a run; LM samples")
+    e.add_argument("--run", type=Path, required=True, help="a run folder of seq train")
+    e.add_argument("--weights", type=Path, default=None, help="default: <run>/best.safetensors")
+    e.add_argument("--generate", type=positive_int, default=200, help="lm: characters to generate from a prompt")
+    c = ssub.add_parser("compare", help="mixers side by side: the MQAR sweep or the LM over seeds (resumable)")
+    c.add_argument("--task", choices=("mqar", "lm"), default="mqar")
+    c.add_argument("--mixers", default="ham_nmf,softmax,linear,none")
+    c.add_argument("--seeds", type=integers, default=None, help="lm: seeds (default 0,1,2)")
+    c.add_argument("--lengths", type=positive_ints, default=(64, 256, 512), help="mqar: N")
+    c.add_argument("--pairs", type=positive_ints, default=(8, 32), help="mqar: key-value pairs")
+    c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: the task's)")
+    c.add_argument("--device", type=device_name, default="cpu")
+    c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
+    c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
+    c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
+    b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
+    b.add_argument("--ns", type=positive_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
+    b.add_argument("--mixers", default="ham_nmf,ham_vq,softmax,linear")
+    b.add_argument("--dim", type=positive_int, default=128)
+    b.add_argument("--heads", type=positive_int, default=4)
+    b.add_argument("--rank", type=positive_int, default=16)
+    b.add_argument("--chunk", type=positive_int, default=64)
+    b.add_argument("--repeats", type=positive_int, default=3)
+    b.add_argument("--device", type=device_name, default="cpu")
+    b.add_argument("--out", type=Path, default=Path("results/seq-bench"))
+    SUBCOMMANDS.update(train=t, eval=e, compare=c, bench=b)
+
+
+def run_seq(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    from ..cli import run_group
+
+    run_group(parser, argv, "seq", SUBCOMMANDS, _dispatch)
+
+
+def _dispatch(args) -> None:
+    if args.seq_command == "train":
+        from ..engine.config import config_from_args
+        from .config import SeqTrainConfig
+        from .train import train
+
+        train(config_from_args(SeqTrainConfig, args))
+    elif args.seq_command == "eval":
+        from .eval import evaluate_run
+
+        print(evaluate_run(args.run, weights=args.weights, generate=args.generate)["text"])
+    elif args.seq_command == "compare":
+        from . import compare as seq_compare
+
+        seq_compare.run(
+            task=args.task, mixers=tuple(m for m in args.mixers.split(",") if m), seeds=args.seeds,
+            lengths=tuple(args.lengths), pairs=tuple(args.pairs), iters=args.iters, device=args.device,
+            out=args.out or Path(f"results/seq-{args.task}"), jobs=args.jobs, shard=args.shard,
+        )  # fmt: skip
+    else:
+        from . import bench as seq_bench
+
+        seq_bench.run(
+            ns=tuple(args.ns), mixers=tuple(m for m in args.mixers.split(",") if m), dim=args.dim, heads=args.heads,
+            rank=args.rank, chunk=args.chunk, repeats=args.repeats, device=args.device, out=args.out,
+        )  # fmt: skip

@@ -1,0 +1,180 @@
+"""`hamburger seq compare`: mixers inside the same causal Transformer, same width, depth, budget and seeds.
+
+* ``--task mqar``: recall accuracy for every N in ``lengths`` and number of pairs in ``pairs`` (cells with
+  3·pairs > N are skipped); one seed per cell, three for N = 256 with 32 pairs.
+* ``--task lm``: test bits per character of the character model over ``seeds`` (default 0, 1, 2), with the unigram
+  and bigram models' beside them.
+
+Resumable: each run trains into its own folder (``out/<cell>/<mixer>/seed<n>``) and writes ``result.json`` when
+tested. Writes ``seq-compare-<task>.md`` / ``.json`` (with parameter counts: equal within 5% by construction) and a
+plot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure, write_results
+from .config import SeqTrainConfig
+
+THREE_SEED_CELL = (256, 32)
+
+
+def _run_one(config: SeqTrainConfig, *, progress: bool) -> dict:
+    from .eval import load_run, test_metrics
+    from .train import train
+
+    done = config.out / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if progress:
+        print(
+            f"== {config.task} {config.mixer} N {config.seq_len} seed {config.seed}: {config.iters} steps", flush=True
+        )
+    train(config)
+    model, _ = load_run(config.out)  # the best validation weights
+    log = [json.loads(line) for line in (config.out / "log.jsonl").read_text().splitlines()]
+    key = "val_accuracy" if config.task == "mqar" else "val_bpc"
+    curve = [(r["step"], r["time"], r[key]) for r in log if key in r]
+    record = {"mixer": config.mixer, "seed": config.seed, "seq_len": config.seq_len, "pairs": config.pairs,
+              "iters": config.iters, "params": sum(p.numel() for p in model.parameters()),
+              "train_seconds": log[-1]["time"], "curve": curve,
+              **{k: v for k, v in test_metrics(model, config).items() if k != "corpus_files"}}  # fmt: skip
+    atomic_write_text(done, json.dumps(record, indent=1))
+    return record
+
+
+MQAR_ITERS = 1000  # steps of a sweep run unless told: softmax attention solves N 256 with 32 pairs by then (README)
+
+
+def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32), base: SeqTrainConfig,
+         out: Path) -> list[SeqTrainConfig]:  # fmt: skip
+    """Every run of the comparison, seeds outermost within a cell so a partial sweep stays balanced."""
+    runs = []
+    if task == "mqar":
+        for n, p in [(n, p) for n in lengths for p in pairs if 3 * p <= n]:
+            for seed in seeds or ((0, 1, 2) if (n, p) == THREE_SEED_CELL else (0,)):
+                for mixer in mixers:
+                    runs.append(dataclasses.replace(base, seq_len=n, pairs=p, mixer=mixer, seed=seed,
+                                                    out=out / f"N{n}-P{p}" / mixer / f"seed{seed}"))  # fmt: skip
+    else:
+        for seed in seeds or (0, 1, 2):
+            for mixer in mixers:
+                runs.append(dataclasses.replace(base, mixer=mixer, seed=seed, out=out / mixer / f"seed{seed}"))
+    return runs
+
+
+def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), seeds=None, lengths=(64, 256, 512),
+        pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
+        progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, **overrides) -> dict:  # fmt: skip
+    """Train and test every run (resumable); write the table and the plot. ``overrides`` set other
+    :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
+    from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
+    from ..sequence import MIXERS
+
+    unknown = [m for m in mixers if m not in MIXERS]
+    if unknown or not mixers:
+        raise ValueError(f"unknown mixers {unknown}; available: {', '.join(MIXERS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    iters = iters or (MQAR_ITERS if task == "mqar" else None)
+    base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
+                          **({"iters": iters} if iters else {}), **overrides)  # fmt: skip
+    runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
+    if jobs > 1 and shard is None:
+        if overrides:
+            raise ValueError(f"--jobs runs the command line's settings only, not {sorted(overrides)}")
+        argv = ["seq", "compare", "--task", task, "--mixers", ",".join(mixers), "--lengths",
+                ",".join(map(str, lengths)), "--pairs", ",".join(map(str, pairs)), "--iters", str(base.iters),
+                "--device", device, "--out", str(out)]  # fmt: skip
+        argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
+        if progress:
+            print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
+        run_shards(argv, jobs=jobs, out=out)
+    if shard is not None:
+        runs = runs[shard[0] :: shard[1]]
+    results = [_run_one(cfg, progress=progress) for cfg in runs]
+    if shard is not None:
+        return {"runs": results}
+    md = _table(task, results, mixers)
+    info = {**machine_info(), "task": task, "iters": base.iters, "dim": base.dim, "depth": base.depth,
+            "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr}  # fmt: skip
+    write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
+    _plot(task, results, mixers, out)
+    if progress:
+        print("\n".join(md))
+    return {"runs": results}
+
+
+def _mean_std(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.3f} ± {std:.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+
+def _table(task: str, results: list[dict], mixers) -> list[str]:
+    params = {m: next(r["params"] for r in results if r["mixer"] == m) for m in mixers}
+    spread = (max(params.values()) - min(params.values())) / max(params.values())
+    md = [f"Parameters per arm: {', '.join(f'{m} {params[m] / 1e3:.1f}k' for m in mixers)} "
+          f"(spread {100 * spread:.1f}%).", ""]  # fmt: skip
+    if task == "mqar":
+        cells = sorted({(r["seq_len"], r["pairs"]) for r in results})
+        md += ["Test recall accuracy (%, mean ± std where several seeds):", "",
+               "| mixer | " + " | ".join(f"N {n}, {p} pairs" for n, p in cells) + " |",
+               "|---|" + "---:|" * len(cells)]  # fmt: skip
+        for m in mixers:
+            row = []
+            for n, p in cells:
+                acc = [100 * r["accuracy"] for r in results if r["mixer"] == m and (r["seq_len"], r["pairs"]) == (n, p)]
+                row.append(_mean_std(acc) if acc else "-")
+            md.append(f"| {m} | " + " | ".join(row) + " |")
+    else:
+        first = results[0]
+        md += [f"Test bits per character on sympy {first.get('corpus_sha256', '')[:16]}… (unigram "
+               f"{first['unigram_bpc']:.3f}, bigram {first['bigram_bpc']:.3f}):", "",
+               "| mixer | test bpc | train minutes |", "|---|---:|---:|"]  # fmt: skip
+        for m in mixers:
+            rs = [r for r in results if r["mixer"] == m]
+            md.append(f"| {m} | {_mean_std([r['bpc'] for r in rs])} | "
+                      f"{_mean_std([r['train_seconds'] / 60 for r in rs])} |")  # fmt: skip
+    return md
+
+
+def _plot(task: str, results: list[dict], mixers, out: Path) -> None:
+    """LM: the validation curves. MQAR: test accuracy against N per mixer (solid: the fewest pairs, dashed: more)
+    beside the validation curves of the three-seed cell (or of every run when it is absent)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = results
+    if task == "mqar" and any((r["seq_len"], r["pairs"]) == THREE_SEED_CELL for r in results):
+        shown = [r for r in results if (r["seq_len"], r["pairs"]) == THREE_SEED_CELL]  # the three-seed cell
+    if task == "mqar":
+        fig, (grid, ax) = plt.subplots(1, 2, figsize=(9.5, 3.4))
+        styles = dict(zip(sorted({r["pairs"] for r in results}), ("-", "--", ":", "-.")))
+        for k, m in enumerate(mixers):
+            for p, style in styles.items():
+                ns = sorted({r["seq_len"] for r in results if r["mixer"] == m and r["pairs"] == p})
+                mine = [r for r in results if r["mixer"] == m and r["pairs"] == p]
+                acc = [mean_std([100 * r["accuracy"] for r in mine if r["seq_len"] == n])[0] for n in ns]
+                grid.plot(ns, acc, style, color=f"C{k}", marker="o", ms=3, label=f"{m}, {p} pairs")
+        grid.set_xscale("log", base=2)
+        grid.set_xlabel("sequence length N")
+        grid.set_ylabel("test recall accuracy (%)")
+        grid.set_ylim(-2, 102)
+        grid.legend(fontsize=7)
+        if shown is not results:
+            ax.set_title(f"N {THREE_SEED_CELL[0]}, {THREE_SEED_CELL[1]} pairs, every seed", fontsize=9)
+    else:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+    for k, m in enumerate(mixers):
+        for i, r in enumerate(r for r in shown if r["mixer"] == m):
+            steps = [c[0] for c in r["curve"]]
+            ax.plot(steps, [c[2] for c in r["curve"]], color=f"C{k}", marker="o", ms=3, label=m if i == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation accuracy" if task == "mqar" else "validation bits per character")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / f"seq-compare-{task}.png")

@@ -1,0 +1,62 @@
+"""The typed configuration of `hamburger seq train`: one dataclass whose fields are the CLI flags and the YAML keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine.config import option, validate_config
+from ..sequence import MIXERS
+
+RESUME_FREE = frozenset({"out", "resume", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
+                         "allow_changed_config", "val_interval"})  # fmt: skip
+
+
+@dataclass
+class SeqTrainConfig:
+    """Everything a sequence training run depends on (see ``hamburger seq train --help``)."""
+
+    # data
+    task: str = option("lm", "mqar (associative recall) | lm (characters of sympy's source)", choices=("mqar", "lm"))
+    seq_len: int = option(256, "tokens per training sequence (N)", minimum=4)
+    pairs: int = option(32, "mqar: key-value pairs per sequence", minimum=1)
+    train_examples: int = option(20000, "mqar: generated training sequences", minimum=1)
+    val_examples: int = option(500, "mqar: validation sequences; lm: validation windows", minimum=1)
+    data_seed: int = option(0, "seed of the generated data (the same for every arm and model seed)")
+    # model
+    mixer: str = option("ham_nmf", "token mixer of every block", choices=MIXERS)
+    dim: int = option(64, "width C", minimum=1)
+    depth: int = option(2, "blocks", minimum=1)
+    heads: int = option(1, "mixer heads", minimum=1)
+    rank: int = option(16, "Ham: R bases per head", minimum=1)
+    ham_steps: int = option(6, "Ham: K steps", minimum=1)
+    chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
+    conv: int = option(3, "kernel of a short causal convolution before every mixer, in every arm (0: none)", minimum=0)
+    init_weights: Path | None = option(None, "start from these weights")
+    # optimisation
+    batch_size: int = option(32, "sequences per step", minimum=1)
+    accum_steps: int = option(1, "gradient accumulation micro-steps", minimum=1)
+    iters: int = option(2000, "optimiser steps", minimum=1)
+    lr: float = option(2e-3, "peak AdamW learning rate (linear warm-up, cosine decay)", above=0.0)
+    warmup: int = option(100, "warm-up steps", minimum=0)
+    weight_decay: float = option(0.1, "AdamW weight decay of matrices", minimum=0.0)
+    amp: str = option("none", "autocast dtype", choices=("none", "bf16", "fp16"))
+    seed: int = option(0, "seed of the initialisation and the data order")
+    # run
+    device: str = option("cpu", "cpu, cuda, cuda:1, ...")
+    workers: int = option(0, "DataLoader workers", minimum=0)
+    out: Path = option(Path("runs/seq"), "run folder (checkpoints, log, config.yaml)")
+    val_interval: int = option(250, "validate every N steps (0: never)", minimum=0)
+    ckpt_interval: int = option(500, "checkpoint every N steps", minimum=1)
+    resume: bool = option(False, "continue from the checkpoint in --out")
+    allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
+    no_tensorboard: bool = option(False, "do not write TensorBoard events")
+    quiet: bool = option(False, "no progress bar")
+
+    def __post_init__(self) -> None:
+        if self.init_weights is not None and not isinstance(self.init_weights, Path):
+            self.init_weights = Path(self.init_weights)
+        self.out = Path(self.out)
+        validate_config(self)
+        if self.task == "mqar" and 3 * self.pairs > self.seq_len:
+            raise ValueError(f"mqar needs seq_len >= 3 x pairs ({3 * self.pairs}), got seq_len {self.seq_len}")
