@@ -59,7 +59,7 @@ def test_splits_use_disjoint_silhouettes():
 def test_restricted_unpickler_refuses_code():
     payload = pickle.dumps(print)
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        silhouettes._NumpyOnly(io.BytesIO(payload)).load()
+        silhouettes.NumpyUnpickler(io.BytesIO(payload)).load()
 
 
 def test_registered_dataset_and_cache(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from torch import nn
 from hamburger.engine.checkpoint import load_checkpoint, load_weights, model_identity
 from hamburger.engine.config import option
 from hamburger.engine.loop import fit
+from hamburger.engine.task import Task
 
 
 @dataclass
@@ -33,7 +34,7 @@ class ToyConfig:
     no_tensorboard: bool = option(True, "no events")
 
 
-class ToyTask:
+class ToyTask(Task):
     """Least squares on a fixed random problem, with a Hamburger-free linear model."""
 
     score = "neg_mse"

@@ -8,8 +8,16 @@ import torch
 
 from hamburger.cli import main
 from hamburger.gan.data import build_gan_dataset
-from hamburger.gan.eval import frechet_from_features, get_classifier, load_classifier
-from hamburger.gan.metrics import ClassifierFeatures, features, frechet_and_kid, inception_metrics, knn_precision_recall
+from hamburger.gan.eval import get_classifier
+from hamburger.gan.metrics import (
+    ClassifierFeatures,
+    features,
+    frechet_and_kid,
+    frechet_from_features,
+    inception_metrics,
+    knn_precision_recall,
+    load_classifier,
+)
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ class Hamburger(nn.Module):
         self.lower_bread = nn.Conv1d(channels, ham_channels, 1, bias=True) if keep_lower else nn.Identity()
         # the block's own ReLU keeps NMF's input non-negative, so the ham need not check it
         self.ham = HAMS[ham](ham_channels, **ham_kwargs)
-        self.ham._nonneg = False
+        self.ham.check_nonnegative = False
         upper = nn.Conv1d(ham_channels, channels, 1, bias=False) if keep_upper else None
         if version == "v1":
             self.upper_bread = upper

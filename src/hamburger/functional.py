@@ -51,10 +51,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "Decomposition", "nmf", "vq", "cd", "spd_inverse", "default_solver_steps", "product", "GRAD_MODES", "PRECISIONS",
+    "Decomposition", "nmf", "vq", "cd", "spd_inverse", "default_solver_steps", "product", "GRAD_MODES",
+    "SOLVE_GRADIENTS",
+    "PRECISIONS",
 ]  # fmt: skip
 
 GRAD_MODES = ("one-step", "bptt", "none")
+SOLVE_GRADIENTS = tuple(g for g in GRAD_MODES if g != "none")  # the modes that train through the solve
 PRECISIONS = ("fp32", "bf16", "tf32")
 
 

@@ -69,11 +69,11 @@ def _seeded_draw(shape: tuple[int, ...], seed: int, uniform: bool) -> Tensor:
     return F.normalize(draw(shape, generator=gen, dtype=torch.float32), dim=1)
 
 
-class _Ham(nn.Module):
+class Ham(nn.Module):
     """Shared machinery of the three hams; subclasses set ``_solver`` and ``_uniform`` and the solver kwargs."""
 
     _uniform: bool  # NMF draws bases from U[0, 1), VQ/CD from N(0, 1)
-    _nonneg: bool = False
+    check_nonnegative: bool = False  # NMF: refuse negative input (a block whose own ReLU guarantees it turns this off)
 
     def __init__(
         self,
@@ -239,14 +239,14 @@ class _Ham(nn.Module):
         if mode == "async":  # no host synchronisation: the device raises at the next sync (CUDA: a device assert)
             torch._assert_async(torch.isfinite(low) & torch.isfinite(high), finite_msg)
             torch._assert_async((high <= limit) & (low >= -limit), range_msg)
-            if self._nonneg:
+            if self.check_nonnegative:
                 torch._assert_async(low >= 0, f"{name}: NMF needs non-negative input; put a ReLU before it")
             return
         if not bool(torch.isfinite(low) & torch.isfinite(high)):
             raise ValueError(finite_msg)
         if not bool((high <= limit) & (low >= -limit)):
             raise ValueError(f"{range_msg} (got values in [{low.item():.3g}, {high.item():.3g}])")
-        if self._nonneg and low.item() < 0:
+        if self.check_nonnegative and low.item() < 0:
             raise ValueError(
                 f"NMF needs non-negative input, got a minimum of {low.item():.4g}; put a ReLU before it "
                 "(the Hamburger block's lower bread does)"
@@ -347,12 +347,12 @@ _HAM_ARGS = """
 """
 
 
-class NMF(_Ham):
+class NMF(Ham):
     """Non-negative matrix factorisation ham (multiplicative updates). The paper's best ham."""
 
     __doc__ += _HAM_ARGS
     _uniform = True
-    _nonneg = True
+    check_nonnegative = True
 
     def __init__(self, channels: int, **kwargs) -> None:
         if "inv_t" in kwargs or "beta" in kwargs:
@@ -370,7 +370,7 @@ class NMF(_Ham):
         )  # fmt: skip
 
 
-class VQ(_Ham):
+class VQ(Ham):
     """Soft vector-quantisation ham (cosine soft k-means).
 
     Extra args: ``inv_t`` inverse temperature of the soft assignment (100).
@@ -390,7 +390,7 @@ class VQ(_Ham):
         )  # fmt: skip
 
 
-class CD(_Ham):
+class CD(Ham):
     """Concept-decomposition ham (spherical soft k-means bases, ridge-regression codes).
 
     Extra args: ``inv_t`` (100), ``beta`` β ridge weight (0.1), ``solver_steps`` Newton-Schulz iterations of the

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .functional import SOLVE_GRADIENTS
+
 __all__ = ["HamMixer", "MIXER_HAMS"]
 
 MIXER_HAMS = ("nmf", "vq")
@@ -122,8 +124,8 @@ class HamMixer(nn.Module):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        if grad not in ("one-step", "bptt"):
-            raise ValueError(f"grad must be 'one-step' or 'bptt', got {grad!r}")
+        if grad not in SOLVE_GRADIENTS:
+            raise ValueError(f"grad must be one of {SOLVE_GRADIENTS}, got {grad!r}")
         self.dim, self.ham, self.rank, self.steps, self.heads = dim, ham, rank, steps, heads
         self.causal, self.chunk, self.grad, self.inv_t, self.eps, self.seed = causal, chunk, grad, inv_t, eps, seed
         self.in_proj = nn.Linear(dim, dim)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .functional import PRECISIONS
-from .ham import CHECK_MODES, _Ham
+from .ham import CHECK_MODES, Ham
 
 __all__ = ["optimize"]
 
@@ -42,7 +42,7 @@ def optimize(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if check_input is not None and check_input not in CHECK_MODES:
         raise ValueError(f"check_input must be one of {CHECK_MODES} or None, got {check_input!r}")
-    hams = [m for m in model.modules() if isinstance(m, _Ham)]
+    hams = [m for m in model.modules() if isinstance(m, Ham)]
     for ham in hams:
         if precision is not None:
             ham.precision = precision

@@ -17,6 +17,7 @@ import torch
 from ..context import create_context, list_contexts
 from ..engine.common import atomic_write_text, header_lines, machine_info, progress_bar, save_figure
 from ..engine.measure import bench_device, count_flops, median_time, peak_memory, power_law_exponent, synchronizer
+from ..functional import SOLVE_GRADIENTS
 
 FIELDS = (
     "module", "size", "n", "params", "gflop_fwd", "gflop_train", "fwd_ms", "train_ms", "fwd_gflops_per_s",
@@ -77,7 +78,7 @@ def training_memory_vs_steps(*, channels, size, steps, repeats, device, dtype) -
     sync = synchronizer(device)
     x = torch.randn(1, channels, size, size, device=device, dtype=dtype)
     rows = []
-    for grad in ("one-step", "bptt"):
+    for grad in SOLVE_GRADIENTS:
         for k in steps:
             block = create_context("ham_nmf", channels, train_steps=k, grad=grad).to(device=device, dtype=dtype)
 

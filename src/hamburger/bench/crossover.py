@@ -23,6 +23,7 @@ from ..burger import Hamburger
 from ..context import NonLocal
 from ..engine.common import machine_info, progress_bar, save_figure, write_results
 from ..engine.measure import bench_device, peak_memory
+from ..functional import PRECISIONS
 from ..optimize import optimize
 
 BACKENDS = {
@@ -31,7 +32,6 @@ BACKENDS = {
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
     "math": SDPBackend.MATH,
 }
-PRECISIONS = ("bf16", "fp32", "tf32")
 MODES = ("eval", "train")
 
 

@@ -14,6 +14,7 @@ from .. import functional as HF
 from ..burger import Hamburger
 from ..engine.common import interleaved_medians, machine_info, matmul_gflops, write_results
 from ..engine.measure import count_flops
+from ..functional import SOLVE_GRADIENTS
 from ..ham import NMF
 
 
@@ -119,7 +120,7 @@ def run(
     say(f"[3/4] training memory vs K (block 1x{channels}x{train_size}x{train_size}) ...")
     xt = torch.randn(1, channels, train_size, train_size)
     mem = {}
-    for grad in ("one-step", "bptt"):
+    for grad in SOLVE_GRADIENTS:
         for k in train_steps:
             block = Hamburger(channels, rank=rank, train_steps=k, grad=grad).train()
 

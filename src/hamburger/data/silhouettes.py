@@ -23,7 +23,7 @@ ZEBRA = 9  # the package's zebra class holds greyscale photos, not silhouettes
 # sources
 
 
-class _NumpyOnly(pickle.Unpickler):
+class NumpyUnpickler(pickle.Unpickler):
     """Unpickles NumPy arrays and nothing else."""
 
     ALLOWED = {
@@ -38,10 +38,10 @@ class _NumpyOnly(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} from the animal-shape-mnist files")
-        return super().find_class(module.replace("numpy.core", "numpy._core") if _numpy2() else module, name)
+        return super().find_class(module.replace("numpy.core", "numpy._core") if numpy_is_2() else module, name)
 
 
-def _numpy2() -> bool:
+def numpy_is_2() -> bool:
     return int(np.__version__.split(".")[0]) >= 2
 
 
@@ -62,14 +62,14 @@ def load_silhouettes() -> tuple[np.ndarray, np.ndarray]:
         if not path.is_file():
             raise ValueError(f"animal-shape-mnist data file {path} is missing; reinstall the package")
         with gzip.open(path, "rb") as f:
-            arrays.append(np.asarray(_NumpyOnly(io.BytesIO(f.read())).load()))
+            arrays.append(np.asarray(NumpyUnpickler(io.BytesIO(f.read())).load()))
     images, labels = arrays
     if images.shape != (10000, 28, 28) or labels.shape != (10000,):
         raise ValueError(f"unexpected animal-shape-mnist arrays {images.shape} and {labels.shape}")
     return images.astype(np.uint8), labels.astype(np.int64)
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
+def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Pixels not connected to the border through background become foreground (4-connectivity flood fill)."""
     from scipy import ndimage
 
@@ -82,7 +82,7 @@ def silhouette_masks(images: np.ndarray, labels: np.ndarray) -> list[np.ndarray]
     for img, lab in zip(images, labels):
         m = img >= (48 if lab == ZEBRA else 128)
         if lab == ZEBRA:
-            m = _fill_holes(m)
+            m = fill_holes(m)
         ys, xs = np.nonzero(m)
         if ys.size == 0:
             masks.append(None)
@@ -91,7 +91,7 @@ def silhouette_masks(images: np.ndarray, labels: np.ndarray) -> list[np.ndarray]
     return masks
 
 
-def _nearest(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+def nearest_resize(mask: np.ndarray, h: int, w: int) -> np.ndarray:
     """Nearest-neighbour resize with integer index arithmetic."""
     rows = (np.arange(h) * mask.shape[0]) // h
     cols = (np.arange(w) * mask.shape[1]) // w
@@ -104,8 +104,8 @@ def deduplicated_groups(masks: list, labels: np.ndarray) -> list[tuple[int, int]
     keep = []
     for c in range(10):
         idx = [i for i in np.nonzero(labels == c)[0] if masks[i] is not None and masks[i].sum() >= 20]
-        grid = np.stack([_nearest(masks[i], 20, 20).reshape(-1) for i in idx]).astype(np.float32)  # (n, 400)
-        mirror = np.stack([_nearest(masks[i][:, ::-1], 20, 20).reshape(-1) for i in idx]).astype(np.float32)
+        grid = np.stack([nearest_resize(masks[i], 20, 20).reshape(-1) for i in idx]).astype(np.float32)  # (n, 400)
+        mirror = np.stack([nearest_resize(masks[i][:, ::-1], 20, 20).reshape(-1) for i in idx]).astype(np.float32)
         # intersections of 0/1 vectors: integers below 2^24, so float32 products are exact on every machine
         inter = np.maximum(grid @ grid.T, grid @ mirror.T).astype(np.int64)  # (n, n)
         area = grid.sum(1).astype(np.int64)

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..burger import Hamburger
+from ..ham import Ham
 from .common import atomic_write_bytes
 
 MANIFEST = "checkpoint.json"
@@ -211,12 +213,9 @@ _HAM_FIELDS = ("rank", "groups", "train_steps", "eval_steps", "grad", "init", "s
 def model_identity(model: torch.nn.Module, *, name: str, num_classes: int) -> dict[str, str]:
     """Safetensors metadata naming the variant, the classes, and every ham's, block's and group norm's constructor
     arguments (the hams' rank, steps, seed, init and precision change the outputs without changing any key)."""
-    from ..burger import Hamburger
-    from ..ham import _Ham
-
     ident: dict[str, object] = {"model": name, "num_classes": num_classes}
     for path, m in model.named_modules():
-        if isinstance(m, _Ham):
+        if isinstance(m, Ham):
             for field in _HAM_FIELDS:
                 if hasattr(m, field):
                     ident[f"{path}.{field}"] = getattr(m, field)

@@ -6,39 +6,13 @@
   ``log.jsonl`` (one record per step, truncated to the resumed step), TensorBoard events, a tqdm progress bar;
 * ``--device``, ``torch.distributed`` (launched by ``torchrun``: DDP, rank-0 logging and checkpoints, every rank's
   RNG state), autocast (``amp``), the fp16 grad scaler, gradient accumulation;
-* checkpoints (:mod:`hamburger.recipes.checkpoint`): committed as one transaction, verified on ``resume``, the
+* checkpoints (:mod:`hamburger.engine.checkpoint`): committed as one transaction, verified on ``resume``, the
   model's identity checked, a changed recipe refused unless ``allow_changed_config``;
 * periodic evaluation (``val_interval``) keeping ``best.safetensors`` by the task's score.
 
-Extension points — a task is an object with:
+A task is a :class:`~hamburger.engine.task.Task`: its model, data, optimiser, loss or step, and metrics.
 
-``free_fields``
-    config fields a resumed run may change (output, logging, workers, device).
-``score``
-    the metric of ``evaluate`` that selects ``best.safetensors`` (higher is better, unless the task sets
-    ``score_lower_is_better = True``), or None.
-``ddp_find_unused`` (optional, default False)
-    passed to DistributedDataParallel: True for tasks whose steps leave some parameters unused (the GAN).
-``build(config, device) -> (model, train_set, val_set, identity)``
-    the model on ``device`` and its identity metadata (:func:`~hamburger.recipes.checkpoint.model_identity`),
-    the training data and the validation data (or None).
-``optimizer(model, config) -> (optimizer, LambdaLR scheduler)``
-``batches(train_set, config, *, world, rank, start) -> DataLoader``
-    the loader for steps ``start..iters-1``, ``accum_steps`` micro-batches a step, this rank's share. Give it a
-    seeded ``generator=``: its worker seeds then do not depend on where a run was resumed.
-``loss(net, batch, config, device) -> Tensor``
-    one micro-batch's loss (the engine divides by ``accum_steps``, scales and back-propagates).
-``train_step(net, batches, optimizer, scaler, config, device, autocast) -> dict`` (optional)
-    replaces the default step (zero grads, ``accum_steps`` losses, backward, one optimiser step) for tasks with
-    more than one update per step (the GAN's D and G steps): it draws from the ``batches`` iterator, runs its
-    forwards inside ``autocast()``, back-propagates through ``scaler`` and steps ``optimizer``; it returns the
-    step's scalars (logged, shown on the progress bar, checked finite). The engine still owns the schedule,
-    evaluation, logging, checkpoints and resume.
-``evaluate(model, val_set, config, device, step) -> dict``
-    scalar metrics, logged as ``val_<name>``; ``task.score`` names the one that selects ``best.safetensors``
-    (a task without that metric keeps the last weights as ``best.safetensors``).
-
-The config is a dataclass (see :mod:`hamburger.recipes.config`) with at least the fields ``device``, ``out``,
+The config is a dataclass (see :mod:`hamburger.engine.config`) with at least the fields ``device``, ``out``,
 ``seed``, ``iters``, ``accum_steps``, ``amp``, ``lr``, ``val_interval``, ``ckpt_interval``, ``resume``,
 ``allow_changed_config``, ``init_weights``, ``quiet`` and ``no_tensorboard``.
 """
@@ -50,7 +24,6 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -71,15 +44,16 @@ from .checkpoint import (
 )
 from .common import atomic_write_text
 from .config import changed_fields, config_dict, save_config
+from .task import Task
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NO_SCORE = -1.0  # "no evaluation yet" in checkpoints (scores that select weights are mIoU, accuracy: never -1)
 
 
-def _improves(value: float, best: float, task) -> bool:
+def _improves(value: float, best: float, task: Task) -> bool:
     if best == NO_SCORE:
         return True
-    return value < best if getattr(task, "score_lower_is_better", False) else value > best
+    return value < best if task.score_lower_is_better else value > best
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -148,7 +122,7 @@ def init_distributed(device: str) -> tuple[int, int, torch.device]:
     return rank, world, dev
 
 
-def fit(task, config) -> dict:
+def fit(task: Task, config) -> dict:
     """Train ``task`` as ``config`` says; returns the history, the best score, the run folder and the model."""
     rank, world, device = init_distributed(config.device)
     main = rank == 0
@@ -173,7 +147,7 @@ def fit(task, config) -> dict:
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=getattr(task, "ddp_find_unused", False),
+            find_unused_parameters=task.ddp_find_unused,
         )  # fmt: skip
     loader = task.batches(train_set, config, world=world, rank=rank, start=start)
     writer = _tensorboard(out, config) if main else None
@@ -190,15 +164,14 @@ def fit(task, config) -> dict:
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
 
-    step_fn = getattr(task, "train_step", None)
     for step in range(start, config.iters):
-        if step_fn is None:
-            values = _loss_step(task, net, batches, optimizer, scaler, config, device, autocast, world, step)
-        else:  # the task's own step (the GAN's D and G updates): it back-propagates and steps the optimiser
-            values = step_fn(net, batches, optimizer, scaler, config, device, autocast)
-            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-            if bad:
-                raise FloatingPointError(f"{bad} at step {step}; lower the LR or disable --amp")
+        try:
+            values = task.train_step(net, batches, optimizer, scaler, config, device, autocast)
+        except FloatingPointError as e:  # the default step's non-finite loss
+            raise FloatingPointError(f"{e} at step {step}; lower the LR or disable --amp") from None
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            raise FloatingPointError(f"{bad} at step {step}; lower the LR or disable --amp")
         scheduler.step()
         lr = config.lr * scheduler.lr_lambdas[0](scheduler.last_epoch)  # the base LR (parameter groups scale it)
         record = {"step": step + 1, **values, "lr": lr, "time": time.perf_counter() - t0}
@@ -211,7 +184,7 @@ def fit(task, config) -> dict:
                 save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, point="best")
         history.append(record)
         if main:
-            bar.update(record, task.score)
+            bar.update(record, task)
             if writer is not None:
                 for key, value in record.items():
                     if key not in ("step", "time"):
@@ -235,24 +208,6 @@ def fit(task, config) -> dict:
     if main and best == NO_SCORE:
         save_weights(model.state_dict(), out / "best.safetensors", metadata=identity)  # no validation: the last
     return {"history": history, "best_score": best, "out": str(out), "model": model}
-
-
-def _loss_step(task, net, batches, optimizer, scaler, config, device, autocast, world, step) -> dict:
-    """The default step: ``accum_steps`` micro-batches of ``task.loss``, back-propagated, one optimiser step."""
-    optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    for micro in range(config.accum_steps):
-        sync = micro == config.accum_steps - 1 or world == 1
-        ctx = net.no_sync() if not sync and isinstance(net, nn.parallel.DistributedDataParallel) else nullcontext()
-        with ctx, autocast():
-            loss = task.loss(net, next(batches), config, device) / config.accum_steps
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the LR or disable --amp")
-        scaler.scale(loss).backward()
-        total += loss.item()
-    scaler.step(optimizer)
-    scaler.update()
-    return {"loss": total}
 
 
 def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> tuple[int, float, object]:
@@ -317,9 +272,6 @@ def _tensorboard(out: Path, config):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-PERCENT_SCORES = ("miou", "accuracy", "pixel_accuracy")  # shown as percentages on the bar
-
-
 class ProgressBar:
     """tqdm progress with loss, LR, the validation score and the ETA (tqdm computes it); silent when disabled."""
 
@@ -330,13 +282,12 @@ class ProgressBar:
 
             self.tqdm = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True)
 
-    def update(self, record: dict, score: str) -> None:
+    def update(self, record: dict, task: Task) -> None:
         if self.tqdm is not None:
             post = {k: f"{v:.4f}" for k, v in record.items() if k not in ("step", "lr", "time") and "val_" not in k}
             post["lr"] = f"{record['lr']:.2e}"
-            if f"val_{score}" in record:
-                value = record[f"val_{score}"]
-                post[f"val_{score}"] = f"{100 * value:.2f}" if score in PERCENT_SCORES else f"{value:.4f}"
+            if f"val_{task.score}" in record:
+                post[f"val_{task.score}"] = task.format_score(record[f"val_{task.score}"])
             self.tqdm.set_postfix(post)
             self.tqdm.update(1)
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..burger import HAMS
+from ..context import LinearAttention
 
 ARMS = ("ham_nmf", "ham_vq", "ham_cd", "sagan", "linear", "none")
 
@@ -160,7 +161,7 @@ class GANHamburger(_Gated):
         self.lower_bread = sn_conv(channels, d, 1, bias=False)
         extra = {"beta": 0.01} if ham == "cd" else {}  # the TF GAN code's ridge weight
         self.ham = HAMS[ham](d, rank=rank or max(1, d // 8), train_steps=steps, eval_steps=steps, **extra)
-        self.ham._nonneg = False  # the ReLU below keeps NMF's input non-negative
+        self.ham.check_nonnegative = False  # the ReLU below keeps NMF's input non-negative
         self.upper_bread = sn_conv(d, channels, 1, bias=False)
         self.norm = ConditionalBatchNorm2d(channels, num_classes=num_classes) if norm else None
 
@@ -229,6 +230,5 @@ def create_gan_context(
         return GANHamburger(channels, ham=arm[4:], steps=steps, num_classes=num_classes, norm=not discriminator)
     if arm == "sagan":
         return SAGANAttention(channels)
-    from ..context import LinearAttention
 
     return GatedContext(LinearAttention(channels), norm_free=discriminator)

@@ -1,19 +1,24 @@
-"""``hamburger gan train|sample``: argument parsers (flat YAML recipes with ``--config``) and dispatch."""
+"""``hamburger gan train|sample|eval|compare``: argument parsers (flat YAML recipes with ``--config``) and handlers."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..engine.config import device_name, integers, positive_int, shard_spec
+import torch
+
+from ..engine.config import add_config_arguments, config_from_args, device_name, integers, positive_int, shard_spec
+from . import compare
+from .blocks import ARMS
+from .config import GANTrainConfig
+from .eval import evaluate_run, format_report
+from .train import load_run, sample_grid, save_grid, train
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
 
 
-def add_gan_parser(sub) -> None:
-    from ..engine.config import add_config_arguments
-    from .config import GANTrainConfig
-
+def register(sub) -> None:
+    """Add ``gan`` (train, sample, eval, compare) to the top-level sub-parsers."""
     gan = sub.add_parser("gan", help="HamGAN: class-conditional image generation with a Hamburger, attention or none")
     gsub = gan.add_subparsers(dest="gan_command", required=True)
     t = gsub.add_parser("train", help="train a GAN (resumable; torchrun for several processes)")
@@ -38,7 +43,7 @@ def add_gan_parser(sub) -> None:
         help="a local torch-fidelity Inception weights file: also report FID and IS (never downloaded)",
     )
     c = gsub.add_parser("compare", help="arms side by side over seeds, same network and budget (resumable)")
-    c.add_argument("--arms", default="ham_nmf,sagan,none", help="comma-separated: " + ", ".join(_arms()))
+    c.add_argument("--arms", default="ham_nmf,sagan,none", help="comma-separated: " + ", ".join(ARMS))
     c.add_argument("--seeds", type=integers, default=(0, 1, 2))
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: gan train's)")
     c.add_argument("--batch-size", type=positive_int, default=None, help="default: gan train's")
@@ -50,48 +55,32 @@ def add_gan_parser(sub) -> None:
     c.add_argument("--data-root", type=Path, default=None)
     c.add_argument("--device", type=device_name, default="cpu")
     c.add_argument("--out", type=Path, default=Path("results/gan"))
+    t.set_defaults(handler=_train)
+    s.set_defaults(handler=_sample)
+    e.set_defaults(handler=_eval)
+    c.set_defaults(handler=_compare)
     SUBCOMMANDS.update(train=t, sample=s, eval=e, compare=c)
 
 
-def _arms() -> tuple[str, ...]:
-    from .blocks import ARMS
-
-    return ARMS
-
-
-def run_gan(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    from ..cli import run_group
-
-    run_group(parser, argv, "gan", SUBCOMMANDS, _dispatch)
+def _eval(args) -> None:
+    report = evaluate_run(args.run, weights=args.weights, samples=args.samples, seed=args.seed,
+                          classifier=args.classifier, inception_weights=args.inception_weights)  # fmt: skip
+    print(format_report(report))
+    print(f"wrote {Path(args.run) / 'eval.json'}")
 
 
-def _dispatch(args) -> None:
-    if args.gan_command == "train":
-        _train(args)
-    elif args.gan_command == "eval":
-        from .eval import evaluate_run, format_report
-
-        report = evaluate_run(args.run, weights=args.weights, samples=args.samples, seed=args.seed,
-                              classifier=args.classifier, inception_weights=args.inception_weights)  # fmt: skip
-        print(format_report(report))
-        print(f"wrote {Path(args.run) / 'eval.json'}")
-    elif args.gan_command == "compare":
-        _compare(args)
-    else:
-        path = sample(args.run, weights=args.weights, per_class=args.per_class, seed=args.seed, out=args.out)
-        print(f"wrote {path}")
+def _sample(args) -> None:
+    path = sample(args.run, weights=args.weights, per_class=args.per_class, seed=args.seed, out=args.out)
+    print(f"wrote {path}")
 
 
 def _compare(args) -> None:
-    from . import compare as gan_compare
-    from .config import GANTrainConfig
-
     arms = tuple(a for a in args.arms.split(",") if a)
-    unknown = [a for a in arms if a not in _arms()]
+    unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
-        raise ValueError(f"unknown arms {unknown}; available: {', '.join(_arms())}")
+        raise ValueError(f"unknown arms {unknown}; available: {', '.join(ARMS)}")
     defaults = GANTrainConfig()
-    gan_compare.run(
+    compare.run(
         arms=arms, seeds=tuple(args.seeds), iters=args.iters or defaults.iters,
         batch=args.batch_size or defaults.batch_size, out=args.out, dataset=args.dataset, data_root=args.data_root,
         device=args.device, samples=args.samples, ema=args.ema, jobs=args.jobs, shard=args.shard,
@@ -99,10 +88,6 @@ def _compare(args) -> None:
 
 
 def _train(args) -> None:
-    from ..engine.config import config_from_args
-    from .config import GANTrainConfig
-    from .train import train
-
     config = config_from_args(GANTrainConfig, args)
     if config.data_root is None and config.dataset in ("folder", "cifar10"):
         raise ValueError(f"--data-root is required for dataset {config.dataset!r}")
@@ -114,10 +99,6 @@ def _train(args) -> None:
 
 def sample(run: Path, *, weights: Path | None = None, per_class: int = 8, seed: int = 0, out: Path | None = None):
     """Write a grid of ``per_class`` samples per class (one row each) from a ``gan train`` run; returns the PNG."""
-    import torch
-
-    from .train import load_run, sample_grid, save_grid
-
     pair, config, num_classes = load_run(run, weights)
     gen = torch.Generator().manual_seed(seed)
     rows = num_classes if config.conditional else 1

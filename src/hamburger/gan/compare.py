@@ -24,8 +24,11 @@ from ..engine.common import (
     save_figure,
     write_results,
 )
+from ..engine.measure import count_flops
 from .config import GANTrainConfig
+from .eval import get_classifier
 from .metrics import evaluate_samples, generate
+from .train import GANTask, build_pair, train
 
 DEFAULT_ARMS = ("ham_nmf", "sagan", "none")
 CURVE_POINTS = 6  # distances on the training curve; the command line has no flag for it
@@ -48,8 +51,6 @@ def _config(arm: str, seed: int, *, out: Path, iters: int, batch: int, dataset: 
 def run_one(arm: str, seed: int, *, out: Path, classifier, reference, classifier_info: dict, samples: int,
             **kw) -> dict:  # fmt: skip
     """Train (or resume) and evaluate one (arm, seed); cached in ``result.json``."""
-    from .train import train
-
     run_dir = out / arm / f"seed{seed}"
     done = run_dir / "result.json"
     if done.is_file():
@@ -69,8 +70,6 @@ def run_one(arm: str, seed: int, *, out: Path, classifier, reference, classifier
 
 def untrained_distances(arms, *, out: Path, classifier, reference, classifier_info, samples: int, kw) -> dict:
     """Each arm's generator at initialisation (seed 0): the reference point of "trained"."""
-    from .train import build_pair
-
     cache = out / "untrained.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
@@ -91,7 +90,6 @@ def step_times(arms, *, repeats: int, kw) -> dict[str, float]:
     """Median seconds of one training step (D and G updates) per arm, the arms' steps interleaved."""
     from contextlib import nullcontext
 
-    from .train import GANTask
 
     fns = {}
     for arm in arms:
@@ -110,9 +108,6 @@ def step_times(arms, *, repeats: int, kw) -> dict[str, float]:
 
 def costs(arms, *, kw, num_classes: int, channels: int) -> dict[str, dict]:
     """Parameters and forward GFLOPs per sample of G and D for each arm."""
-    from ..engine.measure import count_flops
-    from .train import build_pair
-
     out = {}
     for arm in arms:
         config = _config(arm, 0, out=Path("unused"), classifier=None, **kw)
@@ -138,8 +133,6 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
     ``shard=(i, n)`` trains only every n-th (seed, arm) from the i-th and writes no tables (several processes can
     share one ``out``); ``jobs=n`` starts n such processes (the cores split), waits for them, then writes the tables.
     """
-    from .eval import get_classifier
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(iters=iters, batch=batch, dataset=dataset, data_root=data_root, device=device,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.config import option, validate_config
+from ..engine.loop import AMP_DTYPES
 from .blocks import ARMS
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
@@ -47,7 +48,7 @@ class GANTrainConfig:
                                   "at the last step (1: constant, the paper's)", minimum=0.0, maximum=1.0)  # fmt: skip
     beta1: float = option(0.0, "Adam β1", minimum=0.0, maximum=0.999)
     beta2: float = option(0.999, "Adam β2", minimum=0.0, maximum=0.99999)
-    amp: str = option("none", "autocast dtype", choices=("none", "bf16", "fp16"))
+    amp: str = option("none", "autocast dtype", choices=tuple(AMP_DTYPES))
     seed: int = option(0, "seed of the initialisation, the data order, z and the fake labels")
     # run
     device: str = option("cpu", "cpu, cuda, cuda:1, ...")

@@ -26,6 +26,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..data.images import load_image
+from ..data.silhouettes import (
+    CLASSES,
+    ZEBRA,
+    NumpyUnpickler,
+    deduplicated_groups,
+    fill_holes,
+    load_silhouettes,
+    numpy_is_2,
+    silhouette_masks,
+)
+
 SPLITS = ("train", "reference")
 REFERENCE_FRACTION = 0.25
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -90,8 +102,6 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def silhouettes(root=None, split: str = "train", *, size: int = 32, seed: int = 0) -> ImageClassDataset:
-    from ..data.silhouettes import CLASSES, ZEBRA, _fill_holes, deduplicated_groups, load_silhouettes, silhouette_masks
-
     images, labels = load_silhouettes()
     keep = deduplicated_groups(silhouette_masks(images, labels), labels)  # [(index, class)], one per group
     index = np.array([i for i, _ in keep])
@@ -99,7 +109,7 @@ def silhouettes(root=None, split: str = "train", *, size: int = 32, seed: int = 
     out = images[picked].copy()  # (n, 28, 28)
     for j, i in enumerate(picked):
         if labels[i] == ZEBRA:  # photos: their silhouette instead
-            out[j] = _fill_holes(images[i] >= 48).astype(np.uint8) * 255
+            out[j] = fill_holes(images[i] >= 48).astype(np.uint8) * 255
     out = np.pad(out, ((0, 0), (2, 2), (2, 2)))  # (n, 32, 32)
     return ImageClassDataset(_resize(out, size)[..., None], labels[picked], CLASSES[1:], name="silhouettes",
                              size=size, channels=1)  # fmt: skip
@@ -116,8 +126,6 @@ def digits(root=None, split: str = "train", *, size: int = 32, seed: int = 0) ->
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    from ..data.images import load_image
-
     return load_image(path)
 
 
@@ -157,11 +165,9 @@ class _Primitives(pickle.Unpickler):
     is how protocol-2 pickles written by Python 3 store bytes)."""
 
     def find_class(self, module, name):
-        from ..data.silhouettes import _numpy2, _NumpyOnly
-
-        if (module, name) not in _NumpyOnly.ALLOWED | {("_codecs", "encode")}:
+        if (module, name) not in NumpyUnpickler.ALLOWED | {("_codecs", "encode")}:
             raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-        return super().find_class(module.replace("numpy.core", "numpy._core") if _numpy2() else module, name)
+        return super().find_class(module.replace("numpy.core", "numpy._core") if numpy_is_2() else module, name)
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -7,35 +7,17 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
-
-from ..engine.checkpoint import read_weights, save_weights
+from ..data.silhouettes import default_root
+from ..engine.checkpoint import save_weights
 from .data import build_gan_dataset
-from .metrics import FeatureClassifier, evaluate_samples, generate, train_classifier, weights_hash
-
-CLASSIFIER_KEY = "hamburger.gan_classifier"
+from .metrics import CLASSIFIER_KEY, evaluate_samples, generate, load_classifier, train_classifier
+from .train import load_run, resolution_of
 
 
 def default_classifier_path(dataset: str, data_root, size: int) -> Path:
     """``<data cache>/gan-classifier-<dataset>-<size>[-<hash of data_root>].safetensors``."""
-    from ..data.silhouettes import default_root
-
     tag = f"-{hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:8]}" if data_root else ""
     return default_root() / f"gan-classifier-{dataset}-{size}{tag}.safetensors"
-
-
-def load_classifier(path: Path) -> tuple[FeatureClassifier, dict]:
-    """A classifier written by :func:`get_classifier`; its recorded hash is checked against the loaded weights."""
-    tensors, metadata = read_weights(path)
-    if CLASSIFIER_KEY not in metadata:
-        raise ValueError(f"{path} is not a GAN feature classifier of hamburger (no {CLASSIFIER_KEY} metadata)")
-    info = json.loads(metadata[CLASSIFIER_KEY])
-    model = FeatureClassifier(info["channels"], info["num_classes"])
-    model.load_state_dict(tensors)
-    model.eval().requires_grad_(False)
-    if weights_hash(model) != info["sha256"]:
-        raise ValueError(f"classifier {path}: its weights do not match the hash recorded in it; delete it to retrain")
-    return model, info
 
 
 def get_classifier(dataset: str, data_root, size: int, *, path: Path | None = None, progress: bool = True,
@@ -62,8 +44,6 @@ def get_classifier(dataset: str, data_root, size: int, *, path: Path | None = No
 def evaluate_run(run: Path, *, weights: Path | None = None, samples: int = 2000, seed: int = 0,
                  classifier: Path | None = None, inception_weights=None, progress: bool = True) -> dict:  # fmt: skip
     """Every metric of the run's generator (``last.safetensors`` unless ``weights``), written to ``eval.json``."""
-    from .train import load_run, resolution_of
-
     pair, config, num_classes = load_run(run, weights)
     size = resolution_of(config.model)
     model, info, reference = get_classifier(config.dataset, config.data_root, size, path=classifier,
@@ -92,22 +72,3 @@ def format_report(report: dict) -> str:
         lines.append(f"FID {report['fid']:.2f}, Inception Score {report['inception_score']:.2f}")
     lines.append(f"counts: {report['generated']} generated vs {report['reference']} held-out reference images")
     return "\n".join(lines)
-
-
-@torch.no_grad()
-def frechet_during_training(pair, classifier, reference_features, *, count: int, num_classes: int,
-                            conditional: bool, device) -> float:  # fmt: skip
-    """The Fréchet classifier distance of ``count`` samples (fixed seed) against precomputed reference features:
-    the training curve's point (cheaper than :func:`evaluate_samples`)."""
-    from .metrics import ClassifierFeatures, features
-
-    fake, _ = generate(pair, count, num_classes=num_classes, conditional=conditional, seed=1, device=device)
-    return frechet_from_features(reference_features, features(ClassifierFeatures(classifier), fake))
-
-
-def frechet_from_features(a: torch.Tensor, b: torch.Tensor) -> float:
-    """‖μa − μb‖² + tr(Σa + Σb − 2 (Σa Σb)^½) of feature sets (N, F), (M, F) in float64 (eigenvalues of Σa Σb)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    eig = torch.linalg.eigvals(cov_a @ cov_b).sqrt().real.sum()
-    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * eig)

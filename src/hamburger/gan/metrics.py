@@ -15,12 +15,17 @@ ever downloaded.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..engine.checkpoint import read_weights
+
+CLASSIFIER_KEY = "hamburger.gan_classifier"
 STANDING_BATCHES = 16  # batches of 64 own samples that set the BN statistics of the sampling generator
 
 
@@ -238,3 +243,34 @@ def generate(pair, count: int, *, num_classes: int, conditional: bool, seed: int
     finally:
         gen_model.train(was)
     return torch.cat(out), labels
+
+
+def load_classifier(path: Path) -> tuple[FeatureClassifier, dict]:
+    """A classifier written by :func:`get_classifier`; its recorded hash is checked against the loaded weights."""
+    tensors, metadata = read_weights(path)
+    if CLASSIFIER_KEY not in metadata:
+        raise ValueError(f"{path} is not a GAN feature classifier of hamburger (no {CLASSIFIER_KEY} metadata)")
+    info = json.loads(metadata[CLASSIFIER_KEY])
+    model = FeatureClassifier(info["channels"], info["num_classes"])
+    model.load_state_dict(tensors)
+    model.eval().requires_grad_(False)
+    if weights_hash(model) != info["sha256"]:
+        raise ValueError(f"classifier {path}: its weights do not match the hash recorded in it; delete it to retrain")
+    return model, info
+
+
+@torch.no_grad()
+def frechet_during_training(pair, classifier, reference_features, *, count: int, num_classes: int,
+                            conditional: bool, device) -> float:  # fmt: skip
+    """The Fréchet classifier distance of ``count`` samples (fixed seed) against precomputed reference features:
+    the training curve's point (cheaper than :func:`evaluate_samples`)."""
+    fake, _ = generate(pair, count, num_classes=num_classes, conditional=conditional, seed=1, device=device)
+    return frechet_from_features(reference_features, features(ClassifierFeatures(classifier), fake))
+
+
+def frechet_from_features(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖μa − μb‖² + tr(Σa + Σb − 2 (Σa Σb)^½) of feature sets (N, F), (M, F) in float64 (eigenvalues of Σa Σb)."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    eig = torch.linalg.eigvals(cov_a @ cov_b).sqrt().real.sum()
+    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * eig)

@@ -21,11 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.checkpoint import model_identity
+from ..engine.checkpoint import IDENTITY_KEY, load_model_weights, model_identity, read_weights
+from ..engine.common import atomic_write_bytes
+from ..engine.config import load_run_config
 from ..engine.loop import fit, step_loader
+from ..engine.task import Task
 from .config import RESUME_FREE, GANTrainConfig
 from .data import build_gan_dataset
-from .metrics import STANDING_BATCHES
+from .metrics import STANDING_BATCHES, ClassifierFeatures, features, frechet_during_training, load_classifier
 from .models import GANPair, create_gan
 
 GRID_SEED = 20260101  # the fixed z of the sample grids: the same picture positions across steps and runs
@@ -72,7 +75,7 @@ def identity_of(pair: GANPair, config: GANTrainConfig, num_classes: int) -> dict
     return model_identity(pair, name=name, num_classes=num_classes)
 
 
-class GANTask:
+class GANTask(Task):
     """Class-conditional GAN training as a task of the engine."""
 
     score = None  # no selection metric: best.safetensors is the last step's weights
@@ -87,9 +90,6 @@ class GANTask:
         probe = grid_inputs(config, self.num_classes, device) if config.val_interval else None
         self.classifier = self.reference_features = None
         if config.eval_classifier is not None:  # the training curve of the Fréchet classifier distance
-            from .eval import load_classifier
-            from .metrics import ClassifierFeatures, features
-
             self.classifier, _ = load_classifier(config.eval_classifier)
             reference = build_gan_dataset(config.dataset, config.data_root, "reference", size=train_set.size)
             self.reference_features = features(ClassifierFeatures(self.classifier), reference.tensors()[0])
@@ -160,8 +160,6 @@ class GANTask:
         save_grid(grid, config.samples_per_class, Path(config.out) / "samples" / f"step{step:07d}.png")
         if self.classifier is None:
             return {}
-        from .eval import frechet_during_training
-
         distance = frechet_during_training(
             model, self.classifier, self.reference_features, count=config.eval_samples,  # images come back on CPU
             num_classes=self.num_classes, conditional=config.conditional, device=device,
@@ -196,7 +194,6 @@ def save_grid(images: torch.Tensor, columns: int, path: Path, *, scale: int = 2,
     """A PNG of ``images`` (N, C, S, S) in [-1, 1], ``columns`` per row, each pixel ``scale``x``scale``."""
     from PIL import Image
 
-    from ..engine.common import atomic_write_bytes
 
     n, c, s, _ = images.shape
     rows = -(-n // columns)
@@ -236,8 +233,6 @@ def load_run(run: Path, weights: Path | None = None):
     """(GANPair with the run's weights, its GANTrainConfig, number of classes) from a ``gan train`` run folder."""
     import json
 
-    from ..engine.checkpoint import IDENTITY_KEY, load_model_weights, read_weights
-    from ..engine.config import load_run_config
 
     run = Path(run)
     config = load_run_config(run, GANTrainConfig, "gan train")

@@ -16,7 +16,16 @@ from pathlib import Path
 
 import torch
 
+from ..data.silhouettes import CLASSES
+from ..engine.checkpoint import load_model_weights
 from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
+from ..ham import Ham
+from .compare import run_one, train_args
+from .data import build_dataset
+from .eval import evaluate
+from .scenes import cached
+from .train import build_model
+from .transforms import SegTransform
 
 FINDING_SEEDS = (0, 1, 2)
 SWEEP_SEEDS = (0,)
@@ -66,15 +75,6 @@ def plan(finding_seeds=FINDING_SEEDS, sweep_seeds=SWEEP_SEEDS) -> list[tuple[str
 
 def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, list[float]]:
     """Test mIoU of the reference runs' best checkpoints evaluated with K = 1 … 30 steps (no training)."""
-    from ..data.silhouettes import CLASSES
-    from ..engine.checkpoint import load_model_weights
-    from ..ham import _Ham
-    from .compare import train_args
-    from .data import build_dataset
-    from .eval import evaluate
-    from .train import build_model
-    from .transforms import SegTransform
-
     test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
     scores: dict[int, list[float]] = {k: [] for k in TEST_STEPS}
     for seed in seeds:
@@ -88,7 +88,7 @@ def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, l
                           val_interval=1, max_val=None, workers=0, quiet=True)  # fmt: skip
         model = build_model(args, len(CLASSES), torch.device(device))
         load_model_weights(model, run_dir / "best.safetensors")
-        hams = [m for m in model.modules() if isinstance(m, _Ham)]
+        hams = [m for m in model.modules() if isinstance(m, Ham)]
         per = {}
         for k in TEST_STEPS:
             for ham in hams:  # the same weights, another K at test
@@ -181,9 +181,6 @@ def run(
     ``shard=(i, n)`` trains only every n-th run from the i-th and writes no tables (several processes can share one
     ``out``); ``jobs=n`` starts n such processes, waits for them, then writes the tables.
     """
-    from .compare import run_one
-    from .scenes import cached
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_root) if data_root else None

@@ -1,4 +1,5 @@
-"""``hamburger seg train|eval|predict``: argument parsers (flat YAML recipes with ``--config``) and dispatch."""
+"""``hamburger demo``, ``hamburger seg train|eval|predict|compare`` and ``hamburger ablate``: argument parsers (flat
+YAML recipes with ``--config``) and their handlers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ..burger import BREADS, HAMS, VERSIONS
 from ..engine.config import (
+    add_config_arguments,
+    config_from_args,
     device_name,
     integers,
     nonnegative_int,
@@ -14,10 +18,19 @@ from ..engine.config import (
     positive_float,
     positive_floats,
     positive_int,
+    shard_spec,
 )
+from ..functional import GRAD_MODES, PRECISIONS
+from ..ham import INITS
+from . import ablate, compare
+from .config import NORMS, SegTrainConfig
+from .data import build_dataset
+from .eval import evaluate, predict_files
+from .train import load_trained_model, train
+from .transforms import SegTransform
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags")
     p.add_argument(
         "--dataset", default="voc", help="voc | pascal_context | ade20k | cityscapes | folder | animal-scenes"
@@ -26,19 +39,19 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=positive_int, default=None, help="classes of a 'folder' dataset")
     p.add_argument("--model", default="hamnet_r50_d8", help="a name of hamburger.list_models()")
     p.add_argument("--device", type=device_name, default="cpu")
-    p.add_argument("--norm", choices=("batch", "group"), default=None, help="head norm layers (default: batch)")
-    p.add_argument("--context-norm", choices=("batch", "group"), default=None, help="as the weights were trained")
-    p.add_argument("--backbone-norm", choices=("batch", "group"), default=None, help="backbone norm (default: batch)")
+    p.add_argument("--norm", choices=NORMS, default=None, help="head norm layers (default: batch)")
+    p.add_argument("--context-norm", choices=NORMS, default=None, help="as the weights were trained")
+    p.add_argument("--backbone-norm", choices=NORMS, default=None, help="backbone norm (default: batch)")
     p.add_argument("--rank", type=positive_int, default=None, help="R of the Hamburger (default: the variant's)")
-    p.add_argument("--ham-init", choices=("random", "online", "fixed"), default=None, help="bases init of the ham")
-    p.add_argument("--ham-version", choices=("v1", "v2", "v2+"), default=None, help="as the weights were trained")
+    p.add_argument("--ham-init", choices=INITS, default=None, help="bases init of the ham")
+    p.add_argument("--ham-version", choices=VERSIONS, default=None, help="as the weights were trained")
     p.add_argument("--ham-steps", type=nonnegative_int, default=None, help="K in training, as the weights were")
     p.add_argument("--ham-eval-steps", type=nonnegative_int, default=None, help="K at evaluation")
-    p.add_argument("--ham-grad", choices=("one-step", "bptt", "none"), default=None, help="as the weights were")
-    p.add_argument("--ham-type", choices=("nmf", "vq", "cd"), default=None, help="as the weights were trained")
-    p.add_argument("--ham-breads", choices=("both", "lower", "upper", "none"), default=None, help="as trained")
+    p.add_argument("--ham-grad", choices=GRAD_MODES, default=None, help="as the weights were")
+    p.add_argument("--ham-type", choices=tuple(HAMS), default=None, help="as the weights were trained")
+    p.add_argument("--ham-breads", choices=BREADS, default=None, help="as trained")
     p.add_argument(
-        "--ham-precision", choices=("fp32", "bf16", "tf32"), default=None,
+        "--ham-precision", choices=PRECISIONS, default=None,
         help="precision of the hams' large products (default fp32; see hamburger.functional)",
     )  # fmt: skip
     p.add_argument("--dropout", type=float, default=None, help="dropout before the classifier")
@@ -56,9 +69,19 @@ def _infer_args(p: argparse.ArgumentParser) -> None:
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
 
 
-def add_seg_parser(sub) -> None:
-    from ..engine.config import add_config_arguments
-    from .config import SegTrainConfig
+def register(sub) -> None:
+    """Add ``demo``, ``seg`` (train, eval, predict, compare) and ``ablate`` to the top-level sub-parsers."""
+    demo = sub.add_parser(
+        "demo", help="is attention better than matrix decomposition? Hamburger vs self-attention vs no context, here"
+    )
+    demo.add_argument("--quick", action="store_true", help="the same path in a couple of minutes (a smoke check)")
+    demo.add_argument("--iters", type=positive_int, default=None, help="training iterations per model (default 800)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    demo.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
+    demo.add_argument("--out", type=Path, default=Path("results/demo"))
+
+    demo.set_defaults(handler=_demo)
 
     seg = sub.add_parser("seg", help="semantic segmentation: train, eval, predict")
     ssub = seg.add_subparsers(dest="seg_command", required=True)
@@ -68,7 +91,7 @@ def add_seg_parser(sub) -> None:
     add_config_arguments(t, SegTrainConfig)
 
     e = ssub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy")
-    _data_args(e)
+    add_data_arguments(e)
     _infer_args(e)
     e.add_argument("--split", default="val")
     e.add_argument("--weights", type=Path, required=True, help="a .safetensors file written by seg train")
@@ -76,7 +99,7 @@ def add_seg_parser(sub) -> None:
     e.add_argument("--out", type=Path, default=None, help="write metrics.json and a per-class table here")
 
     p = ssub.add_parser("predict", help="palette masks and overlays for image files or folders")
-    _data_args(p)
+    add_data_arguments(p)
     _infer_args(p)
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--weights", type=Path, required=True)
@@ -95,7 +118,7 @@ def add_seg_parser(sub) -> None:
     c.add_argument("--val-interval", type=positive_int, default=100)
     c.add_argument("--max-val-samples", type=positive_int, default=None)
     c.add_argument("--workers", type=nonnegative_int, default=1)
-    c.add_argument("--ham-precision", choices=("fp32", "bf16", "tf32"), default=None, help="as in seg train")
+    c.add_argument("--ham-precision", choices=PRECISIONS, default=None, help="as in seg train")
     c.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     c.add_argument(
         "--bn-recalib", type=nonnegative_int, default=10,
@@ -103,34 +126,40 @@ def add_seg_parser(sub) -> None:
     )  # fmt: skip
     c.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     c.add_argument("--out", type=Path, default=Path("results/compare"))
+    t.set_defaults(handler=_train)
+    e.set_defaults(handler=_eval)
+    p.set_defaults(handler=_predict)
+    c.set_defaults(handler=_compare)
     SUBCOMMANDS.update(train=t, eval=e, predict=p, compare=c)
 
+    abl = sub.add_parser("ablate", help="the paper's ablations on animal-scenes (resumable): tables, plots, findings")
+    abl.add_argument("--seeds", type=integers, default=(0, 1, 2), help="seeds of the rows that test a finding")
+    abl.add_argument("--sweep-seeds", type=integers, default=(0,), help="seeds of the sweeps (version, init, K, R)")
+    abl.add_argument("--iters", type=positive_int, default=600, help="training iterations per run")
+    abl.add_argument("--device", type=device_name, default="cpu")
+    abl.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
+    abl.add_argument("--out", type=Path, default=Path("results/ablate"))
+    abl.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
+    abl.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
+    abl.set_defaults(handler=_ablate)
 
-def run_seg(args, parser: argparse.ArgumentParser, argv) -> None:
-    from ..cli import USER_ERRORS
-    from ..engine.config import parse_with_recipe
 
-    name = next((a for a in argv[argv.index("seg") + 1 :] if not a.startswith("-")), None) if "seg" in argv else None
-    if name not in SUBCOMMANDS:
-        parser.parse_args(argv)  # argparse reports what is wrong
-        raise SystemExit(2)
-    try:
-        args = parse_with_recipe(parser, argv, SUBCOMMANDS[name])  # the recipe's values become the defaults
-        if args.seg_command == "train":
-            _train(args)
-        elif args.seg_command == "compare":
-            _compare(args)
-        elif args.seg_command == "eval":
-            _eval(args)
-        else:
-            _predict(args)
-    except USER_ERRORS as e:
-        raise SystemExit(f"hamburger seg {name}: {e}") from None
+def _demo(args) -> None:
+    iters = args.iters or (20 if args.quick else 800)
+    compare.run(
+        heads=compare.DEMO_HEADS, seeds=(args.seed,), iters=iters, val_interval=10 if args.quick else 100,
+        max_val=40 if args.quick else None, data_root=args.data_root, out=args.out, title="demo", device=args.device,
+    )  # fmt: skip
+
+
+def _ablate(args) -> None:
+    ablate.run(
+        out=args.out, finding_seeds=args.seeds, sweep_seeds=args.sweep_seeds, iters=args.iters,
+        data_root=args.data_root, device=args.device, shard=args.shard, jobs=args.jobs,
+    )  # fmt: skip
 
 
 def _compare(args) -> None:
-    from . import compare
-
     compare.run(
         heads=tuple(h for h in args.heads.split(",") if h), seeds=tuple(args.seeds),
         iters=args.iters, batch=args.batch_size, lr=args.lr, val_interval=args.val_interval,
@@ -140,38 +169,18 @@ def _compare(args) -> None:
 
 
 def _train(args) -> None:
-    from ..engine.config import config_from_args
-    from .config import SegTrainConfig
-    from .train import train
-
     config = config_from_args(SegTrainConfig, args)
     if config.data_root is None and config.dataset != "animal-scenes":
         raise ValueError("--data-root is required (or data_root in the --config recipe)")
     train(config)  # saves config.yaml beside the run once the start has succeeded
 
 
-def _load_model(args, num_classes: int):
-    import torch
-
-    from ..engine.checkpoint import load_model_weights, model_identity
-    from .train import build_model
-
-    args.pretrained = None  # the checkpoint has the weights
-    model = build_model(args, num_classes, torch.device(args.device))
-    load_model_weights(model, args.weights, model_identity(model, name=args.model, num_classes=num_classes))
-    return model.eval()
-
-
 def _eval(args) -> None:
-    from .data import build_dataset
-    from .eval import evaluate
-    from .transforms import SegTransform
-
     if args.data_root is None and args.dataset != "animal-scenes":
         raise ValueError("--data-root is required")
     kw = {"num_classes": args.num_classes} if args.dataset == "folder" else {}
     dataset = build_dataset(args.dataset, args.data_root, args.split, transform=SegTransform(train=False), **kw)
-    model = _load_model(args, dataset.num_classes)
+    model = load_trained_model(args, dataset.num_classes)
     res = evaluate(
         model, dataset, device=args.device, scales=args.scales, flip=args.flip, crop=args.crop, stride=args.stride,
         max_samples=args.max_samples, progress=True,
@@ -185,8 +194,6 @@ def _eval(args) -> None:
 
 
 def _predict(args) -> None:
-    from .eval import predict_files
-
     if args.num_classes is None and args.dataset != "folder":
         known = {"voc": 21, "pascal_context": 59, "ade20k": 150, "cityscapes": 19, "animal-scenes": 11}
         if args.dataset not in known:
@@ -194,7 +201,7 @@ def _predict(args) -> None:
         args.num_classes = known[args.dataset]
     if args.num_classes is None:
         raise ValueError("--num-classes is required")
-    model = _load_model(args, args.num_classes)
+    model = load_trained_model(args, args.num_classes)
     written = predict_files(
         model, args.inputs, args.out, num_classes=args.num_classes, device=args.device, scales=args.scales,
         flip=args.flip, crop=args.crop, stride=args.stride,

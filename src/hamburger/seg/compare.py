@@ -16,11 +16,14 @@ import torch
 
 from ..data.silhouettes import CLASSES
 from ..engine.checkpoint import load_model_weights, model_identity
-from ..engine.common import atomic_write_text, machine_info, save_figure
+from ..engine.common import atomic_write_text, machine_info, save_figure, write_results
 from ..engine.measure import count_flops, median_time, peak_memory
 from .config import SegTrainConfig
 from .data import build_dataset
+from .eval import evaluate, palette
+from .models import list_models
 from .scenes import cached
+from .train import build_model, train
 from .transforms import SegTransform
 
 DEMO_HEADS = ("hamnet", "nonlocal", "fcn")
@@ -57,9 +60,6 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
             tag: str | None = None, device: str = "cpu", bn_recalib: int = BN_RECALIB) -> dict:  # fmt: skip
     """Train, select on validation and test one (head, seed); ``overrides`` replace fields of the demo's
     :class:`SegTrainConfig` (a variant, stored under ``out/tag``)."""
-    from .eval import evaluate
-    from .train import build_model, train
-
     run_dir = out / (tag or f"{head}_tiny") / f"seed{seed}"
     done = run_dir / "result.json"
     if done.is_file():
@@ -124,8 +124,6 @@ def run(
     bn_recalib: int = BN_RECALIB,
 ) -> dict:
     """Train and test every (head, seed) (resumable), then write ``<title>.md`` / ``.json`` and the plots."""
-    from .models import list_models
-
     unknown = [h for h in heads if f"{h}_tiny" not in list_models()]
     if unknown:
         choices = sorted(m[: -len("_tiny")] for m in list_models() if m.endswith("_tiny"))
@@ -193,8 +191,6 @@ def markdown(summary: list[dict], info: dict) -> list[str]:
 
 
 def _write(out: Path, title: str, info, results, summary, md) -> None:
-    from ..engine.common import write_results
-
     write_results(out, title, info, {"summary": summary, "runs": results}, md)
 
 
@@ -227,8 +223,6 @@ def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .eval import palette
-    from .train import build_model
 
     test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
     colours = palette(len(CLASSES))

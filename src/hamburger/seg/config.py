@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..burger import BREADS, HAMS, VERSIONS
 from ..engine.config import option, validate_config
+from ..engine.loop import AMP_DTYPES
+from ..functional import GRAD_MODES, PRECISIONS
+from ..ham import INITS
+
+NORMS = ("batch", "group")  # the norm layers a segmentation head or backbone can be built with
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
 RESUME_FREE = frozenset({"out", "resume", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
@@ -31,23 +37,23 @@ class SegTrainConfig:
     scale_range: tuple[float, ...] = option((0.5, 2.0), "random scale range of training images", above=0.0)
     # model
     model: str = option("hamnet_r50_d8", "a name of hamburger.list_models()")
-    norm: str | None = option(None, "head norm layers (default: batch)", choices=("batch", "group"))
+    norm: str | None = option(None, "head norm layers (default: batch)", choices=NORMS)
     context_norm: str | None = option(
-        None, "norm inside the context block (default: the head's)", choices=("batch", "group")
+        None, "norm inside the context block (default: the head's)", choices=NORMS
     )
-    backbone_norm: str | None = option(None, "backbone norm (default: batch)", choices=("batch", "group"))
+    backbone_norm: str | None = option(None, "backbone norm (default: batch)", choices=NORMS)
     rank: int | None = option(None, "R of the Hamburger (default: the variant's)", minimum=1)
-    ham_init: str | None = option(None, "bases init of the Hamburger", choices=("random", "online", "fixed"))
-    ham_version: str | None = option(None, "Hamburger version (default: the variant's)", choices=("v1", "v2", "v2+"))
+    ham_init: str | None = option(None, "bases init of the Hamburger", choices=INITS)
+    ham_version: str | None = option(None, "Hamburger version (default: the variant's)", choices=VERSIONS)
     ham_steps: int | None = option(None, "K of the Hamburger in training (default: the variant's)", minimum=0)
     ham_eval_steps: int | None = option(None, "K of the Hamburger at evaluation (default: the variant's)", minimum=0)
-    ham_grad: str | None = option(None, "gradient through the Hamburger's solve", choices=("one-step", "bptt", "none"))
-    ham_type: str | None = option(None, "the Hamburger's ham (default: the variant's)", choices=("nmf", "vq", "cd"))
+    ham_grad: str | None = option(None, "gradient through the Hamburger's solve", choices=GRAD_MODES)
+    ham_type: str | None = option(None, "the Hamburger's ham (default: the variant's)", choices=tuple(HAMS))
     ham_breads: str | None = option(
-        None, "which breads the Hamburger keeps (ablation)", choices=("both", "lower", "upper", "none")
+        None, "which breads the Hamburger keeps (ablation)", choices=BREADS
     )
     ham_precision: str | None = option(
-        None, "precision of the hams' large products (default fp32)", choices=("fp32", "bf16", "tf32")
+        None, "precision of the hams' large products (default fp32)", choices=PRECISIONS
     )
     dropout: float | None = option(None, "dropout before the classifier", minimum=0.0, maximum=0.99)
     aux: bool | None = option(None, "FCN auxiliary head on stage 3 (default: the variant's)")
@@ -67,7 +73,7 @@ class SegTrainConfig:
     warmup_iters: int = option(0, "linear warm-up steps", minimum=0)
     warmup_ratio: float = option(1e-6, "LR factor at the start of the warm-up", minimum=0.0, maximum=1.0)
     aux_weight: float = option(0.4, "weight of the auxiliary loss", minimum=0.0)
-    amp: str = option("none", "autocast dtype", choices=("none", "bf16", "fp16"))
+    amp: str = option("none", "autocast dtype", choices=tuple(AMP_DTYPES))
     seed: int = option(0, "seed of the initialisation, the data order and the augmentation")
     # run
     device: str = option("cpu", "cpu, cuda, cuda:1, ...")

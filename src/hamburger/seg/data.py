@@ -14,6 +14,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data.images import load_image
+from ..data.silhouettes import CLASSES
+from . import scenes
 from .transforms import IGNORE_INDEX
 
 VOC_CLASSES = (
@@ -218,13 +220,27 @@ DATASETS: dict[str, Callable[..., SegmentationDataset]] = {
 }
 
 
-def _animal_scenes(root, split: str = "train", **kw) -> SegmentationDataset:
-    from .scenes import AnimalScenes
+class AnimalScenes(SegmentationDataset):
+    """The cached animal-scenes split as a dataset (11 classes: background + 10 animals)."""
 
-    return AnimalScenes(root, split, **kw)
+    def __init__(self, root=None, split: str = "train", *, seed: int = 0, transform=None, **_) -> None:
+        if split not in scenes.SPLITS:
+            raise ValueError(f"animal-scenes split must be one of {tuple(scenes.SPLITS)}, got {split!r}")
+        with np.load(scenes.cached(root, seed)) as f:
+            if str(f["version"]) != scenes.VERSION:
+                found, expected = f["version"], scenes.VERSION
+                raise ValueError(f"cache {root} holds {found}, expected {expected}: delete it to regenerate")
+            self.images, self.masks = f[f"{split}_images"], f[f"{split}_masks"]
+        super().__init__(
+            [(Path(f"{split}/{i}"), Path(f"{split}/{i}")) for i in range(len(self.images))], num_classes=11,
+            transform=transform, class_names=CLASSES, name=f"animal-scenes/{split}",
+        )  # fmt: skip
+
+    def read(self, index: int):
+        return self.images[index], self.masks[index].astype(np.int64)
 
 
-DATASETS["animal-scenes"] = _animal_scenes
+DATASETS["animal-scenes"] = AnimalScenes
 
 
 def build_dataset(name: str, root, split: str, **kw) -> SegmentationDataset:

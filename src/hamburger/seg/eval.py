@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.images import load_image
 from .metrics import ConfusionMatrix
 from .transforms import normalize
 
@@ -146,7 +147,6 @@ def predict_files(model: nn.Module, inputs, out: Path, *, num_classes: int, devi
     """Palette PNG masks (``<name>.png``) and overlays (``<name>_overlay.jpg``) for image files or folders."""
     from PIL import Image
 
-    from ..data.images import load_image
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

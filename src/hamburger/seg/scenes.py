@@ -20,14 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..data.silhouettes import (
-    CLASSES,
-    _nearest,
     deduplicated_groups,
     default_root,
     load_silhouettes,
+    nearest_resize,
     silhouette_masks,
 )
-from .data import SegmentationDataset
 
 VERSION = "animal-scenes-v1"
 # scikit-image images used as backgrounds and fills (not `chelsea` or `horse`: cat and horse are classes)
@@ -117,7 +115,7 @@ def make_scene(rng, pool: list[tuple[np.ndarray, int]], textures: list[np.ndarra
         longest = int(rng.integers(30, 49))
         h, w = sil.shape
         h2, w2 = (longest, max(1, w * longest // h)) if h >= w else (max(1, h * longest // w), longest)
-        shape = _nearest(sil, h2, w2)
+        shape = nearest_resize(sil, h2, w2)
         if k >= n_obj - n_blob:
             shape = blob(shape)
         h2, w2 = shape.shape
@@ -192,22 +190,3 @@ def cached(root: Path | None = None, seed: int = 0, progress: bool = False) -> P
     np.savez_compressed(tmp, version=np.array(VERSION), digest=np.array(digest(arrays)), **arrays)
     os.replace(tmp, path)
     return path
-
-
-class AnimalScenes(SegmentationDataset):
-    """The cached animal-scenes split as a dataset (11 classes: background + 10 animals)."""
-
-    def __init__(self, root=None, split: str = "train", *, seed: int = 0, transform=None, **_) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"animal-scenes split must be one of {tuple(SPLITS)}, got {split!r}")
-        with np.load(cached(root, seed)) as f:
-            if str(f["version"]) != VERSION:
-                raise ValueError(f"cache {root} holds {f['version']}, expected {VERSION}: delete it to regenerate")
-            self.images, self.masks = f[f"{split}_images"], f[f"{split}_masks"]
-        super().__init__(
-            [(Path(f"{split}/{i}"), Path(f"{split}/{i}")) for i in range(len(self.images))], num_classes=11,
-            transform=transform, class_names=CLASSES, name=f"animal-scenes/{split}",
-        )  # fmt: skip
-
-    def read(self, index: int):
-        return self.images[index], self.masks[index].astype(np.int64)

@@ -20,10 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.checkpoint import model_identity
+from ..engine.checkpoint import load_model_weights, model_identity
 from ..engine.loop import fit, step_loader
+from ..engine.task import Task
+from ..optimize import optimize
+from .backbones import group_norm
+from .check import require_clean
 from .config import RESUME_FREE, SegTrainConfig
 from .data import build_dataset
+from .eval import evaluate
 from .models import create_model
 from .transforms import IGNORE_INDEX, SegTransform
 
@@ -96,8 +101,6 @@ def model_overrides(args) -> dict:
     if getattr(args, "context_norm", None):
         over["context_norm"] = args.context_norm
     if getattr(args, "backbone_norm", None) == "group":
-        from .backbones import group_norm
-
         over["backbone_norm"] = group_norm
     flags = (("rank", "rank"), ("ham_type", "ham"), ("ham_init", "init"), ("ham_version", "version"),
              ("ham_steps", "train_steps"), ("ham_eval_steps", "eval_steps"), ("ham_grad", "grad"),
@@ -113,10 +116,17 @@ def build_model(args, num_classes: int, device: torch.device) -> nn.Module:
     model = create_model(args.model, num_classes=num_classes, **model_overrides(args))
     precision = getattr(args, "ham_precision", None)
     if precision is not None:  # every ham of the model; other context modules have no such option
-        from ..optimize import optimize
-
         optimize(model, precision=precision, compile=False)
     return model.to(device)
+
+
+def load_trained_model(args, num_classes: int) -> nn.Module:
+    """The model ``args`` describes (``seg eval``'s flags), with the weights of ``args.weights`` (its identity checked),
+    in eval mode."""
+    args.pretrained = None  # the checkpoint has the weights
+    model = build_model(args, num_classes, torch.device(args.device))
+    load_model_weights(model, args.weights, model_identity(model, name=args.model, num_classes=num_classes))
+    return model.eval()
 
 
 def seg_loss(outputs: dict, labels: torch.Tensor, aux_weight: float) -> torch.Tensor:
@@ -130,10 +140,11 @@ def seg_loss(outputs: dict, labels: torch.Tensor, aux_weight: float) -> torch.Te
 # the task
 
 
-class SegTask:
+class SegTask(Task):
     """Semantic segmentation as a task of the engine: model, data order, optimiser, loss, mIoU."""
 
     score = "miou"
+    score_is_fraction = True
     free_fields = RESUME_FREE
 
     def build(self, config: SegTrainConfig, device: torch.device):
@@ -147,8 +158,6 @@ class SegTask:
                 config.dataset, config.data_root, config.val_split, transform=SegTransform(train=False), **kw
             )
         if not config.skip_data_check:
-            from .check import require_clean
-
             require_clean((train_set, val_set), workers=config.workers, progress=not config.quiet)
         model = build_model(config, train_set.num_classes, device)
         identity = model_identity(model, name=config.model, num_classes=train_set.num_classes)
@@ -166,8 +175,6 @@ class SegTask:
         return seg_loss(net(images), labels, config.aux_weight)
 
     def evaluate(self, model: nn.Module, val_set, config: SegTrainConfig, device: torch.device, step: int) -> dict:
-        from .eval import evaluate
-
         if config.bn_recalib:
             recalibrate_batchnorm(model, self.recalibration_loader(config), device)
         metrics = evaluate(model, val_set, device=device, max_samples=config.max_val_samples)

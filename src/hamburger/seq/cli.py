@@ -1,19 +1,30 @@
-"""``hamburger seq train|eval|compare|bench``: argument parsers (flat YAML recipes with ``--config``) and dispatch."""
+"""``hamburger seq train|eval|compare|bench``: argument parsers (flat YAML recipes with ``--config``) and handlers."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..engine.config import device_name, integers, positive_int, positive_ints, shard_spec
+from ..engine.cli import names
+from ..engine.config import (
+    add_config_arguments,
+    config_from_args,
+    device_name,
+    integers,
+    positive_int,
+    positive_ints,
+    shard_spec,
+)
+from . import bench, compare
+from .config import SeqTrainConfig
+from .eval import evaluate_run
+from .train import train
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
 
 
-def add_seq_parser(sub) -> None:
-    from ..engine.config import add_config_arguments
-    from .config import SeqTrainConfig
-
+def register(sub) -> None:
+    """Add ``seq`` (train, eval, compare, bench) to the top-level sub-parsers."""
     seq = sub.add_parser("seq", help="token mixers on sequences: associative recall, character LM, cost")
     ssub = seq.add_subparsers(dest="seq_command", required=True)
     t = ssub.add_parser("train", help="train a causal sequence model with one mixer (resumable)")
@@ -44,38 +55,31 @@ def add_seq_parser(sub) -> None:
     b.add_argument("--repeats", type=positive_int, default=3)
     b.add_argument("--device", type=device_name, default="cpu")
     b.add_argument("--out", type=Path, default=Path("results/seq-bench"))
+    t.set_defaults(handler=_train)
+    e.set_defaults(handler=_eval)
+    c.set_defaults(handler=_compare)
+    b.set_defaults(handler=_bench)
     SUBCOMMANDS.update(train=t, eval=e, compare=c, bench=b)
 
 
-def run_seq(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    from ..cli import run_group
-
-    run_group(parser, argv, "seq", SUBCOMMANDS, _dispatch)
+def _train(args) -> None:
+    train(config_from_args(SeqTrainConfig, args))
 
 
-def _dispatch(args) -> None:
-    if args.seq_command == "train":
-        from ..engine.config import config_from_args
-        from .config import SeqTrainConfig
-        from .train import train
+def _eval(args) -> None:
+    print(evaluate_run(args.run, weights=args.weights, generate=args.generate)["text"])
 
-        train(config_from_args(SeqTrainConfig, args))
-    elif args.seq_command == "eval":
-        from .eval import evaluate_run
 
-        print(evaluate_run(args.run, weights=args.weights, generate=args.generate)["text"])
-    elif args.seq_command == "compare":
-        from . import compare as seq_compare
+def _compare(args) -> None:
+    compare.run(
+        task=args.task, mixers=names(args.mixers), seeds=args.seeds, lengths=tuple(args.lengths),
+        pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
+        jobs=args.jobs, shard=args.shard,
+    )  # fmt: skip
 
-        seq_compare.run(
-            task=args.task, mixers=tuple(m for m in args.mixers.split(",") if m), seeds=args.seeds,
-            lengths=tuple(args.lengths), pairs=tuple(args.pairs), iters=args.iters, device=args.device,
-            out=args.out or Path(f"results/seq-{args.task}"), jobs=args.jobs, shard=args.shard,
-        )  # fmt: skip
-    else:
-        from . import bench as seq_bench
 
-        seq_bench.run(
-            ns=tuple(args.ns), mixers=tuple(m for m in args.mixers.split(",") if m), dim=args.dim, heads=args.heads,
-            rank=args.rank, chunk=args.chunk, repeats=args.repeats, device=args.device, out=args.out,
-        )  # fmt: skip
+def _bench(args) -> None:
+    bench.run(
+        ns=tuple(args.ns), mixers=names(args.mixers), dim=args.dim, heads=args.heads, rank=args.rank,
+        chunk=args.chunk, repeats=args.repeats, device=args.device, out=args.out,
+    )  # fmt: skip

@@ -17,15 +17,15 @@ import json
 from pathlib import Path
 
 from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure, write_results
+from ..sequence import MIXERS
 from .config import SeqTrainConfig
+from .eval import load_run, test_metrics
+from .train import train
 
 THREE_SEED_CELL = (256, 32)
 
 
 def _run_one(config: SeqTrainConfig, *, progress: bool) -> dict:
-    from .eval import load_run, test_metrics
-    from .train import train
-
     done = config.out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -72,8 +72,6 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     """Train and test every run (resumable); write the table and the plot. ``overrides`` set other
     :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
     from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
-    from ..sequence import MIXERS
-
     unknown = [m for m in mixers if m not in MIXERS]
     if unknown or not mixers:
         raise ValueError(f"unknown mixers {unknown}; available: {', '.join(MIXERS)}")

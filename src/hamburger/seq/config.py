@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.config import option, validate_config
+from ..engine.loop import AMP_DTYPES
 from ..sequence import MIXERS
 
 RESUME_FREE = frozenset({"out", "resume", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
@@ -40,7 +41,7 @@ class SeqTrainConfig:
     lr: float = option(2e-3, "peak AdamW learning rate (linear warm-up, cosine decay)", above=0.0)
     warmup: int = option(100, "warm-up steps", minimum=0)
     weight_decay: float = option(0.1, "AdamW weight decay of matrices", minimum=0.0)
-    amp: str = option("none", "autocast dtype", choices=("none", "bf16", "fp16"))
+    amp: str = option("none", "autocast dtype", choices=tuple(AMP_DTYPES))
     seed: int = option(0, "seed of the initialisation and the data order")
     # run
     device: str = option("cpu", "cpu, cuda, cuda:1, ...")

@@ -11,6 +11,7 @@ import torch
 from ..engine.checkpoint import load_model_weights
 from ..engine.config import load_run_config
 from .config import SeqTrainConfig
+from .data import ngram_bits_per_char, sympy_corpus
 from .train import build_model, evaluate_model, identity_of, split_data
 
 
@@ -26,8 +27,6 @@ def load_run(run: Path, weights: Path | None = None):
 
 def baselines() -> dict:
     """The character corpus's hash and file counts and the unigram / bigram test bits per character."""
-    from .data import ngram_bits_per_char, sympy_corpus
-
     corpus = sympy_corpus()
     return {
         "corpus_sha256": corpus["sha256"], "corpus_files": corpus["files"],

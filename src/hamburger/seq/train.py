@@ -17,6 +17,7 @@ from torch import nn
 
 from ..engine.checkpoint import model_identity
 from ..engine.loop import fit, step_loader
+from ..engine.task import Task
 from .config import RESUME_FREE, SeqTrainConfig
 from .data import IGNORE, bits, mqar, sympy_corpus, tiles
 from .model import SequenceModel
@@ -111,7 +112,7 @@ def evaluate_model(model: nn.Module, data, task: str, *, device, batch: int = 64
     return {"accuracy": correct / total} if task == "mqar" else {"bpc": bits(nats / total)}
 
 
-class SeqTask:
+class SeqTask(Task):
     """Sequence training as a task of the engine."""
 
     free_fields = RESUME_FREE
@@ -119,6 +120,7 @@ class SeqTask:
     def build(self, config: SeqTrainConfig, device: torch.device):
         self.score = "accuracy" if config.task == "mqar" else "bpc"
         self.score_lower_is_better = config.task == "lm"
+        self.score_is_fraction = config.task == "mqar"
         train_set = split_data(config, "train")
         val_set = split_data(config, "val") if config.val_interval else None
         model = build_model(config).to(device)

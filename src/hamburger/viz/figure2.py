@@ -16,7 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as HF
+from ..burger import Hamburger
 from ..engine.common import save_figure
+from .decompose import SOLVERS, decompose_errors, load_image
 
 SOLVER_FNS = {"nmf": HF.nmf, "vq": HF.vq, "cd": HF.cd}
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
@@ -24,8 +26,6 @@ MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.2
 
 def find_hamburger(model: nn.Module) -> nn.Module:
     """The model's first Hamburger block (its ham must decompose the spatial axis)."""
-    from ..burger import Hamburger
-
     for m in model.modules():
         if isinstance(m, Hamburger) and getattr(m.ham, "spatial", False):
             return m
@@ -169,7 +169,6 @@ def photo(*, image: str = "camera", ham: str = "nmf", rank: int = 16, steps: int
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .decompose import SOLVERS, decompose_errors, load_image
 
     if ham not in SOLVERS:
         raise ValueError(f"ham must be one of {tuple(SOLVERS)}, got {ham!r}")

@@ -1,0 +1,80 @@
+"""What every command shares: the user's errors reported as one line, comma-separated name lists, and the dispatch
+of ``hamburger <command> [<sub-command>] ...`` to the handler its parser registered.
+
+A task's ``cli.register(subparsers)`` adds its commands and sets ``handler=`` on each leaf parser with
+``set_defaults``; :func:`dispatch` parses (in two passes, so a ``--config`` recipe's values become the defaults of the
+flags it names) and calls that handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .config import parse_with_recipe
+
+# what a user's input can cause: reported as one line naming the command, never a traceback
+USER_ERRORS = (ValueError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def names(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def choices(allowed: tuple[str, ...]):
+    """argparse type: comma-separated names, each one of ``allowed``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        picked = names(text)
+        bad = [n for n in picked if n not in allowed]
+        if not picked or bad:
+            raise argparse.ArgumentTypeError(f"expected comma-separated names from {', '.join(allowed)}; got {text!r}")
+        return picked
+
+    return parse
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
+
+
+def leaf_command(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], argparse.ArgumentParser]:
+    """The command words of ``argv`` (``["seg", "train"]``) and the parser that owns their flags.
+
+    Each level's command is the first word after the previous one that is not a flag; a word that is not one of the
+    level's sub-commands (a flag's value, an optional sub-command left out) ends the walk."""
+    words, current, rest = [], parser, list(argv)
+    while rest:
+        table = _subcommands(current)
+        word = next((a for a in rest if not a.startswith("-")), None)
+        if word not in table:
+            break
+        words.append(word)
+        current = table[word]
+        rest = rest[rest.index(word) + 1 :]
+    return words, current
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """Parse ``argv`` (a ``--config`` recipe's values become the defaults), call the leaf command's handler, and
+    turn a user's error into one line naming the command."""
+    words, leaf = leaf_command(parser, argv)
+    label = " ".join(words) or parser.prog
+    try:
+        args = parse_with_recipe(parser, argv, leaf)
+        handler = args.handler
+        handler(args)
+    except USER_ERRORS as e:
+        raise SystemExit(f"{parser.prog} {label}: {e}") from None
+    return 0
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads`` when a command's ``--threads`` was given (default: torch's choice)."""
+    if threads:
+        torch.set_num_threads(threads)
