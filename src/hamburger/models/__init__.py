@@ -1,20 +1,6 @@
-"""Models built from blocks: segmentation (backbones via timm, imported lazily; heads; registered variants) and the
-HamGAN generator / discriminator pairs (:mod:`hamburger.models.gan`)."""
+"""Deprecated alias (the 0.1 layout): segmentation models are in :mod:`hamburger.seg` (``models``, ``heads``,
+``segmentation``), the HamGAN pairs in :mod:`hamburger.gan.models`; removed in 0.3."""
 
-from ..gan.models import GANPair, create_gan, list_gans
-from ..seg.heads import AuxHead, ContextHead, LightHamHead, MatchedConv
-from ..seg.models import create_model, list_models
-from ..seg.segmentation import SegmentationModel
+from ..deprecation import alias
 
-__all__ = [
-    "create_model",
-    "list_models",
-    "SegmentationModel",
-    "ContextHead",
-    "LightHamHead",
-    "AuxHead",
-    "MatchedConv",
-    "create_gan",
-    "list_gans",
-    "GANPair",
-]
+alias(__name__, "hamburger.seg.models", "hamburger.seg.heads", "hamburger.seg.segmentation", "hamburger.gan.models")

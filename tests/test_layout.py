@@ -1,0 +1,119 @@
+"""The package's structure: import contracts kept, no import circle, the 0.1 module paths alive as warning aliases,
+and a run folder written by the 0.1 layout resumed and evaluated by today's code."""
+
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hamburger.cli import main
+from hamburger.deprecation import REMOVED_IN
+from hamburger.engine.checkpoint import load_checkpoint, load_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "seq-run-0.1"
+
+# old path -> where its names live now (the first target is the one the alias is)
+ALIASES = {
+    "hamburger.recipes.engine": "hamburger.engine.loop",
+    "hamburger.recipes.checkpoint": "hamburger.engine.checkpoint",
+    "hamburger.recipes.config": "hamburger.engine.config",
+    "hamburger.recipes.common": "hamburger.engine.common",
+    "hamburger.recipes.seg_config": "hamburger.seg.config",
+    "hamburger.recipes.seg_train": "hamburger.seg.train",
+    "hamburger.recipes.compare": "hamburger.seg.compare",
+    "hamburger.recipes.bench_ham": "hamburger.bench.ham",
+    "hamburger.recipes.viz": "hamburger.viz.figure2",
+    "hamburger.recipes.gan_train": "hamburger.gan.train",
+    "hamburger.recipes.seq_train": "hamburger.seq.train",
+    "hamburger.models.gan": "hamburger.gan.models",
+    "hamburger.models.registry": "hamburger.seg.models",
+    "hamburger.models.seq": "hamburger.seq.model",
+    "hamburger.data.gan_data": "hamburger.gan.data",
+    "hamburger.data.seq_data": "hamburger.seq.data",
+    "hamburger.data.transforms": "hamburger.seg.transforms",
+    "hamburger.seg_cli": "hamburger.seg.cli",
+}
+
+
+def test_import_contracts_are_kept():
+    lint = Path(sys.executable).parent / "lint-imports"
+    done = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "0 broken" in done.stdout
+
+
+def test_the_import_graph_has_no_cycle():
+    import grimp
+
+    graph = grimp.build_graph("hamburger", cache_dir=None)
+    modules = {m for m in graph.modules if not m.startswith(("hamburger.recipes", "hamburger.models"))}
+    # a cycle through any two modules shows as each reaching the other
+    for module in sorted(modules):
+        for other in graph.find_modules_directly_imported_by(module) & modules:
+            assert not graph.chain_exists(importer=other, imported=module), f"{module} <-> {other}"
+
+
+@pytest.mark.parametrize("old,new", sorted(ALIASES.items()))
+def test_old_module_paths_warn_and_are_the_new_modules(old, new):
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new}.*removed in hamburger {REMOVED_IN}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)
+
+
+def test_split_modules_resolve_every_old_name():
+    for name in ("hamburger.data.animal_scenes", "hamburger.data.datasets", "hamburger.models"):
+        sys.modules.pop(name, None)
+    with pytest.warns(DeprecationWarning, match="moved to hamburger.seg.scenes and hamburger.data.silhouettes"):
+        animal_scenes = importlib.import_module("hamburger.data.animal_scenes")
+    from hamburger.data import silhouettes
+    from hamburger.seg import data, scenes
+
+    assert animal_scenes.generate is scenes.generate and animal_scenes.load_silhouettes is silhouettes.load_silhouettes
+    assert animal_scenes.AnimalScenes is data.AnimalScenes and animal_scenes.CLASSES[10] == "zebra"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        animal_scenes.nothing  # noqa: B018
+    with pytest.warns(DeprecationWarning):
+        models = importlib.import_module("hamburger.models")
+    assert models.create_model is importlib.import_module("hamburger.seg.models").create_model
+    assert models.create_gan is importlib.import_module("hamburger.gan.models").create_gan
+    with pytest.warns(DeprecationWarning, match="hamburger.data.build_dataset moved to hamburger.seg.data"):
+        from hamburger.data import build_dataset
+    assert build_dataset is data.build_dataset
+
+
+def test_new_paths_do_not_warn():
+    names = ("hamburger.seg.train", "hamburger.gan.train", "hamburger.seq.train", "hamburger.bench.cli",
+             "hamburger.viz.cli", "hamburger.data.silhouettes", "hamburger.cli")  # fmt: skip
+    code = "; ".join(f"import {n}" for n in names)
+    cmd = [sys.executable, "-W", "error::DeprecationWarning", "-c", code]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the fixture was written with one thread; the thread count alone changes a trajectory
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_run_folder_of_the_old_layout_resumes_bitwise_and_evaluates(tmp_path, one_thread, capsys):
+    run = tmp_path / "old"
+    shutil.copytree(FIXTURE, run)
+    assert load_checkpoint(run)[2]["step"] == 4  # killed after step 5, last committed at 4
+    main(["seq", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume"])
+    assert load_checkpoint(run)[2]["step"] == 6
+    main(["seq", "train", "--config", str(FIXTURE / "config.yaml"), "--out", str(tmp_path / "straight")])
+    resumed, straight = load_weights(run / "last.safetensors"), load_weights(tmp_path / "straight" / "last.safetensors")
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)
+    capsys.readouterr()
+    main(["seq", "eval", "--run", str(run)])
+    assert "test recall accuracy" in capsys.readouterr().out
+    assert (run / "eval.json").is_file()
