@@ -56,7 +56,7 @@ def _write(path: Path, data: bytes, point: str | None) -> None:
 
 
 def atomic_save(obj, path: Path, *, point: str | None = None) -> None:
-    """torch.save, atomically (see :func:`~hamburger.recipes.common.atomic_write_bytes`)."""
+    """torch.save, atomically (see :func:`~hamburger.engine.common.atomic_write_bytes`)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     _write(path, buffer.getvalue(), point)

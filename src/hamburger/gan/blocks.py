@@ -4,7 +4,7 @@ Every convolution and linear layer is spectrally normalised (one power iteration
 ``torch.nn.utils.parametrizations.spectral_norm``, so state dicts hold ``parametrizations.weight.original`` with
 the ``_u`` / ``_v`` power-iteration vectors beside it.
 
-Context blocks (the ``arm`` of :func:`hamburger.models.gan.create_gan`) all map (B, C, H, W) -> (B, C, H, W) as
+Context blocks (the ``arm`` of :func:`hamburger.gan.models.create_gan`) all map (B, C, H, W) -> (B, C, H, W) as
 ``x + σ·f(x)`` with the learnable scalar σ initialised to 0, so each is the identity at initialisation:
 
 * ``ham_nmf`` / ``ham_vq`` / ``ham_cd``: the HamGAN block of the paper's TF code: lower bread SN 1x1 (no bias,

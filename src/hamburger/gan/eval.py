@@ -1,4 +1,4 @@
-"""`hamburger gan eval`: every offline metric of one trained run (:mod:`hamburger.recipes.gan_metrics`), with the
+"""`hamburger gan eval`: every offline metric of one trained run (:mod:`hamburger.gan.metrics`), with the
 feature classifier trained once per dataset and cached beside the data (or where ``--classifier`` says)."""
 
 from __future__ import annotations

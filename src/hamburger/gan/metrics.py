@@ -227,7 +227,7 @@ def inception_metrics(real: Tensor, fake: Tensor, weights_path) -> dict:
 def generate(pair, count: int, *, num_classes: int, conditional: bool, seed: int, batch: int = 250,
              device="cpu", standing_batches: int = STANDING_BATCHES) -> tuple[Tensor, Tensor | None]:  # fmt: skip
     """``count`` samples from the sampling generator (EMA when kept) in eval mode with standing BN statistics
-    (:func:`hamburger.models.gan.standing_statistics`, 0: the running ones), classes balanced (label
+    (:func:`hamburger.gan.models.standing_statistics`, 0: the running ones), classes balanced (label
     i % num_classes), from a private generator seeded with ``seed`` (the global RNG is not touched)."""
     gen_model = pair.sampler(standing_batches=standing_batches)
     was = gen_model.training

@@ -1,6 +1,6 @@
 """`hamburger gan train` / `gan sample`: the HamGAN recipe as a task of the shared engine.
 
-The engine (:mod:`hamburger.recipes.engine`) owns the loop, checkpoints (bitwise resume), logging, TensorBoard,
+The engine (:mod:`hamburger.engine.loop`) owns the loop, checkpoints (bitwise resume), logging, TensorBoard,
 devices, autocast and DDP; :class:`GANTask` supplies the model pair, the data order, one Adam with a parameter group
 per network, and its own step (``train_step``): ``d_steps`` discriminator updates on real and generated images
 with the hinge loss, then one generator update, then the EMA of G.
@@ -180,7 +180,7 @@ def grid_inputs(config: GANTrainConfig, num_classes: int, device) -> tuple[torch
 def sample_grid(pair: GANPair, z: torch.Tensor, labels: torch.Tensor | None, *,
                 standing_batches: int = STANDING_BATCHES) -> torch.Tensor:  # fmt: skip
     """Images (N, C, S, S) in [-1, 1] from the sampling generator (EMA when kept) in eval mode, with standing BN
-    statistics as in :func:`hamburger.recipes.gan_metrics.generate`."""
+    statistics as in :func:`hamburger.gan.metrics.generate`."""
     gen = pair.sampler(standing_batches=standing_batches)
     was = gen.training
     gen.eval()

@@ -1,6 +1,6 @@
 """The typed configuration of `hamburger seg train`: one dataclass whose fields are the CLI flags and the YAML keys.
 
-The CLI builds its flags from these fields (:func:`hamburger.recipes.config.add_config_arguments`), a YAML recipe
+The CLI builds its flags from these fields (:func:`hamburger.engine.config.add_config_arguments`), a YAML recipe
 sets them by name, Python users construct the dataclass directly, and the saved ``config.yaml`` beside a run is
 accepted back as ``--config`` unchanged.
 """

@@ -113,7 +113,7 @@ class ContextHead(nn.Module):
 class LightHamHead(nn.Module):
     """SegNeXt's LightHam head (mmseg ``LightHamHead``): stages 2-4 resized to the stage-2 size and concatenated ->
     1x1 squeeze -> Hamburger (v1, GroupNorm) -> 1x1 align -> classifier. Names follow mmseg's, so a checkpoint loads
-    through :func:`hamburger.models.convert_lightham_checkpoint`.
+    through :func:`hamburger.seg.models.convert_lightham_checkpoint`.
 
     Args:
         in_channels: channels of the three stages used.

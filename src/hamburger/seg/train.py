@@ -1,13 +1,13 @@
 """`hamburger seg train`: the paper's training recipe, resumable, single process or torchrun (DDP).
 
-Segmentation is a task of the shared engine (:mod:`hamburger.recipes.engine`), which owns the loop, checkpoints,
+Segmentation is a task of the shared engine (:mod:`hamburger.engine.loop`), which owns the loop, checkpoints,
 logging, devices, autocast and DDP; this file supplies the model, the data order, the optimiser, the loss and the
 metric (:class:`SegTask`).
 
 Determinism: model initialisation is seeded; the data order is a per-epoch permutation of the seed; each sample's
 augmentation depends on (seed, epoch, index) only; the DataLoader's worker seeds come from a private generator. A
 checkpoint (weights with the model's identity, optimiser, scheduler, step, every RNG state) is committed as one
-transaction (:mod:`hamburger.recipes.checkpoint`), so a run killed at any point — a test kills it inside every
+transaction (:mod:`hamburger.engine.checkpoint`), so a run killed at any point — a test kills it inside every
 file write — and resumed with ``--resume`` ends with the same weights, bit for bit, as one never stopped; the log
 continues without repeated steps.
 """

@@ -1,7 +1,7 @@
 """`hamburger seq train`: token mixers on multi-query associative recall or character language modelling, as a
 task of the shared engine (loop, checkpoints with bitwise resume, log, TensorBoard, devices, autocast, DDP).
 
-:class:`SeqTask` supplies the model (:class:`~hamburger.models.seq.SequenceModel`), the data, AdamW with warm-up
+:class:`SeqTask` supplies the model (:class:`~hamburger.seq.model.SequenceModel`), the data, AdamW with warm-up
 and cosine decay, the cross-entropy loss and the metric: recall accuracy at the query positions (MQAR), bits per
 character (LM, lower is better).
 """
