@@ -30,6 +30,10 @@ def test_demo_quick_runs_the_whole_path(tmp_path, monkeypatch, capsys):
     (out / "fcn_tiny" / "seed0" / "log.jsonl").unlink()
     main(["demo", "--quick", "--iters", "4", "--data-root", str(tmp_path / "data"), "--out", str(out)])
     assert not (out / "fcn_tiny" / "seed0" / "log.jsonl").exists()
+    # another budget on the same --out: refused, never the old runs' numbers under the new header
+    with pytest.raises(SystemExit, match=r"hamburger demo: .*another recipe \(iters: 4 -> 5\)"):
+        main(["demo", "--quick", "--iters", "5", "--data-root", str(tmp_path / "data"), "--out", str(out)])
+    assert json.loads((out / "hamnet_tiny" / "seed0" / "result.json").read_text())["recipe"]["iters"] == 4
 
 
 def test_compare_rejects_unknown_heads(tmp_path):

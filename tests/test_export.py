@@ -8,20 +8,27 @@ import hamburger as hb
 
 
 @pytest.mark.parametrize("ham", ["nmf", "vq", "cd"])
-def test_torch_compile_matches_eager(ham):
+def test_torch_compile_matches_eager_at_every_input_size(ham):
+    """Three input sizes, so dynamo makes the size dynamic (the input check's messages must survive a symbolic bound),
+    in eval and in training (the one-step gradient through the compiled graph)."""
     torch._dynamo.reset()
     block = hb.Hamburger(16, ham=ham, rank=4).eval()
-    x = torch.randn(2, 16, 6, 5)
-    compiled = torch.compile(block, dynamic=False)
-    torch.testing.assert_close(compiled(x), block(x), rtol=1e-4, atol=1e-4)
-    # training step: one-step gradient through the compiled graph equals eager
-    block.train()
-    gen_state = torch.Generator().manual_seed(1)
-    block.ham.generator = gen_state
-    eager_out = block(x)
-    block.ham.generator = torch.Generator().manual_seed(1)
-    comp_out = torch.compile(block, dynamic=False)(x)
-    torch.testing.assert_close(comp_out, eager_out, rtol=1e-4, atol=1e-4)
+    compiled = torch.compile(block, dynamic=True)  # symbolic sizes from the first call, as dynamo makes them later
+    for h, w in ((6, 5), (8, 8), (12, 7)):
+        x = torch.randn(2, 16, h, w)
+        torch.testing.assert_close(compiled(x), block(x), rtol=1e-4, atol=1e-4)
+    block.train()  # dynamo and AOT autograd trace the one-step backward (inductor compiles it in test_fastpath.py)
+    compiled = torch.compile(block, dynamic=True, backend="aot_eager")
+    for h, w in ((6, 5), (8, 8), (12, 7)):
+        x = torch.randn(2, 16, h, w, requires_grad=True)
+        block.ham.generator = torch.Generator().manual_seed(h)
+        eager_out = block(x)
+        (eager_grad,) = torch.autograd.grad(eager_out.square().sum(), x)
+        block.ham.generator = torch.Generator().manual_seed(h)
+        comp_out = compiled(x)
+        (comp_grad,) = torch.autograd.grad(comp_out.square().sum(), x)
+        torch.testing.assert_close(comp_out, eager_out, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(comp_grad, eager_grad, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("ham", ["nmf", "vq", "cd"])

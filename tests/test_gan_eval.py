@@ -123,8 +123,16 @@ def test_gan_eval_and_compare_at_a_tiny_size(digits_classifier, tmp_path, capsys
     assert result["costs"]["ham_nmf"]["params_g"] > result["costs"]["none"]["params_g"]
     assert len(result["rows"]["ham_nmf"]) == 2 and result["rows"]["none"][1]["curve"]
     done = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/result.json")}
-    gan_compare.run(**kw)  # resumable: nothing retrained
+    untrained, times = (out / "untrained.json").stat().st_mtime_ns, (out / "step_times.json").stat().st_mtime_ns
+    gan_compare.run(**kw)  # resumable: nothing retrained, nothing recomputed
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/result.json")} == done
+    assert (out / "untrained.json").stat().st_mtime_ns == untrained
+    assert (out / "step_times.json").stat().st_mtime_ns == times
+    # another recipe: the runs' results are refused by name; the derived caches would be recomputed, not reused
+    with pytest.raises(ValueError, match=r"another recipe \(samples: 40 -> 30\)"):
+        gan_compare.run(**{**kw, "samples": 30})
+    with pytest.raises(ValueError, match=r"another recipe \(batch_size: 4 -> 8; iters: 2 -> 3\)"):
+        gan_compare.run(**{**kw, "iters": 3, "batch": 8})
     with pytest.raises(SystemExit, match="unknown arms"):
         main(["gan", "compare", "--arms", "ham_nmf,transformer", "--out", str(out)])
 

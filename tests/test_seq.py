@@ -135,6 +135,16 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").glob("**/result.json")} == done
     with pytest.raises(SystemExit, match="unknown mixers"):
         main(["seq", "compare", "--mixers", "ham_nmf,mamba", "--out", str(tmp_path / "x")])
+    # another recipe on the same --out: the stored results are refused, naming what differs (the probe of issue 25)
+    with pytest.raises(ValueError, match=r"another recipe \(iters: 2 -> 3\)"):
+        seq_compare.run(task="mqar", mixers=("ham_nmf",), lengths=(24,), pairs=(4,), iters=3, out=tmp_path / "cmp",
+                        progress=False, **tiny)  # fmt: skip
+    cli = ["seq", "compare", "--task", "mqar", "--lengths", "16", "--pairs", "4", "--mixers", "none", "--out",
+           str(tmp_path / "sc")]  # fmt: skip
+    main([*cli, "--iters", "2"])
+    with pytest.raises(SystemExit, match=r"hamburger seq compare: .*result.json holds the result of another recipe "
+                                         r"\(iters: 2 -> 5\)"):  # fmt: skip
+        main([*cli, "--iters", "5"])
     bench = seq_bench.run(ns=(64, 128), mixers=("ham_nmf", "softmax"), dim=16, heads=2, rank=4, chunk=16, repeats=1,
                           out=tmp_path / "bench", progress=False)  # fmt: skip
     assert len(bench["rows"]) == 4 and (tmp_path / "bench" / "seq-bench.png").is_file()

@@ -232,8 +232,10 @@ class Ham(nn.Module):
         )
         low, high = torch.aminmax(x)  # one pass; NaN propagates into both
         limit = self.magnitude_limit(x)
+        # traced (torch.compile, dynamic shapes) the bound can be symbolic: name the formula instead of its value
+        bound = "sqrt(max float32 / (16 D N))" if torch.compiler.is_compiling() else f"{limit:.3g}"
         range_msg = (
-            f"{name} input magnitude exceeds {limit:.3g}, above which its float32 solve can overflow (NaN or zeros "
+            f"{name} input magnitude exceeds {bound}, above which its float32 solve can overflow (NaN or zeros "
             "out); rescale the input, e.g. with a norm layer before the ham"
         )
         if mode == "async":  # no host synchronisation: the device raises at the next sync (CUDA: a device assert)

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from ..engine.common import (
-    atomic_write_text,
     interleaved_medians,
     machine_info,
     mean_std,
@@ -25,7 +24,8 @@ from ..engine.common import (
     write_results,
 )
 from ..engine.measure import count_flops
-from .config import GANTrainConfig
+from ..engine.results import load_result, recipe_of, save_result
+from .config import RESUME_FREE, GANTrainConfig
 from .eval import get_classifier
 from .metrics import evaluate_samples, generate
 from .train import GANTask, build_pair, train
@@ -52,10 +52,11 @@ def run_one(arm: str, seed: int, *, out: Path, classifier, reference, classifier
             **kw) -> dict:  # fmt: skip
     """Train (or resume) and evaluate one (arm, seed); cached in ``result.json``."""
     run_dir = out / arm / f"seed{seed}"
-    done = run_dir / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     config = _config(arm, seed, out=run_dir, classifier=out / "classifier.safetensors", **kw)
+    done, recipe = run_dir / "result.json", _recipe(config, samples=samples, classifier_info=classifier_info)
+    cached = load_result(done, recipe)  # refuses a result of another recipe, naming what differs
+    if cached is not None:
+        return cached
     result = train(config)
     pair = result["model"].cpu()
     fake, labels = generate(pair, samples, num_classes=reference.num_classes, conditional=config.conditional, seed=0)
@@ -64,25 +65,39 @@ def run_one(arm: str, seed: int, *, out: Path, classifier, reference, classifier
     curve = [(r["step"], r["time"], r["val_frechet_distance"]) for r in log if "val_frechet_distance" in r]
     record = {"arm": arm, "seed": seed, "iters": config.iters, "batch": config.batch_size, **metrics,
               "train_seconds": log[-1]["time"], "curve": curve}  # fmt: skip
-    atomic_write_text(done, json.dumps(record, indent=1))
-    return record
+    return save_result(done, recipe, record)
+
+
+def _recipe(config: GANTrainConfig, *, samples: int, classifier_info: dict) -> dict:
+    """What decides a run's numbers: its training recipe (the curve's interval and sample count included), the
+    evaluation's sample count and the classifier's weights."""
+    return recipe_of(config, RESUME_FREE - {"val_interval", "eval_samples"}, samples=samples,
+                     classifier_sha256=classifier_info["sha256"])  # fmt: skip
+
+
+def _cached_or_none(path: Path, recipe: dict) -> dict | None:
+    """A derived cache (untrained distances, step times) of this recipe, or None: another recipe's is recomputed."""
+    try:
+        return load_result(path, recipe)
+    except ValueError:
+        return None
 
 
 def untrained_distances(arms, *, out: Path, classifier, reference, classifier_info, samples: int, kw) -> dict:
     """Each arm's generator at initialisation (seed 0): the reference point of "trained"."""
     cache = out / "untrained.json"
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if all(a in cached for a in arms):
-            return cached
+    configs = {arm: _config(arm, 0, out=out, classifier=None, **kw) for arm in arms}
+    recipe = {arm: _recipe(c, samples=samples, classifier_info=classifier_info) for arm, c in configs.items()}
+    cached = _cached_or_none(cache, recipe)
+    if cached is not None:
+        return {arm: cached[arm] for arm in arms}
     result = {}
-    for arm in arms:
-        config = _config(arm, 0, out=out, classifier=None, **kw)
+    for arm, config in configs.items():
         torch.manual_seed(0)
         pair = build_pair(config, num_classes=reference.num_classes, image_channels=reference.channels)
         fake, labels = generate(pair, samples, num_classes=reference.num_classes, conditional=True, seed=0)
         result[arm] = evaluate_samples(fake, labels, reference, classifier, classifier_info=classifier_info, seed=0)
-    atomic_write_text(cache, json.dumps(result, indent=1))
+    save_result(cache, recipe, result)
     return result
 
 
@@ -166,10 +181,12 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
     untrained = untrained_distances(arms, out=out, classifier=classifier, reference=reference,
                                     classifier_info=info, samples=samples, kw=kw)  # fmt: skip
     times_path = out / "step_times.json"
-    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
-    if set(times) != set(arms):
-        times = step_times(arms, repeats=timing_repeats, kw=kw)
-        atomic_write_text(times_path, json.dumps(times))
+    times_recipe = {"repeats": timing_repeats, **{arm: recipe_of(_config(arm, 0, out=out, classifier=None, **kw),
+                                                                 RESUME_FREE) for arm in arms}}  # fmt: skip
+    times = _cached_or_none(times_path, times_recipe)
+    if times is None:
+        times = save_result(times_path, times_recipe, step_times(arms, repeats=timing_repeats, kw=kw), indent=None)
+    times = {arm: times[arm] for arm in arms}
     cost = costs(arms, kw=kw, num_classes=reference.num_classes, channels=reference.channels)
     for arm in arms:
         src = out / arm / f"seed{seeds[0]}" / "samples" / "final.png"

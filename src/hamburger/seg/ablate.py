@@ -10,6 +10,7 @@ agrees, with the numbers and the seed spread) and one plot per sweep.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from ..data.silhouettes import CLASSES
 from ..engine.checkpoint import load_model_weights
 from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
+from ..engine.results import load_result, save_result
 from ..ham import Ham
 from .compare import run_one, train_args
 from .data import build_dataset
@@ -80,14 +82,17 @@ def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, l
     for seed in seeds:
         run_dir = out / "hamnet-ref" / f"seed{seed}"
         cache = run_dir / "test_steps.json"
-        if cache.is_file():
-            for k, v in json.loads(cache.read_text()).items():
-                scores[int(k)].append(v)
+        weights = run_dir / "best.safetensors"
+        recipe = {"test_steps": list(TEST_STEPS), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+        cached = load_result(cache, recipe)  # refuses numbers of other weights or another K list
+        if cached is not None:
+            for k in TEST_STEPS:
+                scores[k].append(cached[str(k)])
             continue
         args = train_args("hamnet", seed, out=run_dir, data_root=data_root, iters=1, batch=16, lr=2e-3,
                           val_interval=1, max_val=None, workers=0, quiet=True)  # fmt: skip
         model = build_model(args, len(CLASSES), torch.device(device))
-        load_model_weights(model, run_dir / "best.safetensors")
+        load_model_weights(model, weights)
         hams = [m for m in model.modules() if isinstance(m, Ham)]
         per = {}
         for k in TEST_STEPS:
@@ -95,7 +100,7 @@ def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, l
                 ham.eval_steps = k
             per[k] = 100 * evaluate(model.eval(), test, device=device)["miou"]
             scores[k].append(per[k])
-        atomic_write_text(cache, json.dumps(per))
+        save_result(cache, recipe, {str(k): v for k, v in per.items()}, indent=None)
     return scores
 
 

@@ -16,9 +16,10 @@ import torch
 
 from ..data.silhouettes import CLASSES
 from ..engine.checkpoint import load_model_weights, model_identity
-from ..engine.common import atomic_write_text, machine_info, save_figure, write_results
+from ..engine.common import machine_info, save_figure, write_results
 from ..engine.measure import count_flops, median_time, peak_memory
-from .config import SegTrainConfig
+from ..engine.results import load_result, recipe_of, save_result
+from .config import RESUME_FREE, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate, palette
 from .models import list_models
@@ -61,14 +62,15 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
     """Train, select on validation and test one (head, seed); ``overrides`` replace fields of the demo's
     :class:`SegTrainConfig` (a variant, stored under ``out/tag``)."""
     run_dir = out / (tag or f"{head}_tiny") / f"seed{seed}"
-    done = run_dir / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     args = train_args(head, seed, out=run_dir, data_root=data_root, iters=iters, batch=batch, lr=lr,
                       val_interval=val_interval, max_val=max_val, workers=workers, quiet=not progress,
                       ham_precision=ham_precision, device=device, bn_recalib=bn_recalib)  # fmt: skip
     if overrides:
         args = dataclasses.replace(args, **overrides)
+    done, recipe = run_dir / "result.json", recipe_of(args, RESUME_FREE, test_split="test")
+    cached = load_result(done, recipe)  # refuses a result of another recipe, naming what differs
+    if cached is not None:
+        return cached
     run_dir.mkdir(parents=True, exist_ok=True)
     if progress:
         variant = f" [{tag}]" if tag else ""
@@ -101,8 +103,7 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
         "val_curve": [(r["time"], r["val_miou"]) for r in log if "val_miou" in r],
         "val_steps": [r["step"] for r in log if "val_miou" in r],
     }  # fmt: skip
-    atomic_write_text(done, json.dumps(result, indent=2))
-    return result
+    return save_result(done, recipe, result, indent=2)
 
 
 def run(

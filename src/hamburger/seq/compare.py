@@ -16,9 +16,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure, write_results
+from ..engine.common import machine_info, mean_std, run_shards, save_figure, write_results
+from ..engine.results import load_result, recipe_of, save_result
 from ..sequence import MIXERS
-from .config import SeqTrainConfig
+from .config import RESUME_FREE, SeqTrainConfig
 from .eval import load_run, test_metrics
 from .train import train
 
@@ -26,9 +27,10 @@ THREE_SEED_CELL = (256, 32)
 
 
 def _run_one(config: SeqTrainConfig, *, progress: bool) -> dict:
-    done = config.out / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    done, recipe = config.out / "result.json", recipe_of(config, RESUME_FREE - {"val_interval"})
+    cached = load_result(done, recipe)  # refuses a result of another recipe, naming what differs
+    if cached is not None:
+        return cached
     if progress:
         print(
             f"== {config.task} {config.mixer} N {config.seq_len} seed {config.seed}: {config.iters} steps", flush=True
@@ -42,8 +44,7 @@ def _run_one(config: SeqTrainConfig, *, progress: bool) -> dict:
               "iters": config.iters, "params": sum(p.numel() for p in model.parameters()),
               "train_seconds": log[-1]["time"], "curve": curve,
               **{k: v for k, v in test_metrics(model, config).items() if k != "corpus_files"}}  # fmt: skip
-    atomic_write_text(done, json.dumps(record, indent=1))
-    return record
+    return save_result(done, recipe, record)
 
 
 MQAR_ITERS = 1000  # steps of a sweep run unless told: softmax attention solves N 256 with 32 pairs by then (README)
