@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from hamburger.cli import main
 from hamburger.seg.ablate import ROWS, TEST_STEPS, findings, plan, run_tag
 
@@ -31,6 +33,22 @@ def test_findings_read_the_numbers():
     assert "K of 3–6 for training and testing*: agrees within the seed spread" in text
     rows["K train/K=10"] = [60.0]
     assert "K of 3–6 for training and testing*: **disagrees**" in "\n".join(findings(rows, {6: [50.0]}))
+    # one seed has no spread: no verdict, whatever the means (issue 25: `ablate --seeds 0` said "agrees")
+    single = {k: v[:1] for k, v in rows.items()}
+    lines = findings(single, {k: [50.0] for k in TEST_STEPS})
+    assert all("one seed: no verdict" in line for line in lines), lines
+
+
+def test_repeated_seeds_and_names_are_refused(capsys):
+    for argv in (["ablate", "--seeds", "0,0"], ["gan", "compare", "--seeds", "0,0"],
+                 ["seq", "compare", "--seeds", "1,2,1"], ["seg", "compare", "--seeds", "3,3"]):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and "must be distinct" in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit, match="names must be distinct, got none more than once"):
+        main(["seq", "compare", "--mixers", "none,none"])
+    with pytest.raises(SystemExit, match="heads must be distinct|names must be distinct"):
+        main(["seg", "compare", "--heads", "fcn,fcn"])
 
 
 def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 """The engine with a task that is not segmentation: the extension contract is enough to train, checkpoint, resume
 bit for bit, evaluate and refuse a changed recipe."""
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -97,3 +99,69 @@ class CrashingTask(ToyTask):
         if self.calls == self.at_call:
             raise RuntimeError("crash")
         return super().loss(net, batch, config, device)
+
+
+def test_a_resume_without_a_checkpoint_cuts_the_log_back(tmp_path, capsys):
+    """Killed before the first commit, then --resume: the run starts over and the log holds each step once."""
+    config = ToyConfig(out=tmp_path / "run")
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(CrashingTask(at_call=2), config)  # step 1 logged, no checkpoint yet (ckpt_interval 2)
+    assert load_checkpoint(tmp_path / "run") is None and (tmp_path / "run" / "log.jsonl").read_text().count("\n") == 1
+    fit(ToyTask(), replace(config, resume=True))
+    assert "no checkpoint" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_half_written_last_log_line_is_dropped_and_a_damaged_log_named(tmp_path):
+    config = ToyConfig(out=tmp_path / "run")
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(CrashingTask(at_call=5), config)  # checkpoint at step 4, step 4 logged
+    log = tmp_path / "run" / "log.jsonl"
+    log.write_text(log.read_text() + '{"step": 5, "lo')  # the kill landed inside the write of step 5
+    fit(ToyTask(), replace(config, resume=True))
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    log.write_text('{"step": 1}\n{"loss": 2.0}\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"log.jsonl, line 2: a record without an integer 'step'"):
+        fit(ToyTask(), replace(config, resume=True))
+    log.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"log.jsonl, line 2: not a JSON record"):
+        fit(ToyTask(), replace(config, resume=True))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > " + os.environ["EVIL_MARK"],))
+
+
+def test_a_state_file_that_would_run_code_is_refused_even_with_its_hash_recomputed(tmp_path, monkeypatch):
+    config = ToyConfig(out=tmp_path / "run")
+    fit(ToyTask(), config)
+    manifest = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    state_path = tmp_path / "run" / manifest["state"]
+    state = torch.load(state_path, weights_only=True)
+    assert state["rng"]["numpy"]["keys"].dtype == torch.int64  # the NumPy RNG state is a tensor since 0.2
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EVIL_MARK", str(mark))
+    torch.save({**state, "extra": _Evil()}, state_path)
+    manifest["sha256"][manifest["state"]] = hashlib.sha256(state_path.read_bytes()).hexdigest()
+    (tmp_path / "run" / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"holds more than tensors and plain data .*refused because loading it could"):
+        fit(ToyTask(), replace(config, resume=True))
+    assert not mark.exists()
+
+
+def test_the_fp16_loss_scale_is_checkpointed_and_restored(tmp_path):
+    config = ToyConfig(out=tmp_path / "run", amp="fp16")
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(CrashingTask(at_call=5), config)  # checkpoint at step 4
+    manifest = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    state_path = tmp_path / "run" / manifest["state"]
+    state = torch.load(state_path, weights_only=True)
+    assert 0 < state["scaler"]["scale"] < 65536.0  # backed off from torch's initial scale after overflows, and saved
+    state["scaler"]["scale"] = 32.0  # a scale the two remaining steps neither overflow nor grow (interval 2000)
+    torch.save(state, state_path)
+    manifest["sha256"][manifest["state"]] = hashlib.sha256(state_path.read_bytes()).hexdigest()
+    (tmp_path / "run" / "checkpoint.json").write_text(json.dumps(manifest))
+    fit(ToyTask(), replace(config, resume=True))
+    assert load_checkpoint(tmp_path / "run")[2]["scaler"]["scale"] == 32.0  # restored, not restarted at 65536

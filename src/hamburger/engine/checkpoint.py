@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import random
 import signal
 from pathlib import Path
@@ -183,12 +184,33 @@ def load_checkpoint(out: Path) -> tuple[dict, dict[str, str], dict] | None:
         if _sha256(path) != manifest["sha256"].get(name):
             raise ValueError(f"checkpoint file {path} is corrupt or incomplete (SHA-256 differs); {advice}")
     weights, metadata = read_weights(out / manifest["weights"])
-    state = torch.load(out / manifest["state"], map_location="cpu", weights_only=False)
-    return weights, metadata, state
+    return weights, metadata, load_state(out / manifest["state"])
+
+
+def _numpy_state_globals() -> list:
+    """The NumPy globals of a state file written before 0.2 (its NumPy RNG state was an array), and nothing else."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_state(path: Path) -> dict:
+    """A checkpoint's state file, unpickled with ``weights_only=True``: tensors, numbers, strings and containers
+    (optimiser, scheduler, RNG states, the config), never code. Anyone who can write the run folder can recompute the
+    manifest's hashes, so the hash does not make a pickle safe; this does."""
+    try:
+        with torch.serialization.safe_globals(_numpy_state_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
+        raise ValueError(f"checkpoint state {path} holds more than tensors and plain data ({reason}); it is refused "
+                         "because loading it could run code") from None  # fmt: skip
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}  # fmt: skip
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -197,7 +219,12 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):  # since 0.2: tensors and numbers (a weights_only load)
+        keys = numpy_state["keys"].numpy().astype(np.uint32)
+        numpy_state = (numpy_state["kind"], keys, numpy_state["pos"], numpy_state["has_gauss"],
+                       numpy_state["cached_gaussian"])  # fmt: skip
+    np.random.set_state(numpy_state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

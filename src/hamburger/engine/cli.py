@@ -12,22 +12,25 @@ import argparse
 
 import torch
 
-from .config import parse_with_recipe
+from .config import parse_with_recipe, require_distinct
 
 # what a user's input can cause: reported as one line naming the command, never a traceback
 USER_ERRORS = (ValueError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
 def names(text: str) -> tuple[str, ...]:
-    """``"a, b,,c"`` -> ``("a", "b", "c")``."""
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+    """``"a, b,,c"`` -> ``("a", "b", "c")``; a name given twice is a ``ValueError``."""
+    return require_distinct((v.strip() for v in text.split(",") if v.strip()), "names")
 
 
 def choices(allowed: tuple[str, ...]):
     """argparse type: comma-separated names, each one of ``allowed``."""
 
     def parse(text: str) -> tuple[str, ...]:
-        picked = names(text)
+        try:
+            picked = names(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
         bad = [n for n in picked if n not in allowed]
         if not picked or bad:
             raise argparse.ArgumentTypeError(f"expected comma-separated names from {', '.join(allowed)}; got {text!r}")

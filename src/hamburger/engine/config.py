@@ -119,13 +119,25 @@ def nonnegative_float(text) -> float:
     return _number(float, text, 0.0, False)
 
 
+def require_distinct(values, what: str) -> tuple:
+    """``values`` as a tuple; ``ValueError`` naming the repeated ones (two equal seeds are one seed, not two)."""
+    values = tuple(values)
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+    if repeated:
+        raise ValueError(f"{what} must be distinct, got {', '.join(map(str, repeated))} more than once")
+    return values
+
+
 def _list_of(item, what: str):
     def parse(text) -> tuple:
         parts = text if isinstance(text, (list, tuple)) else str(text).strip("[]() ").split(",")
         values = tuple(item(str(v).strip()) for v in parts if str(v).strip())
         if not values:
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
-        return values
+        try:
+            return require_distinct(values, "the values")
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
     parse.__name__ = f"comma-separated {what}"
     return parse

@@ -137,9 +137,9 @@ def fit(task: Task, config) -> dict:
     if config.init_weights and not (config.resume and (out / MANIFEST).is_file()):
         load_model_weights(model, config.init_weights)  # another stage's weights: keys checked, identity may differ
     optimizer, scheduler = task.optimizer(model, config)
-    start, best, rng = 0, NO_SCORE, None
+    start, best, rng, scaler_state = 0, NO_SCORE, None, None
     if config.resume:
-        start, best, rng = _resume(task, config, out, model, optimizer, scheduler, identity, rank)
+        start, best, rng, scaler_state = _resume(task, config, out, model, optimizer, scheduler, identity, rank)
     if main:
         save_config(config, out / "config.yaml")  # only now: a failed start leaves none behind
 
@@ -154,6 +154,8 @@ def fit(task: Task, config) -> dict:
     bar = ProgressBar(start, config.iters, main and not config.quiet)
     amp_dtype = AMP_DTYPES[config.amp]
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    if scaler_state:  # the fp16 loss scale, where the run left it
+        scaler.load_state_dict(scaler_state)
     history = []
     batches = iter(loader)  # may draw a seed from the global RNG: restore the checkpoint's RNG state after it
     if rng is not None:
@@ -197,7 +199,8 @@ def fit(task: Task, config) -> dict:
             rngs = _gather_rng(world)
             if main:
                 state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "step": step + 1, "best_score": best, "rng": rngs, "config": config_dict(config)}  # fmt: skip
+                         "step": step + 1, "best_score": best, "rng": rngs, "config": config_dict(config),
+                         "scaler": scaler.state_dict()}  # fmt: skip
                 commit_checkpoint(out, step + 1, model.state_dict(), state, metadata=identity)
                 if not config.quiet:
                     bar.write(f"checkpoint step {step + 1}")
@@ -210,8 +213,9 @@ def fit(task: Task, config) -> dict:
     return {"history": history, "best_score": best, "out": str(out), "model": model}
 
 
-def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> tuple[int, float, object]:
-    """Load the committed checkpoint (verified), refuse a changed recipe; (start step, best score, RNG states)."""
+def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> tuple[int, float, object, dict | None]:
+    """Load the committed checkpoint (verified), refuse a changed recipe; (start step, best score, RNG states, the
+    fp16 grad scaler's state or None)."""
     checkpoint = load_checkpoint(out)
     if checkpoint is None:
         if (out / "last_state.pt").is_file():
@@ -221,7 +225,8 @@ def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> t
             )
         if rank == 0:
             print(f"--resume: no checkpoint in {out}, starting from scratch", flush=True)
-        return 0, -1.0, None
+            _truncate_log(out / "log.jsonl", 0)  # a run killed before its first commit: its steps are trained again
+        return 0, -1.0, None, None
     weights, metadata, state = checkpoint
     check_identity(metadata, identity, out / MANIFEST)
     changes = changed_fields(state.get("config", {}), config, task.free_fields)
@@ -242,14 +247,26 @@ def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> t
                 f.write(json.dumps({"step": start, "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
         _truncate_log(out / "log.jsonl", start)
         print(f"resumed from {out / MANIFEST} at step {start}", flush=True)
-    return start, state["best_score"], state["rng"]
+    return start, state["best_score"], state["rng"], state.get("scaler")
 
 
 def _truncate_log(path: Path, step: int) -> None:
     """Keep the log's records up to the resumed step: the steps after it are trained (and logged) again."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # half-written when the run was killed: a step after the checkpoint
+                break
+            raise ValueError(f"{path}, line {number}: not a JSON record; the log is damaged") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ValueError(f"{path}, line {number}: a record without an integer 'step'; the log is damaged")
+        if record["step"] <= step:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 

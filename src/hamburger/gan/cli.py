@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.cli import names
 from ..engine.config import add_config_arguments, config_from_args, device_name, integers, positive_int, shard_spec
 from . import compare
 from .blocks import ARMS
@@ -75,7 +76,7 @@ def _sample(args) -> None:
 
 
 def _compare(args) -> None:
-    arms = tuple(a for a in args.arms.split(",") if a)
+    arms = names(args.arms)
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise ValueError(f"unknown arms {unknown}; available: {', '.join(ARMS)}")

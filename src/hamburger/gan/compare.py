@@ -23,6 +23,7 @@ from ..engine.common import (
     save_figure,
     write_results,
 )
+from ..engine.config import require_distinct
 from ..engine.measure import count_flops
 from ..engine.results import load_result, recipe_of, save_result
 from .config import RESUME_FREE, GANTrainConfig
@@ -148,6 +149,7 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
     ``shard=(i, n)`` trains only every n-th (seed, arm) from the i-th and writes no tables (several processes can
     share one ``out``); ``jobs=n`` starts n such processes (the cores split), waits for them, then writes the tables.
     """
+    arms, seeds = require_distinct(arms, "arms"), require_distinct(seeds, "seeds")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(iters=iters, batch=batch, dataset=dataset, data_root=data_root, device=device,

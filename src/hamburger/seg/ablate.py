@@ -20,6 +20,7 @@ import torch
 from ..data.silhouettes import CLASSES
 from ..engine.checkpoint import load_model_weights
 from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
+from ..engine.config import require_distinct
 from ..engine.results import load_result, save_result
 from ..ham import Ham
 from .compare import run_one, train_args
@@ -112,16 +113,18 @@ def _fmt(values: list[float]) -> str:
 def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> list[str]:
     """The seed's findings, each with this benchmark's numbers and whether they agree beyond the seed spread."""
 
-    def gap(a: str, b: str) -> tuple[float, float]:
+    def gap(a: str, b: str) -> tuple[float, float, int]:
         (ma, sa), (mb, sb) = mean_std(rows[a]), mean_std(rows[b])
-        return ma - mb, max(sa, sb)
+        return ma - mb, max(sa, sb), min(len(rows[a]), len(rows[b]))
 
     def verdict(pairs) -> str:
-        if all(d > s for d, s in pairs):
+        if any(n < 2 for _, _, n in pairs):  # one seed has no spread to judge a difference against
+            return "one seed: no verdict"
+        if all(d > s for d, s, _ in pairs):
             return "**agrees**"
-        if all(d > 0 for d, _ in pairs):
+        if all(d > 0 for d, _, _ in pairs):
             return "agrees in the means, within the seed spread"
-        if any(d < -s for d, s in pairs):
+        if any(d < -s for d, s, _ in pairs):
             return "**disagrees** (the opposite holds beyond the seed spread)"
         return "not shown (differences within the seed spread)"
 
@@ -146,7 +149,9 @@ def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> lis
     best_test = max(means, key=means.get) if means else None
     near_train = max(ktrain[3], ktrain[6]) >= ktrain[best_train] - spread
     near_test = best_test is not None and max(v for k, v in means.items() if 3 <= k <= 6) >= means[best_test] - spread
-    if best_train in (3, 6) and best_test is not None and 3 <= best_test <= 6:
+    if len(rows["ham/Hamburger (NMF)"]) < 2:  # the yardstick is the reference's seed spread
+        kv = "one seed: no verdict"
+    elif best_train in (3, 6) and best_test is not None and 3 <= best_test <= 6:
         kv = "**agrees**"
     elif near_train and near_test:
         kv = "agrees within the seed spread (the best K lies outside 3–6, K of 3–6 within one std of it)"
@@ -186,6 +191,7 @@ def run(
     ``shard=(i, n)`` trains only every n-th run from the i-th and writes no tables (several processes can share one
     ``out``); ``jobs=n`` starts n such processes, waits for them, then writes the tables.
     """
+    finding_seeds, sweep_seeds = require_distinct(finding_seeds, "seeds"), require_distinct(sweep_seeds, "sweep seeds")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_root) if data_root else None

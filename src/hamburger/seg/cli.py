@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..burger import BREADS, HAMS, VERSIONS
+from ..engine.cli import names
 from ..engine.config import (
     add_config_arguments,
     config_from_args,
@@ -161,7 +162,7 @@ def _ablate(args) -> None:
 
 def _compare(args) -> None:
     compare.run(
-        heads=tuple(h for h in args.heads.split(",") if h), seeds=tuple(args.seeds),
+        heads=names(args.heads), seeds=tuple(args.seeds),
         iters=args.iters, batch=args.batch_size, lr=args.lr, val_interval=args.val_interval,
         max_val=args.max_val_samples, workers=args.workers, data_root=args.data_root, out=args.out,
         ham_precision=args.ham_precision, device=args.device, bn_recalib=args.bn_recalib,

@@ -17,6 +17,7 @@ import torch
 from ..data.silhouettes import CLASSES
 from ..engine.checkpoint import load_model_weights, model_identity
 from ..engine.common import machine_info, save_figure, write_results
+from ..engine.config import require_distinct
 from ..engine.measure import count_flops, median_time, peak_memory
 from ..engine.results import load_result, recipe_of, save_result
 from .config import RESUME_FREE, SegTrainConfig
@@ -125,6 +126,7 @@ def run(
     bn_recalib: int = BN_RECALIB,
 ) -> dict:
     """Train and test every (head, seed) (resumable), then write ``<title>.md`` / ``.json`` and the plots."""
+    heads, seeds = require_distinct(heads, "heads"), require_distinct(seeds, "seeds")
     unknown = [h for h in heads if f"{h}_tiny" not in list_models()]
     if unknown:
         choices = sorted(m[: -len("_tiny")] for m in list_models() if m.endswith("_tiny"))

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from ..engine.common import machine_info, mean_std, run_shards, save_figure, write_results
+from ..engine.config import require_distinct
 from ..engine.results import load_result, recipe_of, save_result
 from ..sequence import MIXERS
 from .config import RESUME_FREE, SeqTrainConfig
@@ -73,6 +74,9 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     """Train and test every run (resumable); write the table and the plot. ``overrides`` set other
     :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
     from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
+    mixers = require_distinct(mixers, "mixers")
+    seeds = require_distinct(seeds, "seeds") if seeds is not None else None
+    lengths, pairs = require_distinct(lengths, "lengths"), require_distinct(pairs, "pairs")
     unknown = [m for m in mixers if m not in MIXERS]
     if unknown or not mixers:
         raise ValueError(f"unknown mixers {unknown}; available: {', '.join(MIXERS)}")
