@@ -15,6 +15,7 @@ from torch import nn
 from hamburger.engine.checkpoint import load_checkpoint, load_weights, model_identity
 from hamburger.engine.config import option
 from hamburger.engine.loop import fit
+from hamburger.engine.runlock import RunLock
 from hamburger.engine.task import Task
 
 
@@ -30,6 +31,7 @@ class ToyConfig:
     val_interval: int = option(3, "validate every N steps")
     ckpt_interval: int = option(2, "checkpoint every N steps")
     resume: bool = option(False, "resume")
+    overwrite: bool = option(False, "replace a run in out")
     allow_changed_config: bool = option(False, "allow a changed recipe")
     init_weights: Path | None = option(None, "initial weights")
     quiet: bool = option(True, "no bar")
@@ -165,3 +167,22 @@ def test_the_fp16_loss_scale_is_checkpointed_and_restored(tmp_path):
     (tmp_path / "run" / "checkpoint.json").write_text(json.dumps(manifest))
     fit(ToyTask(), replace(config, resume=True))
     assert load_checkpoint(tmp_path / "run")[2]["scaler"]["scale"] == 32.0  # restored, not restarted at 65536
+
+
+def test_a_run_folder_holds_one_run(tmp_path):
+    """Without --resume a used folder is refused; --overwrite replaces the old run's files (and only those); a second
+    process on a folder in use is refused by the lock, naming the holder."""
+    config = ToyConfig(out=tmp_path / "run", iters=4)
+    fit(ToyTask(), config)
+    (tmp_path / "run" / "eval.json").write_text("{}")  # what an evaluation of the old run left beside it
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"already holds a run \(best.safetensors, checkpoint.json, .*--overwrite"):
+        fit(ToyTask(), replace(config, iters=3, seed=5))
+    fit(ToyTask(), replace(config, iters=3, seed=5, overwrite=True))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3] and not (tmp_path / "run" / "eval.json").exists()
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(ValueError, match=rf"is in use by another run \(PID {os.getpid()}\)"):
+            fit(ToyTask(), replace(config, resume=True))
+    fit(ToyTask(), replace(config, resume=True, iters=3, seed=5))  # released: the same run continues (no steps left)

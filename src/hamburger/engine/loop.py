@@ -14,7 +14,9 @@ A task is a :class:`~hamburger.engine.task.Task`: its model, data, optimiser, lo
 
 The config is a dataclass (see :mod:`hamburger.engine.config`) with at least the fields ``device``, ``out``,
 ``seed``, ``iters``, ``accum_steps``, ``amp``, ``lr``, ``val_interval``, ``ckpt_interval``, ``resume``,
-``allow_changed_config``, ``init_weights``, ``quiet`` and ``no_tensorboard``.
+``allow_changed_config``, ``overwrite``, ``init_weights``, ``quiet`` and ``no_tensorboard``. A run folder holds one
+run at a time (:mod:`hamburger.engine.runlock`): a new run refuses a folder that holds one unless it resumes or
+overwrites it.
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ from .checkpoint import (
 )
 from .common import atomic_write_text
 from .config import changed_fields, config_dict, save_config
+from .runlock import RunLock, prepare
 from .task import Task
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# how a run is started, never what it computes: a resumed run may change them whatever the task's free fields
+ENGINE_FREE = frozenset({"out", "resume", "overwrite", "allow_changed_config"})
 NO_SCORE = -1.0  # "no evaluation yet" in checkpoints (scores that select weights are mIoU, accuracy: never -1)
 
 
@@ -127,9 +132,17 @@ def fit(task: Task, config) -> dict:
     rank, world, device = init_distributed(config.device)
     main = rank == 0
     out = Path(config.out)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
+    if not main:
+        return _fit(task, config, rank, world, device)
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):  # before any clean-up: a second process must not delete this run's files
+        prepare(out, resume=config.resume, overwrite=config.overwrite)
         remove_stale(out)  # half-written temporaries and uncommitted step files of a killed run
+        return _fit(task, config, rank, world, device)
+
+
+def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dict:
+    main, out = rank == 0, Path(config.out)
     torch.manual_seed(config.seed)
     model, train_set, val_set, identity = task.build(config, device)
     if world > 1 and device.type == "cuda":
@@ -229,7 +242,7 @@ def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> t
         return 0, -1.0, None, None
     weights, metadata, state = checkpoint
     check_identity(metadata, identity, out / MANIFEST)
-    changes = changed_fields(state.get("config", {}), config, task.free_fields)
+    changes = changed_fields(state.get("config", {}), config, task.free_fields | ENGINE_FREE)
     if changes and not config.allow_changed_config:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         raise ValueError(

@@ -14,7 +14,7 @@ from ..engine.loop import AMP_DTYPES
 from .blocks import ARMS
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
-RESUME_FREE = frozenset({"out", "resume", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
+RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "val_interval", "samples_per_class", "eval_classifier",
                          "eval_samples"})  # fmt: skip
 
@@ -62,6 +62,7 @@ class GANTrainConfig:
     eval_samples: int = option(500, "generated images per distance on the training curve", minimum=2)
     ckpt_interval: int = option(500, "checkpoint every N steps", minimum=1)
     resume: bool = option(False, "continue from the checkpoint in --out")
+    overwrite: bool = option(False, "replace the run in --out (its checkpoints, weights, log) instead of refusing")
     allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
     no_tensorboard: bool = option(False, "do not write TensorBoard events")
     quiet: bool = option(False, "no progress bar")

@@ -19,7 +19,7 @@ from ..ham import INITS
 NORMS = ("batch", "group")  # the norm layers a segmentation head or backbone can be built with
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
-RESUME_FREE = frozenset({"out", "resume", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
+RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "skip_data_check"})  # fmt: skip
 
 
@@ -86,6 +86,7 @@ class SegTrainConfig:
     max_val_samples: int | None = option(None, "validate on at most this many images", minimum=1)
     ckpt_interval: int = option(1000, "checkpoint every N iterations", minimum=1)
     resume: bool = option(False, "continue from the checkpoint in --out")
+    overwrite: bool = option(False, "replace the run in --out (its checkpoints, weights, log) instead of refusing")
     allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
     no_tensorboard: bool = option(False, "do not write TensorBoard events")
     quiet: bool = option(False, "no progress bar")

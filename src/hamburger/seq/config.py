@@ -9,7 +9,7 @@ from ..engine.config import option, validate_config
 from ..engine.loop import AMP_DTYPES
 from ..sequence import MIXERS
 
-RESUME_FREE = frozenset({"out", "resume", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
+RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "val_interval"})  # fmt: skip
 
 
@@ -50,6 +50,7 @@ class SeqTrainConfig:
     val_interval: int = option(250, "validate every N steps (0: never)", minimum=0)
     ckpt_interval: int = option(500, "checkpoint every N steps", minimum=1)
     resume: bool = option(False, "continue from the checkpoint in --out")
+    overwrite: bool = option(False, "replace the run in --out (its checkpoints, weights, log) instead of refusing")
     allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
     no_tensorboard: bool = option(False, "do not write TensorBoard events")
     quiet: bool = option(False, "no progress bar")
