@@ -262,3 +262,24 @@ def test_precision_guarantees_hold_under_bf16_autocast():
         err = (low - ref).abs().max() / (ref.max() - ref.min())
         if ham != "vq":
             assert err < 0.05, (ham, float(err))
+
+
+def test_memory_hungry_counts_are_bounded_before_anything_is_allocated(tmp_path, capsys):
+    """Issue 25: `gan sample --per-class 100000` reached the OOM killer, `viz --photo-rank 100000` asked for 40 GB."""
+    for argv, message in (
+        (["gan", "sample", "--run", str(tmp_path), "--per-class", "100000"], "must be <= 256"),
+        (["gan", "eval", "--run", str(tmp_path), "--samples", "1"], "must be >= 2"),
+        (["gan", "eval", "--run", str(tmp_path), "--samples", "1000000"], "must be <= 50000"),
+        (["gan", "compare", "--samples", "1"], "must be >= 2"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit, match=r"hamburger viz: rank 100000 exceeds min\(D, N\) = 512 of the 512x512 image"):
+        main(["viz", "--photo", "camera", "--photo-rank", "100000", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"rank 600 exceeds min\(D, N\) = 512"):
+        main(["decompose", "--ranks", "8,600", "--steps", "1", "--out", str(tmp_path)])
+    from hamburger.gan.metrics import generate
+
+    with pytest.raises(ValueError, match=r"samples must be in 2..50000"):
+        generate(None, 1, num_classes=10, conditional=True, seed=0)

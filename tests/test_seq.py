@@ -57,6 +57,17 @@ def test_another_sympy_version_is_a_clear_error(monkeypatch):
         seq_data._sympy_files()
 
 
+def test_a_sympy_with_other_files_is_refused_by_the_corpus_hash(monkeypatch):
+    """A sympy that reports 1.14.0 but holds other files (one file missing here) is another corpus: refused."""
+    from hamburger.seq import data as seq_data
+
+    dist, files = seq_data._sympy_files()
+    monkeypatch.setattr(seq_data, "_sympy_files", lambda: (dist, files[1:]))
+    with pytest.raises(ValueError, match=r"other files than the pinned corpus \(SHA-256 .*expected 3f7bddb109336e91"):
+        seq_data.sympy_corpus.__wrapped__()
+
+
+
 @pytest.mark.parametrize("mixer,conv", [("ham_nmf", 0), ("ham_nmf", 3), ("ham_vq", 0), ("softmax", 0), ("softmax", 4),
                                         ("linear", 0), ("none", 2)])  # fmt: skip
 def test_generation_uses_the_recurrent_form_and_matches_teacher_forcing(mixer, conv):

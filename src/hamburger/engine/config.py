@@ -93,6 +93,19 @@ def positive_int(text) -> int:
     return _number(int, text, 1, False)
 
 
+def int_between(low: int, high: int):
+    """argparse type: an integer in ``low..high`` (counts whose memory grows with them: the bound is the message)."""
+
+    def parse(text) -> int:
+        value = _number(int, text, low, False)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {text!r}")
+        return value
+
+    parse.__name__ = f"an integer in {low}..{high}"
+    return parse
+
+
 def shard_spec(text: str) -> tuple[int, int]:
     """argparse type: ``I/N`` with 0 <= I < N (``--shard`` of ablate and gan compare)."""
     try:

@@ -8,14 +8,24 @@ from pathlib import Path
 import torch
 
 from ..engine.cli import names
-from ..engine.config import add_config_arguments, config_from_args, device_name, integers, positive_int, shard_spec
+from ..engine.config import (
+    add_config_arguments,
+    config_from_args,
+    device_name,
+    int_between,
+    integers,
+    positive_int,
+    shard_spec,
+)
 from . import compare
 from .blocks import ARMS
 from .config import GANTrainConfig
 from .eval import evaluate_run, format_report
+from .metrics import MAX_SAMPLES
 from .train import load_run, sample_grid, save_grid, train
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
+MAX_GRID_COLUMNS = 256  # a grid of 256 columns x 10 classes at 32² is 8k x 0.7k pixels: more is not a picture
 
 
 def register(sub) -> None:
@@ -28,13 +38,13 @@ def register(sub) -> None:
     s = gsub.add_parser("sample", help="a sample grid (one row per class) from a trained run")
     s.add_argument("--run", type=Path, required=True, help="a run folder of gan train (its config.yaml is read)")
     s.add_argument("--weights", type=Path, default=None, help="default: <run>/last.safetensors")
-    s.add_argument("--per-class", type=positive_int, default=8, help="samples per class (columns)")
+    s.add_argument("--per-class", type=int_between(1, MAX_GRID_COLUMNS), default=8, help="samples per class (columns)")
     s.add_argument("--seed", type=int, default=0, help="seed of the latents")
     s.add_argument("--out", type=Path, default=None, help="PNG to write (default: <run>/samples/sample-seed<N>.png)")
     e = gsub.add_parser("eval", help="offline metrics of a run: Fréchet classifier distance, KID, precision/recall")
     e.add_argument("--run", type=Path, required=True, help="a run folder of gan train")
     e.add_argument("--weights", type=Path, default=None, help="default: <run>/last.safetensors")
-    e.add_argument("--samples", type=positive_int, default=2000, help="generated images")
+    e.add_argument("--samples", type=int_between(2, MAX_SAMPLES), default=2000, help="generated images")
     e.add_argument("--seed", type=int, default=0, help="seed of the latents")
     e.add_argument("--classifier", type=Path, default=None, help="feature classifier (trained there if missing)")
     e.add_argument(
@@ -48,7 +58,8 @@ def register(sub) -> None:
     c.add_argument("--seeds", type=integers, default=(0, 1, 2))
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: gan train's)")
     c.add_argument("--batch-size", type=positive_int, default=None, help="default: gan train's")
-    c.add_argument("--samples", type=positive_int, default=2000, help="generated images per final evaluation")
+    c.add_argument("--samples", type=int_between(2, MAX_SAMPLES), default=2000,
+                   help="generated images per final evaluation")
     c.add_argument("--ema", type=float, default=None, help="EMA decay of G for sampling (default: gan train's)")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
@@ -103,6 +114,8 @@ def sample(run: Path, *, weights: Path | None = None, per_class: int = 8, seed: 
     pair, config, num_classes = load_run(run, weights)
     gen = torch.Generator().manual_seed(seed)
     rows = num_classes if config.conditional else 1
+    if not 1 <= per_class <= MAX_GRID_COLUMNS:
+        raise ValueError(f"per_class must be in 1..{MAX_GRID_COLUMNS}, got {per_class}")
     z = torch.randn(rows * per_class, config.z_dim, generator=gen)
     labels = torch.arange(rows).repeat_interleave(per_class) if config.conditional else None
     out = Path(out) if out else Path(run) / "samples" / f"sample-seed{seed}.png"

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..engine.checkpoint import read_weights
 
 CLASSIFIER_KEY = "hamburger.gan_classifier"
+MAX_SAMPLES = 50_000  # the usual FID count; the samples are held in memory (50k x 3 x 32² floats: 0.6 GB)
 STANDING_BATCHES = 16  # batches of 64 own samples that set the BN statistics of the sampling generator
 
 
@@ -229,6 +230,9 @@ def generate(pair, count: int, *, num_classes: int, conditional: bool, seed: int
     """``count`` samples from the sampling generator (EMA when kept) in eval mode with standing BN statistics
     (:func:`hamburger.gan.models.standing_statistics`, 0: the running ones), classes balanced (label
     i % num_classes), from a private generator seeded with ``seed`` (the global RNG is not touched)."""
+    if not 2 <= count <= MAX_SAMPLES:
+        raise ValueError(f"samples must be in 2..{MAX_SAMPLES} (a distance needs two; more are held in memory), "
+                         f"got {count}")  # fmt: skip
     gen_model = pair.sampler(standing_batches=standing_batches)
     was = gen_model.training
     gen_model.eval()

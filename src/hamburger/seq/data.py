@@ -21,6 +21,8 @@ import torch
 
 IGNORE = -100
 SYMPY_VERSION = "1.14.0"
+# the corpus those files make: a sympy that reports 1.14.0 but holds other files is another corpus, refused
+SYMPY_CORPUS_SHA256 = "3f7bddb109336e917ba59e1178a03e79a4bb77010f5ece2c34351ad10ac6ebbb"
 FILLER = 0
 
 
@@ -84,6 +86,12 @@ def sympy_corpus() -> dict:
         digest.update(name.encode() + b"\0" + data)
         split = "test" if i % 20 == 0 else "val" if i % 20 == 1 else "train"
         parts[split].append(data)
+    if digest.hexdigest() != SYMPY_CORPUS_SHA256:
+        raise ValueError(
+            f"the installed sympy {dist.version} at {dist.locate_file('sympy')} holds other files than the pinned "
+            f"corpus (SHA-256 {digest.hexdigest()[:16]}…, expected {SYMPY_CORPUS_SHA256[:16]}…): its numbers would not "
+            f"be comparable; reinstall it (pip install --force-reinstall sympy=={SYMPY_VERSION})"
+        )
     out = {k: torch.frombuffer(bytearray(b"".join(v)), dtype=torch.uint8) for k, v in parts.items()}
     out["sha256"] = digest.hexdigest()
     out["files"] = {k: len(v) for k, v in parts.items()}

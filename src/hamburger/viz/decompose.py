@@ -33,8 +33,16 @@ def load_image(name: str) -> torch.Tensor:
     return img / 255.0
 
 
+def check_rank(x: torch.Tensor, rank: int) -> None:
+    """A rank-R decomposition of a D x N image needs R <= min(D, N); a larger R only allocates (D x R, R x N)."""
+    bound = min(x.shape[-2:])
+    if rank > bound:
+        raise ValueError(f"rank {rank} exceeds min(D, N) = {bound} of the {x.shape[-2]}x{x.shape[-1]} image")
+
+
 def decompose_errors(x: torch.Tensor, ham: str, rank: int, steps: int) -> tuple[list[float], torch.Tensor]:
     """Relative error after 0..steps steps (0 = the final update from the start bases) and the last reconstruction."""
+    check_rank(x, rank)
     fn, module = SOLVERS[ham]
     start = module(x.shape[0], rank=rank).eval_bases  # (1, D, R): the hams' fixed seeded start
     xb = x[None]  # (1, D, N)

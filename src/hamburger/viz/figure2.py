@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .. import functional as HF
 from ..burger import Hamburger
 from ..engine.common import save_figure
-from .decompose import SOLVERS, decompose_errors, load_image
+from .decompose import SOLVERS, check_rank, decompose_errors, load_image
 
 SOLVER_FNS = {"nmf": HF.nmf, "vq": HF.vq, "cd": HF.cd}
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
@@ -173,6 +173,7 @@ def photo(*, image: str = "camera", ham: str = "nmf", rank: int = 16, steps: int
     if ham not in SOLVERS:
         raise ValueError(f"ham must be one of {tuple(SOLVERS)}, got {ham!r}")
     x = load_image(image)
+    check_rank(x, rank)
     errors, recon = decompose_errors(x, ham, rank, steps)
     fn, module = SOLVERS[ham]
     codes = fn(x[None], module(x.shape[0], rank=rank).eval_bases, steps, grad="none").codes[0]  # (R, N)
