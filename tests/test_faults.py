@@ -10,7 +10,7 @@ import torch
 
 import hamburger as hb
 from hamburger.cli import main
-from hamburger.seg.check import check_dataset
+from hamburger.engine.datacheck import check_dataset
 from hamburger.seg.config import SegTrainConfig
 from hamburger.seg.data import build_dataset
 from hamburger.seg.models import create_model

@@ -127,3 +127,16 @@ def test_cifar10_missing_and_corrupt_files_are_named(tmp_path):
     evil.write_bytes(pickle.dumps({b"data": Image.new("L", (2, 2))}))  # not a primitive: refused, not executed
     with pytest.raises(ValueError, match="cannot read CIFAR-10 batch .*data_batch_1.*refusing to unpickle"):
         build_gan_dataset("cifar10", tmp_path, "train")
+
+
+def test_a_corrupt_image_in_a_folder_stops_gan_train_before_it_starts(tmp_path):
+    """Issue 25: a corrupt image stopped a run at the step that first drew it (a short run exited 0)."""
+    from hamburger.cli import main
+
+    root = _write_folder(tmp_path / "pets")
+    (root / "dog" / "img1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    args = ["gan", "train", "--dataset", "folder", "--data-root", str(root), "--ch", "4", "--batch-size", "2",
+            "--iters", "1", "--no-tensorboard", "--quiet"]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"(?s)the data check found 1 bad sample.*cannot read image .*dog/img1.png"):
+        main([*args, "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run" / "checkpoint.json").exists()

@@ -16,7 +16,7 @@ from .blocks import ARMS
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "val_interval", "samples_per_class", "eval_classifier",
-                         "eval_samples"})  # fmt: skip
+                         "eval_samples", "skip_data_check"})  # fmt: skip
 
 
 @dataclass
@@ -66,6 +66,7 @@ class GANTrainConfig:
     allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
     no_tensorboard: bool = option(False, "do not write TensorBoard events")
     quiet: bool = option(False, "no progress bar")
+    skip_data_check: bool = option(False, "skip the pass that reads every image of a folder dataset before training")
 
     def __post_init__(self) -> None:
         for name in ("data_root", "init_weights", "eval_classifier"):

@@ -61,6 +61,18 @@ class ImageClassDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def reads_files(self) -> bool:
+        """Whether images are read from files on access (an image folder) rather than held in memory."""
+        return len(self.images) > 0 and isinstance(self.images[0], Path)
+
+    def check_sample(self, index: int) -> str:
+        """What is wrong with image ``index`` ("" when nothing is): the data check before training."""
+        image = self.image(index)  # an unreadable file: ValueError naming it
+        if image.shape != (self.size, self.size, self.channels):
+            return f"sample {index} of {self.name}: image of shape {image.shape}, expected {(self.size,) * 2 + (3,)}"
+        return ""
+
     def image(self, index: int) -> np.ndarray:
         """(S, S, C) uint8."""
         item = self.images[index]

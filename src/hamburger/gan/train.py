@@ -24,6 +24,7 @@ from torch import nn
 from ..engine.checkpoint import IDENTITY_KEY, load_model_weights, model_identity, read_weights
 from ..engine.common import atomic_write_bytes
 from ..engine.config import load_run_config
+from ..engine.datacheck import require_clean
 from ..engine.loop import fit, step_loader
 from ..engine.task import Task
 from .config import RESUME_FREE, GANTrainConfig
@@ -84,6 +85,8 @@ class GANTask(Task):
 
     def build(self, config: GANTrainConfig, device: torch.device):
         train_set = build_gan_dataset(config.dataset, config.data_root, "train", size=resolution_of(config.model))
+        if not config.skip_data_check and train_set.reads_files:  # the in-memory datasets were checked when built
+            require_clean((train_set,), workers=config.workers, progress=not config.quiet)
         pair = build_pair(config, num_classes=train_set.num_classes, image_channels=train_set.channels).to(device)
         self.num_classes = train_set.num_classes
         self.classes = train_set.classes

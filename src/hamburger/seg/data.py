@@ -101,6 +101,13 @@ class SegmentationDataset(Dataset):
             )
         return image, mask
 
+    def check_sample(self, index: int) -> str:
+        """What is wrong with sample ``index`` ("" when nothing is): the data check before training."""
+        image, _ = self.read(index)  # a missing or unreadable file, sizes, labels: ValueError naming the file
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+            return f"sample {index} of {self.name}: image of shape {image.shape}, expected (H, W, 3)"
+        return ""
+
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         image, mask = self.read(index)

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.checkpoint import load_model_weights, model_identity
+from ..engine.datacheck import require_clean
 from ..engine.loop import fit, step_loader
 from ..engine.task import Task
 from ..optimize import optimize
 from .backbones import group_norm
-from .check import require_clean
 from .config import RESUME_FREE, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate

@@ -1,6 +1,10 @@
-"""A fast pass over a segmentation split before training: every file present and readable, image and mask of the
-same size, labels within the classes — so a broken dataset fails at the start with a list of its bad files, not
-hours in inside a worker traceback."""
+"""A fast pass over a dataset before training: every sample read once and checked — so a broken dataset fails at the
+start with a list of its bad files, not hours in inside a worker traceback (or, in a short run, never).
+
+A dataset takes part by having ``check_sample(index) -> str``: what is wrong with sample ``index`` ("" when nothing
+is), its readers' ``ValueError`` messages naming the file. Segmentation checks that image and mask exist, are
+readable, have one size and labels within the classes; the GAN's image folders that every image reads.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 
 class _Probe(Dataset):
-    """Reads sample i of a :class:`~hamburger.data.SegmentationDataset` (no transform) and says what is wrong."""
+    """Sample i of a dataset, checked: what is wrong with it, or ""."""
 
     def __init__(self, dataset, indices: list[int]) -> None:
         self.dataset, self.indices = dataset, indices
@@ -21,14 +25,11 @@ class _Probe(Dataset):
     def __getitem__(self, i: int) -> str:
         index = self.indices[i]
         try:
-            image, mask = self.dataset.read(index)
+            return self.dataset.check_sample(index)
         except ValueError as e:  # the readers' own messages name the file
             return str(e)
         except Exception as e:  # noqa: BLE001 - any failure of a sample is reported with the sample
             return f"sample {index} of {self.dataset.name}: {type(e).__name__}: {e}"
-        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-            return f"sample {index} of {self.dataset.name}: image of shape {image.shape}, expected (H, W, 3)"
-        return ""
 
 
 def check_dataset(dataset, *, workers: int = 0, progress: bool = False) -> list[str]:
