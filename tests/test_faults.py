@@ -283,3 +283,52 @@ def test_memory_hungry_counts_are_bounded_before_anything_is_allocated(tmp_path,
 
     with pytest.raises(ValueError, match=r"samples must be in 2..50000"):
         generate(None, 1, num_classes=10, conditional=True, seed=0)
+
+
+def test_user_errors_of_the_gan_and_seq_commands_are_one_line(tmp_path, capsys):
+    """Issue 25, item 10: each of these was a raw traceback."""
+    import shutil
+
+    from hamburger.engine.checkpoint import load_checkpoint
+    from hamburger.engine.cli import USER_ERRORS
+    from hamburger.engine.common import ShardsFailed, run_shards
+    from hamburger.engine.config import save_config
+    from hamburger.gan.config import GANTrainConfig
+
+    seq_run = tmp_path / "seq-run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "seq-run-0.1", seq_run)
+    gan_run = tmp_path / "gan-run"
+    gan_run.mkdir()
+    save_config(GANTrainConfig(out=gan_run), gan_run / "config.yaml")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    weights = tmp_path / "inception.pt"
+    weights.write_bytes(b"not used")
+    probes = [
+        (["gan", "eval", "--run", str(seq_run)], r"has settings a gan train run does not have \(.*another command\?"),
+        (["seq", "eval", "--run", str(gan_run)], r"has settings a seq train run does not have"),
+        (["gan", "sample", "--run", str(tmp_path)], r"holds no config.yaml"),
+        (["gan", "eval", "--run", str(seq_run), "--inception-weights", str(tmp_path / "nope.pt")],
+         r"--inception-weights .*nope.pt not found"),
+        (["seq", "compare", "--task", "mqar", "--lengths", "8", "--pairs", "32", "--out", str(tmp_path / "c")],
+         r"no \(N, pairs\) cell fits 3 x pairs <= N"),
+        (["seq", "bench", "--mixers", "none", "--out", str(tmp_path / "b")], r"'none' has no mixer"),
+        (["seq", "train", "--task", "mqar", "--seq-len", "16", "--pairs", "2", "--iters", "1", "--out", "/proc/x/run"],
+         r"hamburger seq train: \[Errno \d+\] .*'/proc/x"),
+        (["decompose", "--ranks", "4", "--steps", "1", "--out", "/proc/x/d"], r"hamburger decompose: \[Errno \d+\]"),
+    ]
+    for text, name in (("a: [1\n", "syntax"), ("", "empty"), ("- 1\n- 2\n", "list"), ("extra_key: 1\n", "extra")):
+        (bad / "config.yaml").write_text(text)
+        message = r"YAML syntax error at line 2" if name == "syntax" else r"not a mapping" if name != "extra" else \
+            r"settings a gan train run does not have \(extra_key\)"  # fmt: skip
+        with pytest.raises(SystemExit, match=message):
+            main(["gan", "sample", "--run", str(bad)])
+    for argv, message in probes:
+        with pytest.raises(SystemExit, match=message):
+            main(argv)
+    (seq_run / "checkpoint.json").write_text('{"step": 4, "weights": "a", "state": "b", "sha256": ["x"]}')
+    with pytest.raises(ValueError, match=r"checkpoint manifest .*unreadable \(TypeError\)"):
+        load_checkpoint(seq_run)
+    with pytest.raises(ShardsFailed, match=r"seq shard\(s\) \[0\] of 1 failed: see"):
+        run_shards(["seq", "bench", "--mixers", "none", "--out", str(tmp_path / "b")], jobs=1, out=tmp_path)
+    assert issubclass(ShardsFailed, USER_ERRORS)

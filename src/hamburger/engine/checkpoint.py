@@ -143,6 +143,8 @@ def _manifest(out: Path) -> dict | None:
         manifest = json.loads(path.read_text())
         for key in ("step", "weights", "state", "sha256"):
             manifest[key]
+        if not isinstance(manifest["sha256"], dict) or not isinstance(manifest["step"], int):
+            raise TypeError("sha256 must map file names to hashes and step must be an integer")
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(
             f"checkpoint manifest {path} is unreadable ({type(e).__name__}); start over without --resume, or start "

@@ -12,10 +12,12 @@ import argparse
 
 import torch
 
+from .common import ShardsFailed
 from .config import parse_with_recipe, require_distinct
 
-# what a user's input can cause: reported as one line naming the command, never a traceback
-USER_ERRORS = (ValueError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+# what a user's input can cause: reported as one line naming the command, never a traceback (OSError: a path the
+# file system refuses, e.g. --out /proc/x, a full disk; its message names the path)
+USER_ERRORS = (ValueError, OSError, ShardsFailed)
 
 
 def names(text: str) -> tuple[str, ...]:

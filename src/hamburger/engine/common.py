@@ -141,6 +141,10 @@ def progress_bar(total: int, enabled: bool, unit: str = "run"):
     return tqdm(total=total, unit=unit, dynamic_ncols=True)
 
 
+class ShardsFailed(RuntimeError):
+    """Some ``--shard`` processes of a ``--jobs`` run exited with an error (their logs say why)."""
+
+
 def run_shards(argv: list[str], *, jobs: int, out: Path) -> None:
     """Run ``hamburger <argv> --shard i/jobs`` for i < jobs in as many processes at once, the torch threads split
     between them (logs in ``out/shard<i>of<jobs>.log``); raise if any fails."""
@@ -158,4 +162,4 @@ def run_shards(argv: list[str], *, jobs: int, out: Path) -> None:
             failed.append(i)
         log.close()
     if failed:
-        raise RuntimeError(f"{argv[0]} shard(s) {failed} of {jobs} failed: see {out}/shard<i>of{jobs}.log")
+        raise ShardsFailed(f"{argv[0]} shard(s) {failed} of {jobs} failed: see {out}/shard<i>of{jobs}.log")

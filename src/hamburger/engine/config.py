@@ -303,7 +303,20 @@ def load_run_config(run: Path, cls, command: str):
     path = Path(run) / "config.yaml"
     if not path.is_file():
         raise ValueError(f"{run} holds no config.yaml: not a {command} run folder")
-    return cls(**yaml.safe_load(path.read_text()))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}: YAML syntax error{where}; not a readable {command} run config") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path} is not a mapping of settings: not a {command} run config")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(f"{path} has settings a {command} run does not have ({', '.join(map(str, unknown[:5]))}): "
+                         f"is {run} a run of another command?")  # fmt: skip
+    return cls(**data)
 
 
 def save_config(config, path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..data.silhouettes import default_root
 from ..engine.checkpoint import save_weights
 from .data import build_gan_dataset
-from .metrics import CLASSIFIER_KEY, evaluate_samples, generate, load_classifier, train_classifier
+from .metrics import CLASSIFIER_KEY, check_inception, evaluate_samples, generate, load_classifier, train_classifier
 from .train import load_run, resolution_of
 
 
@@ -44,6 +44,8 @@ def get_classifier(dataset: str, data_root, size: int, *, path: Path | None = No
 def evaluate_run(run: Path, *, weights: Path | None = None, samples: int = 2000, seed: int = 0,
                  classifier: Path | None = None, inception_weights=None, progress: bool = True) -> dict:  # fmt: skip
     """Every metric of the run's generator (``last.safetensors`` unless ``weights``), written to ``eval.json``."""
+    if inception_weights is not None:  # before the minutes of sampling and the other metrics
+        check_inception(inception_weights)
     pair, config, num_classes = load_run(run, weights)
     size = resolution_of(config.model)
     model, info, reference = get_classifier(config.dataset, config.data_root, size, path=classifier,

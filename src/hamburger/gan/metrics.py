@@ -198,16 +198,24 @@ def evaluate_samples(fake: Tensor, fake_labels: Tensor | None, reference, classi
     return out
 
 
-def inception_metrics(real: Tensor, fake: Tensor, weights_path) -> dict:
-    """Real FID and Inception Score from a local torch-fidelity Inception weights file (never downloaded)."""
-    from pathlib import Path
-
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
+def check_inception(weights_path) -> Path:
+    """The Inception weights file exists and torch-fidelity (which reads it) is installed; raise ValueError if not."""
+    import importlib.util
 
     path = Path(weights_path)
     if not path.is_file():
         raise ValueError(f"--inception-weights {path} not found (a local torch-fidelity Inception weights file)")
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise ValueError("FID and IS from --inception-weights need torch-fidelity: pip install torch-fidelity")
+    return path
+
+
+def inception_metrics(real: Tensor, fake: Tensor, weights_path) -> dict:
+    """Real FID and Inception Score from a local torch-fidelity Inception weights file (never downloaded)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+
+    path = check_inception(weights_path)
 
     def uint8_rgb(x: Tensor) -> Tensor:
         x = ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

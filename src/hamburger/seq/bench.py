@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..engine.common import atomic_write_text, machine_info, save_figure
+from ..engine.config import require_distinct
 from ..engine.measure import bench_device, median_time, peak_memory, power_law_exponent, synchronizer
 from ..sequence import create_mixer
 
@@ -31,6 +32,9 @@ def crossover(rows: list[dict], mixer: str, key: str, reference: str = "softmax"
 def run(*, ns=(512, 1024, 2048, 4096, 8192, 16384), mixers=("ham_nmf", "ham_vq", "softmax", "linear"), dim=128,
         heads=4, rank=16, chunk=64, repeats=3, device="cpu", out=Path("results/seq-bench"),
         progress=True) -> dict:  # fmt: skip
+    mixers = require_distinct(mixers, "mixers")
+    if "none" in mixers:
+        raise ValueError("seq bench times token mixers; 'none' has no mixer (and nothing to back-propagate)")
     dev, dev_info = bench_device(device)
     sync = synchronizer(dev)
     out = Path(out)

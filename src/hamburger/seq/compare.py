@@ -86,6 +86,8 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
                           **({"iters": iters} if iters else {}), **overrides)  # fmt: skip
     runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
+    if not runs:
+        raise ValueError(f"no (N, pairs) cell fits 3 x pairs <= N: lengths {list(lengths)}, pairs {list(pairs)}")
     if jobs > 1 and shard is None:
         if overrides:
             raise ValueError(f"--jobs runs the command line's settings only, not {sorted(overrides)}")
