@@ -117,3 +117,32 @@ def test_a_run_folder_of_the_old_layout_resumes_bitwise_and_evaluates(tmp_path, 
     main(["seq", "eval", "--run", str(run)])
     assert "test recall accuracy" in capsys.readouterr().out
     assert (run / "eval.json").is_file()
+
+
+MISSING = "numpy,PIL,yaml,safetensors,timm,skimage,matplotlib,tqdm,sklearn,torchmetrics,tensorboard"  # torch's own: not
+PROBE = """
+import sys, importlib.abc
+class Missing(importlib.abc.MetaPathFinder):  # as after `pip install hamburger`: torch and nothing optional
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in set(sys.argv[1].split(",")):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Missing())
+from hamburger.cli import main
+for argv in (["--help"], ["demo", "--quick"], ["seg", "train", "--iters", "3"], ["gan", "--help"], ["bench", "ham"]):
+    try:
+        main(argv)
+    except SystemExit as e:
+        print("exit", e.code if isinstance(e.code, int) else 1, e.code if isinstance(e.code, str) else "", flush=True)
+"""
+
+
+def test_a_command_without_its_extra_says_what_to_install():
+    done = subprocess.run([sys.executable, "-c", PROBE, MISSING], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert 'demo                (not installed: pip install "hamburger[demo]")' in out  # --help still works
+    assert "hamburger demo needs the optional dependency 'numpy': pip install \"hamburger[demo]\"" in out
+    assert "hamburger seg needs the optional dependency 'numpy': pip install \"hamburger[seg]\"" in out
+    assert "hamburger gan needs the optional dependency 'numpy': pip install \"hamburger[gan]\"" in out
+    assert "hamburger bench needs the optional dependency" in out and 'pip install "hamburger[bench]"' in out
+    assert "Traceback" not in done.stderr

@@ -2,15 +2,17 @@
 this module.
 
 =========================  ==========================================================================
-command                    registered by
+command                    registered by (extra to install)
 =========================  ==========================================================================
-``demo``, ``seg``,         :mod:`hamburger.seg.cli` (segmentation; the demo is ``seg compare`` of
-``ablate``                 three heads)
-``decompose``, ``viz``     :mod:`hamburger.viz.cli`
-``bench``                  :mod:`hamburger.bench.cli`
-``gan``                    :mod:`hamburger.gan.cli`
-``seq``                    :mod:`hamburger.seq.cli`
+``demo``, ``seg``,         :mod:`hamburger.seg.cli` (``demo``; ``seg`` for seg train/eval/predict)
+``ablate``
+``decompose``, ``viz``     :mod:`hamburger.viz.cli` (``demo``)
+``bench``                  :mod:`hamburger.bench.cli` (``bench``)
+``gan``                    :mod:`hamburger.gan.cli` (``gan``)
+``seq``                    :mod:`hamburger.seq.cli` (``seq``)
 =========================  ==========================================================================
+
+The core needs only torch; a command whose extra is not installed still shows in ``--help`` and says what to install.
 """
 
 from __future__ import annotations
@@ -18,14 +20,35 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .bench import cli as bench_cli
-from .engine.cli import dispatch
-from .gan import cli as gan_cli
-from .seg import cli as seg_cli
-from .seq import cli as seq_cli
-from .viz import cli as viz_cli
+from .engine.cli import dispatch, missing_extra
 
-COMMANDS = (seg_cli, viz_cli, bench_cli, gan_cli, seq_cli)  # in the order of ``hamburger --help``
+# command -> the extra that holds what it needs, in the order of ``hamburger --help``
+EXTRAS = {"demo": "demo", "seg": "seg", "ablate": "demo", "decompose": "demo", "viz": "demo", "bench": "bench",
+          "gan": "gan", "seq": "seq"}  # fmt: skip
+MISSING: dict[str, ModuleNotFoundError] = {}  # a task's CLI that could not be imported: its commands say why
+
+try:
+    from .seg import cli as seg_cli
+except ModuleNotFoundError as e:
+    seg_cli, MISSING["demo"], MISSING["seg"], MISSING["ablate"] = None, e, e, e
+try:
+    from .viz import cli as viz_cli
+except ModuleNotFoundError as e:
+    viz_cli, MISSING["decompose"], MISSING["viz"] = None, e, e
+try:
+    from .bench import cli as bench_cli
+except ModuleNotFoundError as e:
+    bench_cli, MISSING["bench"] = None, e
+try:
+    from .gan import cli as gan_cli
+except ModuleNotFoundError as e:
+    gan_cli, MISSING["gan"] = None, e
+try:
+    from .seq import cli as seq_cli
+except ModuleNotFoundError as e:
+    seq_cli, MISSING["seq"] = None, e
+
+COMMANDS = (seg_cli, viz_cli, bench_cli, gan_cli, seq_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,12 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS:
-        module.register(sub)
+        if module is not None:
+            module.register(sub)
+    for command, error in MISSING.items():
+        missing_extra(sub, command, extra=EXTRAS[command], error=error)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    return dispatch(build_parser(), sys.argv[1:] if argv is None else list(argv))
+    return dispatch(build_parser(), sys.argv[1:] if argv is None else list(argv), extras=EXTRAS)
 
 
 if __name__ == "__main__":

@@ -65,9 +65,32 @@ def leaf_command(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list
     return words, current
 
 
-def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+# optional modules that one extra provides whatever the command (the others: the command's own extra)
+MODULE_EXTRAS = {"skimage": "demo", "sklearn": "gan", "torchmetrics": "gan", "sympy": "seq"}
+
+
+def install_hint(command: str, module: str, extras: dict[str, str]) -> str:
+    extra = MODULE_EXTRAS.get(module.split(".")[0], extras.get(command, command))
+    return f"{command} needs the optional dependency {module!r}: pip install \"hamburger[{extra}]\""
+
+
+def missing_extra(sub, command: str, *, extra: str, error: ModuleNotFoundError) -> None:
+    """Register ``command`` (whose CLI could not be imported) so that it says what to install instead of failing."""
+    # every word after the command, flags included, is only collected (no flag is known): the handler explains
+    p = sub.add_parser(command, help=f"(not installed: pip install \"hamburger[{extra}]\")", add_help=False,
+                       prefix_chars="\x00")  # fmt: skip
+    p.add_argument("rest", nargs="*")
+
+    def handler(_args) -> None:
+        raise SystemExit(f"hamburger {install_hint(command, error.name or str(error), {command: extra})}")
+
+    p.set_defaults(handler=handler)
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str], *, extras: dict[str, str] | None = None) -> int:
     """Parse ``argv`` (a ``--config`` recipe's values become the defaults), call the leaf command's handler, and
-    turn a user's error into one line naming the command."""
+    turn a user's error into one line naming the command; a missing optional dependency names the extra that
+    installs it (``extras``: command -> extra)."""
     words, leaf = leaf_command(parser, argv)
     label = " ".join(words) or parser.prog
     try:
@@ -76,6 +99,10 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         handler(args)
     except USER_ERRORS as e:
         raise SystemExit(f"{parser.prog} {label}: {e}") from None
+    except ModuleNotFoundError as e:
+        if not e.name or e.name.split(".")[0] == "hamburger" or not words:
+            raise
+        raise SystemExit(f"{parser.prog} {install_hint(words[0], e.name, extras or {})}") from None
     return 0
 
 
