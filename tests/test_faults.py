@@ -332,3 +332,31 @@ def test_user_errors_of_the_gan_and_seq_commands_are_one_line(tmp_path, capsys):
     with pytest.raises(ShardsFailed, match=r"seq shard\(s\) \[0\] of 1 failed: see"):
         run_shards(["seq", "bench", "--mixers", "none", "--out", str(tmp_path / "b")], jobs=1, out=tmp_path)
     assert issubclass(ShardsFailed, USER_ERRORS)
+
+
+def test_the_smaller_gan_and_seq_faults(tmp_path, capsys):
+    """Issue 25, item 12: --context-resolution 0, eval.json's weights, gan sample --out <folder>, a failed start."""
+    import json
+    import shutil
+
+    from hamburger.gan.config import GANTrainConfig
+
+    with pytest.raises(ValueError, match="context_resolution must be >= 4, got 0"):
+        GANTrainConfig(context_resolution=0)
+    run = tmp_path / "seq-run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "seq-run-0.1", run)
+    main(["seq", "eval", "--run", str(run)])
+    report = json.loads((run / "eval.json").read_text())
+    assert report["weights"].endswith("best.safetensors") and len(report["weights_sha256"]) == 64
+    # a start that fails at the loader (a batch larger than the data) leaves no config.yaml behind
+    with pytest.raises(SystemExit, match="fewer than one batch"):
+        main(["seq", "train", "--task", "mqar", "--seq-len", "16", "--pairs", "2", "--train-examples", "4",
+              "--batch-size", "8", "--iters", "1", "--no-tensorboard", "--quiet", "--out", str(tmp_path / "failed")])
+    assert not (tmp_path / "failed" / "config.yaml").exists()
+    gan = tmp_path / "gan"
+    main(["gan", "train", "--dataset", "digits", "--ch", "4", "--batch-size", "4", "--iters", "1", "--val-interval",
+          "0", "--no-tensorboard", "--quiet", "--out", str(gan)])
+    (tmp_path / "grids").mkdir()
+    main(["gan", "sample", "--run", str(gan), "--per-class", "1", "--out", str(tmp_path / "grids")])
+    assert (tmp_path / "grids" / "sample-seed0.png").is_file()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]

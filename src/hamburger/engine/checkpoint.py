@@ -79,6 +79,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file (what an evaluation records of the weights it evaluated)."""
+    return _sha256(Path(path))
+
+
 def read_weights(path: Path) -> tuple[dict, dict[str, str]]:
     """(tensors, metadata) of a safetensors file; a missing, truncated or foreign file is a ValueError naming it."""
     from safetensors import safe_open
@@ -266,8 +271,7 @@ def check_identity(saved: dict[str, str], expected: dict[str, str], path: Path) 
             flag = key.rsplit(".", 1)[-1]
             raise ValueError(
                 f"weights file {path} was saved from a model with {key} = {a.get(key)!r}, but this model has "
-                f"{b.get(key)!r}; build the same model (e.g. the same --model, --rank, --seed, --ham-init, "
-                f"--ham-precision, --norm, --num-classes flags; here: {flag})"
+                f"{b.get(key)!r} ({flag}); build the same model: the flags or run folder it was trained with"
             )
 
 

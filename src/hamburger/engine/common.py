@@ -78,17 +78,23 @@ def atomic_write_bytes(path: Path, data: bytes, *, midway: Callable[[], None] | 
 
     ``midway``, if given, is called with half of the data written (the checkpoints' fault injection)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a file to write")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        half = len(data) // 2
-        f.write(data[:half])
-        if midway is not None:
+    try:
+        with open(tmp, "wb") as f:
+            half = len(data) // 2
+            f.write(data[:half])
+            if midway is not None:
+                f.flush()
+                midway()
+            f.write(data[half:])
             f.flush()
-            midway()
-        f.write(data[half:])
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind (a SIGKILL leaves it to remove_stale)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

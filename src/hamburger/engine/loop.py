@@ -153,8 +153,6 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
     start, best, rng, scaler_state = 0, NO_SCORE, None, None
     if config.resume:
         start, best, rng, scaler_state = _resume(task, config, out, model, optimizer, scheduler, identity, rank)
-    if main:
-        save_config(config, out / "config.yaml")  # only now: a failed start leaves none behind
 
     net = model
     if world > 1:
@@ -163,6 +161,8 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
             find_unused_parameters=task.ddp_find_unused,
         )  # fmt: skip
     loader = task.batches(train_set, config, world=world, rank=rank, start=start)
+    if main:
+        save_config(config, out / "config.yaml")  # only now: a failed start (data, model, resume, loader) leaves none
     writer = _tensorboard(out, config) if main else None
     bar = ProgressBar(start, config.iters, main and not config.quiet)
     amp_dtype = AMP_DTYPES[config.amp]

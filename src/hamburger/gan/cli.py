@@ -119,5 +119,7 @@ def sample(run: Path, *, weights: Path | None = None, per_class: int = 8, seed: 
     z = torch.randn(rows * per_class, config.z_dim, generator=gen)
     labels = torch.arange(rows).repeat_interleave(per_class) if config.conditional else None
     out = Path(out) if out else Path(run) / "samples" / f"sample-seed{seed}.png"
+    if out.is_dir():  # a folder: the grid goes inside it
+        out = out / f"sample-seed{seed}.png"
     save_grid(sample_grid(pair, z, labels), per_class, out)
     return out

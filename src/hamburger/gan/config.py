@@ -32,7 +32,8 @@ class GANTrainConfig:
     ch: int = option(16, "base width (the paper's 64)", minimum=1)
     z_dim: int = option(128, "latent size", minimum=1)
     conditional: bool = option(True, "class-conditional G (cBN) and D (projection)")
-    context_resolution: int | None = option(None, "resolution of the context slot (default 32 at 128², else 16)")
+    context_resolution: int | None = option(None, "resolution of the context slot (default 32 at 128², else 16)",
+                                            minimum=4)  # fmt: skip
     ham_steps: int = option(6, "K of a Hamburger arm in training and sampling", minimum=0)
     ema: float = option(0.0, "decay of an exponential moving average of G, used for samples (0: none)",
                         minimum=0.0, maximum=0.99999)  # fmt: skip

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..data.silhouettes import default_root
-from ..engine.checkpoint import save_weights
+from ..engine.checkpoint import file_sha256, save_weights
 from .data import build_gan_dataset
 from .metrics import CLASSIFIER_KEY, check_inception, evaluate_samples, generate, load_classifier, train_classifier
 from .train import load_run, resolution_of
@@ -53,7 +53,9 @@ def evaluate_run(run: Path, *, weights: Path | None = None, samples: int = 2000,
     fake, labels = generate(pair, samples, num_classes=num_classes, conditional=config.conditional, seed=seed)
     report = evaluate_samples(fake, labels, reference, model, classifier_info=info,
                               inception_weights=inception_weights, seed=seed)  # fmt: skip
-    report.update(run=str(run), arm=config.arm, seed_of_samples=seed, classifier_test_images=info["reference_images"])
+    used = Path(weights) if weights else Path(run) / "last.safetensors"
+    report.update(run=str(run), arm=config.arm, seed_of_samples=seed, classifier_test_images=info["reference_images"],
+                  weights=str(used), weights_sha256=file_sha256(used))  # fmt: skip
     (Path(run) / "eval.json").write_text(json.dumps(report, indent=1))
     return report
 

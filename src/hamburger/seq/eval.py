@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine.checkpoint import load_model_weights
+from ..engine.checkpoint import file_sha256, load_model_weights
 from ..engine.config import load_run_config
 from .config import SeqTrainConfig
 from .data import ngram_bits_per_char, sympy_corpus
@@ -60,6 +60,8 @@ def evaluate_run(run: Path, *, weights: Path | None = None, generate: int = 200)
         out = model.generate(prompt, length)  # the recurrent form, greedy
         metrics["sample"] = bytes(out[0].tolist()).decode("utf-8", errors="replace")
         lines += ["generated (recurrent form, greedy):", metrics["sample"]]
+    used = Path(weights) if weights else Path(run) / "best.safetensors"
+    metrics.update(weights=str(used), weights_sha256=file_sha256(used))
     (Path(run) / "eval.json").write_text(json.dumps(metrics, indent=1))
     metrics["text"] = "\n".join(lines)
     return metrics
