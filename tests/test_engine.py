@@ -4,6 +4,8 @@ bit for bit, evaluate and refuse a changed recipe."""
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -15,7 +17,6 @@ from torch import nn
 from hamburger.engine.checkpoint import load_checkpoint, load_weights, model_identity
 from hamburger.engine.config import option
 from hamburger.engine.loop import fit
-from hamburger.engine.runlock import RunLock
 from hamburger.engine.task import Task
 
 
@@ -169,6 +170,15 @@ def test_the_fp16_loss_scale_is_checkpointed_and_restored(tmp_path):
     assert load_checkpoint(tmp_path / "run")[2]["scaler"]["scale"] == 32.0  # restored, not restarted at 65536
 
 
+HOLD = """
+import sys, time
+from hamburger.engine.runlock import RunLock
+with RunLock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
 def test_a_run_folder_holds_one_run(tmp_path):
     """Without --resume a used folder is refused; --overwrite replaces the old run's files (and only those); a second
     process on a folder in use is refused by the lock, naming the holder."""
@@ -182,7 +192,12 @@ def test_a_run_folder_holds_one_run(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3] and not (tmp_path / "run" / "eval.json").exists()
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
-    with RunLock(tmp_path / "run"):
-        with pytest.raises(ValueError, match=rf"is in use by another run \(PID {os.getpid()}\)"):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=rf"is in use by another run \(PID {holder.pid}\)"):
             fit(ToyTask(), replace(config, resume=True))
+    finally:
+        holder.kill()
+        holder.wait()
     fit(ToyTask(), replace(config, resume=True, iters=3, seed=5))  # released: the same run continues (no steps left)

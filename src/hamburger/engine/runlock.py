@@ -1,13 +1,16 @@
 """One run per run folder: a non-empty folder is continued (``--resume``) or replaced (``--overwrite``), never mixed,
 and an advisory lock keeps a second process out of a folder a run is using.
 
-The lock is ``fcntl.flock`` on ``<out>/.lock`` (the holder's PID written in it), held by rank 0 for the run's
-lifetime; the kernel releases it when the process ends, SIGKILL included, so a killed run never leaves a stale lock.
+The lock is a POSIX record lock (``fcntl.lockf``) on ``<out>/.lock`` (the holder's PID written in it), held by rank 0
+for the run's lifetime; the kernel releases it when the process ends, SIGKILL included, so a killed run never leaves
+a stale lock. A POSIX lock, unlike ``flock``, is not inherited by forked children: a DataLoader worker that outlives
+a killed run for a moment does not keep its folder locked.
 Where ``fcntl`` does not exist (Windows) there is no lock.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -60,8 +63,11 @@ class RunLock:
             return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise ValueError(f"{self.path.parent} is in use by another run (PID {holder}); wait for it to end or "
