@@ -233,3 +233,108 @@ def test_no_denormals_leave_the_solver():
 def test_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# truncated and phantom gradients
+
+
+def _grad_of(fn, x, bases, steps, grad, **kw):
+    x = x.clone().requires_grad_(True)
+    out = fn(x, bases, steps, grad=grad, **kw).recon
+    (g,) = torch.autograd.grad(out.square().sum(), x)
+    return out.detach(), g
+
+
+@pytest.mark.parametrize("name", ["nmf", "vq", "cd"])
+def test_truncated_and_phantom_gradients(name):
+    """truncated:K is BPTT; phantom:k:1 is truncated:k, value and gradient; truncated:k leaves the forward value
+    alone; phantom with λ < 1 changes it (the last k steps are damped)."""
+    fn, kw = getattr(HF, name), {"inv_t": 5.0} if name != "nmf" else {}
+    x = nonneg(2, 6, 9, dtype=torch.float64)
+    bases = _unit(nonneg(2, 6, 3, seed=1, dtype=torch.float64))
+    k_steps = 4
+    bptt = _grad_of(fn, x, bases, k_steps, "bptt", **kw)
+    for a, b in zip(_grad_of(fn, x, bases, k_steps, f"truncated:{k_steps}", **kw), bptt):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for k in (1, 2):
+        truncated = _grad_of(fn, x, bases, k_steps, f"truncated:{k}", **kw)
+        phantom = _grad_of(fn, x, bases, k_steps, f"phantom:{k}:1", **kw)
+        torch.testing.assert_close(truncated[0], bptt[0], rtol=1e-12, atol=1e-12)  # the same forward
+        for a, b in zip(phantom, truncated):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert (truncated[1] - bptt[1]).abs().max() > 1e-9  # and another gradient: the early steps are constants
+    damped = _grad_of(fn, x, bases, k_steps, "phantom:2:0.5", **kw)
+    assert (damped[0] - bptt[0]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("name", ["vq", "cd"])
+def test_truncated_is_bptt_through_the_last_k_steps_from_the_detached_state(name):
+    """VQ and CD carry the bases alone from step to step, so truncated:k on K steps must equal BPTT on k steps from
+    the bases after K - k steps (returned by a K - k step solve), to rounding."""
+    fn = getattr(HF, name)
+    x = nonneg(2, 6, 9, dtype=torch.float64)
+    bases = _unit(nonneg(2, 6, 3, seed=1, dtype=torch.float64))
+    middle = fn(x, bases, 3, inv_t=5.0, grad="none").bases  # D after 3 of the 5 steps
+    a = _grad_of(fn, x, bases, 5, "truncated:2", inv_t=5.0)
+    b = _grad_of(fn, x, middle, 2, "bptt", inv_t=5.0)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
+
+
+def test_phantom_gradient_is_the_derivative_of_the_last_k_damped_steps_from_the_detached_state():
+    """phantom:k:λ differentiates the last k damped steps (and the final update) as functions of X, with the state
+    after the first K - k steps a constant: checked against that function written out (gradcheck'd in float64)."""
+    x = nonneg(1, 4, 5, dtype=torch.float64)
+    bases = _unit(nonneg(1, 4, 2, seed=3, dtype=torch.float64))
+    with torch.no_grad():
+        d0, c0 = _NMF.steps(x, bases.clone(), 1, inplace=False, eps=1e-6)  # K - k = 1 of K = 3
+
+    def last_steps(t):
+        d, c = d0, c0
+        for _ in range(2):  # k = 2 damped steps, λ = 0.5
+            dn, cn = _NMF.steps(t, d, 1, inplace=False, eps=1e-6, ct=c)
+            d, c = 0.5 * d + 0.5 * dn, 0.5 * c + 0.5 * cn
+        d, c = _NMF.final(t, d, c, inplace=False, eps=1e-6)
+        return torch.bmm(d, c.mT)  # (B, D, R) @ (B, R, N)
+
+    t = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(last_steps, (t,))
+    ours = _grad_of(HF.nmf, x, bases, 3, "phantom:2:0.5")
+    (g,) = torch.autograd.grad(last_steps(t).square().sum(), t)
+    torch.testing.assert_close(ours[0], last_steps(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours[1], g, rtol=1e-10, atol=1e-12)
+
+
+def _saved_bytes(fn):
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0]
+
+
+def test_saved_memory_of_a_fixed_k_does_not_grow_with_k_steps():
+    x = nonneg(2, 16, 64).requires_grad_(True)
+    bases = _unit(nonneg(2, 16, 4, seed=2))
+    for grad in ("truncated:2", "phantom:2:0.5", "one-step"):
+        sizes = [_saved_bytes(lambda s=s, g=grad: HF.nmf(x, bases, s, grad=g)) for s in (4, 8, 16)]
+        assert sizes[0] == sizes[1] == sizes[2], (grad, sizes)
+    bptt = [_saved_bytes(lambda s=s: HF.nmf(x, bases, s, grad="bptt")) for s in (4, 8)]
+    assert bptt[1] > 1.5 * bptt[0]
+
+
+@pytest.mark.parametrize(
+    "grad, match",
+    [("truncated", "grad must be one of"), ("truncated:0", "k must be >= 1"), ("phantom:2", "grad must be one of"),
+     ("phantom:2:0", r"λ must be in \(0, 1\]"), ("phantom:2:1.5", r"λ must be in"), ("truncated:x", "one of"),
+     ("truncated:5", "unrolls k = 5 steps, more than the K = 3")],
+)  # fmt: skip
+def test_grad_spellings_are_checked(grad, match):
+    with pytest.raises(ValueError, match=match):
+        HF.nmf(torch.rand(1, 3, 4), torch.rand(1, 3, 2), 3, grad=grad)
+    assert HF.parse_grad("phantom:3:0.25") == HF.GradSpec("phantom", 3, 0.25)

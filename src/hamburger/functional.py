@@ -20,6 +20,12 @@ Gradient modes (``grad``):
 * ``"bptt"``: autograd through every step (back-propagation through time), as the mmseg/SegNeXt copies do. Memory
   grows with K.
 * ``"none"``: nothing is differentiated; no gradient reaches X through the decomposition.
+* ``"truncated:k"`` (1 <= k <= K): the first K - k steps without autograd, the last k with it (Factorizer's
+  ``num_grad_steps``); ``"truncated:K"`` is BPTT. Memory grows with k, not K.
+* ``"phantom:k:λ"`` (1 <= k <= K, 0 < λ <= 1): the first K - k steps without autograd, then k damped steps
+  z <- (1 - λ) z + λ step(z) on the state z = (D, C) with autograd (Geng et al., NeurIPS 2021, phantom gradients).
+  λ = 1 is ``"truncated:k"``; **λ < 1 changes the forward value too**, in training and evaluation alike (the last k
+  steps are damped), so a model trained with it must be evaluated with it.
 
 Implementation notes. Codes are held internally as Cᵀ, (B, N, R), because the two products that touch X (XᵀD and
 XCᵀ) are fastest in that layout; ``codes`` is returned as a (B, R, N) view. Outside autograd the updates run in
@@ -53,11 +59,45 @@ from torch import Tensor
 __all__ = [
     "Decomposition", "nmf", "vq", "cd", "spd_inverse", "default_solver_steps", "product", "GRAD_MODES",
     "SOLVE_GRADIENTS",
-    "PRECISIONS",
+    "PRECISIONS", "GradSpec", "parse_grad",
 ]  # fmt: skip
 
-GRAD_MODES = ("one-step", "bptt", "none")
-SOLVE_GRADIENTS = tuple(g for g in GRAD_MODES if g != "none")  # the modes that train through the solve
+GRAD_MODES = ("one-step", "bptt", "none")  # the named modes; "truncated:k" and "phantom:k:λ" take arguments
+SOLVE_GRADIENTS = tuple(g for g in GRAD_MODES if g != "none")  # the named modes that train through the solve
+GRAD_SPELLINGS = '"one-step", "bptt", "none", "truncated:<k>" or "phantom:<k>:<λ>"'
+
+
+class GradSpec(NamedTuple):
+    """A parsed ``grad``: ``kind`` one of one-step | bptt | none | truncated | phantom, with the unrolled steps k and
+    the damping λ of the last two (k 0 and λ 1 otherwise)."""
+
+    kind: str
+    k: int = 0
+    lam: float = 1.0
+
+
+def parse_grad(grad: str) -> GradSpec:
+    """``"truncated:2"`` -> ``GradSpec("truncated", 2, 1.0)``; a ``ValueError`` naming the spellings otherwise."""
+    if not isinstance(grad, str):
+        raise ValueError(f"grad must be one of {GRAD_SPELLINGS}, got {grad!r}")
+    if grad in GRAD_MODES:
+        return GradSpec(grad)
+    kind, _, rest = grad.partition(":")
+    args = rest.split(":") if rest else []
+    try:
+        if kind == "truncated" and len(args) == 1:
+            spec = GradSpec(kind, int(args[0]))
+        elif kind == "phantom" and len(args) == 2:
+            spec = GradSpec(kind, int(args[0]), float(args[1]))
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"grad must be one of {GRAD_SPELLINGS}, got {grad!r}") from None
+    if spec.k < 1:
+        raise ValueError(f"grad {grad!r}: the unrolled steps k must be >= 1")
+    if not 0 < spec.lam <= 1:
+        raise ValueError(f"grad {grad!r}: the damping λ must be in (0, 1]")
+    return spec
 PRECISIONS = ("fp32", "bf16", "tf32")
 
 
@@ -88,8 +128,9 @@ def _check(x: Tensor, bases: Tensor, steps: int, grad: str, eps: float, precisio
         raise TypeError(f"x and bases must be floating point, got {x.dtype} and {bases.dtype}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps (K) must be an integer >= 0, got {steps!r}")
-    if grad not in GRAD_MODES:
-        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+    spec = parse_grad(grad)
+    if spec.k > steps:
+        raise ValueError(f"grad {grad!r} unrolls k = {spec.k} steps, more than the K = {steps} the solve runs")
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
     if precision not in PRECISIONS:
@@ -177,8 +218,19 @@ def _run(
         xp = x if xp is None else xp
         bases = bases.to(dtype)
         kw["precision"] = precision
-        if grad == "bptt":
+        spec = parse_grad(grad)
+        if grad == "bptt" or spec.kind == "truncated" and spec.k == steps:
             d, ct = solver.steps(x, bases, steps, inplace=False, xp=xp, **kw)
+            d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
+        elif spec.kind in ("truncated", "phantom"):
+            with torch.no_grad():  # the first K - k steps: no graph
+                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps - spec.k, inplace=True,
+                                     xp=xp.detach(), **kw)  # fmt: skip
+            for _ in range(spec.k):  # the last k with autograd, damped for phantom (λ = 1: plain steps)
+                d_next, ct_next = solver.steps(x, d, 1, inplace=False, xp=xp, ct=ct, **kw)
+                d = d_next if spec.lam == 1 else (1 - spec.lam) * d + spec.lam * d_next
+                # VQ / CD recompute the codes from the bases (their state is D; ct is None before their first step)
+                ct = ct_next if spec.lam == 1 or ct is None else (1 - spec.lam) * ct + spec.lam * ct_next
             d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
         else:
             with torch.no_grad():
@@ -224,10 +276,13 @@ class _NMF:
         return _flush(d * num / (den + eps), False)
 
     @classmethod
-    def steps(cls, x, d, steps: int, *, inplace: bool, eps: float, precision="fp32", xp=None):
+    def steps(cls, x, d, steps: int, *, inplace: bool, eps: float, precision="fp32", xp=None, ct=None):
+        """K steps from the bases ``d`` and, when given, the codes ``ct`` (continuing a solve), else C₀."""
         xp = x if xp is None else xp
-        xtd = product(xp.mT, d, precision=precision)  # (B, N, R): XᵀD, shared by the start and the first update
-        ct = torch.softmax(xtd, dim=-1)  # C0 = softmax(DᵀX) over R (t = 1 for NMF)
+        xtd = None
+        if ct is None:
+            xtd = product(xp.mT, d, precision=precision)  # (B, N, R): XᵀD, shared by the start and the first update
+            ct = torch.softmax(xtd, dim=-1)  # C0 = softmax(DᵀX) over R (t = 1 for NMF)
         for k in range(steps):
             ct = cls.codes(xp, d, ct, eps, inplace, precision, xtd if k == 0 else None)
             d = cls.bases(xp, d, ct, eps, inplace, precision)
@@ -255,7 +310,7 @@ def nmf(
         x: X, (B, D, N), non-negative.
         bases: starting dictionary D, (B, D, R), non-negative. Not modified.
         steps: K, number of (code, bases) update pairs before the final code update.
-        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` (see the module docstring).
+        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` | ``"truncated:k"`` | ``"phantom:k:λ"`` (module docstring).
         eps: ε added to every denominator.
         reconstruct: False skips the product DC (``recon`` is None), for callers that fold a linear map into D.
         precision: ``"fp32"`` | ``"bf16"`` | ``"tf32"``: of the products with X and of DC (module docstring).
@@ -291,8 +346,8 @@ def _soft_assign(xp: Tensor, d: Tensor, scale: Tensor, eps: float, inplace: bool
 
 class _VQ:
     @staticmethod
-    def steps(x, d, steps, *, inplace, eps, inv_t, precision="fp32", xp=None):
-        xp, ct = x if xp is None else xp, None
+    def steps(x, d, steps, *, inplace, eps, inv_t, precision="fp32", xp=None, ct=None):
+        xp = x if xp is None else xp  # a step recomputes the codes from the bases: a given ``ct`` is not needed
         scale = _inv_colnorm(x, 1e-12, None) * inv_t if steps else None  # (B, N, 1), as F.normalize
         for _ in range(steps):
             ct = _soft_assign(xp, _normalize_columns(d), scale, eps, inplace, precision)
@@ -310,8 +365,8 @@ class _VQ:
 
 class _CD:
     @staticmethod
-    def steps(x, d, steps, *, inplace, eps, inv_t, beta, solver_steps, precision="fp32", xp=None):
-        xp, ct = x if xp is None else xp, None
+    def steps(x, d, steps, *, inplace, eps, inv_t, beta, solver_steps, precision="fp32", xp=None, ct=None):
+        xp = x if xp is None else xp  # a step recomputes the codes from the bases: a given ``ct`` is not needed
         scale = _inv_colnorm(x, 1e-12, None) * inv_t if steps else None  # (B, N, 1), as F.normalize
         for _ in range(steps):
             ct = _soft_assign(xp, d, scale, eps, inplace, precision)
@@ -349,7 +404,7 @@ def vq(
         bases: starting dictionary D, (B, D, R).
         steps: K.
         inv_t: inverse temperature of the softmax assignment (``inv_t`` in the official code).
-        grad: ``"one-step"`` | ``"bptt"`` | ``"none"``.
+        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` | ``"truncated:k"`` | ``"phantom:k:λ"``.
         eps: ε of the code normalisation and of the final column norms.
         reconstruct: False skips the product DC (``recon`` is None).
         precision: ``"fp32"`` | ``"bf16"`` | ``"tf32"`` (module docstring).
@@ -383,7 +438,7 @@ def cd(
         steps: K.
         inv_t: inverse temperature of the soft assignment.
         beta: β, ridge weight of the final code solve.
-        grad: ``"one-step"`` | ``"bptt"`` | ``"none"``.
+        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` | ``"truncated:k"`` | ``"phantom:k:λ"``.
         eps: ε of the code normalisation.
         solver_steps: Newton-Schulz iterations for (DᵀD + βI)⁻¹; default: enough for unit-norm columns
             (condition number ≤ (R + β)/β), see :func:`spd_inverse`.

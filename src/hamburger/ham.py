@@ -103,8 +103,9 @@ class Ham(nn.Module):
                 raise ValueError(f"{name} (K) must be an integer >= 0, got {value!r}")
         if channels % groups:
             raise ValueError(f"channels ({channels}) must be divisible by groups S ({groups})")
-        if grad not in HF.GRAD_MODES:
-            raise ValueError(f"grad must be one of {HF.GRAD_MODES}, got {grad!r}")
+        spec = HF.parse_grad(grad)  # a ValueError naming the spellings
+        if spec.k > train_steps:
+            raise ValueError(f"grad {grad!r} unrolls k = {spec.k} steps, more than train_steps = {train_steps}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if init == "online" and not spatial:
@@ -323,7 +324,8 @@ _HAM_ARGS = """
         groups: S, the channels split into S contiguous groups of D = C/S, decomposed separately.
         train_steps: K in training.
         eval_steps: K in evaluation.
-        grad: ``"one-step"`` (the paper's), ``"bptt"`` or ``"none"``; see :mod:`hamburger.functional`.
+        grad: ``"one-step"`` (the paper's), ``"bptt"``, ``"none"``, ``"truncated:k"`` or ``"phantom:k:λ"`` (λ < 1
+            damps the last k steps in evaluation too); see :mod:`hamburger.functional`.
         init: ``"random"``: fresh bases every training forward, and in eval one fixed seeded draw shared by every
             sample (outputs are deterministic). ``"online"``: a bases buffer (S, D, R), the start in training and
             eval, moved towards the batch-mean final bases after each training forward (all-reduced across

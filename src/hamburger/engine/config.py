@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from ..functional import parse_grad
 from .common import atomic_write_text
 
 
@@ -104,6 +105,16 @@ def int_between(low: int, high: int):
 
     parse.__name__ = f"an integer in {low}..{high}"
     return parse
+
+
+def grad_spec(text) -> str:
+    """argparse type: a gradient through a ham's solve (``one-step``, ``bptt``, ``none``, ``truncated:<k>``,
+    ``phantom:<k>:<λ>``; see :mod:`hamburger.functional`)."""
+    try:
+        parse_grad(str(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return str(text)
 
 
 def shard_spec(text: str) -> tuple[int, int]:
@@ -222,17 +233,21 @@ def config_from_args(cls, args: argparse.Namespace):
 
 def config_dict(config) -> dict:
     """The fields of a config as YAML-ready values (paths as strings, tuples as lists)."""
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        out[f.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
-    return out
+    return {f.name: _yaml_value(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _yaml_value(value):
+    return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
 
 
 def changed_fields(saved: dict, config, free: frozenset) -> dict[str, tuple]:
-    """{field: (saved value, current value)} for every field outside ``free`` that differs."""
+    """{field: (saved value, current value)} for every field outside ``free`` that differs. A field the saved config
+    lacks (added to the config since the run was written) counts as its default, which the run then used."""
     now = config_dict(config)
-    return {k: (saved.get(k), v) for k, v in now.items() if k not in free and saved.get(k) != v}
+    fields = dataclasses.fields(config)
+    defaults = {f.name: _yaml_value(f.default) for f in fields if f.default is not dataclasses.MISSING}
+    was = {k: saved[k] if k in saved else defaults.get(k) for k in now}
+    return {k: (was[k], v) for k, v in now.items() if k not in free and was[k] != v}
 
 
 def load_recipe(path: Path, parser: argparse.ArgumentParser) -> dict:

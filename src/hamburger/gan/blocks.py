@@ -137,6 +137,7 @@ class GANHamburger(_Gated):
         ham_channels: d, channels inside the block (default C).
         rank: R (default d/8).
         steps: K in training and evaluation (6).
+        grad: the gradient through the ham's solve (:mod:`hamburger.functional`; default the paper's one-step).
         num_classes: classes of the conditional BN after the upper bread (generator); ``None`` with
             ``norm=True`` gives an ordinary BN.
         norm: False (the discriminator) puts no norm after the upper bread.
@@ -150,6 +151,7 @@ class GANHamburger(_Gated):
         ham_channels: int | None = None,
         rank: int | None = None,
         steps: int = 6,
+        grad: str = "one-step",
         num_classes: int | None = None,
         norm: bool = True,
     ) -> None:
@@ -160,7 +162,7 @@ class GANHamburger(_Gated):
         self.ham_type = ham
         self.lower_bread = sn_conv(channels, d, 1, bias=False)
         extra = {"beta": 0.01} if ham == "cd" else {}  # the TF GAN code's ridge weight
-        self.ham = HAMS[ham](d, rank=rank or max(1, d // 8), train_steps=steps, eval_steps=steps, **extra)
+        self.ham = HAMS[ham](d, rank=rank or max(1, d // 8), train_steps=steps, eval_steps=steps, grad=grad, **extra)
         self.ham.check_nonnegative = False  # the ReLU below keeps NMF's input non-negative
         self.upper_bread = sn_conv(d, channels, 1, bias=False)
         self.norm = ConditionalBatchNorm2d(channels, num_classes=num_classes) if norm else None
@@ -217,7 +219,7 @@ class GatedContext(_Gated):
 
 
 def create_gan_context(
-    arm: str, channels: int, *, discriminator: bool, num_classes: int | None, steps: int = 6
+    arm: str, channels: int, *, discriminator: bool, num_classes: int | None, steps: int = 6, grad: str = "one-step"
 ) -> nn.Module | None:
     """The context block ``arm`` (one of :data:`ARMS`) for ``channels`` channels, or None for ``"none"``.
 
@@ -227,7 +229,8 @@ def create_gan_context(
     if arm == "none":
         return None
     if arm.startswith("ham_"):
-        return GANHamburger(channels, ham=arm[4:], steps=steps, num_classes=num_classes, norm=not discriminator)
+        return GANHamburger(channels, ham=arm[4:], steps=steps, grad=grad, num_classes=num_classes,
+                            norm=not discriminator)  # fmt: skip
     if arm == "sagan":
         return SAGANAttention(channels)
 

@@ -12,6 +12,7 @@ from ..engine.config import (
     add_config_arguments,
     config_from_args,
     device_name,
+    grad_spec,
     int_between,
     integers,
     positive_int,
@@ -61,6 +62,7 @@ def register(sub) -> None:
     c.add_argument("--samples", type=int_between(2, MAX_SAMPLES), default=2000,
                    help="generated images per final evaluation")
     c.add_argument("--ema", type=float, default=None, help="EMA decay of G for sampling (default: gan train's)")
+    c.add_argument("--ham-grad", type=grad_spec, default=None, help="gradient through the Hamburger arms' solve")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     c.add_argument("--dataset", default="silhouettes")
@@ -95,7 +97,8 @@ def _compare(args) -> None:
     compare.run(
         arms=arms, seeds=tuple(args.seeds), iters=args.iters or defaults.iters,
         batch=args.batch_size or defaults.batch_size, out=args.out, dataset=args.dataset, data_root=args.data_root,
-        device=args.device, samples=args.samples, ema=args.ema, jobs=args.jobs, shard=args.shard,
+        device=args.device, samples=args.samples, ema=args.ema, ham_grad=args.ham_grad, jobs=args.jobs,
+        shard=args.shard,
     )  # fmt: skip
 
 

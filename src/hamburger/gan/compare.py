@@ -39,9 +39,10 @@ LABELS = {"ham_nmf": "Hamburger (NMF)", "ham_vq": "Hamburger (VQ)", "ham_cd": "H
 
 def _config(arm: str, seed: int, *, out: Path, iters: int, batch: int, dataset: str, data_root, device: str,
             classifier: Path | None, curve_points: int, quiet: bool,
-            ema: float | None = None) -> GANTrainConfig:  # fmt: skip
+            ema: float | None = None, ham_grad: str | None = None) -> GANTrainConfig:  # fmt: skip
     interval = max(1, iters // curve_points)
-    extra = {} if ema is None else {"ema": ema}
+    extra = ({} if ema is None else {"ema": ema}) | ({"ham_grad": ham_grad} if ham_grad and arm.startswith("ham_")
+                                                     else {})  # fmt: skip
     return GANTrainConfig(
         dataset=dataset, data_root=data_root, arm=arm, seed=seed, iters=iters, batch_size=batch, out=out,
         device=device, val_interval=interval, ckpt_interval=interval, eval_classifier=classifier, resume=True,
@@ -142,7 +143,7 @@ def costs(arms, *, kw, num_classes: int, channels: int) -> dict[str, dict]:
 def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters, batch: int = 32,
         out: Path = Path("results/gan"), dataset: str = "silhouettes", data_root=None, device: str = "cpu",
         samples: int = 2000, curve_points: int = CURVE_POINTS, timing_repeats: int = 10, classifier_epochs: int = 4,
-        ema: float | None = None, progress: bool = True, jobs: int = 1,
+        ema: float | None = None, ham_grad: str | None = None, progress: bool = True, jobs: int = 1,
         shard: tuple[int, int] | None = None) -> dict:  # fmt: skip
     """Train and evaluate every (arm, seed) (resumable), then write the tables, curves and grids.
 
@@ -153,7 +154,7 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(iters=iters, batch=batch, dataset=dataset, data_root=data_root, device=device,
-              curve_points=curve_points, quiet=not progress, ema=ema)  # fmt: skip
+              curve_points=curve_points, quiet=not progress, ema=ema, ham_grad=ham_grad)  # fmt: skip
     classifier, info, reference = get_classifier(dataset, data_root, 32, path=out / "classifier.safetensors",
                                                  progress=progress, epochs=classifier_epochs)  # fmt: skip
     if samples > 2 * len(reference) and progress:
@@ -166,6 +167,7 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
                 device, "--out", str(out)]  # fmt: skip
         argv += ["--data-root", str(data_root)] if data_root else []
         argv += ["--ema", str(ema)] if ema is not None else []
+        argv += ["--ham-grad", ham_grad] if ham_grad else []
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         run_shards(argv, jobs=jobs, out=out)

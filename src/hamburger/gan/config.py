@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..engine.config import option, validate_config
 from ..engine.loop import AMP_DTYPES
+from ..functional import parse_grad
 from .blocks import ARMS
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
@@ -35,6 +36,8 @@ class GANTrainConfig:
     context_resolution: int | None = option(None, "resolution of the context slot (default 32 at 128², else 16)",
                                             minimum=4)  # fmt: skip
     ham_steps: int = option(6, "K of a Hamburger arm in training and sampling", minimum=0)
+    ham_grad: str = option("one-step", "gradient through a Hamburger arm's solve: one-step | bptt | none | "
+                           "truncated:<k> | phantom:<k>:<λ>")  # fmt: skip
     ema: float = option(0.0, "decay of an exponential moving average of G, used for samples (0: none)",
                         minimum=0.0, maximum=0.99999)  # fmt: skip
     init_weights: Path | None = option(None, "start from these weights")
@@ -76,3 +79,4 @@ class GANTrainConfig:
                 setattr(self, name, Path(value))
         self.out = Path(self.out)
         validate_config(self)
+        parse_grad(self.ham_grad)  # a ValueError naming the spellings

@@ -52,6 +52,7 @@ class Generator(nn.Module):
         context_resolution: where the context block sits (default 32 at 128, else 16).
         image_channels: 3 for RGB, 1 for greyscale.
         steps: K of a Hamburger arm.
+        grad: the gradient through a Hamburger arm's solve (:mod:`hamburger.functional`).
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class Generator(nn.Module):
         context_resolution: int | None = None,
         image_channels: int = 3,
         steps: int = 6,
+        grad: str = "one-step",
     ) -> None:
         super().__init__()
         widths = _widths(resolution)  # multiples of ch from 4² upwards, e.g. [16, 16, 8, 4, 2, 1] at 128
@@ -77,7 +79,8 @@ class Generator(nn.Module):
         for a, b in zip(widths[:-1], widths[1:]):
             self.blocks.append(GBlock(a * ch, b * ch, num_classes=num_classes))
         self.context = create_gan_context(
-            arm, widths[self.context_after + 1] * ch, discriminator=False, num_classes=num_classes, steps=steps
+            arm, widths[self.context_after + 1] * ch, discriminator=False, num_classes=num_classes, steps=steps,
+            grad=grad,
         )
         self.bn = nn.BatchNorm2d(ch, eps=1e-3)
         self.to_image = sn_conv(ch, image_channels, 3)
@@ -107,6 +110,7 @@ class Discriminator(nn.Module):
         context_resolution: int | None = None,
         image_channels: int = 3,
         steps: int = 6,
+        grad: str = "one-step",
     ) -> None:
         super().__init__()
         widths = _widths(resolution)[::-1][:-1]  # e.g. [1, 2, 4, 8, 16] at 128: one per halving
@@ -119,7 +123,7 @@ class Discriminator(nn.Module):
         self.blocks.append(DBlock(widths[-1] * ch, top, down=False))
         self.context_after = int(math.log2(resolution // ctx)) - 1
         self.context = create_gan_context(
-            arm, widths[self.context_after] * ch, discriminator=True, num_classes=None, steps=steps
+            arm, widths[self.context_after] * ch, discriminator=True, num_classes=None, steps=steps, grad=grad
         )
         self.linear = sn_linear(top, 1)
         self.embed = None
@@ -253,7 +257,7 @@ def list_gans() -> list[str]:
 
 def create_gan(name: str, **overrides) -> GANPair:
     """Build the registered GAN ``name``: keyword arguments ``arm``, ``ch``, ``z_dim``, ``num_classes``,
-    ``context_resolution``, ``image_channels``, ``steps``, ``ema`` override its defaults."""
+    ``context_resolution``, ``image_channels``, ``steps``, ``grad``, ``ema`` override its defaults."""
     if name not in _GANS:
         raise ValueError(f"unknown GAN {name!r}; available: {', '.join(list_gans())}")
     builder, defaults = _GANS[name]
@@ -261,10 +265,10 @@ def create_gan(name: str, **overrides) -> GANPair:
 
 
 def _build(*, resolution: int, arm: str = "ham_nmf", ch: int = 64, z_dim: int = 128, num_classes: int | None = None,
-           context_resolution: int | None = None, image_channels: int = 3, steps: int = 6,
+           context_resolution: int | None = None, image_channels: int = 3, steps: int = 6, grad: str = "one-step",
            ema: bool = False) -> GANPair:  # fmt: skip
-    shared = dict(resolution=resolution, ch=ch, num_classes=num_classes, arm=arm,
-                  context_resolution=context_resolution, image_channels=image_channels, steps=steps)  # fmt: skip
+    shared = dict(resolution=resolution, ch=ch, num_classes=num_classes, arm=arm, context_resolution=context_resolution,
+                  image_channels=image_channels, steps=steps, grad=grad)  # fmt: skip
     return GANPair(Generator(z_dim=z_dim, **shared), Discriminator(**shared), ema=ema)
 
 

@@ -67,7 +67,7 @@ def build_pair(config: GANTrainConfig, *, num_classes: int, image_channels: int)
     return create_gan(
         config.model, arm=config.arm, ch=config.ch, z_dim=config.z_dim,
         num_classes=num_classes if config.conditional else None, context_resolution=config.context_resolution,
-        image_channels=image_channels, steps=config.ham_steps, ema=config.ema > 0,
+        image_channels=image_channels, steps=config.ham_steps, grad=config.ham_grad, ema=config.ema > 0,
     )  # fmt: skip
 
 

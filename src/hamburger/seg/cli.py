@@ -13,6 +13,7 @@ from ..engine.config import (
     add_config_arguments,
     config_from_args,
     device_name,
+    grad_spec,
     integers,
     nonnegative_int,
     parse_bool,
@@ -21,7 +22,7 @@ from ..engine.config import (
     positive_int,
     shard_spec,
 )
-from ..functional import GRAD_MODES, PRECISIONS
+from ..functional import PRECISIONS
 from ..ham import INITS
 from . import ablate, compare
 from .config import NORMS, SegTrainConfig
@@ -48,7 +49,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ham-version", choices=VERSIONS, default=None, help="as the weights were trained")
     p.add_argument("--ham-steps", type=nonnegative_int, default=None, help="K in training, as the weights were")
     p.add_argument("--ham-eval-steps", type=nonnegative_int, default=None, help="K at evaluation")
-    p.add_argument("--ham-grad", choices=GRAD_MODES, default=None, help="as the weights were")
+    p.add_argument("--ham-grad", type=grad_spec, default=None, help="as the weights were")
     p.add_argument("--ham-type", choices=tuple(HAMS), default=None, help="as the weights were trained")
     p.add_argument("--ham-breads", choices=BREADS, default=None, help="as trained")
     p.add_argument(
@@ -81,6 +82,8 @@ def register(sub) -> None:
     demo.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     demo.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     demo.add_argument("--out", type=Path, default=Path("results/demo"))
+    demo.add_argument("--ham-grad", type=grad_spec, default=None,
+                      help="gradient through the Hamburger's solve (default one-step, the paper's)")
 
     demo.set_defaults(handler=_demo)
 
@@ -120,6 +123,7 @@ def register(sub) -> None:
     c.add_argument("--max-val-samples", type=positive_int, default=None)
     c.add_argument("--workers", type=nonnegative_int, default=1)
     c.add_argument("--ham-precision", choices=PRECISIONS, default=None, help="as in seg train")
+    c.add_argument("--ham-grad", type=grad_spec, default=None, help="gradient through the hams' solve")
     c.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     c.add_argument(
         "--bn-recalib", type=nonnegative_int, default=10,
@@ -150,6 +154,7 @@ def _demo(args) -> None:
     compare.run(
         heads=compare.DEMO_HEADS, seeds=(args.seed,), iters=iters, val_interval=10 if args.quick else 100,
         max_val=40 if args.quick else None, data_root=args.data_root, out=args.out, title="demo", device=args.device,
+        ham_grad=args.ham_grad,
     )  # fmt: skip
 
 
@@ -165,7 +170,7 @@ def _compare(args) -> None:
         heads=names(args.heads), seeds=tuple(args.seeds),
         iters=args.iters, batch=args.batch_size, lr=args.lr, val_interval=args.val_interval,
         max_val=args.max_val_samples, workers=args.workers, data_root=args.data_root, out=args.out,
-        ham_precision=args.ham_precision, device=args.device, bn_recalib=args.bn_recalib,
+        ham_precision=args.ham_precision, device=args.device, bn_recalib=args.bn_recalib, ham_grad=args.ham_grad,
     )  # fmt: skip
 
 

@@ -36,6 +36,11 @@ LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn
           "a2net": "A2-Net", "gcnet": "GCNet", "nonlocal_naive": "self-attention (naive)"}  # fmt: skip
 
 
+def has_ham(head: str) -> bool:
+    """Whether the ``<head>_tiny`` model holds a Hamburger (``hamnet``, ``ham_nmf``, ``ham_vq``, ``ham_cd``)."""
+    return head == "hamnet" or head.startswith("ham_")
+
+
 def train_args(head: str, seed: int, *, out: Path, data_root, iters: int, batch: int, lr: float, val_interval: int,
                max_val: int | None, workers: int, quiet: bool,
                ham_precision: str | None = None, device: str = "cpu",
@@ -124,8 +129,10 @@ def run(
     ham_precision: str | None = None,
     device: str = "cpu",
     bn_recalib: int = BN_RECALIB,
+    ham_grad: str | None = None,
 ) -> dict:
-    """Train and test every (head, seed) (resumable), then write ``<title>.md`` / ``.json`` and the plots."""
+    """Train and test every (head, seed) (resumable), then write ``<title>.md`` / ``.json`` and the plots.
+    ``ham_grad`` sets the gradient through the solve of every head with a Hamburger (default: the variant's)."""
     heads, seeds = require_distinct(heads, "heads"), require_distinct(seeds, "seeds")
     unknown = [h for h in heads if f"{h}_tiny" not in list_models()]
     if unknown:
@@ -138,7 +145,7 @@ def run(
     results = [
         run_one(h, s, out=out, data_root=data_root, iters=iters, batch=batch, lr=lr, val_interval=val_interval,
                 max_val=max_val, workers=workers, progress=progress, ham_precision=ham_precision, device=device,
-                bn_recalib=bn_recalib)
+                bn_recalib=bn_recalib, overrides={"ham_grad": ham_grad} if ham_grad and has_ham(h) else None)
         for s in seeds for h in heads
     ]  # fmt: skip
     summary = summarise(results, heads)
@@ -152,6 +159,7 @@ def run(
         "ham_precision": ham_precision or "fp32",
         "train_device": str(device),
         "bn_recalib": bn_recalib,
+        "ham_grad": ham_grad or "the variants' (one-step)",
     }
     md = markdown(summary, info)
     _write(out, title, info, results, summary, md)

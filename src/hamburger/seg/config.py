@@ -13,7 +13,7 @@ from pathlib import Path
 from ..burger import BREADS, HAMS, VERSIONS
 from ..engine.config import option, validate_config
 from ..engine.loop import AMP_DTYPES
-from ..functional import GRAD_MODES, PRECISIONS
+from ..functional import PRECISIONS, parse_grad
 from ..ham import INITS
 
 NORMS = ("batch", "group")  # the norm layers a segmentation head or backbone can be built with
@@ -47,7 +47,9 @@ class SegTrainConfig:
     ham_version: str | None = option(None, "Hamburger version (default: the variant's)", choices=VERSIONS)
     ham_steps: int | None = option(None, "K of the Hamburger in training (default: the variant's)", minimum=0)
     ham_eval_steps: int | None = option(None, "K of the Hamburger at evaluation (default: the variant's)", minimum=0)
-    ham_grad: str | None = option(None, "gradient through the Hamburger's solve", choices=GRAD_MODES)
+    ham_grad: str | None = option(
+        None, "gradient through the Hamburger's solve: one-step | bptt | none | truncated:<k> | phantom:<k>:<λ>"
+    )
     ham_type: str | None = option(None, "the Hamburger's ham (default: the variant's)", choices=tuple(HAMS))
     ham_breads: str | None = option(
         None, "which breads the Hamburger keeps (ablation)", choices=BREADS
@@ -100,5 +102,7 @@ class SegTrainConfig:
                 setattr(self, name, Path(value))
         self.out = Path(self.out)
         validate_config(self)
+        if self.ham_grad is not None:
+            parse_grad(self.ham_grad)  # a ValueError naming the spellings
         if len(self.scale_range) != 2 or self.scale_range[0] > self.scale_range[1]:
             raise ValueError(f"scale_range must be two numbers low,high with low <= high, got {self.scale_range}")

@@ -15,6 +15,7 @@ from ..engine.config import (
     positive_ints,
     shard_spec,
 )
+from ..functional import SOLVE_GRADIENTS
 from . import bench, compare
 from .config import SeqTrainConfig
 from .eval import evaluate_run
@@ -43,6 +44,7 @@ def register(sub) -> None:
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: the task's)")
     c.add_argument("--device", type=device_name, default="cpu")
     c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
+    c.add_argument("--ham-grad", choices=SOLVE_GRADIENTS, default="one-step", help="Ham mixers: gradient of the solve")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
@@ -74,7 +76,7 @@ def _compare(args) -> None:
     compare.run(
         task=args.task, mixers=names(args.mixers), seeds=args.seeds, lengths=tuple(args.lengths),
         pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
-        jobs=args.jobs, shard=args.shard,
+        jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
     )  # fmt: skip
 
 

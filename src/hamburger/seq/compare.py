@@ -70,7 +70,8 @@ def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32)
 
 def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), seeds=None, lengths=(64, 256, 512),
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
-        progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, **overrides) -> dict:  # fmt: skip
+        progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = "one-step",
+        **overrides) -> dict:  # fmt: skip
     """Train and test every run (resumable); write the table and the plot. ``overrides`` set other
     :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
     from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
@@ -84,7 +85,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     out.mkdir(parents=True, exist_ok=True)
     iters = iters or (MQAR_ITERS if task == "mqar" else None)
     base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
-                          **({"iters": iters} if iters else {}), **overrides)  # fmt: skip
+                          ham_grad=ham_grad, **({"iters": iters} if iters else {}), **overrides)  # fmt: skip
     runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
     if not runs:
         raise ValueError(f"no (N, pairs) cell fits 3 x pairs <= N: lengths {list(lengths)}, pairs {list(pairs)}")
@@ -95,6 +96,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
                 ",".join(map(str, lengths)), "--pairs", ",".join(map(str, pairs)), "--iters", str(base.iters),
                 "--device", device, "--out", str(out)]  # fmt: skip
         argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
+        argv += ["--ham-grad", ham_grad]
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         run_shards(argv, jobs=jobs, out=out)

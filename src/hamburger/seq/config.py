@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..engine.config import option, validate_config
 from ..engine.loop import AMP_DTYPES
+from ..functional import SOLVE_GRADIENTS
 from ..sequence import MIXERS
 
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
@@ -32,6 +33,7 @@ class SeqTrainConfig:
     rank: int = option(16, "Ham: R bases per head", minimum=1)
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
+    ham_grad: str = option("one-step", "Ham: gradient through the solve", choices=SOLVE_GRADIENTS)
     conv: int = option(3, "kernel of a short causal convolution before every mixer, in every arm (0: none)", minimum=0)
     init_weights: Path | None = option(None, "start from these weights")
     # optimisation

@@ -72,7 +72,7 @@ def split_data(config: SeqTrainConfig, split: str):
 
 def build_model(config: SeqTrainConfig) -> SequenceModel:
     kw = (
-        {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk}
+        {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad}
         if config.mixer.startswith("ham_")
         else {}
     )

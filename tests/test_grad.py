@@ -1,0 +1,56 @@
+"""The gradient family (one-step, bptt, none, truncated:k, phantom:k:λ) through the modules, configs and flags."""
+
+import pytest
+import torch
+
+import hamburger as hb
+from hamburger.cli import build_parser
+from hamburger.engine.config import config_from_args
+from hamburger.gan.config import GANTrainConfig
+from hamburger.gan.models import create_gan
+from hamburger.seg.config import SegTrainConfig
+from hamburger.seq.config import SeqTrainConfig
+
+
+@pytest.mark.parametrize("ham", ["nmf", "vq", "cd"])
+def test_every_estimator_trains_the_block_and_truncated_k_equals_bptt(ham):
+    x = torch.rand(2, 8, 5, 4)
+    grads = {}
+    for grad in ("bptt", "truncated:3", "truncated:1", "phantom:2:0.5", "one-step"):
+        torch.manual_seed(0)
+        block = hb.Hamburger(8, ham=ham, rank=3, train_steps=3, init="fixed", grad=grad)
+        block(x).square().sum().backward()
+        assert all(p.grad is not None for p in block.parameters() if p.requires_grad), grad
+        grads[grad] = block.lower_bread.weight.grad.clone()
+    torch.testing.assert_close(grads["truncated:3"], grads["bptt"], rtol=0, atol=0)
+    assert not torch.equal(grads["truncated:1"], grads["bptt"])
+
+
+def test_bad_estimators_are_refused_where_they_are_given():
+    with pytest.raises(ValueError, match="unrolls k = 7 steps, more than train_steps = 6"):
+        hb.NMF(8, grad="truncated:7")
+    with pytest.raises(ValueError, match="grad must be one of"):
+        hb.Hamburger(8, grad="truncated")
+    with pytest.raises(ValueError, match=r"λ must be in \(0, 1\]"):
+        SegTrainConfig(ham_grad="phantom:2:2")
+    with pytest.raises(ValueError, match="grad must be one of"):
+        GANTrainConfig(ham_grad="full")
+    with pytest.raises(ValueError, match="ham_grad must be one of"):
+        SeqTrainConfig(ham_grad="phantom:1:0.5")  # the causal mixer: one-step and bptt in this release
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--ham-grad", "truncated:0"])
+
+
+def test_the_flags_reach_the_models():
+    parser = build_parser()
+    args = parser.parse_args(["seg", "train", "--ham-grad", "phantom:2:0.5"])
+    assert config_from_args(SegTrainConfig, args).ham_grad == "phantom:2:0.5"
+    assert parser.parse_args(["demo", "--ham-grad", "truncated:2"]).ham_grad == "truncated:2"
+    assert parser.parse_args(["seg", "compare", "--ham-grad", "bptt"]).ham_grad == "bptt"
+    assert parser.parse_args(["gan", "compare", "--ham-grad", "truncated:3"]).ham_grad == "truncated:3"
+    assert parser.parse_args(["seq", "compare", "--ham-grad", "bptt"]).ham_grad == "bptt"
+    gan_args = parser.parse_args(["gan", "train", "--ham-grad", "truncated:2"])
+    assert config_from_args(GANTrainConfig, gan_args).ham_grad == "truncated:2"
+    pair = create_gan("gan32", ch=4, num_classes=3, arm="ham_nmf", grad="truncated:2")
+    assert pair.generator.context.ham.grad == "truncated:2"
+    assert pair.discriminator.context.ham.grad == "truncated:2"
