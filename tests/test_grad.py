@@ -54,3 +54,25 @@ def test_the_flags_reach_the_models():
     pair = create_gan("gan32", ch=4, num_classes=3, arm="ham_nmf", grad="truncated:2")
     assert pair.generator.context.ham.grad == "truncated:2"
     assert pair.discriminator.context.ham.grad == "truncated:2"
+
+
+def test_the_training_gradient_does_not_stop_evaluation_but_a_damped_phantom_does(tmp_path):
+    """Weights trained with any gradient load into the same model built with another one (the gradient does not
+    change the outputs), except a damped phantom gradient (λ < 1), which changes the forward."""
+    from hamburger.engine.checkpoint import load_model_weights, model_identity, save_weights
+
+    def block(grad):
+        torch.manual_seed(0)
+        return hb.Hamburger(8, rank=3, train_steps=3, grad=grad)
+
+    for trained, evaluated in (("bptt", "one-step"), ("truncated:2", "none"), ("phantom:2:1", "one-step")):
+        path = tmp_path / f"{trained}.safetensors"
+        model = block(trained)
+        save_weights(model.state_dict(), path, metadata=model_identity(model, name="b", num_classes=1))
+        other = block(evaluated)
+        load_model_weights(other, path, model_identity(other, name="b", num_classes=1))
+    model, path = block("phantom:2:0.5"), tmp_path / "p.safetensors"
+    save_weights(model.state_dict(), path, metadata=model_identity(model, name="b", num_classes=1))
+    other = block("one-step")
+    with pytest.raises(ValueError, match=r"ham.grad = 'phantom:2:0.5', but this model has 'one-step'"):
+        load_model_weights(other, path, model_identity(other, name="b", num_classes=1))
