@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import torch
 
 from ..engine.cli import choices, names, set_threads
 from ..engine.config import device_name, nonnegative_int, nonnegative_ints, positive_float, positive_int, positive_ints
-from ..functional import PRECISIONS
+from ..functional import PRECISIONS, parse_grad
 from . import context as context_bench
 from . import crossover as crossover_bench
+from . import grad as grad_bench
 from . import ham as ham_bench
 from . import precision as precision_bench
 from . import seg as seg_bench
@@ -83,11 +85,43 @@ def register(sub) -> None:
     seg.add_argument("--repeats", type=positive_int, default=3)
     seg.add_argument("--device", type=device_name, default="cpu")
     seg.add_argument("--out", type=Path, default=Path("results/bench-seg"))
+    grad = bsub.add_parser("grad", help="each gradient through the solve: time and peak memory of a training step vs K")
+    grad.add_argument("--estimators", type=names_of_grads, default=grad_bench.ESTIMATORS,
+                      help="comma-separated: one-step, bptt, none, truncated:<k>, phantom:<k>:<λ>")  # fmt: skip
+    grad.add_argument("--steps", type=positive_ints, default=grad_bench.STEPS, help="comma-separated K")
+    grad.add_argument("--sizes", type=positive_ints, default=(64, 128), help="H = W of the block")
+    grad.add_argument("--channels", type=positive_int, default=512)
+    grad.add_argument("--rank", type=positive_int, default=64)
+    grad.add_argument("--repeats", type=positive_int, default=3)
+    grad.add_argument("--no-tiny", action="store_true", help="skip the demo's hamnet_tiny")
+    grad.add_argument("--device", type=device_name, default="cpu")
+    grad.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
+    grad.add_argument("--out", type=Path, default=Path("results/bench-grad"))
+    grad.set_defaults(handler=_grad)
     bench.set_defaults(handler=_context)
     ham.set_defaults(handler=_ham)
     cross.set_defaults(handler=_crossover)
     prec.set_defaults(handler=_precision)
     seg.set_defaults(handler=_seg)
+
+
+def names_of_grads(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated gradient spellings, each checked."""
+    try:
+        picked = names(text)
+        for name in picked:
+            parse_grad(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return picked
+
+
+def _grad(args) -> None:
+    set_threads(args.threads)
+    grad_bench.run(
+        estimators=args.estimators, steps=args.steps, sizes=args.sizes, channels=args.channels, rank=args.rank,
+        repeats=args.repeats, device=args.device, tiny=not args.no_tiny, out=args.out,
+    )  # fmt: skip
 
 
 def _context(args) -> None:
