@@ -20,6 +20,14 @@ Gradient modes (``grad``):
 * ``"bptt"``: autograd through every step (back-propagation through time), as the mmseg/SegNeXt copies do. Memory
   grows with K.
 * ``"none"``: nothing is differentiated; no gradient reaches X through the decomposition.
+* ``"implicit"``: the forward of one-step; the gradient of the exact solution of the codes' sub-problem given the
+  final bases (held constant, as one-step holds them), not of the unrolled update. NMF: the non-negative least
+  squares solution on its support S (codes >= ``SUPPORT`` x their column's largest), C_S = (D_SᵀD_S)⁻¹D_SᵀX, whose
+  adjoint is solved per column by conjugate gradients (tolerance 1e-6 in float32, 1e-12 in float64, at most 2R + 10
+  iterations; ``IMPLICIT_STATS`` counts the solves that hit the cap). CD: the final ridge solve is already that
+  closed form, so ``"implicit"`` is one-step. VQ's soft assignment solves no such problem: refused. Why not the
+  whole alternating solve: at the paper's K it has not settled, and every (D·S, S⁻¹·C) is again a solution, so its
+  fixed-point adjoint is singular along the scale directions.
 * ``"truncated:k"`` (1 <= k <= K): the first K - k steps without autograd, the last k with it (Factorizer's
   ``num_grad_steps``); ``"truncated:K"`` is BPTT. Memory grows with k, not K.
 * ``"phantom:k:λ"`` (1 <= k <= K, 0 < λ <= 1): the first K - k steps without autograd, then k damped steps
@@ -59,12 +67,14 @@ from torch import Tensor
 __all__ = [
     "Decomposition", "nmf", "vq", "cd", "spd_inverse", "default_solver_steps", "product", "GRAD_MODES",
     "SOLVE_GRADIENTS",
-    "PRECISIONS", "GradSpec", "parse_grad",
+    "PRECISIONS", "GradSpec", "parse_grad", "IMPLICIT_STATS",
 ]  # fmt: skip
 
-GRAD_MODES = ("one-step", "bptt", "none")  # the named modes; "truncated:k" and "phantom:k:λ" take arguments
-SOLVE_GRADIENTS = tuple(g for g in GRAD_MODES if g != "none")  # the named modes that train through the solve
-GRAD_SPELLINGS = '"one-step", "bptt", "none", "truncated:<k>" or "phantom:<k>:<λ>"'
+GRAD_MODES = ("one-step", "bptt", "none", "implicit")  # named; "truncated:k" and "phantom:k:λ" take arguments
+SOLVE_GRADIENTS = ("one-step", "bptt")  # the named modes every solver and the causal token mixer train with
+GRAD_SPELLINGS = '"one-step", "bptt", "none", "implicit", "truncated:<k>" or "phantom:<k>:<λ>"'
+SUPPORT = 1e-3  # implicit: a code belongs to the NNLS support when it is >= SUPPORT x its column's largest code
+IMPLICIT_STATS = {"solves": 0, "unconverged": 0}  # implicit: adjoint solves run, and those that hit the iteration cap
 
 
 class GradSpec(NamedTuple):
@@ -222,6 +232,19 @@ def _run(
         if grad == "bptt" or spec.kind == "truncated" and spec.k == steps:
             d, ct = solver.steps(x, bases, steps, inplace=False, xp=xp, **kw)
             d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
+        elif grad == "implicit":
+            if solver is _VQ:
+                raise ValueError("grad 'implicit' needs codes that solve a well-posed problem given the bases: "
+                                 "NMF (least squares) or CD (ridge); VQ's soft assignment is not one")  # fmt: skip
+            with torch.no_grad():
+                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps, inplace=True, xp=xp.detach(), **kw)
+            if solver is _CD:  # the ridge solve is the closed form: its derivative is the implicit one
+                d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
+            else:
+                with torch.no_grad():
+                    d, ct = solver.final(x.detach(), d, ct, inplace=False, xp=xp.detach(), **kw)
+                if torch.is_grad_enabled() and x.requires_grad:
+                    ct = _NNLSCodes.apply(x, d, ct)
         elif spec.kind in ("truncated", "phantom"):
             with torch.no_grad():  # the first K - k steps: no graph
                 d, ct = solver.steps(x.detach(), bases.detach().clone(), steps - spec.k, inplace=True,
@@ -245,6 +268,54 @@ def _run(
             reuse = xp.dtype != out_dtype and not torch.is_grad_enabled() and not xp.requires_grad
             recon = torch.bmm(d.to(low), ct.mT.to(low), out=xp if reuse else None).to(out_dtype)
     return Decomposition(recon, d, ct.mT)
+
+
+class _NNLSCodes(torch.autograd.Function):
+    """Identity on the codes Cᵀ (B, N, R) in the forward; in the backward the derivative of the non-negative least
+    squares solution on each column's support S, C_S = (D_SᵀD_S)⁻¹D_SᵀX, with the bases constant:
+    ∂L/∂xₙ = D_S (D_SᵀD_S)⁻¹ (∂L/∂cₙ)_S."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, d: Tensor, ct: Tensor) -> Tensor:
+        ctx.save_for_backward(d, ct)
+        return ct.clone()
+
+    @staticmethod
+    def backward(ctx, grad_ct: Tensor):
+        d, ct = ctx.saved_tensors
+        mask = (ct >= SUPPORT * ct.amax(dim=-1, keepdim=True)).to(grad_ct.dtype)  # (B, N, R): the support
+        gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
+        y = _masked_cg(gram, mask, grad_ct * mask)  # (B, N, R): (D_SᵀD_S)⁻¹ g_S per column, 0 off the support
+        return torch.bmm(d, y.mT), None, None  # (B, D, R) @ (B, R, N) -> (B, D, N)
+
+
+def _masked_cg(gram: Tensor, mask: Tensor, b: Tensor) -> Tensor:
+    """Solve (M G M + (I - M)) y = b for every row of b (B, N, R) by conjugate gradients, G (B, R, R) symmetric
+    positive definite on each support M; b is zero off the support, and so is y."""
+    tol = 1e-12 if b.dtype == torch.float64 else 1e-6
+    cap = 2 * b.shape[-1] + 10
+
+    def apply(v: Tensor) -> Tensor:
+        return mask * torch.bmm(mask * v, gram) + (1 - mask) * v  # (B, N, R) @ (B, R, R)
+
+    y = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = (r * r).sum(-1, keepdim=True)  # (B, N, 1)
+    goal = (tol * tol) * rs
+    for _ in range(cap):
+        if bool((rs <= goal).all()):
+            break
+        ap = apply(p)
+        alpha = rs / (p * ap).sum(-1, keepdim=True).clamp_min(torch.finfo(b.dtype).tiny)
+        y = y + alpha * p
+        r = r - alpha * ap
+        rs_next = (r * r).sum(-1, keepdim=True)
+        p = r + (rs_next / rs.clamp_min(torch.finfo(b.dtype).tiny)) * p
+        rs = rs_next
+    IMPLICIT_STATS["solves"] += rs.numel()
+    IMPLICIT_STATS["unconverged"] += int((rs > goal).sum())
+    return y
 
 
 # ----------------------------------------------------------------------------------------------------------------

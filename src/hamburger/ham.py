@@ -73,6 +73,7 @@ class Ham(nn.Module):
     """Shared machinery of the three hams; subclasses set ``_solver`` and ``_uniform`` and the solver kwargs."""
 
     _uniform: bool  # NMF draws bases from U[0, 1), VQ/CD from N(0, 1)
+    has_implicit_gradient: bool = True  # grad="implicit": the codes solve a well-posed problem given the bases
     check_nonnegative: bool = False  # NMF: refuse negative input (a block whose own ReLU guarantees it turns this off)
 
     def __init__(
@@ -104,6 +105,9 @@ class Ham(nn.Module):
         if channels % groups:
             raise ValueError(f"channels ({channels}) must be divisible by groups S ({groups})")
         spec = HF.parse_grad(grad)  # a ValueError naming the spellings
+        if grad == "implicit" and not self.has_implicit_gradient:
+            raise ValueError(f"{type(self).__name__} has no implicit gradient: its codes solve no well-posed problem "
+                             "given the bases (NMF and CD do)")  # fmt: skip
         if spec.k > train_steps:
             raise ValueError(f"grad {grad!r} unrolls k = {spec.k} steps, more than train_steps = {train_steps}")
         if init not in INITS:
@@ -382,6 +386,7 @@ class VQ(Ham):
 
     __doc__ += _HAM_ARGS
     _uniform = False
+    has_implicit_gradient = False
 
     def __init__(self, channels: int, *, inv_t: float = 100.0, **kwargs) -> None:
         super().__init__(channels, **kwargs)

@@ -20,7 +20,7 @@ from ..engine.measure import bench_device, median_time, peak_memory, synchronize
 from ..functional import parse_grad
 from ..seg.models import create_model
 
-ESTIMATORS = ("one-step", "truncated:2", "phantom:2:0.5", "bptt")
+ESTIMATORS = ("one-step", "implicit", "truncated:2", "phantom:2:0.5", "bptt")
 STEPS = (6, 12, 30)
 
 
