@@ -27,25 +27,38 @@ EXTRAS = {"demo": "demo", "seg": "seg", "ablate": "demo", "decompose": "demo", "
           "gan": "gan", "seq": "seq"}  # fmt: skip
 MISSING: dict[str, ModuleNotFoundError] = {}  # a task's CLI that could not be imported: its commands say why
 
+
+def _missing(error: ModuleNotFoundError) -> ModuleNotFoundError:
+    """An optional third-party module is missing: keep the error for the commands; a module of this package is a bug."""
+    if not error.name or error.name.split(".")[0] == "hamburger":
+        raise error
+    return error
+
+
 try:
     from .seg import cli as seg_cli
 except ModuleNotFoundError as e:
+    e = _missing(e)
     seg_cli, MISSING["demo"], MISSING["seg"], MISSING["ablate"] = None, e, e, e
 try:
     from .viz import cli as viz_cli
 except ModuleNotFoundError as e:
+    e = _missing(e)
     viz_cli, MISSING["decompose"], MISSING["viz"] = None, e, e
 try:
     from .bench import cli as bench_cli
 except ModuleNotFoundError as e:
+    e = _missing(e)
     bench_cli, MISSING["bench"] = None, e
 try:
     from .gan import cli as gan_cli
 except ModuleNotFoundError as e:
+    e = _missing(e)
     gan_cli, MISSING["gan"] = None, e
 try:
     from .seq import cli as seq_cli
 except ModuleNotFoundError as e:
+    e = _missing(e)
     seq_cli, MISSING["seq"] = None, e
 
 COMMANDS = (seg_cli, viz_cli, bench_cli, gan_cli, seq_cli)
