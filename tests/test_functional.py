@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 import hamburger.functional as HF
 from conftest import gauss, nonneg
+from hamburger.bench.ham import saved_bytes as _saved_bytes
 from hamburger.functional import _CD, _NMF, _VQ
 from reference import cd as ref_cd
 from reference import nmf as ref_nmf
@@ -304,18 +305,6 @@ def test_phantom_gradient_is_the_derivative_of_the_last_k_damped_steps_from_the_
     (g,) = torch.autograd.grad(last_steps(t).square().sum(), t)
     torch.testing.assert_close(ours[0], last_steps(x), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ours[1], g, rtol=1e-10, atol=1e-12)
-
-
-def _saved_bytes(fn):
-    total = [0]
-
-    def pack(t):
-        total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total[0]
 
 
 def test_saved_memory_of_a_fixed_k_does_not_grow_with_k_steps():

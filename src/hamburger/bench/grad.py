@@ -24,18 +24,13 @@ ESTIMATORS = ("one-step", "implicit", "truncated:2", "phantom:2:0.5", "bptt")
 STEPS = (6, 12, 30)
 
 
-def _block_step(block: Hamburger, x: torch.Tensor):
-    def step():
-        block.zero_grad(set_to_none=True)
-        block(x).square().mean().backward()
+def _train_step(model: torch.nn.Module, x: torch.Tensor):
+    """One training step of ``model`` on ``x`` (a segmentation model's ``"out"``, a block's output)."""
 
-    return step
-
-
-def _model_step(model: torch.nn.Module, x: torch.Tensor):
     def step():
         model.zero_grad(set_to_none=True)
-        model(x)["out"].square().mean().backward()
+        out = model(x)
+        (out["out"] if isinstance(out, dict) else out).square().mean().backward()
 
     return step
 
@@ -75,11 +70,10 @@ def run(*, estimators=ESTIMATORS, steps=STEPS, sizes=(64, 128), channels: int = 
                 if what == "block":
                     model = Hamburger(channels, rank=rank, train_steps=k, grad=grad).to(dev).train()
                     x = torch.randn(batch, channels, size, size, device=dev)
-                    step = _block_step(model, x)
                 else:
                     model = create_model("hamnet_tiny", num_classes=11, train_steps=k, grad=grad).to(dev).train()
                     x = torch.randn(16, 3, size, size, device=dev)
-                    step = _model_step(model, x)
+                step = _train_step(model, x)
                 seconds = median_time(step, repeats=repeats, sync=sync)
                 rows.append({"model": what, "size": size, "steps": k, "grad": grad, "ms": 1e3 * seconds,
                              "peak_mib": peak_memory(step, dev) / 2**20})  # fmt: skip

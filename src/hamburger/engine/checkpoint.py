@@ -72,17 +72,13 @@ def save_weights(state_dict: dict, path: Path, *, metadata: dict[str, str] | Non
     _write(path, save(tensors, metadata=metadata), point)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (the manifest's hashes; what an evaluation records)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file (what an evaluation records of the weights it evaluated)."""
-    return _sha256(Path(path))
 
 
 def read_weights(path: Path) -> tuple[dict, dict[str, str]]:
@@ -123,7 +119,7 @@ def commit_checkpoint(out: Path, step: int, weights: dict, state: dict, *, metad
         "step": step,
         "weights": weights_path.name,
         "state": state_path.name,
-        "sha256": {weights_path.name: _sha256(weights_path), state_path.name: _sha256(state_path)},
+        "sha256": {weights_path.name: file_sha256(weights_path), state_path.name: file_sha256(state_path)},
     }
     _write(out / MANIFEST, json.dumps(manifest, indent=2).encode(), "manifest")
     fault_point("committed")
@@ -189,7 +185,7 @@ def load_checkpoint(out: Path) -> tuple[dict, dict[str, str], dict] | None:
         path = out / name
         if not path.is_file():
             raise ValueError(f"checkpoint file {path} named by {out / MANIFEST} is missing; {advice}")
-        if _sha256(path) != manifest["sha256"].get(name):
+        if file_sha256(path) != manifest["sha256"].get(name):
             raise ValueError(f"checkpoint file {path} is corrupt or incomplete (SHA-256 differs); {advice}")
     weights, metadata = read_weights(out / manifest["weights"])
     return weights, metadata, load_state(out / manifest["state"])

@@ -250,6 +250,13 @@ def changed_fields(saved: dict, config, free: frozenset) -> dict[str, tuple]:
     return {k: (was[k], v) for k, v in now.items() if k not in free and was[k] != v}
 
 
+def _where(error) -> str:
+    """`` at line L, column C: <problem>`` of a YAML syntax error (what the reader knows of it)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {getattr(error, 'problem', None) or error}"
+
+
 def load_recipe(path: Path, parser: argparse.ArgumentParser) -> dict:
     """Read a flat YAML file; every key must be a flag of ``parser`` (dashes or underscores)."""
     import yaml
@@ -260,10 +267,7 @@ def load_recipe(path: Path, parser: argparse.ArgumentParser) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ValueError(f"recipe {path}: YAML syntax error{where}: {problem}") from None
+        raise ValueError(f"recipe {path}: YAML syntax error{_where(e)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"recipe {path} must be a flat mapping of flag: value")
     known = {a.dest for a in parser._actions}
@@ -321,9 +325,7 @@ def load_run_config(run: Path, cls, command: str):
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}: YAML syntax error{where}; not a readable {command} run config") from None
+        raise ValueError(f"{path}: YAML syntax error{_where(e)}; not a readable {command} run config") from None
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path} is not a mapping of settings: not a {command} run config")
     fields = {f.name for f in dataclasses.fields(cls)}

@@ -10,7 +10,6 @@ agrees, with the numbers and the seed spread) and one plot per sweep.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data.silhouettes import CLASSES
-from ..engine.checkpoint import load_model_weights
+from ..engine.checkpoint import file_sha256, load_model_weights
 from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
 from ..engine.config import require_distinct
 from ..engine.results import load_result, save_result
@@ -84,7 +83,7 @@ def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, l
         run_dir = out / "hamnet-ref" / f"seed{seed}"
         cache = run_dir / "test_steps.json"
         weights = run_dir / "best.safetensors"
-        recipe = {"test_steps": list(TEST_STEPS), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+        recipe = {"test_steps": list(TEST_STEPS), "weights_sha256": file_sha256(weights)}
         cached = load_result(cache, recipe)  # refuses numbers of other weights or another K list
         if cached is not None:
             for k in TEST_STEPS:
