@@ -5,7 +5,7 @@ this module.
 command                    registered by (extra to install)
 =========================  ==========================================================================
 ``demo``, ``seg``,         :mod:`hamburger.seg.cli` (``demo``; ``seg`` for seg train/eval/predict)
-``ablate``
+``ablate``, ``estimators``
 ``decompose``, ``viz``     :mod:`hamburger.viz.cli` (``demo``)
 ``bench``                  :mod:`hamburger.bench.cli` (``bench``)
 ``gan``                    :mod:`hamburger.gan.cli` (``gan``)
@@ -23,8 +23,8 @@ import sys
 from .engine.cli import dispatch, missing_extra
 
 # command -> the extra that holds what it needs, in the order of ``hamburger --help``
-EXTRAS = {"demo": "demo", "seg": "seg", "ablate": "demo", "decompose": "demo", "viz": "demo", "bench": "bench",
-          "gan": "gan", "seq": "seq"}  # fmt: skip
+EXTRAS = {"demo": "demo", "seg": "seg", "ablate": "demo", "estimators": "demo", "decompose": "demo", "viz": "demo",
+          "bench": "bench", "gan": "gan", "seq": "seq"}  # fmt: skip
 MISSING: dict[str, ModuleNotFoundError] = {}  # a task's CLI that could not be imported: its commands say why
 
 
@@ -39,7 +39,7 @@ try:
     from .seg import cli as seg_cli
 except ModuleNotFoundError as e:
     e = _missing(e)
-    seg_cli, MISSING["demo"], MISSING["seg"], MISSING["ablate"] = None, e, e, e
+    seg_cli, MISSING["demo"], MISSING["seg"], MISSING["ablate"], MISSING["estimators"] = None, e, e, e, e
 try:
     from .viz import cli as viz_cli
 except ModuleNotFoundError as e:

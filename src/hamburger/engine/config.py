@@ -117,6 +117,11 @@ def grad_spec(text) -> str:
     return str(text)
 
 
+def grad_specs(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated gradients (each as :func:`grad_spec`)."""
+    return tuple(grad_spec(t.strip()) for t in str(text).split(",") if t.strip())
+
+
 def shard_spec(text: str) -> tuple[int, int]:
     """argparse type: ``I/N`` with 0 <= I < N (``--shard`` of ablate and gan compare)."""
     try:

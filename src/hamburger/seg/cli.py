@@ -14,6 +14,7 @@ from ..engine.config import (
     config_from_args,
     device_name,
     grad_spec,
+    grad_specs,
     integers,
     nonnegative_int,
     parse_bool,
@@ -24,7 +25,7 @@ from ..engine.config import (
 )
 from ..functional import PRECISIONS
 from ..ham import INITS
-from . import ablate, compare
+from . import ablate, compare, estimators
 from .config import NORMS, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate, predict_files
@@ -82,8 +83,12 @@ def register(sub) -> None:
     demo.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     demo.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     demo.add_argument("--out", type=Path, default=Path("results/demo"))
-    demo.add_argument("--ham-grad", type=grad_spec, default=None,
-                      help="gradient through the Hamburger's solve (default one-step, the paper's)")
+    demo.add_argument(
+        "--ham-grad",
+        type=grad_spec,
+        default=None,
+        help="gradient through the Hamburger's solve (default one-step, the paper's)",
+    )
 
     demo.set_defaults(handler=_demo)
 
@@ -148,6 +153,26 @@ def register(sub) -> None:
     abl.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     abl.set_defaults(handler=_ablate)
 
+    est = sub.add_parser(
+        "estimators",
+        help="every gradient through the solve trained on animal-scenes (resumable): the default's evidence",
+    )
+    est.add_argument("--estimators", type=grad_specs, default=estimators.SHORT, help="gradients compared at K 6")
+    est.add_argument("--seeds", type=integers, default=estimators.SEEDS, help="comma-separated seeds")
+    est.add_argument("--iters", type=positive_int, default=800, help="training iterations per run")
+    est.add_argument(
+        "--long",
+        type=grad_specs,
+        default=None,
+        help="the gradients run again at K 12 (default: BPTT and the two best fixed-memory ones)",
+    )
+    est.add_argument("--device", type=device_name, default="cpu")
+    est.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
+    est.add_argument("--out", type=Path, default=Path("results/estimators"))
+    est.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
+    est.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
+    est.set_defaults(handler=_estimators)
+
 
 def _demo(args) -> None:
     iters = args.iters or (20 if args.quick else 800)
@@ -162,6 +187,13 @@ def _ablate(args) -> None:
     ablate.run(
         out=args.out, finding_seeds=args.seeds, sweep_seeds=args.sweep_seeds, iters=args.iters,
         data_root=args.data_root, device=args.device, shard=args.shard, jobs=args.jobs,
+    )  # fmt: skip
+
+
+def _estimators(args) -> None:
+    estimators.run(
+        out=args.out, estimators=args.estimators, seeds=args.seeds, iters=args.iters, data_root=args.data_root,
+        device=args.device, shard=args.shard, jobs=args.jobs, long=args.long,
     )  # fmt: skip
 
 
