@@ -3,7 +3,7 @@ import json
 import pytest
 
 from hamburger.cli import main
-from hamburger.seg.ablate import ROWS, TEST_STEPS, findings, plan, run_tag
+from hamburger.seg.ablate import ROWS, TEST_STEPS, findings, plan, run_tag, with_grad
 
 
 def test_plan_shares_identical_configurations():
@@ -11,8 +11,24 @@ def test_plan_shares_identical_configurations():
     assert len(runs) == len({(t, s) for t, _, _, s in runs}) == 33  # 3 seeds x 11 finding configs, 1 x 15 sweeps
     assert runs[0][:2] == ("hamnet-ref", "hamnet")
     assert run_tag("hamnet", {}) == "hamnet-ref" and run_tag("local", {}) == "local"
-    refs = {label for _, label, head, over in ROWS if head == "hamnet" and not over}
+    refs = {label for _, label, head, over in ROWS if head == "hamnet" and not with_grad(head, over, None)}
     assert refs == {"Hamburger (NMF)", "both breads", "NMF", "one-step", "v2", "random", "K=6", "R=16"}
+
+
+def test_ham_grad_sets_every_hamburger_row_but_the_gradient_rows():
+    runs = plan(ham_grad="truncated:2")
+    # 33 + the one-step row's 3 seeds, which no longer share the reference's runs
+    assert len(runs) == 36 and runs[0][:2] == ("hamnet-grad=truncated:2", "hamnet")
+    tags = {t for t, *_ in runs}
+    # the gradient rows keep their own; the rest (not the breads-only head) train with truncated:2
+    assert {"hamnet-grad=bptt", "hamnet-grad=none", "hamnet-ref", "local"} <= tags
+    assert "hamnet-grad=truncated:2-type=vq" in tags and "hamnet-rank=8" not in tags
+    assert with_grad("hamnet", {"rank": 8}, "bptt") == {"rank": 8, "ham_grad": "bptt"}
+    assert with_grad("hamnet", {"ham_grad": "one-step"}, None) == {}  # the default: shares the reference's folder
+    assert with_grad("local", {}, "bptt") == {}
+    assert with_grad("hamnet", {"ham_steps": 1}, "truncated:2") == {"ham_steps": 1, "ham_grad": "bptt"}  # k <= K
+    assert with_grad("hamnet", {"ham_steps": 1}, "phantom:2:0.5") == {"ham_steps": 1, "ham_grad": "phantom:1:0.5"}
+    assert plan(ham_grad="one-step") == plan()
 
 
 def test_findings_read_the_numbers():

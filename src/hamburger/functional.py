@@ -70,6 +70,7 @@ __all__ = [
     "PRECISIONS", "GradSpec", "parse_grad", "IMPLICIT_STATS",
 ]  # fmt: skip
 
+DEFAULT_GRAD = "one-step"  # the hams', the block's and the presets' default (the paper's)
 GRAD_MODES = ("one-step", "bptt", "none", "implicit")  # named; "truncated:k" and "phantom:k:λ" take arguments
 SOLVE_GRADIENTS = ("one-step", "bptt")  # the named modes every solver and the causal token mixer train with
 GRAD_SPELLINGS = '"one-step", "bptt", "none", "implicit", "truncated:<k>" or "phantom:<k>:<λ>"'
@@ -370,7 +371,7 @@ def nmf(
     bases: Tensor,
     steps: int,
     *,
-    grad: str = "one-step",
+    grad: str = DEFAULT_GRAD,
     eps: float = 1e-6,
     reconstruct: bool = True,
     precision: str = "fp32",
@@ -463,7 +464,7 @@ def vq(
     steps: int,
     *,
     inv_t: float = 100.0,
-    grad: str = "one-step",
+    grad: str = DEFAULT_GRAD,
     eps: float = 1e-6,
     reconstruct: bool = True,
     precision: str = "fp32",
@@ -495,7 +496,7 @@ def cd(
     *,
     inv_t: float = 100.0,
     beta: float = 0.1,
-    grad: str = "one-step",
+    grad: str = DEFAULT_GRAD,
     eps: float = 1e-6,
     solver_steps: int | None = None,
     reconstruct: bool = True,

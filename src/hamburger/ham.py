@@ -84,7 +84,7 @@ class Ham(nn.Module):
         groups: int = 1,
         train_steps: int = 6,
         eval_steps: int = 7,
-        grad: str = "one-step",
+        grad: str = HF.DEFAULT_GRAD,
         init: str = "random",
         spatial: bool = True,
         channels_last: bool = False,

@@ -25,6 +25,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ..burger import HAMS
 from ..context import LinearAttention
+from ..functional import DEFAULT_GRAD
 
 ARMS = ("ham_nmf", "ham_vq", "ham_cd", "sagan", "linear", "none")
 
@@ -151,7 +152,7 @@ class GANHamburger(_Gated):
         ham_channels: int | None = None,
         rank: int | None = None,
         steps: int = 6,
-        grad: str = "one-step",
+        grad: str = DEFAULT_GRAD,
         num_classes: int | None = None,
         norm: bool = True,
     ) -> None:
@@ -219,7 +220,7 @@ class GatedContext(_Gated):
 
 
 def create_gan_context(
-    arm: str, channels: int, *, discriminator: bool, num_classes: int | None, steps: int = 6, grad: str = "one-step"
+    arm: str, channels: int, *, discriminator: bool, num_classes: int | None, steps: int = 6, grad: str = DEFAULT_GRAD
 ) -> nn.Module | None:
     """The context block ``arm`` (one of :data:`ARMS`) for ``channels`` channels, or None for ``"none"``.
 

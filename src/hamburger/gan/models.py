@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..functional import DEFAULT_GRAD
 from .blocks import ARMS, DBlock, GBlock, create_gan_context, sn, sn_conv, sn_linear
 
 __all__ = ["Generator", "Discriminator", "GANPair", "create_gan", "list_gans", "register_gan", "ARMS"]
@@ -66,7 +67,7 @@ class Generator(nn.Module):
         context_resolution: int | None = None,
         image_channels: int = 3,
         steps: int = 6,
-        grad: str = "one-step",
+        grad: str = DEFAULT_GRAD,
     ) -> None:
         super().__init__()
         widths = _widths(resolution)  # multiples of ch from 4² upwards, e.g. [16, 16, 8, 4, 2, 1] at 128
@@ -110,7 +111,7 @@ class Discriminator(nn.Module):
         context_resolution: int | None = None,
         image_channels: int = 3,
         steps: int = 6,
-        grad: str = "one-step",
+        grad: str = DEFAULT_GRAD,
     ) -> None:
         super().__init__()
         widths = _widths(resolution)[::-1][:-1]  # e.g. [1, 2, 4, 8, 16] at 128: one per halving
@@ -265,7 +266,7 @@ def create_gan(name: str, **overrides) -> GANPair:
 
 
 def _build(*, resolution: int, arm: str = "ham_nmf", ch: int = 64, z_dim: int = 128, num_classes: int | None = None,
-           context_resolution: int | None = None, image_channels: int = 3, steps: int = 6, grad: str = "one-step",
+           context_resolution: int | None = None, image_channels: int = 3, steps: int = 6, grad: str = DEFAULT_GRAD,
            ema: bool = False) -> GANPair:  # fmt: skip
     shared = dict(resolution=resolution, ch=ch, num_classes=num_classes, arm=arm, context_resolution=context_resolution,
                   image_channels=image_channels, steps=steps, grad=grad)  # fmt: skip

@@ -10,6 +10,7 @@ agrees, with the numbers and the seed spread) and one plot per sweep.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..engine.checkpoint import file_sha256, load_model_weights
 from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
 from ..engine.config import require_distinct
 from ..engine.results import load_result, save_result
+from ..functional import DEFAULT_GRAD, parse_grad
 from ..ham import Ham
 from .compare import run_one, train_args
 from .data import build_dataset
@@ -43,7 +45,7 @@ ROWS: tuple[tuple[str, str, str, dict], ...] = (
     ("ham type", "NMF", "hamnet", {}),
     ("ham type", "VQ", "hamnet", {"ham_type": "vq"}),
     ("ham type", "CD", "hamnet", {"ham_type": "cd"}),
-    ("gradient", "one-step", "hamnet", {}),
+    ("gradient", "one-step", "hamnet", {"ham_grad": "one-step"}),
     ("gradient", "BPTT", "hamnet", {"ham_grad": "bptt"}),
     ("gradient", "no gradient", "hamnet", {"ham_grad": "none"}),
     ("version", "v1", "hamnet", {"ham_version": "v1"}),
@@ -58,6 +60,23 @@ FINDINGS = ("ham", "breads", "ham type", "gradient")
 SWEEPS = ("version", "init", "K train", "R")
 
 
+def with_grad(head: str, overrides: dict, ham_grad: str | None) -> dict:
+    """A row's overrides with ``ham_grad`` (``--ham-grad``) as every Hamburger row's gradient unless the row sets its
+    own (the gradient rows); a gradient equal to the models' default is left out, so equal runs share one folder.
+    Where a row trains with fewer steps K than ``truncated:k`` or ``phantom:k:λ`` unroll, k becomes K (truncated:K is
+    BPTT)."""
+    over = dict(overrides)
+    if head == "hamnet" and ham_grad is not None:
+        over.setdefault("ham_grad", ham_grad)
+    spec = parse_grad(over.get("ham_grad", DEFAULT_GRAD))
+    steps = over.get("ham_steps", 6)
+    if spec.kind in ("truncated", "phantom") and spec.k > steps:  # the K-train sweep's K 1: at most K steps unroll
+        over["ham_grad"] = "bptt" if spec.kind == "truncated" else f"phantom:{steps}:{spec.lam:g}"
+    if over.get("ham_grad") == DEFAULT_GRAD:
+        del over["ham_grad"]
+    return over
+
+
 def run_tag(head: str, overrides: dict) -> str:
     """One folder per distinct configuration: ``hamnet`` for the reference, else head + sorted overrides."""
     if not overrides:
@@ -65,22 +84,25 @@ def run_tag(head: str, overrides: dict) -> str:
     return head + "-" + "-".join(f"{k.removeprefix('ham_')}={v}" for k, v in sorted(overrides.items()))
 
 
-def plan(finding_seeds=FINDING_SEEDS, sweep_seeds=SWEEP_SEEDS) -> list[tuple[str, str, dict, int]]:
+def plan(finding_seeds=FINDING_SEEDS, sweep_seeds=SWEEP_SEEDS, ham_grad: str | None = None):
     """Distinct (tag, head, overrides, seed) runs of the default set, reference first."""
     runs: dict[tuple[str, int], tuple[str, str, dict, int]] = {}
+    reference = run_tag("hamnet", with_grad("hamnet", {}, ham_grad))
     for group, _, head, over in ROWS:
+        over = with_grad(head, over, ham_grad)
         for seed in finding_seeds if group in FINDINGS else sweep_seeds:
             tag = run_tag(head, over)
             runs.setdefault((tag, seed), (tag, head, over, seed))
-    return sorted(runs.values(), key=lambda r: (r[0] != "hamnet-ref", r[3], r[0]))
+    return sorted(runs.values(), key=lambda r: (r[0] != reference, r[3], r[0]))
 
 
-def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, list[float]]:
+def test_steps_sweep(out: Path, seeds, *, data_root, device: str, ham_grad: str | None = None):
     """Test mIoU of the reference runs' best checkpoints evaluated with K = 1 … 30 steps (no training)."""
+    reference = with_grad("hamnet", {}, ham_grad)
     test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
     scores: dict[int, list[float]] = {k: [] for k in TEST_STEPS}
     for seed in seeds:
-        run_dir = out / "hamnet-ref" / f"seed{seed}"
+        run_dir = out / run_tag("hamnet", reference) / f"seed{seed}"
         cache = run_dir / "test_steps.json"
         weights = run_dir / "best.safetensors"
         recipe = {"test_steps": list(TEST_STEPS), "weights_sha256": file_sha256(weights)}
@@ -91,6 +113,7 @@ def test_steps_sweep(out: Path, seeds, *, data_root, device: str) -> dict[int, l
             continue
         args = train_args("hamnet", seed, out=run_dir, data_root=data_root, iters=1, batch=16, lr=2e-3,
                           val_interval=1, max_val=None, workers=0, quiet=True)  # fmt: skip
+        args = dataclasses.replace(args, **reference)  # a damped phantom gradient changes the forward
         model = build_model(args, len(CLASSES), torch.device(device))
         load_model_weights(model, weights)
         hams = [m for m in model.modules() if isinstance(m, Ham)]
@@ -164,12 +187,15 @@ def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> lis
     return out
 
 
-def run_jobs(*, jobs: int, out: Path, finding_seeds, sweep_seeds, iters: int, data_root, device: str) -> None:
+def run_jobs(*, jobs: int, out: Path, finding_seeds, sweep_seeds, iters: int, data_root, device: str,
+             ham_grad: str | None = None) -> None:  # fmt: skip
     """Train the plan in ``jobs`` processes at once (``--shard i/jobs`` each, the cores split between them)."""
     argv = ["ablate", "--seeds", ",".join(map(str, finding_seeds)), "--sweep-seeds", ",".join(map(str, sweep_seeds)),
             "--iters", str(iters), "--device", device, "--out", str(out)]  # fmt: skip
     if data_root:
         argv += ["--data-root", str(data_root)]
+    if ham_grad:
+        argv += ["--ham-grad", ham_grad]
     run_shards(argv, jobs=jobs, out=out)
 
 
@@ -184,8 +210,10 @@ def run(
     progress: bool = True,
     shard: tuple[int, int] | None = None,
     jobs: int = 1,
+    ham_grad: str | None = None,
 ) -> dict:
-    """Train and test the default set (resumable), sweep K at test, write the tables and plots.
+    """Train and test the default set (resumable), sweep K at test, write the tables and plots. ``ham_grad``: the
+    gradient of every Hamburger row but the gradient rows (default: the models' own).
 
     ``shard=(i, n)`` trains only every n-th run from the i-th and writes no tables (several processes can share one
     ``out``); ``jobs=n`` starts n such processes, waits for them, then writes the tables.
@@ -198,9 +226,9 @@ def run(
     if jobs > 1 and shard is None:
         print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         run_jobs(jobs=jobs, out=out, finding_seeds=finding_seeds, sweep_seeds=sweep_seeds, iters=iters,
-                 data_root=data_root, device=device)  # fmt: skip
+                 data_root=data_root, device=device, ham_grad=ham_grad)  # fmt: skip
     results = {}
-    runs = plan(finding_seeds, sweep_seeds)
+    runs = plan(finding_seeds, sweep_seeds, ham_grad)
     if shard is not None:
         index, count = shard
         runs = runs[index::count]
@@ -215,9 +243,11 @@ def run(
     rows: dict[str, list[float]] = {}
     for group, label, head, over in ROWS:
         seeds = finding_seeds if group in FINDINGS else sweep_seeds
-        rows[f"{group}/{label}"] = [100 * results[run_tag(head, over), s]["test_miou"] for s in seeds]
-    ktest = test_steps_sweep(out, finding_seeds, data_root=data_root, device=device)
-    info = {**machine_info(), "iters": iters, "finding_seeds": list(finding_seeds), "sweep_seeds": list(sweep_seeds)}
+        tag = run_tag(head, with_grad(head, over, ham_grad))
+        rows[f"{group}/{label}"] = [100 * results[tag, s]["test_miou"] for s in seeds]
+    ktest = test_steps_sweep(out, finding_seeds, data_root=data_root, device=device, ham_grad=ham_grad)
+    info = {**machine_info(), "iters": iters, "finding_seeds": list(finding_seeds), "sweep_seeds": list(sweep_seeds),
+            "ham_grad": ham_grad or f"the models' default ({DEFAULT_GRAD})"}  # fmt: skip
     md = ["# ablate", ""] + [f"- {k}: {v}" for k, v in info.items()]
     md += ["", "## The seed's findings on animal-scenes", "", *findings(rows, ktest)]
     for group in (*FINDINGS, *SWEEPS):
