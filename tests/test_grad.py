@@ -35,8 +35,10 @@ def test_bad_estimators_are_refused_where_they_are_given():
         SegTrainConfig(ham_grad="phantom:2:2")
     with pytest.raises(ValueError, match="grad must be one of"):
         GANTrainConfig(ham_grad="full")
-    with pytest.raises(ValueError, match="ham_grad must be one of"):
-        SeqTrainConfig(ham_grad="phantom:1:0.5")  # the causal mixer: one-step and bptt in this release
+    with pytest.raises(ValueError, match="ham_grad: grad of a token mixer must be one of"):
+        SeqTrainConfig(ham_grad="phantom:1:0.5")  # the token mixer: one-step, bptt and truncated:k
+    with pytest.raises(ValueError, match="unrolls more steps than the solve has"):
+        SeqTrainConfig(ham_grad="truncated:7", ham_steps=6)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--ham-grad", "truncated:0"])
 

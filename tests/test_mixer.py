@@ -127,6 +127,54 @@ def test_bptt_and_one_step_agree_forward_and_differ_backward():
     assert not torch.allclose(g1, g2)
 
 
+def _grads(mixer, x, loss):
+    x = x.clone().requires_grad_()
+    return torch.autograd.grad(loss(mixer(x)), x)[0]
+
+
+@pytest.mark.parametrize("ham", ["nmf", "vq"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_truncated_k_equals_bptt_and_every_gradient_keeps_the_forward(ham, causal):
+    x = _tokens(n=12, seed=3).abs()
+    mixers = {g: hb.HamMixer(16, ham=ham, rank=4, steps=3, heads=2, causal=causal, chunk=4, grad=g).double()
+              for g in ("one-step", "bptt", "truncated:3", "truncated:1")}  # fmt: skip
+    for m in mixers.values():
+        m.load_state_dict(mixers["bptt"].state_dict())
+    x = x.double()
+    ref = mixers["bptt"](x)
+    for g, m in mixers.items():
+        torch.testing.assert_close(m(x), ref, rtol=1e-12, atol=1e-12, msg=g)  # the gradient never moves the forward
+    loss = lambda y: (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum()  # noqa: E731
+    grads = {g: _grads(m, x, loss) for g, m in mixers.items()}
+    torch.testing.assert_close(grads["truncated:3"], grads["bptt"], rtol=0, atol=0)  # truncated:K is BPTT
+    if ham == "vq" and causal:  # each causal VQ solve is one closed-form step: any k is all of it
+        torch.testing.assert_close(grads["truncated:1"], grads["bptt"], rtol=0, atol=0)
+    else:
+        assert not torch.allclose(grads["truncated:1"], grads["bptt"])
+    if ham == "nmf":  # VQ has no code iterations: its truncated:1 and one-step differ in the dictionary only
+        assert not torch.allclose(grads["truncated:1"], grads["one-step"])
+
+
+@pytest.mark.parametrize("ham", ["nmf", "vq"])
+@pytest.mark.parametrize("grad", ["bptt", "truncated:1", "truncated:2", "one-step"])
+def test_a_late_loss_reaches_earlier_chunks_and_never_later_ones(ham, grad):
+    """Issue 27: under every gradient that reaches the dictionary, the loss at the last chunk has a gradient on the
+    tokens of every earlier chunk; under one-step (the dictionary a constant) on its own chunk only; never on a later
+    token."""
+    mixer = hb.HamMixer(16, ham=ham, rank=4, steps=3, causal=True, chunk=4, grad=grad)
+    x = _tokens(n=16, seed=5).requires_grad_()
+    for t in (9, 15):  # a position in the third chunk, and the last one
+        g = torch.autograd.grad(mixer(x)[:, t].pow(2).sum(), x)[0].abs().sum(dim=(0, 2))  # (N,) per position
+        assert torch.all(g[t + 1 :] == 0), (grad, t)  # causal: nothing from the future
+        own = t // 4 * 4
+        assert g[own : t + 1].sum() > 0
+        earlier = g[:own].reshape(-1, 4).sum(1)  # per earlier chunk
+        if grad == "one-step":
+            assert torch.all(earlier == 0), earlier
+        else:
+            assert torch.all(earlier > 0), (grad, t, earlier)
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="ham must be one of"):
         hb.HamMixer(16, ham="cd")
@@ -140,6 +188,10 @@ def test_errors_name_the_problem():
         hb.HamMixer(16)(torch.randn(2, 5, 16), torch.ones(2, 5))
     with pytest.raises(ValueError, match="causal mixer"):
         hb.HamMixer(16).init_state(1)
+    with pytest.raises(ValueError, match="grad of a token mixer must be one of"):
+        hb.HamMixer(16, grad="implicit")
+    with pytest.raises(ValueError, match="unrolls more steps"):
+        hb.HamMixer(16, steps=2, grad="truncated:3")
     with pytest.raises(ValueError, match="longer than max_len"):
         hb.HamEncoder(16, max_len=4)(torch.randn(1, 5, 16))
     with pytest.raises(ValueError, match="unknown mixer"):

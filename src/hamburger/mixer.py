@@ -28,8 +28,16 @@ position (L = 1) would cost O(K·N·D·R²), which breaks even with causal atten
 position. A token is coded against D; at the end of a chunk its pending statistics join (A, B) and D is updated —
 the parallel form's operations in the same order, so outputs agree to float tolerance.
 
-Gradient: ``"one-step"`` (the paper's: every solve step but the last code update runs without gradient; the
-dictionary is a constant of the backward pass) or ``"bptt"`` (through everything).
+Gradient (``grad``), for every solve of the mixer — each chunk's K code updates and K dictionary updates in the
+causal form, the K alternating steps in the non-causal one:
+
+* ``"one-step"`` (the paper's): every step but the last code update runs without gradient; the dictionary is a
+  constant of the backward pass, so in the causal form no gradient reaches the tokens of earlier chunks.
+* ``"bptt"``: through everything, across the chunk recursion D_0 → D_1 → … as well.
+* ``"truncated:k"`` (1 <= k <= K): the last k steps of each solve carry gradient, the first K − k do not. In the
+  causal form each chunk's dictionary D_{j+1} is then differentiated with respect to the prefix statistics (A_j, B_j)
+  — so the loss reaches every earlier token — but not through D_j: the product of N/L × K multiplicative updates
+  that plain BPTT chains is cut at each chunk. ``"truncated:K"`` is BPTT.
 """
 
 from __future__ import annotations
@@ -40,28 +48,53 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import SOLVE_GRADIENTS
+from .functional import GradSpec, parse_grad
 
-__all__ = ["HamMixer", "MIXER_HAMS"]
+__all__ = ["HamMixer", "MIXER_HAMS", "MIXER_GRADS", "mixer_grad"]
 
 MIXER_HAMS = ("nmf", "vq")
+MIXER_GRADS = ("one-step", "bptt", "truncated:<k>")  # the gradients the token mixer trains with
+
+
+def mixer_grad(grad: str, steps: int | None = None) -> GradSpec:
+    """Parse a token mixer's ``grad`` (one of :data:`MIXER_GRADS`, k <= ``steps`` when given); ``ValueError`` else."""
+    try:
+        spec = parse_grad(grad)
+    except ValueError:
+        spec = None
+    if spec is None or spec.kind not in ("one-step", "bptt", "truncated"):
+        raise ValueError(f"grad of a token mixer must be one of {', '.join(MIXER_GRADS)}; got {grad!r}")
+    if steps is not None and spec.k > steps:
+        raise ValueError(f"grad {grad!r} unrolls more steps than the solve has (K = {steps})")
+    return spec
+
+
+def _plain(spec: GradSpec, steps: int, last: int = 0) -> int:
+    """How many of a solve's ``steps`` run without gradient: all under one-step but ``last``, none under BPTT, the
+    first K − k under truncated:k."""
+    if spec.kind == "one-step":
+        return steps - last
+    if spec.kind == "bptt":
+        return 0
+    return max(0, steps - spec.k)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # one solve's pieces, on G = B*S groups: tokens x (G, T, D), dictionary d (G, D, R), codes (G, T, R)
 
 
-def _nmf_code(x: Tensor, d: Tensor, steps: int, eps: float, one_step: bool) -> Tensor:
-    """Codes of the tokens x against a fixed dictionary d: softmax start, then K multiplicative updates."""
+def _nmf_code(x: Tensor, d: Tensor, steps: int, eps: float, plain: int) -> Tensor:
+    """Codes of the tokens x against a fixed dictionary d: softmax start, then K multiplicative updates, the first
+    ``plain`` of them (and the start, if any is) without gradient."""
     xd = x @ d  # (G, T, D) @ (G, D, R) -> (G, T, R): (DᵀX)ᵀ
     dtd = d.mT @ d  # (G, R, D) @ (G, D, R) -> (G, R, R)
-    with torch.no_grad() if one_step else nullcontext():
+    with torch.no_grad() if plain else nullcontext():
         c = torch.softmax(xd, dim=-1)
-        for _ in range(steps - 1):
+        for _ in range(plain):
             c = c * xd / (c @ dtd + eps)
-    if one_step:
-        c = c.detach()
-    return c * xd / (c @ dtd + eps)  # the last update carries the gradient
+    for _ in range(steps - plain):  # these carry the gradient
+        c = c * xd / (c @ dtd + eps)
+    return c
 
 
 def _nmf_dict(d: Tensor, a: Tensor, b: Tensor, steps: int, eps: float) -> Tensor:
@@ -95,7 +128,7 @@ class HamMixer(nn.Module):
         heads: S, groups of C/S channels, each with its own dictionary.
         causal: the chunked causal form (see the module docstring).
         chunk: L, tokens per chunk of the causal form.
-        grad: ``"one-step"`` or ``"bptt"``.
+        grad: ``"one-step"``, ``"bptt"`` or ``"truncated:k"`` (module docstring).
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
@@ -124,8 +157,7 @@ class HamMixer(nn.Module):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        if grad not in SOLVE_GRADIENTS:
-            raise ValueError(f"grad must be one of {SOLVE_GRADIENTS}, got {grad!r}")
+        self.spec = mixer_grad(grad, steps)
         self.dim, self.ham, self.rank, self.steps, self.heads = dim, ham, rank, steps, heads
         self.causal, self.chunk, self.grad, self.inv_t, self.eps, self.seed = causal, chunk, grad, inv_t, eps, seed
         self.in_proj = nn.Linear(dim, dim)
@@ -152,16 +184,21 @@ class HamMixer(nn.Module):
 
     def _code(self, x: Tensor, d: Tensor) -> Tensor:
         if self.ham == "nmf":
-            return _nmf_code(x, d, self.steps, self.eps, self.grad == "one-step")
+            return _nmf_code(x, d, self.steps, self.eps, _plain(self.spec, self.steps, last=1))
         return _vq_code(x, d, self.inv_t)
 
     def _update(self, d: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        """The dictionary after K updates from the statistics (A, B or the counts); a constant of the backward pass
-        under the one-step gradient."""
-        with torch.no_grad() if self.grad == "one-step" else nullcontext():
-            if self.ham == "nmf":
-                return _nmf_dict(d, a, b, self.steps, self.eps)
-            return _vq_dict(d, a, b, self.eps)
+        """The dictionary after K updates from the statistics (A, B or the counts): a constant of the backward pass
+        under the one-step gradient, differentiated through its last k updates (with respect to the statistics, not
+        the previous dictionary) under truncated:k."""
+        if self.ham == "vq":  # one closed-form step: a constant under one-step, differentiated otherwise
+            with torch.no_grad() if self.spec.kind == "one-step" else nullcontext():
+                return _vq_dict(d, a, b, self.eps)
+        plain = _plain(self.spec, self.steps)
+        if plain:
+            with torch.no_grad():
+                d = _nmf_dict(d, a, b, plain, self.eps)
+        return _nmf_dict(d, a, b, self.steps - plain, self.eps)
 
     def _stats(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """(XCᵀ (G, D, R), CCᵀ (G, R, R) for NMF or the per-basis counts (G, R) for VQ) of tokens x and codes c."""
@@ -195,15 +232,14 @@ class HamMixer(nn.Module):
     def _full(self, h: Tensor, keep: Tensor | None) -> Tensor:
         """The non-causal solve over all N tokens: K alternating steps (NMF: one code and one dictionary update;
         VQ: assignments, then centroids), then the final codes, which carry the one-step gradient."""
-        one_step = self.grad == "one-step"
+        plain = _plain(self.spec, self.steps)  # alternating steps without gradient; the final code update has it
         d = self._start(h.shape[0], h)
         c = None
-        with torch.no_grad() if one_step else nullcontext():
-            if self.ham == "nmf":
-                xd = h @ d  # (G, N, D) @ (G, D, R) -> (G, N, R)
-                c = torch.softmax(xd, dim=-1)
-            for _ in range(self.steps):
+        for i in range(self.steps):
+            with torch.no_grad() if i < plain else nullcontext():
                 if self.ham == "nmf":
+                    xd = h @ d  # (G, N, D) @ (G, D, R) -> (G, N, R)
+                    c = torch.softmax(xd, dim=-1) if c is None else c
                     c = c * xd / (c @ (d.mT @ d) + self.eps)
                 else:
                     c = _vq_code(h, d, self.inv_t)
@@ -211,14 +247,10 @@ class HamMixer(nn.Module):
                     c = c * keep
                 a, b = self._stats(h, c)
                 d = _nmf_dict(d, a, b, 1, self.eps) if self.ham == "nmf" else _vq_dict(d, a, b, self.eps)
-                if self.ham == "nmf":
-                    xd = h @ d
         if self.ham == "nmf":
-            if one_step:
-                c, d = c.detach(), d.detach()
             c = c * (h @ d) / (c @ (d.mT @ d) + self.eps)
         else:
-            c = _vq_code(h, d.detach() if one_step else d, self.inv_t)
+            c = _vq_code(h, d, self.inv_t)
         return c @ d.mT  # (G, N, R) @ (G, R, D) -> (G, N, D)
 
     def _causal(self, h: Tensor, keep: Tensor | None) -> Tensor:

@@ -15,13 +15,22 @@ from ..engine.config import (
     positive_ints,
     shard_spec,
 )
-from ..functional import SOLVE_GRADIENTS
+from ..mixer import MIXER_GRADS, mixer_grad
 from . import bench, compare
 from .config import SeqTrainConfig
 from .eval import evaluate_run
 from .train import train
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
+
+
+def _mixer_grad(text: str) -> str:
+    """argparse type: a token mixer's gradient."""
+    try:
+        mixer_grad(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def register(sub) -> None:
@@ -44,7 +53,8 @@ def register(sub) -> None:
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: the task's)")
     c.add_argument("--device", type=device_name, default="cpu")
     c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
-    c.add_argument("--ham-grad", choices=SOLVE_GRADIENTS, default="one-step", help="Ham mixers: gradient of the solve")
+    c.add_argument("--ham-grad", type=_mixer_grad, default="one-step",
+                   help=f"Ham mixers: gradient of the solve ({' | '.join(MIXER_GRADS)})")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")

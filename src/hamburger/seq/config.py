@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..engine.config import option, validate_config
 from ..engine.loop import AMP_DTYPES
-from ..functional import SOLVE_GRADIENTS
+from ..mixer import MIXER_GRADS, mixer_grad
 from ..sequence import MIXERS
 
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
@@ -33,7 +33,7 @@ class SeqTrainConfig:
     rank: int = option(16, "Ham: R bases per head", minimum=1)
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
-    ham_grad: str = option("one-step", "Ham: gradient through the solve", choices=SOLVE_GRADIENTS)
+    ham_grad: str = option("one-step", f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")
     conv: int = option(3, "kernel of a short causal convolution before every mixer, in every arm (0: none)", minimum=0)
     init_weights: Path | None = option(None, "start from these weights")
     # optimisation
@@ -62,5 +62,9 @@ class SeqTrainConfig:
             self.init_weights = Path(self.init_weights)
         self.out = Path(self.out)
         validate_config(self)
+        try:
+            mixer_grad(self.ham_grad, self.ham_steps)
+        except ValueError as e:
+            raise ValueError(f"ham_grad: {e}") from None
         if self.task == "mqar" and 3 * self.pairs > self.seq_len:
             raise ValueError(f"mqar needs seq_len >= 3 x pairs ({3 * self.pairs}), got seq_len {self.seq_len}")
