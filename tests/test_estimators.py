@@ -22,7 +22,7 @@ def _row(mean, std=1.0, peak=100.0, ms=50.0):
 
 def test_the_plan_and_the_tags():
     runs = short_plan(SHORT, (0, 1, 2))
-    assert len(runs) == 3 * (len(SHORT) + 1) == 24 and runs[:2] == [("one-step", 6, 0), ("bptt", 6, 0)]
+    assert len(runs) == 3 * (len(SHORT) + 1) == 27 and runs[:2] == [("one-step", 6, 0), ("bptt", 6, 0)]
     assert (None, 6, 2) in runs  # self-attention, every seed
     assert run_tag("phantom:2:0.5", 12) == "phantom_2_0.5-K12" and run_tag(None, 6) == "nonlocal"
     assert grows_with_k("bptt") and not any(grows_with_k(g) for g in SHORT if g != "bptt")

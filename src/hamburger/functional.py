@@ -28,6 +28,10 @@ Gradient modes (``grad``):
   closed form, so ``"implicit"`` is one-step. VQ's soft assignment solves no such problem: refused. Why not the
   whole alternating solve: at the paper's K it has not settled, and every (D·S, S⁻¹·C) is again a solution, so its
   fixed-point adjoint is singular along the scale directions.
+* ``"implicit:k"`` (1 <= k <= K): the last k steps unrolled with autograd, as ``"truncated:k"``, then the final code
+  solve differentiated implicitly — its NNLS solution's derivative with respect to X *and* the bases, so the gradient
+  reaches X also through the bases of the last k steps (∂C_S/∂D = the least-squares derivative, (x − D_S c_S) yᵀ −
+  D_S y c_Sᵀ with the adjoint y). NMF only, as ``"implicit"``; CD's is ``"truncated:k"``. Memory grows with k, not K.
 * ``"truncated:k"`` (1 <= k <= K): the first K - k steps without autograd, the last k with it (Factorizer's
   ``num_grad_steps``); ``"truncated:K"`` is BPTT. Memory grows with k, not K.
 * ``"phantom:k:λ"`` (1 <= k <= K, 0 < λ <= 1): the first K - k steps without autograd, then k damped steps
@@ -73,7 +77,7 @@ __all__ = [
 DEFAULT_GRAD = "one-step"  # the hams', the block's and the presets' default (the paper's)
 GRAD_MODES = ("one-step", "bptt", "none", "implicit")  # named; "truncated:k" and "phantom:k:λ" take arguments
 SOLVE_GRADIENTS = ("one-step", "bptt")  # the named modes every solver and the causal token mixer train with
-GRAD_SPELLINGS = '"one-step", "bptt", "none", "implicit", "truncated:<k>" or "phantom:<k>:<λ>"'
+GRAD_SPELLINGS = '"one-step", "bptt", "none", "implicit", "implicit:<k>", "truncated:<k>" or "phantom:<k>:<λ>"'
 SUPPORT = 1e-3  # implicit: a code belongs to the NNLS support when it is >= SUPPORT x its column's largest code
 IMPLICIT_STATS = {"solves": 0, "unconverged": 0}  # implicit: adjoint solves run, and those that hit the iteration cap
 
@@ -96,7 +100,7 @@ def parse_grad(grad: str) -> GradSpec:
     kind, _, rest = grad.partition(":")
     args = rest.split(":") if rest else []
     try:
-        if kind == "truncated" and len(args) == 1:
+        if kind in ("truncated", "implicit") and len(args) == 1:
             spec = GradSpec(kind, int(args[0]))
         elif kind == "phantom" and len(args) == 2:
             spec = GradSpec(kind, int(args[0]), float(args[1]))
@@ -233,18 +237,21 @@ def _run(
         if grad == "bptt" or spec.kind == "truncated" and spec.k == steps:
             d, ct = solver.steps(x, bases, steps, inplace=False, xp=xp, **kw)
             d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
-        elif grad == "implicit":
+        elif spec.kind == "implicit":
             if solver is _VQ:
                 raise ValueError("grad 'implicit' needs codes that solve a well-posed problem given the bases: "
                                  "NMF (least squares) or CD (ridge); VQ's soft assignment is not one")  # fmt: skip
             with torch.no_grad():
-                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps, inplace=True, xp=xp.detach(), **kw)
+                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps - spec.k, inplace=True,
+                                     xp=xp.detach(), **kw)  # fmt: skip
+            if spec.k:  # implicit:k: the last k steps with autograd, the bases of the last one differentiable
+                d, ct = solver.steps(x, d, spec.k, inplace=False, xp=xp, ct=ct, **kw)
             if solver is _CD:  # the ridge solve is the closed form: its derivative is the implicit one
                 d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
             else:
                 with torch.no_grad():
-                    d, ct = solver.final(x.detach(), d, ct, inplace=False, xp=xp.detach(), **kw)
-                if torch.is_grad_enabled() and x.requires_grad:
+                    _, ct = solver.final(x.detach(), d.detach(), ct.detach(), inplace=False, xp=xp.detach(), **kw)
+                if torch.is_grad_enabled() and (x.requires_grad or d.requires_grad):
                     ct = _NNLSCodes.apply(x, d, ct)
         elif spec.kind in ("truncated", "phantom"):
             with torch.no_grad():  # the first K - k steps: no graph
@@ -273,21 +280,28 @@ def _run(
 
 class _NNLSCodes(torch.autograd.Function):
     """Identity on the codes Cᵀ (B, N, R) in the forward; in the backward the derivative of the non-negative least
-    squares solution on each column's support S, C_S = (D_SᵀD_S)⁻¹D_SᵀX, with the bases constant:
-    ∂L/∂xₙ = D_S (D_SᵀD_S)⁻¹ (∂L/∂cₙ)_S."""
+    squares solution on each column's support S, C_S = (D_SᵀD_S)⁻¹D_SᵀX, with the adjoint yₙ = (D_SᵀD_S)⁻¹(∂L/∂cₙ)_S:
+    ∂L/∂xₙ = D_S yₙ, and, when the bases carry gradient (``implicit:k``), ∂L/∂D = Σₙ rₙ yₙᵀ − D yₙ c_{S,n}ᵀ with the
+    residual rₙ = xₙ − D_S c_{S,n}."""
 
     @staticmethod
     def forward(ctx, x: Tensor, d: Tensor, ct: Tensor) -> Tensor:
-        ctx.save_for_backward(d, ct)
+        ctx.save_for_backward(x, d, ct)
         return ct.clone()
 
     @staticmethod
     def backward(ctx, grad_ct: Tensor):
-        d, ct = ctx.saved_tensors
+        x, d, ct = ctx.saved_tensors
         mask = (ct >= SUPPORT * ct.amax(dim=-1, keepdim=True)).to(grad_ct.dtype)  # (B, N, R): the support
         gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
         y = _masked_cg(gram, mask, grad_ct * mask)  # (B, N, R): (D_SᵀD_S)⁻¹ g_S per column, 0 off the support
-        return torch.bmm(d, y.mT), None, None  # (B, D, R) @ (B, R, N) -> (B, D, N)
+        grad_x = torch.bmm(d, y.mT) if ctx.needs_input_grad[0] else None  # (B, D, R) @ (B, R, N) -> (B, D, N)
+        grad_d = None
+        if ctx.needs_input_grad[1]:
+            cs = ct * mask  # (B, N, R): the codes on their support
+            residual = x.to(d.dtype) - torch.bmm(d, cs.mT)  # (B, D, N)
+            grad_d = torch.bmm(residual, y) - torch.bmm(d, torch.bmm(y.mT, cs))  # (B, D, R)
+        return grad_x, grad_d, None
 
 
 def _masked_cg(gram: Tensor, mask: Tensor, b: Tensor) -> Tensor:

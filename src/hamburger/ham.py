@@ -105,7 +105,7 @@ class Ham(nn.Module):
         if channels % groups:
             raise ValueError(f"channels ({channels}) must be divisible by groups S ({groups})")
         spec = HF.parse_grad(grad)  # a ValueError naming the spellings
-        if grad == "implicit" and not self.has_implicit_gradient:
+        if spec.kind == "implicit" and not self.has_implicit_gradient:
             raise ValueError(f"{type(self).__name__} has no implicit gradient: its codes solve no well-posed problem "
                              "given the bases (NMF and CD do)")  # fmt: skip
         if spec.k > train_steps:

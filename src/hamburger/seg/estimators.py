@@ -30,7 +30,7 @@ from .compare import run_one, train_args
 from .scenes import cached
 from .train import build_model
 
-SHORT = ("one-step", "bptt", "truncated:1", "truncated:2", "phantom:1:0.5", "phantom:2:0.5", "implicit")
+SHORT = ("one-step", "bptt", "truncated:1", "truncated:2", "phantom:1:0.5", "phantom:2:0.5", "implicit", "implicit:1")
 SHORT_STEPS, LONG_STEPS = 6, 12
 SEEDS = (0, 1, 2)
 ATTENTION = "nonlocal"
