@@ -196,3 +196,40 @@ def test_errors_name_the_problem():
         hb.HamEncoder(16, max_len=4)(torch.randn(1, 5, 16))
     with pytest.raises(ValueError, match="unknown mixer"):
         create_mixer("mamba", 16)
+
+
+def test_recurrent_state_sizes_are_measured_and_the_ham_is_within_linear_attentions():
+    """Issue 27's fair state: softmax's KV cache grows with N (2·N·C), linear attention holds d² + d per head, the
+    Ham its dictionary, prefix statistics and pending chunk (3·D·R + 2·R² per head) — not more than linear's."""
+    from hamburger.sequence import state_floats
+
+    assert state_floats(create_mixer("softmax", 64, causal=True), 10) == 2 * 10 * 64
+    assert state_floats(create_mixer("linear", 64, heads=2, causal=True), 10) == 2 * (32 * 32 + 32)
+    ham = create_mixer("ham_nmf", 64, causal=True, rank=16, chunk=4)
+    assert state_floats(ham, 3) == state_floats(ham, 9) == 3 * 64 * 16 + 2 * 16 * 16  # constant in N
+    assert state_floats(ham, 9) <= state_floats(create_mixer("linear", 64, causal=True), 9)
+    assert state_floats(create_mixer("none", 64, causal=True), 5) == 0
+
+
+@pytest.mark.parametrize("grad", ["truncated:1", "truncated:2", "bptt"])
+def test_a_short_run_at_n_1024_stays_finite(grad):
+    """Issue 27: finite losses and gradients over a short training run at N 1024 (64 chunks) on random tokens, and the
+    last position's loss reaches the first chunk's tokens (the full 1,000-step check: benchmarks/long_sequences.py)."""
+    from hamburger.seq.model import SequenceModel
+
+    torch.manual_seed(0)
+    model = SequenceModel(16, dim=16, depth=1, mixer="ham_nmf", max_len=1024, rank=8, steps=3, chunk=16, grad=grad)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    tokens = torch.randint(0, 16, (2, 1025), generator=torch.Generator().manual_seed(1))
+    for _ in range(4):
+        logits = model(tokens[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 16), tokens[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        opt.step()
+    x = model.embed(tokens[:, :-1]).detach().requires_grad_()
+    y = model.head(model.decoder(x))
+    (g,) = torch.autograd.grad(y[:, -1].square().sum(), x)
+    assert g[:, :16].abs().sum() > 0 and torch.isfinite(g).all()

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .mixer import HamMixer
 
 __all__ = ["SoftmaxMixer", "LinearMixer", "NoMixer", "ShortConv", "create_mixer", "MIXERS", "HamTransformerBlock",
-           "HamEncoder", "HamDecoder"]  # fmt: skip
+           "HamEncoder", "HamDecoder", "state_floats"]  # fmt: skip
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -184,6 +184,30 @@ class ShortConv(nn.Module):
     def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         window = torch.cat([state, x[:, None]], 1)  # (B, k, C)
         return (window * self.weight[:, 0].T).sum(1), window[:, 1:]
+
+
+def _numel(state) -> int:
+    if isinstance(state, Tensor):
+        return state.numel()
+    if isinstance(state, dict):
+        return sum(_numel(v) for v in state.values())
+    if isinstance(state, (tuple, list)):
+        return sum(_numel(v) for v in state)
+    return 0  # counters (a position) are not floats
+
+
+@torch.no_grad()
+def state_floats(mixer: nn.Module, tokens: int) -> int:
+    """Floats a causal mixer's recurrent state holds after ``tokens`` tokens of one sequence — measured by stepping
+    its recurrent form (softmax: the KV cache, growing with N; linear attention: Σ φ(k)vᵀ and Σ φ(k); the Ham: its
+    dictionary, prefix statistics and the pending chunk's)."""
+    state = mixer.init_state(1)
+    x = torch.randn(1, mixer.dim, generator=torch.Generator().manual_seed(0))
+    largest = _numel(state)
+    for _ in range(tokens):
+        _, state = mixer.step(x, state)
+        largest = max(largest, _numel(state))
+    return largest
 
 
 class HamTransformerBlock(nn.Module):

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..engine.common import machine_info, mean_std, run_shards, save_figure, write_results
 from ..engine.config import require_distinct
 from ..engine.results import load_result, recipe_of, save_result
-from ..sequence import MIXERS
+from ..sequence import MIXERS, create_mixer, state_floats
 from .config import RESUME_FREE, SeqTrainConfig
 from .eval import load_run, test_metrics
 from .train import train
@@ -105,7 +105,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     results = [_run_one(cfg, progress=progress) for cfg in runs]
     if shard is not None:
         return {"runs": results}
-    md = _table(task, results, mixers)
+    md = _table(task, results, mixers) + state_table(mixers, sorted({r["seq_len"] for r in results}), base)
     info = {**machine_info(), "task": task, "iters": base.iters, "dim": base.dim, "depth": base.depth,
             "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr}  # fmt: skip
     write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
@@ -113,6 +113,18 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     if progress:
         print("\n".join(md))
     return {"runs": results}
+
+
+def state_table(mixers, lengths, config: SeqTrainConfig) -> list[str]:
+    """Each mixer's recurrent state per layer after N tokens (floats, batch 1), measured by stepping it."""
+    md = ["", f"Recurrent state per layer after N tokens (floats, batch 1; C {config.dim}, {config.heads} head(s), "
+          f"Ham R {config.rank}, chunk {config.chunk}):", "",
+          "| mixer | " + " | ".join(f"N {n}" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]  # fmt: skip
+    for m in mixers:
+        kw = {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk} if m.startswith("ham_") else {}
+        mixer = create_mixer(m, config.dim, heads=config.heads, causal=True, **kw)
+        md.append(f"| {m} | " + " | ".join(f"{state_floats(mixer, n):,}" for n in lengths) + " |")
+    return md
 
 
 def _mean_std(values: list[float]) -> str:
