@@ -239,6 +239,29 @@ def test_optimize_sets_precision_compiles_in_place_and_keeps_state_dict_keys():
     assert plain[0].ham.precision == "fp32"
 
 
+def test_optimize_reduce_overhead_compiles_one_static_graph_per_shape():
+    """Issue 29: under "reduce-overhead" every input shape gets its own static graph (CUDA graphs capture static graphs
+    only; torch's default would make the second shape's graph dynamic and skip capture from then on), each equal to
+    eager."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    block = hb.Hamburger(8, rank=2, train_steps=2, eval_steps=2).eval()
+    shapes = [(1, 8, 4, 4), (2, 8, 4, 4), (3, 8, 4, 4)]  # torch's default: 2 graphs, the second dynamic in B
+    inputs = [torch.rand(s) for s in shapes]
+    eager = [block(x) for x in inputs]
+    hb.optimize(block, mode="reduce-overhead")
+    for x, ref in zip(inputs, eager):
+        torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == len(shapes)  # one graph per shape, none generalised
+    for x, ref in zip(inputs, eager):  # reused: no further graph
+        torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == len(shapes)
+    torch._dynamo.reset()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # ONNX export of a bf16 ham: fp32 products, said so
 

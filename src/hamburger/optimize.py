@@ -8,7 +8,9 @@ from torch import nn
 from .functional import PRECISIONS
 from .ham import CHECK_MODES, Ham
 
-__all__ = ["optimize"]
+__all__ = ["optimize", "STATIC_MODES"]
+
+STATIC_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
 
 
 def optimize(
@@ -31,10 +33,20 @@ def optimize(
         compile: compile with ``model.compile(...)``, which keeps the parameter and buffer names (``torch.compile
             (model)`` would return a wrapper whose state dict is prefixed with ``_orig_mod.``).
         mode: ``torch.compile`` mode, e.g. ``"max-autotune"`` or ``"reduce-overhead"`` (CUDA graphs on GPU).
-        dynamic: ``torch.compile``'s ``dynamic`` (None: specialise, then generalise on a second shape).
+        dynamic: ``torch.compile``'s ``dynamic``. None: ``False`` (one static graph per input shape) under
+            ``"reduce-overhead"`` and ``"max-autotune"`` — CUDA graphs capture static graphs only, and torch's own
+            default (specialise, then mark the changed dimension dynamic at the second shape) silently falls back to
+            uncaptured kernels from the second shape on — and torch's default otherwise.
         check_input: set every ham's input check (``True``, ``"sync"``, ``"async"`` or ``False``; None keeps them).
 
     The default input checks never synchronise the host inside a compiled graph (they become device asserts).
+
+    **Shapes.** With static graphs every new input shape (batch, H, W) compiles once more — seconds on a GPU, tens
+    of seconds for a whole model on a CPU — and is reused afterwards. After ``torch._dynamo.config.recompile_limit``
+    shapes (8 by default) a compiled module falls back to eager for any further shape, with a warning. Multi-scale
+    segmentation evaluation feeds a shape per scale and flip: either evaluate the eager model (the reference, always
+    correct), pad or resize inputs to a few fixed sizes, pass ``dynamic=True`` (one graph for all shapes, without CUDA
+    graphs), or raise the limit before the first call.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
@@ -52,5 +64,7 @@ def optimize(
         on_cuda = any(p.is_cuda for p in model.parameters()) or any(b.is_cuda for b in model.buffers())
         if precision == "tf32" and on_cuda:
             torch.set_float32_matmul_precision("high")
+        if dynamic is None and mode in STATIC_MODES:
+            dynamic = False  # CUDA graphs need static shapes: one graph per shape, not a dynamic one from the second
         model.compile(mode=mode, dynamic=dynamic)
     return model
