@@ -1,27 +1,45 @@
 #!/usr/bin/env bash
-# The measurements that need a GPU, in one script for a lent GPU machine (no internet, no .venv: the project runs
-# from source; torch, matplotlib and safetensors must be installed there).
+# The measurements that need a GPU, in one script for a lent GPU machine: at most 5 minutes on one H100/H200,
+# compilation included, every step under a timeout. No internet, no .venv: the project runs from source (torch,
+# matplotlib and safetensors must be installed there; Triton as torch ships it).
 #
 #   bash benchmarks/gpu.sh [OUT]        # default: $OUT if set (the device tool's folder), else results/gpu
 #
 # Writes, each with the GPU named in its machine block:
-#   OUT/gpu.txt                 nvidia-smi's name, memory and driver
-#   OUT/crossover/              hamburger bench crossover: the block vs non-local attention on every SDPA backend
-#   OUT/precision/              hamburger bench precision: each ham precision's error and speed; block vs SDPA
-#   OUT/seq-bench/              hamburger seq bench: one causal mixer layer against N up to 16k, crossover vs SDPA
-# Set GPU_SH_QUICK=1 for a two-minute smoke run (two sizes, one repeat) before spending the device budget.
+#   OUT/gpu.txt          nvidia-smi's name, memory and driver
+#   OUT/check/           hamburger bench check: per ham and precision, CUDA vs CPU, determinism, captured vs eager
+#                        (the script stops here if one fails: nothing wrong gets timed)
+#   OUT/crossover/       the block eager and captured (optimize(mode="reduce-overhead")) against the non-local block
+#                        on each SDPA backend and compiled (the fastest of them is the yardstick), bf16, B 1 and 8,
+#                        64² and 128², eval and training
+#   OUT/crossover-256/   the same at 256², eval only
+# GPU_SH_MORE=1 adds hamburger bench precision and seq bench (several more minutes).
+# GPU_SH_QUICK=1 is a one-minute smoke run (the checks without capture, one size) before spending the budget.
 set -euo pipefail
 OUT_DIR=${1:-${OUT:-results/gpu}}
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT_DIR"
 hb() { python3 -c 'import sys; from hamburger.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
+SECONDS=0
+stamp() { echo "[gpu.sh ${SECONDS}s] $*"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
+TABLE=(--device cuda --precisions bf16 --backends flash,cudnn,efficient --no-compile --repeats 10)
 if [[ "${GPU_SH_QUICK:-0}" == 1 ]]; then
-    hb bench crossover --device cuda --sizes 32,64 --repeats 1 --out "$OUT_DIR/crossover"
-    hb seq bench --device cuda --ns 512,1024 --repeats 1 --out "$OUT_DIR/seq-bench"
+    timeout 60 hb bench check --device cuda --no-capture --out "$OUT_DIR/check"
+    timeout 60 hb bench crossover "${TABLE[@]}" --sizes 64 --batches 1 --capture --out "$OUT_DIR/crossover"
     exit 0
 fi
-hb bench crossover --device cuda --out "$OUT_DIR/crossover"
-hb bench precision --device cuda --out "$OUT_DIR/precision"
-hb seq bench --device cuda --out "$OUT_DIR/seq-bench"
+stamp "correctness"
+timeout 75 hb bench check --device cuda --out "$OUT_DIR/check"
+stamp "the table: B 1 and 8, 64² and 128², eval and training"
+timeout 160 hb bench crossover "${TABLE[@]}" --sizes 64,128 --batches 1,8 --capture --compile-attention \
+    --out "$OUT_DIR/crossover" || stamp "crossover stopped (timeout or error): see above"
+stamp "256², eval"
+timeout 50 hb bench crossover "${TABLE[@]}" --sizes 256 --batches 1,8 --modes eval --capture --compile-attention \
+    --out "$OUT_DIR/crossover-256" || stamp "crossover 256 stopped (timeout or error): see above"
+if [[ "${GPU_SH_MORE:-0}" == 1 ]]; then
+    timeout 240 hb bench precision --device cuda --out "$OUT_DIR/precision" || true
+    timeout 240 hb seq bench --device cuda --out "$OUT_DIR/seq-bench" || true
+fi
+stamp "done"

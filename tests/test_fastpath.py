@@ -324,8 +324,25 @@ def test_bench_crossover_on_cpu_measures_backends_and_writes_results(tmp_path):
         channels=16, rank=2, repeats=1, compile=False, out=None, progress=False,
     )  # fmt: skip
     assert [r["size"] for r in res["rows"]] == [4, 6] and "nonlocal math" in res["rows"][0]["ms"]
+    res = bench_crossover.run(  # gpu.sh's variants: the captured block and the compiled attention
+        device="cpu", sizes=(4,), batches=(1,), precisions=("fp32",), modes=("eval",), backends=("flash",),
+        channels=16, rank=2, repeats=1, compile=False, capture=True, compile_attention=True, out=None, progress=False,
+    )  # fmt: skip
+    assert {"ham eager", "ham captured", "nonlocal flash", "nonlocal compiled"} == set(res["rows"][0]["ms"])
     with pytest.raises(ValueError, match="precisions must be"):
         bench_crossover.run(device="cpu", precisions=("fp8",), out=None, progress=False)
+
+
+def test_bench_check_compares_device_cpu_determinism_and_capture(tmp_path):
+    from hamburger.bench import check
+
+    res = check.run(device="cpu", hams=("nmf",), precisions=("bf16",), channels=16, rank=2, size=4,
+                    out=tmp_path, progress=False)  # fmt: skip
+    (row,) = res["rows"]
+    assert res["ok"] and row["deterministic"] and row["device_vs_cpu"] == 0.0  # the CPU against itself
+    assert 0 <= row["captured_vs_eager"] < 1e-2  # compiled under reduce-overhead: the same numbers
+    assert "| nmf | bf16 |" in (tmp_path / "check.md").read_text()
+    assert check.TOLERANCE.keys() == set(check.PRECISIONS)
 
 
 def test_bench_precision_reports_errors_against_fp32_and_the_block_comparison(tmp_path):
@@ -346,3 +363,28 @@ def test_bench_precision_reports_errors_against_fp32_and_the_block_comparison(tm
     assert "| nmf | 4 | clustered features |" in (tmp_path / "precision.md").read_text()
     with pytest.raises(ValueError, match="must include fp32"):
         bench_precision.run(precisions=("bf16",), out=None, progress=False)
+
+
+def test_gpu_script_is_valid_bash_and_every_command_parses():
+    """benchmarks/gpu.sh runs on a lent GPU with a 15-minute budget: a renamed flag must fail here, not there."""
+    import re
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from hamburger.cli import build_parser
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text().replace("\\\n", " ")
+    table = shlex.split(re.search(r"^TABLE=\((.*)\)$", text, re.M).group(1))
+    commands = [line.split(" hb ", 1)[1] for line in text.splitlines() if re.match(r"\s*timeout \d+ hb ", line)]
+    assert len(commands) >= 5
+    parser = build_parser()
+    for command in commands:
+        argv = shlex.split(command.split("||")[0].replace('"${TABLE[@]}"', " ".join(table)).replace('"$OUT_DIR', '"o'))
+        argv = ["cpu" if a == "cuda" else a for a in argv]  # the parser checks that CUDA is there; here it is not
+        args = parser.parse_args(argv)
+        assert args.command == "bench" or args.command == "seq", argv
+    budget = sum(int(t) for t in re.findall(r"^timeout (\d+) hb", text, re.M))
+    assert budget <= 300, f"the default steps' timeouts add up to {budget} s, more than the 5 minutes"

@@ -1,4 +1,4 @@
-"""``hamburger bench [ham|crossover|precision|seg]``: the cost benchmarks' parsers and handlers."""
+"""``hamburger bench [ham|crossover|precision|seg|grad|check]``: the cost benchmarks' parsers and handlers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from ..engine.cli import choices, names, set_threads
 from ..engine.config import device_name, nonnegative_int, nonnegative_ints, positive_float, positive_int, positive_ints
 from ..functional import PRECISIONS, parse_grad
+from . import check as check_bench
 from . import context as context_bench
 from . import crossover as crossover_bench
 from . import grad as grad_bench
@@ -64,6 +65,9 @@ def register(sub) -> None:
     cross.add_argument("--rank", type=positive_int, default=64)
     cross.add_argument("--repeats", type=positive_int, default=20)
     cross.add_argument("--no-compile", action="store_true", help="skip the compiled Hamburger")
+    cross.add_argument("--capture", action="store_true", help="add the block under optimize(mode='reduce-overhead')")
+    cross.add_argument("--compile-attention", action="store_true",
+                       help="add the non-local block compiled with mode='reduce-overhead' (SDPA picks the backend)")
     cross.add_argument("--math-limit-gib", type=positive_float, default=8.0, help="skip the math backend above this")
     cross.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     cross.add_argument("--out", type=Path, default=Path("results/bench-crossover"))
@@ -98,6 +102,11 @@ def register(sub) -> None:
     grad.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     grad.add_argument("--out", type=Path, default=Path("results/bench-grad"))
     grad.set_defaults(handler=_grad)
+    check = bsub.add_parser("check", help="GPU correctness: device vs CPU, determinism, captured vs eager (per ham)")
+    check.add_argument("--device", type=device_name, default=None, help="cuda if available, else cpu")
+    check.add_argument("--no-capture", action="store_true", help="skip the captured (compiled) block")
+    check.add_argument("--out", type=Path, default=Path("results/bench-check"))
+    check.set_defaults(handler=_check)
     bench.set_defaults(handler=_context)
     ham.set_defaults(handler=_ham)
     cross.set_defaults(handler=_crossover)
@@ -122,6 +131,13 @@ def _grad(args) -> None:
         estimators=args.estimators, steps=args.steps, sizes=args.sizes, channels=args.channels, rank=args.rank,
         repeats=args.repeats, device=args.device, tiny=not args.no_tiny, out=args.out,
     )  # fmt: skip
+
+
+def _check(args) -> None:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = check_bench.run(device=device, capture=not args.no_capture, out=args.out)
+    if not result["ok"]:
+        raise SystemExit("hamburger bench check: a check failed (see the table above)")
 
 
 def _context(args) -> None:
@@ -149,7 +165,8 @@ def _crossover(args) -> None:
     crossover_bench.run(
         device=device, sizes=args.sizes, batches=args.batches, precisions=args.precisions, modes=args.modes,
         backends=args.backends, channels=args.channels, rank=args.rank, repeats=args.repeats,
-        compile=not args.no_compile, math_limit_gib=args.math_limit_gib, out=args.out,
+        compile=not args.no_compile, capture=args.capture, compile_attention=args.compile_attention,
+        math_limit_gib=args.math_limit_gib, out=args.out,
     )  # fmt: skip
 
 

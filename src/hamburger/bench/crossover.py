@@ -92,17 +92,25 @@ def _step_fn(module, x, mode: str, precision: str, device, backend=None):
     return fn
 
 
-def _variants(channels: int, rank: int, precision: str, device, compile: bool, backends) -> dict:
-    """name -> (module, SDPA backend or None)."""
+def _variants(channels: int, rank: int, precision: str, device, compile: bool, backends, capture: bool = False,
+              compile_attention: bool = False) -> dict:  # fmt: skip
+    """name -> (module, SDPA backend or None). ``capture``: the block through ``optimize(mode="reduce-overhead")``
+    (CUDA graphs, one static graph per shape); ``compile_attention``: the non-local block compiled the same way, SDPA
+    choosing its backend."""
     torch.manual_seed(0)
     ham_precision = "bf16" if precision == "bf16" else precision
     ham = Hamburger(channels, ham="nmf", version="v1", rank=rank, precision=ham_precision).to(device)
     out = {"ham eager": (ham, None)}
     if compile:
         out["ham compiled"] = (optimize(copy.deepcopy(ham)), None)
+    if capture:
+        out["ham captured"] = (optimize(copy.deepcopy(ham), mode="reduce-overhead"), None)
     attention = NonLocal(channels).to(device)
     for name in backends:
         out[f"nonlocal {name}"] = (attention, BACKENDS[name])
+    if compile_attention:
+        out["nonlocal compiled"] = (torch.compile(copy.deepcopy(attention), mode="reduce-overhead", dynamic=False),
+                                    None)  # fmt: skip
     return out
 
 
@@ -118,6 +126,8 @@ def run(
     rank: int = 64,
     repeats: int = 20,
     compile: bool = True,
+    capture: bool = False,
+    compile_attention: bool = False,
     math_limit_gib: float = 8.0,
     out: Path | None = Path("results/bench-crossover"),
     progress: bool = True,
@@ -135,10 +145,10 @@ def run(
     jobs = [(p, b, m, s) for p in precisions for b in batches for m in modes for s in sorted(sizes)]
     bar = progress_bar(len(jobs), progress, unit="cell")
     rows = []
-    with _recompile_room(len(sizes) * len(batches) * len(modes) * 2), warnings.catch_warnings():
+    with _recompile_room(len(sizes) * len(batches) * len(modes) * 4), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # backends that cannot run a configuration warn before they raise
         for precision in precisions:
-            variants = _variants(channels, rank, precision, dev, compile, backends)
+            variants = _variants(channels, rank, precision, dev, compile, backends, capture, compile_attention)
             for batch in batches:
                 for mode in modes:
                     for size in sorted(sizes):

@@ -1,0 +1,71 @@
+"""`hamburger bench check`: the correctness checks a GPU run starts with — for every ham and precision, the block on
+the device against the same block on the CPU, twice on the device (determinism, bit for bit), and captured
+(``optimize(mode="reduce-overhead")``, CUDA graphs) against eager on the device. Exits non-zero when one fails, so
+``benchmarks/gpu.sh`` stops before it times anything wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from ..burger import Hamburger
+from ..engine.common import atomic_write_text, machine_info
+from ..engine.measure import bench_device
+from ..functional import PRECISIONS
+from ..optimize import optimize
+
+HAMS = ("nmf", "vq", "cd")
+# relative error allowed between the device and the CPU: fp32 differs by summation order only; tf32 and bf16 round
+# their products' inputs (to 10 and 7 mantissa bits), differently on each device
+TOLERANCE = {"fp32": 1e-4, "tf32": 2e-2, "bf16": 3e-2}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
+
+
+def run(*, device: str = "cuda", hams=HAMS, precisions=PRECISIONS, channels: int = 64, rank: int = 8, size: int = 16,
+        batch: int = 2, capture: bool = True, out: Path | None = Path("results/bench-check"),
+        progress: bool = True) -> dict:  # fmt: skip
+    """One row per (ham, precision): the relative errors and whether each check passed."""
+    dev, dev_info = bench_device(device)
+    rows = []
+    for ham in hams:
+        for precision in precisions:
+            torch.manual_seed(0)
+            block = Hamburger(channels, ham=ham, rank=rank, precision=precision).eval()
+            x = torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(1))
+            with torch.no_grad():
+                ref = block(x)
+                on_dev = block.to(dev)
+                y1, y2 = on_dev(x.to(dev)), on_dev(x.to(dev))
+                row = {"ham": ham, "precision": precision, "device_vs_cpu": _rel(y1.cpu(), ref),
+                       "deterministic": bool(torch.equal(y1, y2))}  # fmt: skip
+                if capture:
+                    captured = optimize(copy.deepcopy(on_dev), mode="reduce-overhead")
+                    y3 = captured(x.to(dev)).clone()  # a CUDA graph's output is overwritten by its next replay
+                    row["captured_vs_eager"] = _rel(y3, y1)
+            tol = TOLERANCE[precision]
+            row["ok"] = row["device_vs_cpu"] <= tol and row["deterministic"] and row.get("captured_vs_eager", 0) <= tol
+            rows.append(row)
+            if progress:
+                print(row, flush=True)
+    md = [f"# Correctness on {dev_info.get('gpu', dev.type)}", "", "| ham | precision | device vs CPU (rel.) | "
+          "deterministic | captured vs eager (rel.) | ok |", "|---|---|---:|---|---:|---|"]  # fmt: skip
+    for r in rows:
+        cap = f"{r['captured_vs_eager']:.1e}" if "captured_vs_eager" in r else "-"
+        md.append(f"| {r['ham']} | {r['precision']} | {r['device_vs_cpu']:.1e} | {r['deterministic']} | {cap} | "
+                  f"{'yes' if r['ok'] else '**no**'} |")  # fmt: skip
+    result = {"machine": {**machine_info(), **dev_info}, "rows": rows, "ok": all(r["ok"] for r in rows)}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "check.md", "\n".join(md) + "\n")
+        atomic_write_text(out / "check.json", json.dumps(result, indent=1))
+    if progress:
+        print("\n".join(md))
+    return result
