@@ -36,11 +36,11 @@ def test_public_api_is_explicit_and_documented():
         assert obj.__doc__, name
 
 
-def test_readme_example_runs():
+def test_readme_is_the_front_door():
+    """A screen, not a manual: the README's examples run in tests/test_docs.py with every page's."""
     text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, "README must contain a python example"
-    exec(compile(blocks[0], "README.md", "exec"), {})
+    assert re.search(r"```python\n", text), "README must contain a python example"
+    assert len(text.splitlines()) <= 200
 
 
 def test_readme_starts_with_the_two_commands():

@@ -19,9 +19,14 @@ class SequenceModel(nn.Module):
     """Causal language model over a ``vocab``-symbol alphabet with the mixer ``mixer`` in every block.
 
     Args:
-        vocab: alphabet size. dim: C. depth: blocks. mixer: ``ham_nmf`` | ``ham_vq`` | ``softmax`` | ``linear`` |
-        ``none``. heads: mixer heads. max_len: longest N. conv: kernel of a short causal convolution before every
-        mixer (0: none). **mixer_kwargs: the Ham's ``rank``, ``steps``, ``chunk``.
+        vocab: alphabet size.
+        dim: C.
+        depth: blocks.
+        mixer: ``ham_nmf`` | ``ham_vq`` | ``softmax`` | ``linear`` | ``none``.
+        heads: mixer heads.
+        max_len: longest N.
+        conv: kernel of a short causal convolution before every mixer; 0 for none.
+        **mixer_kwargs: the Ham's ``rank``, ``steps``, ``chunk``, ``grad``.
     """
 
     def __init__(self, vocab: int, *, dim: int = 64, depth: int = 2, mixer: str = "ham_nmf", heads: int = 1,
