@@ -137,7 +137,7 @@ def _grads(mixer, x, loss):
 def test_truncated_k_equals_bptt_and_every_gradient_keeps_the_forward(ham, causal):
     x = _tokens(n=12, seed=3).abs()
     mixers = {g: hb.HamMixer(16, ham=ham, rank=4, steps=3, heads=2, causal=causal, chunk=4, grad=g).double()
-              for g in ("one-step", "bptt", "truncated:3", "truncated:1")}  # fmt: skip
+              for g in ("one-step", "bptt", "truncated:3", "truncated:1", "chunkwise")}  # fmt: skip
     for m in mixers.values():
         m.load_state_dict(mixers["bptt"].state_dict())
     x = x.double()
@@ -153,10 +153,14 @@ def test_truncated_k_equals_bptt_and_every_gradient_keeps_the_forward(ham, causa
         assert not torch.allclose(grads["truncated:1"], grads["bptt"])
     if ham == "nmf":  # VQ has no code iterations: its truncated:1 and one-step differ in the dictionary only
         assert not torch.allclose(grads["truncated:1"], grads["one-step"])
+    if causal:  # the chain across chunks cut: not BPTT's gradient, though every step of every solve is differentiated
+        assert not torch.allclose(grads["chunkwise"], grads["bptt"])
+    else:  # one solve: nothing to cut
+        torch.testing.assert_close(grads["chunkwise"], grads["bptt"], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("ham", ["nmf", "vq"])
-@pytest.mark.parametrize("grad", ["bptt", "truncated:1", "truncated:2", "one-step"])
+@pytest.mark.parametrize("grad", ["bptt", "chunkwise", "truncated:1", "truncated:2", "one-step"])
 def test_a_late_loss_reaches_earlier_chunks_and_never_later_ones(ham, grad):
     """Issue 27: under every gradient that reaches the dictionary, the loss at the last chunk has a gradient on the
     tokens of every earlier chunk; under one-step (the dictionary a constant) on its own chunk only; never on a later
@@ -211,7 +215,7 @@ def test_recurrent_state_sizes_are_measured_and_the_ham_is_within_linear_attenti
     assert state_floats(create_mixer("none", 64, causal=True), 5) == 0
 
 
-@pytest.mark.parametrize("grad", ["truncated:1", "truncated:2", "bptt"])
+@pytest.mark.parametrize("grad", ["chunkwise", "truncated:2", "bptt"])
 def test_a_short_run_at_n_1024_stays_finite(grad):
     """Issue 27: finite losses and gradients over a short training run at N 1024 (64 chunks) on random tokens, and the
     last position's loss reaches the first chunk's tokens (the full 1,000-step check: benchmarks/long_sequences.py)."""

@@ -34,6 +34,10 @@ causal form, the K alternating steps in the non-causal one:
 * ``"one-step"`` (the paper's): every step but the last code update runs without gradient; the dictionary is a
   constant of the backward pass, so in the causal form no gradient reaches the tokens of earlier chunks.
 * ``"bptt"``: through everything, across the chunk recursion D_0 → D_1 → … as well.
+* ``"chunkwise"``: BPTT inside every chunk's solves, but each chunk's dictionary update starts from the previous
+  dictionary held constant: D_{j+1} is differentiated through all K of its updates with respect to the prefix
+  statistics (A_j, B_j), which hold every earlier token, and the chain D_0 → D_1 → … (N/L × K multiplicative
+  updates under BPTT) is cut at every chunk. The non-causal form has one solve: there it is BPTT.
 * ``"truncated:k"`` (1 <= k <= K): the last k steps of each solve carry gradient, the first K − k do not. In the
   causal form each chunk's dictionary D_{j+1} is then differentiated with respect to the prefix statistics (A_j, B_j)
   — so the loss reaches every earlier token — but not through D_j: the product of N/L × K multiplicative updates
@@ -53,11 +57,13 @@ from .functional import GradSpec, parse_grad
 __all__ = ["HamMixer", "MIXER_HAMS", "MIXER_GRADS", "mixer_grad"]
 
 MIXER_HAMS = ("nmf", "vq")
-MIXER_GRADS = ("one-step", "bptt", "truncated:<k>")  # the gradients the token mixer trains with
+MIXER_GRADS = ("one-step", "bptt", "chunkwise", "truncated:<k>")  # the gradients the token mixer trains with
 
 
 def mixer_grad(grad: str, steps: int | None = None) -> GradSpec:
     """Parse a token mixer's ``grad`` (one of :data:`MIXER_GRADS`, k <= ``steps`` when given); ``ValueError`` else."""
+    if grad == "chunkwise":
+        return GradSpec("chunkwise")
     try:
         spec = parse_grad(grad)
     except ValueError:
@@ -74,7 +80,7 @@ def _plain(spec: GradSpec, steps: int, last: int = 0) -> int:
     first K − k under truncated:k."""
     if spec.kind == "one-step":
         return steps - last
-    if spec.kind == "bptt":
+    if spec.kind in ("bptt", "chunkwise"):
         return 0
     return max(0, steps - spec.k)
 
@@ -191,6 +197,8 @@ class HamMixer(nn.Module):
         """The dictionary after K updates from the statistics (A, B or the counts): a constant of the backward pass
         under the one-step gradient, differentiated through its last k updates (with respect to the statistics, not
         the previous dictionary) under truncated:k."""
+        if self.spec.kind == "chunkwise":  # the previous chunk's dictionary is a constant: no chain across chunks
+            d = d.detach()
         if self.ham == "vq":  # one closed-form step: a constant under one-step, differentiated otherwise
             with torch.no_grad() if self.spec.kind == "one-step" else nullcontext():
                 return _vq_dict(d, a, b, self.eps)
