@@ -31,6 +31,7 @@ the parallel form's operations in the same order, so outputs agree to float tole
 Gradient (``grad``), for every solve of the mixer — each chunk's K code updates and K dictionary updates in the
 causal form, the K alternating steps in the non-causal one:
 
+* ``"chunkwise"`` (the default; below).
 * ``"one-step"`` (the paper's): every step but the last code update runs without gradient; the dictionary is a
   constant of the backward pass, so in the causal form no gradient reaches the tokens of earlier chunks.
 * ``"bptt"``: through everything, across the chunk recursion D_0 → D_1 → … as well.
@@ -54,10 +55,13 @@ from torch import Tensor, nn
 
 from .functional import GradSpec, parse_grad
 
-__all__ = ["HamMixer", "MIXER_HAMS", "MIXER_GRADS", "mixer_grad"]
+__all__ = ["HamMixer", "MIXER_HAMS", "MIXER_GRADS", "DEFAULT_MIXER_GRAD", "mixer_grad"]
 
 MIXER_HAMS = ("nmf", "vq")
 MIXER_GRADS = ("one-step", "bptt", "chunkwise", "truncated:<k>")  # the gradients the token mixer trains with
+# the default, by evidence (docs/results/sequences.md): one-step never recalls, BPTT overflows on long sequences,
+# truncated:k stays finite but does not recall; chunkwise recalls like BPTT and stays finite
+DEFAULT_MIXER_GRAD = "chunkwise"
 
 
 def mixer_grad(grad: str, steps: int | None = None) -> GradSpec:
@@ -134,7 +138,8 @@ class HamMixer(nn.Module):
         heads: S, groups of C/S channels, each with its own dictionary.
         causal: the chunked causal form (see the module docstring).
         chunk: L, tokens per chunk of the causal form.
-        grad: ``"one-step"``, ``"bptt"`` or ``"truncated:k"`` (module docstring).
+        grad: ``"chunkwise"`` (default), ``"one-step"`` (the paper's), ``"bptt"`` or ``"truncated:k"`` (module
+            docstring). Chunkwise is the default because it is the one measured to recall and to stay finite.
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
@@ -150,7 +155,7 @@ class HamMixer(nn.Module):
         heads: int = 1,
         causal: bool = False,
         chunk: int = 64,
-        grad: str = "one-step",
+        grad: str = DEFAULT_MIXER_GRAD,
         inv_t: float = 20.0,
         eps: float = 1e-6,
         seed: int = 0,

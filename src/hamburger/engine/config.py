@@ -247,10 +247,12 @@ def _yaml_value(value):
 
 def changed_fields(saved: dict, config, free: frozenset) -> dict[str, tuple]:
     """{field: (saved value, current value)} for every field outside ``free`` that differs. A field the saved config
-    lacks (added to the config since the run was written) counts as its default, which the run then used."""
+    lacks (added to the config since the run was written) counts as the value runs had before the field existed:
+    the config class's ``LEGACY_DEFAULTS`` entry where its default has changed since, else its default."""
     now = config_dict(config)
     fields = dataclasses.fields(config)
     defaults = {f.name: _yaml_value(f.default) for f in fields if f.default is not dataclasses.MISSING}
+    defaults.update(getattr(type(config), "LEGACY_DEFAULTS", {}))
     was = {k: saved[k] if k in saved else defaults.get(k) for k in now}
     return {k: (was[k], v) for k, v in now.items() if k not in free and was[k] != v}
 

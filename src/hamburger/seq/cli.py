@@ -15,7 +15,7 @@ from ..engine.config import (
     positive_ints,
     shard_spec,
 )
-from ..mixer import MIXER_GRADS, mixer_grad
+from ..mixer import DEFAULT_MIXER_GRAD, MIXER_GRADS, mixer_grad
 from . import bench, compare
 from .config import SeqTrainConfig
 from .eval import evaluate_run
@@ -53,7 +53,7 @@ def register(sub) -> None:
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: the task's)")
     c.add_argument("--device", type=device_name, default="cpu")
     c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
-    c.add_argument("--ham-grad", type=_mixer_grad, default="one-step",
+    c.add_argument("--ham-grad", type=_mixer_grad, default=DEFAULT_MIXER_GRAD,
                    help=f"Ham mixers: gradient of the solve ({' | '.join(MIXER_GRADS)})")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..engine.common import machine_info, mean_std, run_shards, save_figure, write_results
 from ..engine.config import require_distinct
 from ..engine.results import load_result, recipe_of, save_result
+from ..mixer import DEFAULT_MIXER_GRAD
 from ..sequence import MIXERS, create_mixer, state_floats
 from .config import RESUME_FREE, SeqTrainConfig
 from .eval import load_run, test_metrics
@@ -70,7 +71,7 @@ def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32)
 
 def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), seeds=None, lengths=(64, 256, 512),
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
-        progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = "one-step",
+        progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
         **overrides) -> dict:  # fmt: skip
     """Train and test every run (resumable); write the table and the plot. ``overrides`` set other
     :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
