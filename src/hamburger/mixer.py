@@ -34,9 +34,9 @@ causal form, the K alternating steps in the non-causal one:
 * ``"one-step"`` (the paper's): every step but the last code update runs without gradient; the dictionary is a
   constant of the backward pass, so in the causal form no gradient reaches the tokens of earlier chunks.
 * ``"bptt"``: through everything, across the chunk recursion D_0 → D_1 → … as well.
-* ``"chunkwise"`` (the default): BPTT inside every chunk's solves, but each chunk's dictionary update starts from the previous
-  dictionary held constant: D_{j+1} is differentiated through all K of its updates with respect to the prefix
-  statistics (A_j, B_j), which hold every earlier token, and the chain D_0 → D_1 → … (N/L × K multiplicative
+* ``"chunkwise"`` (the default): BPTT inside every chunk's solves, but each chunk's dictionary update starts from
+  the previous dictionary held constant: D_{j+1} is differentiated through all K of its updates with respect to the
+  prefix statistics (A_j, B_j), which hold every earlier token, and the chain D_0 → D_1 → … (N/L × K multiplicative
   updates under BPTT) is cut at every chunk. The non-causal form has one solve: there it is BPTT.
 * ``"truncated:k"`` (1 <= k <= K): the last k steps of each solve carry gradient, the first K − k do not. In the
   causal form each chunk's dictionary D_{j+1} is then differentiated with respect to the prefix statistics (A_j, B_j)

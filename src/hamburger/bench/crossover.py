@@ -157,6 +157,9 @@ def run(
                             _measure(variants, precision, batch, mode, size, channels, dev, repeats, math_limit_gib)
                         )
                         bar.update(1)
+                        if out is not None:  # every finished cell on disk: a run stopped by a timeout keeps them
+                            partial = {"machine": info, "rows": rows, "crossover": crossover(rows)}
+                            _write(Path(out), partial, markdown(partial), plot=False)
     bar.close()
     result = {"machine": info, "rows": rows, "crossover": crossover(rows)}
     md = markdown(result)
@@ -249,10 +252,11 @@ def markdown(result: dict) -> list[str]:
     return md
 
 
-def _write(out: Path, result: dict, md: list[str]) -> None:
+def _write(out: Path, result: dict, md: list[str], *, plot: bool = True) -> None:
     rows = {k: v for k, v in result.items() if k != "machine"}
     write_results(out, "crossover", result["machine"], rows, md)
-    _plot(result, out / "crossover.png")
+    if plot:
+        _plot(result, out / "crossover.png")
 
 
 def _plot(result: dict, path: Path) -> None:
