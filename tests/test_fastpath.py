@@ -388,3 +388,26 @@ def test_gpu_script_is_valid_bash_and_every_command_parses():
         assert args.command == "bench" or args.command == "seq", argv
     budget = sum(int(t) for t in re.findall(r"^timeout (\d+) hb", text, re.M))
     assert budget <= 300, f"the default steps' timeouts add up to {budget} s, more than the 5 minutes"
+
+
+def test_bench_crossover_keeps_every_finished_cell_when_stopped(tmp_path, monkeypatch):
+    """gpu.sh runs the table under a timeout: what was measured before the stop must be on disk."""
+    import json
+
+    from hamburger.bench import crossover as bench_crossover
+
+    real, calls = bench_crossover._measure, []
+
+    def measure_then_stop(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt  # the timeout's signal, in the second cell
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench_crossover, "_measure", measure_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        bench_crossover.run(device="cpu", sizes=(4, 6), batches=(1,), precisions=("fp32",), modes=("eval",),
+                            backends=("flash",), channels=16, rank=2, repeats=1, compile=False, out=tmp_path,
+                            progress=False)  # fmt: skip
+    saved = json.loads((tmp_path / "crossover.json").read_text())
+    assert [r["size"] for r in saved["results"]["rows"]] == [4]  # the first cell, measured before the stop
