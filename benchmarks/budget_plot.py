@@ -1,7 +1,7 @@
 """Validation mIoU against training time for several budgets of the same heads (issue 10's budget question): reads
 ``seg compare`` run folders and draws one line per (head, budget).
 
-    python benchmarks/budget_plot.py results/compare-recalib results/compare-1600 --out benchmarks/budget-curves.png
+    python benchmarks/budget_plot.py results/compare-recalib results/compare-1600 --out docs/img/budget-curves.png
 """
 
 from __future__ import annotations
