@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 from ..engine.cli import choices, names, set_threads
-from ..engine.config import device_name, nonnegative_int, nonnegative_ints, positive_float, positive_int, positive_ints
-from ..functional import PRECISIONS, parse_grad
+from ..engine.config import (
+    device_name,
+    grad_specs,
+    nonnegative_int,
+    nonnegative_ints,
+    positive_float,
+    positive_int,
+    positive_ints,
+)
+from ..functional import PRECISIONS
 from . import check as check_bench
 from . import context as context_bench
 from . import crossover as crossover_bench
@@ -90,7 +97,7 @@ def register(sub) -> None:
     seg.add_argument("--device", type=device_name, default="cpu")
     seg.add_argument("--out", type=Path, default=Path("results/bench-seg"))
     grad = bsub.add_parser("grad", help="each gradient through the solve: time and peak memory of a training step vs K")
-    grad.add_argument("--estimators", type=names_of_grads, default=grad_bench.ESTIMATORS,
+    grad.add_argument("--estimators", type=grad_specs, default=grad_bench.ESTIMATORS,
                       help="comma-separated: one-step, bptt, none, truncated:<k>, phantom:<k>:<λ>")  # fmt: skip
     grad.add_argument("--steps", type=positive_ints, default=grad_bench.STEPS, help="comma-separated K")
     grad.add_argument("--sizes", type=positive_ints, default=(64, 128), help="H = W of the block")
@@ -112,17 +119,6 @@ def register(sub) -> None:
     cross.set_defaults(handler=_crossover)
     prec.set_defaults(handler=_precision)
     seg.set_defaults(handler=_seg)
-
-
-def names_of_grads(text: str) -> tuple[str, ...]:
-    """argparse type: comma-separated gradient spellings, each checked."""
-    try:
-        picked = names(text)
-        for name in picked:
-            parse_grad(name)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return picked
 
 
 def _grad(args) -> None:

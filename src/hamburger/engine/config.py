@@ -118,8 +118,12 @@ def grad_spec(text) -> str:
 
 
 def grad_specs(text: str) -> tuple[str, ...]:
-    """argparse type: comma-separated gradients (each as :func:`grad_spec`)."""
-    return tuple(grad_spec(t.strip()) for t in str(text).split(",") if t.strip())
+    """argparse type: comma-separated gradients, each as :func:`grad_spec`, none given twice."""
+    try:
+        picked = require_distinct((t.strip() for t in str(text).split(",") if t.strip()), "names")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return tuple(grad_spec(t) for t in picked)
 
 
 def shard_spec(text: str) -> tuple[int, int]:
