@@ -12,7 +12,19 @@ def test_plan_shares_identical_configurations():
     assert runs[0][:2] == ("hamnet-ref", "hamnet")
     assert run_tag("hamnet", {}) == "hamnet-ref" and run_tag("local", {}) == "local"
     refs = {label for _, label, head, over in ROWS if head == "hamnet" and not with_grad(head, over, None)}
-    assert refs == {"Hamburger (NMF)", "both breads", "NMF", "one-step", "v2", "random", "K=6", "R=16"}
+    assert refs == {"Hamburger (NMF)", "both breads", "NMF", "one-step (the paper's)", "v2", "random", "K=6", "R=16"}
+
+
+def test_groups_train_and_report_their_rows_only(capsys):
+    """``ablate --groups gradient``: the gradient row's 9 runs (3 seeds of one-step, BPTT, none), its finding only."""
+    runs = plan(groups=("gradient",))
+    assert sorted({t for t, *_ in runs}) == ["hamnet-grad=bptt", "hamnet-grad=none", "hamnet-ref"] and len(runs) == 9
+    rows = {f"gradient/{label}": [50.0, 51.0, 52.0] for g, label, _, _ in ROWS if g == "gradient"}
+    rows["gradient/BPTT"] = [60.0, 61.0, 62.0]
+    lines = findings(rows, {})
+    assert len(lines) == 1 and "*BPTT hurts where the one-step gradient does not*: **disagrees**" in lines[0]
+    with pytest.raises(SystemExit, match="unknown ablation group"):
+        main(["ablate", "--groups", "gradient,nosuch"])
 
 
 def test_ham_grad_sets_every_hamburger_row_but_the_gradient_rows():

@@ -269,6 +269,33 @@ def test_weights_know_their_model(data, straight_run):
 # the typed config: round trip, resume refuses a changed recipe
 
 
+def test_config_names_the_gradient_it_trains_with(monkeypatch):
+    """``ham_grad`` is resolved at construction for a model with a Hamburger (so config.yaml and a cached result's
+    recipe name it); a run saved with ``ham_grad: null`` reads as the one-step default it was trained with."""
+    from hamburger.engine.config import changed_fields, config_dict
+    from hamburger.functional import DEFAULT_GRAD
+    from hamburger.seg import config as seg_config
+    from hamburger.seg.config import RESUME_FREE, SegTrainConfig
+
+    assert SegTrainConfig(model="hamnet_tiny").ham_grad == DEFAULT_GRAD
+    assert SegTrainConfig(model="ham_vq_tiny").ham_grad == DEFAULT_GRAD
+    assert SegTrainConfig(model="lightham_r18").ham_grad == DEFAULT_GRAD
+    assert SegTrainConfig(model="fcn_tiny").ham_grad is None and SegTrainConfig(model="nonlocal_tiny").ham_grad is None
+    assert SegTrainConfig(model="hamnet_tiny", ham_grad="bptt").ham_grad == "bptt"
+    # a later default: the old run (null, or no key at all) trained with one-step and is refused unless asked for
+    monkeypatch.setattr(seg_config, "DEFAULT_GRAD", "truncated:1")
+    now = SegTrainConfig(model="hamnet_tiny")
+    assert now.ham_grad == "truncated:1"
+    old = config_dict(now) | {"ham_grad": None}
+    assert changed_fields(old, now, RESUME_FREE) == {"ham_grad": ("one-step", "truncated:1")}
+    assert changed_fields({k: v for k, v in old.items() if k != "ham_grad"}, now, RESUME_FREE) == {
+        "ham_grad": ("one-step", "truncated:1")
+    }
+    assert changed_fields(old, SegTrainConfig(model="hamnet_tiny", ham_grad="one-step"), RESUME_FREE) == {}
+    fcn = SegTrainConfig(model="fcn_tiny")
+    assert changed_fields(config_dict(fcn), fcn, RESUME_FREE) == {}
+
+
 def test_config_round_trips_and_resume_refuses_a_changed_recipe(data, tmp_path):
     from hamburger.engine.config import config_dict
     from hamburger.seg.config import SegTrainConfig

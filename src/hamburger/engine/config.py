@@ -252,12 +252,15 @@ def _yaml_value(value):
 def changed_fields(saved: dict, config, free: frozenset) -> dict[str, tuple]:
     """{field: (saved value, current value)} for every field outside ``free`` that differs. A field the saved config
     lacks (added to the config since the run was written) counts as the value runs had before the field existed:
-    the config class's ``LEGACY_DEFAULTS`` entry where its default has changed since, else its default."""
+    the config class's ``LEGACY_DEFAULTS`` entry where its default has changed since, else its default. A field
+    saved as None ("the default") that the config now resolves to a value counts as its ``LEGACY_DEFAULTS`` entry
+    too, where it has one: the default the run was trained with."""
     now = config_dict(config)
     fields = dataclasses.fields(config)
-    defaults = {f.name: _yaml_value(f.default) for f in fields if f.default is not dataclasses.MISSING}
-    defaults.update(getattr(type(config), "LEGACY_DEFAULTS", {}))
+    legacy = getattr(type(config), "LEGACY_DEFAULTS", {})
+    defaults = {f.name: _yaml_value(f.default) for f in fields if f.default is not dataclasses.MISSING} | legacy
     was = {k: saved[k] if k in saved else defaults.get(k) for k in now}
+    was |= {k: legacy[k] for k in legacy if k in now and was[k] is None and now[k] is not None}
     return {k: (was[k], v) for k, v in now.items() if k not in free and was[k] != v}
 
 

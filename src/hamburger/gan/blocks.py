@@ -138,7 +138,7 @@ class GANHamburger(_Gated):
         ham_channels: d, channels inside the block (default C).
         rank: R (default d/8).
         steps: K in training and evaluation (6).
-        grad: the gradient through the ham's solve (:mod:`hamburger.functional`; default the paper's one-step).
+        grad: the gradient through the ham's solve (:mod:`hamburger.functional`; default ``DEFAULT_GRAD``).
         num_classes: classes of the conditional BN after the upper bread (generator); ``None`` with
             ``norm=True`` gives an ordinary BN.
         norm: False (the discriminator) puts no norm after the upper bread.

@@ -151,6 +151,8 @@ def register(sub) -> None:
     abl.add_argument("--out", type=Path, default=Path("results/ablate"))
     abl.add_argument("--ham-grad", type=grad_spec, default=None,
                      help="gradient of every Hamburger row but the gradient rows (default: the models')")
+    abl.add_argument("--groups", type=names, default=ablate.GROUPS,
+                     help=f"row groups to train and report (default all: {','.join(ablate.GROUPS)})")  # fmt: skip
     abl.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     abl.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     abl.set_defaults(handler=_ablate)
@@ -189,6 +191,7 @@ def _ablate(args) -> None:
     ablate.run(
         out=args.out, finding_seeds=args.seeds, sweep_seeds=args.sweep_seeds, iters=args.iters,
         data_root=args.data_root, device=args.device, shard=args.shard, jobs=args.jobs, ham_grad=args.ham_grad,
+        groups=args.groups,
     )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from ..engine.common import machine_info, save_figure, write_results
 from ..engine.config import require_distinct
 from ..engine.measure import count_flops, median_time, peak_memory
 from ..engine.results import load_result, recipe_of, save_result
+from ..functional import DEFAULT_GRAD
 from .config import RESUME_FREE, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate, palette
@@ -159,7 +160,7 @@ def run(
         "ham_precision": ham_precision or "fp32",
         "train_device": str(device),
         "bn_recalib": bn_recalib,
-        "ham_grad": ham_grad or "the variants' (one-step)",
+        "ham_grad": ham_grad or f"the variants' ({DEFAULT_GRAD})",
     }
     md = markdown(summary, info)
     _write(out, title, info, results, summary, md)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..burger import BREADS, HAMS, VERSIONS
 from ..engine.config import option, validate_config
 from ..engine.loop import AMP_DTYPES
-from ..functional import PRECISIONS, parse_grad
+from ..functional import DEFAULT_GRAD, PRECISIONS, parse_grad
 from ..ham import INITS
+from .models import holds_ham
 
 NORMS = ("batch", "group")  # the norm layers a segmentation head or backbone can be built with
 
@@ -26,6 +28,9 @@ RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard"
 @dataclass
 class SegTrainConfig:
     """Everything a segmentation training run depends on (see ``hamburger seg train --help``)."""
+
+    # runs written before ``DEFAULT_GRAD`` changed saved ``ham_grad: null`` (or no key): they trained with this one
+    LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step"}
 
     # data
     dataset: str = option("voc", "voc | pascal_context | ade20k | cityscapes | folder | animal-scenes")
@@ -48,7 +53,8 @@ class SegTrainConfig:
     ham_steps: int | None = option(None, "K of the Hamburger in training (default: the variant's)", minimum=0)
     ham_eval_steps: int | None = option(None, "K of the Hamburger at evaluation (default: the variant's)", minimum=0)
     ham_grad: str | None = option(
-        None, "gradient through the Hamburger's solve: one-step | bptt | none | truncated:<k> | phantom:<k>:<λ>"
+        None, "gradient through the Hamburger's solve: one-step (the paper's) | bptt | none | truncated:<k> | "
+        "phantom:<k>:<λ> | implicit[:<k>] (default: hamburger.functional.DEFAULT_GRAD, written into config.yaml)"
     )
     ham_type: str | None = option(None, "the Hamburger's ham (default: the variant's)", choices=tuple(HAMS))
     ham_breads: str | None = option(
@@ -102,6 +108,10 @@ class SegTrainConfig:
                 setattr(self, name, Path(value))
         self.out = Path(self.out)
         validate_config(self)
+        if self.ham_grad is None and holds_ham(self.model):
+            # resolved here, so that a saved run and a cached result name the gradient they were trained with: a run
+            # of a later default cannot be resumed or reused as one of this one's (LEGACY_DEFAULTS for older runs)
+            self.ham_grad = DEFAULT_GRAD
         if self.ham_grad is not None:
             parse_grad(self.ham_grad)  # a ValueError naming the spellings
         if len(self.scale_range) != 2 or self.scale_range[0] > self.scale_range[1]:

@@ -60,6 +60,17 @@ for _ctx in ("hamburger", "none", "local", *list_contexts()):
     _VARIANTS[f"{_name}_tiny"] = (_context_model, {**_TINY, "context": _ctx, **_extra})
 
 
+def holds_ham(name: str) -> bool:
+    """Whether the variant ``name`` holds a Hamburger (``hamnet_*``, ``ham_nmf/vq/cd_*``, ``lightham_*``): the models
+    whose ``grad`` (``--ham-grad``) means something."""
+    if name.startswith("lightham_"):
+        return True
+    if name not in _VARIANTS:
+        return False
+    context = _VARIANTS[name][1].get("context")
+    return context == "hamburger" or str(context).startswith("ham_")
+
+
 def list_models() -> list[str]:
     """Registered variant names (``lightham_<any timm backbone>`` is accepted too)."""
     return sorted(_VARIANTS)
