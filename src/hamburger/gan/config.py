@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..engine.config import option, validate_config
 from ..engine.loop import AMP_DTYPES
-from ..functional import parse_grad
+from ..functional import DEFAULT_GRAD, parse_grad
 from .blocks import ARMS
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
@@ -23,6 +24,9 @@ RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard"
 @dataclass
 class GANTrainConfig:
     """Everything a GAN training run depends on (see ``hamburger gan train --help``)."""
+
+    # what a saved run that lacks a field trained with, where the field's default has changed since
+    LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step"}
 
     # data
     dataset: str = option("silhouettes", "silhouettes | digits | folder | cifar10")
@@ -36,8 +40,8 @@ class GANTrainConfig:
     context_resolution: int | None = option(None, "resolution of the context slot (default 32 at 128², else 16)",
                                             minimum=4)  # fmt: skip
     ham_steps: int = option(6, "K of a Hamburger arm in training and sampling", minimum=0)
-    ham_grad: str = option("one-step", "gradient through a Hamburger arm's solve: one-step | bptt | none | "
-                           "truncated:<k> | phantom:<k>:<λ>")  # fmt: skip
+    ham_grad: str = option(DEFAULT_GRAD, "gradient through a Hamburger arm's solve: one-step (the paper's) | bptt | "
+                           "none | truncated:<k> | phantom:<k>:<λ> | implicit[:<k>]")  # fmt: skip
     ema: float = option(0.0, "decay of an exponential moving average of G, used for samples (0: none)",
                         minimum=0.0, maximum=0.99999)  # fmt: skip
     init_weights: Path | None = option(None, "start from these weights")
