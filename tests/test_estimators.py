@@ -17,7 +17,7 @@ from hamburger.seg.estimators import (
 
 
 def _row(mean, std=1.0, peak=100.0, ms=50.0):
-    return {"miou_mean": mean, "miou_std": std, "peak_mib": peak, "train_ms_per_iter": ms}
+    return {"miou_mean": mean, "miou_std": std, "peak_mib": peak, "step_ms": ms, "train_ms_per_iter": 2 * ms}
 
 
 def test_the_plan_and_the_tags():
@@ -70,6 +70,7 @@ def test_estimators_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     assert report["long"]["bptt"]["peak_mib"] > report["short"]["bptt"]["peak_mib"]  # BPTT's memory grows with K
     assert report["long"]["one-step"]["peak_mib"] == pytest.approx(report["short"]["one-step"]["peak_mib"], rel=0.02)
     assert report["default"] in ("bptt", "one-step") and report["why"]
+    assert all(row["step_ms"] > 0 for rows in (report["short"], report["long"]) for row in rows.values())
     md = (out / "estimators.md").read_text()
     assert "## K = 12" in md and "**Default by the rule:" in md and "self-attention (SDPA)" in md
     assert (out / "estimators.png").stat().st_size > 1000
