@@ -362,21 +362,34 @@ class _NMF:
         return _flush(d * num / (den + eps), False)
 
     @classmethod
-    def steps(cls, x, d, steps: int, *, inplace: bool, eps: float, precision="fp32", xp=None, ct=None):
-        """K steps from the bases ``d`` and, when given, the codes ``ct`` (continuing a solve), else C₀."""
+    def steps(cls, x, d, steps: int, *, inplace: bool, eps: float, precision="fp32", xp=None, ct=None, fused=False):
+        """K steps from the bases ``d`` and, when given, the codes ``ct`` (continuing a solve), else C₀. ``fused``: the
+        steps without autograd (``inplace``) run in :mod:`hamburger.kernels`' Triton kernels."""
         xp = x if xp is None else xp
         xtd = None
         if ct is None:
             xtd = product(xp.mT, d, precision=precision)  # (B, N, R): XᵀD, shared by the start and the first update
             ct = torch.softmax(xtd, dim=-1)  # C0 = softmax(DᵀX) over R (t = 1 for NMF)
+        if fused and inplace and not torch.is_grad_enabled():
+            from . import kernels
+
+            ct, d = ct.float().contiguous(), d.contiguous()  # the kernels' state: float32, updated in place
+            for _ in range(steps):
+                kernels.nmf_codes_step(xp, d, ct, eps=eps, precision=precision)
+                kernels.nmf_bases_step(xp, d, ct, eps=eps, precision=precision)
+            return d, ct
         for k in range(steps):
             ct = cls.codes(xp, d, ct, eps, inplace, precision, xtd if k == 0 else None)
             d = cls.bases(xp, d, ct, eps, inplace, precision)
         return d, ct
 
     @classmethod
-    def final(cls, x, d, ct, *, inplace: bool, eps: float, precision="fp32", xp=None):
+    def final(cls, x, d, ct, *, inplace: bool, eps: float, precision="fp32", xp=None, fused=False):
         xp = x if xp is None else xp
+        if fused and inplace and not torch.is_grad_enabled():
+            from . import kernels
+
+            return d, kernels.nmf_codes_step(xp, d.contiguous(), ct.float().contiguous(), eps=eps, precision=precision)
         return d, cls.codes(xp, d, ct, eps, inplace, precision)
 
 
@@ -389,6 +402,7 @@ def nmf(
     eps: float = 1e-6,
     reconstruct: bool = True,
     precision: str = "fp32",
+    fused: bool | None = None,
 ) -> Decomposition:
     """Non-negative matrix factorisation X ≈ DC by K multiplicative (Lee-Seung) updates.
 
@@ -400,12 +414,19 @@ def nmf(
         eps: ε added to every denominator.
         reconstruct: False skips the product DC (``recon`` is None), for callers that fold a linear map into D.
         precision: ``"fp32"`` | ``"bf16"`` | ``"tf32"``: of the products with X and of DC (module docstring).
+        fused: the steps that carry no gradient in fused Triton kernels (:mod:`hamburger.kernels`): None (auto) and
+            True on CUDA float32 / bfloat16 input when Triton is there and R <= 128, outside compilation; False never.
+            Gradients are unchanged: every step that carries one runs in PyTorch.
 
     Start C₀ = softmax(DᵀX) over R; each step C ← C ⊙ (DᵀX) ⊘ (DᵀDC + ε), then D ← D ⊙ (XCᵀ) ⊘ (DCCᵀ + ε);
     then one more code update and X̄ = DC.
     """
     _check(x, bases, steps, grad, eps, precision)
-    return _run(_NMF, x, bases, steps, grad, reconstruct, precision, eps=eps)
+    if fused is not False and x.dtype != torch.float64:
+        from .kernels import use_fused
+
+        fused = use_fused(x, bases.shape[-1], fused)
+    return _run(_NMF, x, bases, steps, grad, reconstruct, precision, eps=eps, fused=bool(fused))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -94,6 +94,7 @@ class Ham(nn.Module):
         generator: torch.Generator | None = None,
         check_input: bool | str = True,
         precision: str = "fp32",
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
         for name, value, low in (("channels", channels, 1), ("rank", rank, 1), ("groups", groups, 1)):
@@ -123,6 +124,8 @@ class Ham(nn.Module):
             raise ValueError(f"check_input must be one of {CHECK_MODES}, got {check_input!r}")
         if precision not in HF.PRECISIONS:
             raise ValueError(f"precision must be one of {HF.PRECISIONS}, got {precision!r}")
+        if fused not in (None, True, False):
+            raise ValueError(f"fused must be None (auto), True or False, got {fused!r}")
         self.channels = channels
         self.rank = rank
         self.groups = groups
@@ -137,6 +140,7 @@ class Ham(nn.Module):
         self.seed = seed
         self.check_input = check_input
         self.precision = precision
+        self.fused = fused
         # (seed, counter) of the training draws when a generator is given; moves with the module, not saved
         self.register_buffer("draw_state", torch.zeros(2, dtype=torch.int64), persistent=False)
         self.generator = generator
@@ -352,6 +356,8 @@ _HAM_ARGS = """
             exporting.
         precision: ``"fp32"`` (default, exact), ``"bf16"`` or ``"tf32"``: precision of the large products (X and
             the reconstruction), see :mod:`hamburger.functional`. A bf16 ham exports to ONNX with fp32 products.
+        fused: NMF only: its steps without autograd in fused Triton kernels (:mod:`hamburger.kernels`). None
+            (default): on CUDA when Triton is there, outside ``torch.compile``; False: never. Gradients unchanged.
 """
 
 
@@ -374,7 +380,7 @@ class NMF(Ham):
     def _decompose(self, x, bases, steps, reconstruct):
         return HF.nmf(
             x, bases, steps, grad=self.grad, eps=self.eps, reconstruct=reconstruct,
-            precision=self.effective_precision(),
+            precision=self.effective_precision(), fused=self.fused,
         )  # fmt: skip
 
 

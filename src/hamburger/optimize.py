@@ -21,6 +21,7 @@ def optimize(
     mode: str | None = None,
     dynamic: bool | None = None,
     check_input: bool | str | None = None,
+    fused: bool | None = None,
 ) -> nn.Module:
     """Put ``model`` on the fast path and return it (the same object, modified in place).
 
@@ -38,6 +39,9 @@ def optimize(
             default (specialise, then mark the changed dimension dynamic at the second shape) silently falls back to
             uncaptured kernels from the second shape on — and torch's default otherwise.
         check_input: set every ham's input check (``True``, ``"sync"``, ``"async"`` or ``False``; None keeps them).
+        fused: set every ham's ``fused`` (NMF's gradient-free steps in Triton kernels on CUDA,
+            :mod:`hamburger.kernels`): ``False`` turns them off, ``True`` on; None keeps each ham's own (auto).
+            Inside ``compile=True`` graphs the compiler's own kernels run instead.
 
     The default input checks never synchronise the host inside a compiled graph (they become device asserts).
 
@@ -52,6 +56,8 @@ def optimize(
         raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if fused not in (None, True, False):
+        raise ValueError(f"fused must be None (keep), True or False, got {fused!r}")
     if check_input is not None and check_input not in CHECK_MODES:
         raise ValueError(f"check_input must be one of {CHECK_MODES} or None, got {check_input!r}")
     hams = [m for m in model.modules() if isinstance(m, Ham)]
@@ -60,6 +66,8 @@ def optimize(
             ham.precision = precision
         if check_input is not None:
             ham.check_input = check_input
+        if fused is not None:
+            ham.fused = fused
     if compile:
         on_cuda = any(p.is_cuda for p in model.parameters()) or any(b.is_cuda for b in model.buffers())
         if precision == "tf32" and on_cuda:

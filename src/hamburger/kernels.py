@@ -1,0 +1,119 @@
+"""Fused Triton kernels for the NMF steps that carry no gradient (the GPU fast path).
+
+One NMF step is a code update C ← C ⊙ (DᵀX) ⊘ (DᵀD C + ε) and a bases update D ← D ⊙ (XCᵀ) ⊘ (D CCᵀ + ε). In eager
+PyTorch each is a product and then three element-wise passes, each a full read and write of the N × R codes (or
+D × R bases) in float32. Here each update is one kernel: a program computes a tile of the product (XᵀD for BLOCK_N
+positions, or XCᵀ for BLOCK_D channels), loads the same tile of the state, multiplies it by the small Gram matrix
+(DᵀD or CᵀC, R × R, computed beforehand by one ``bmm``) and writes the updated tile — the product never goes to
+memory. Operands of the large product are bfloat16 under ``precision="bf16"`` (float32 accumulation, float32
+state, as :func:`hamburger.functional.product`), float32 with ``input_precision="ieee"`` under ``"fp32"`` (Triton's
+``tl.dot`` would use TF32 on a GPU otherwise) and TF32 under ``"tf32"``.
+
+Only the steps without autograd run here: the ones the one-step gradient and the estimators of
+:mod:`hamburger.functional` leave out of the graph, and every step at inference. A step that carries gradient
+always takes the PyTorch path, so gradients are unchanged by construction. There is no persistent kernel over all
+K steps: XCᵀ reduces over all N, which needs a grid-wide barrier that Triton does not provide.
+
+Dispatch (:func:`use_fused`) is CUDA-only unless :data:`FORCE` is set, which the CPU tests do under
+``TRITON_INTERPRET=1``. Triton's interpreter returns wrong results from ``tl.dot`` on bfloat16 operands (Triton 3.8),
+so under the interpreter the tiles are upcast to float32 before the product (the ``UPCAST`` constexpr); the
+bfloat16 tensor-core path itself is checked on a GPU by ``benchmarks/gpu.sh``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+__all__ = ["FORCE", "available", "use_fused", "nmf_codes_step", "nmf_bases_step"]
+
+FORCE = False  # run the kernels on any device (the CPU tests, under TRITON_INTERPRET=1)
+_MAX_RANK = 128  # R must fit one tile: the update needs a whole row of codes (or bases) at once
+
+
+def available() -> bool:
+    """Whether Triton can be imported (it comes with torch's CUDA builds)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_fused(x: Tensor, rank: int, fused: bool | None) -> bool:
+    """Whether the solve of ``x`` runs its gradient-free NMF steps in these kernels: ``fused`` False never, True or
+    None (auto) on a CUDA tensor (or any, with :data:`FORCE`) when Triton is there, R fits a tile and the call is not
+    being compiled or exported (the compiler makes its own kernels)."""
+    if fused is False or rank > _MAX_RANK:
+        return False
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return (x.is_cuda or FORCE) and available()
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+_KERNELS: dict[bool, tuple] = {}
+
+
+def _kernels() -> tuple:
+    """The two kernels, jitted on first use (so that TRITON_INTERPRET set by then is honoured)."""
+    key = _interpreting()
+    if key not in _KERNELS:
+        import triton
+
+        from . import _triton_nmf as source
+
+        _KERNELS[key] = (triton.jit(source.codes_kernel), triton.jit(source.bases_kernel))
+    return _KERNELS[key]
+
+
+def _tile(size: int, low: int, high: int) -> int:
+    """A power of two >= ``low`` (tl.dot's minimum is 16) covering ``size`` up to ``high``."""
+    block = low
+    while block < size and block < high:
+        block *= 2
+    return block
+
+
+def _precisions(precision: str) -> tuple[bool, str, str]:
+    """(bf16 operands, the large product's input_precision, the Gram product's input_precision)."""
+    if precision == "tf32":
+        return False, "tf32", "tf32"
+    return precision == "bf16", "ieee", "ieee"
+
+
+def _launch(which: int, xp: Tensor, d: Tensor, ct: Tensor, gram: Tensor, eps: float, precision: str, **blocks):
+    """Launch kernel ``which`` (0 codes, 1 bases) over a grid of (tiles of its first block's axis, B)."""
+    kernel = _kernels()[which]
+    batch, dim, n = xp.shape
+    low, big, small = _precisions(precision)
+    tiled = n if which == 0 else dim  # positions for the codes, channels for the bases
+    grid = (-(-tiled // next(iter(blocks.values()))), batch)
+    kernel[grid](
+        xp, d, ct, gram, eps, n, dim, d.shape[-1], *xp.stride(), *d.stride(), *ct.stride(), *gram.stride(),
+        **blocks, BLOCK_R=_tile(d.shape[-1], 16, _MAX_RANK), LOW=low, UPCAST=_interpreting(), PRECISION=big,
+        SMALL_PRECISION=small,
+    )  # fmt: skip
+
+
+def nmf_codes_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: str = "fp32") -> Tensor:
+    """One code update in place on ``ct`` (B, N, R), float32, from X ``xp`` (B, D, N; float32 or bfloat16) and the
+    bases ``d`` (B, D, R), float32. Returns ``ct``."""
+    dim, n = xp.shape[1:]
+    gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
+    _launch(0, xp, d, ct, gram, eps, precision, BLOCK_N=_tile(n, 16, 64), BLOCK_K=_tile(dim, 16, 32))
+    return ct
+
+
+def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: str = "fp32") -> Tensor:
+    """One bases update in place on ``d`` (B, D, R), float32, from X ``xp`` (B, D, N) and the codes ``ct``
+    (B, N, R), float32. Returns ``d``."""
+    dim, n = xp.shape[1:]
+    gram = torch.bmm(ct.mT, ct)  # (B, R, N) @ (B, N, R) -> (B, R, R)
+    _launch(1, xp, d, ct, gram, eps, precision, BLOCK_D=_tile(dim, 16, 32), BLOCK_N=_tile(n, 16, 64))
+    return d

@@ -1,0 +1,91 @@
+"""The fused Triton NMF steps (issue 30), run on the CPU under ``TRITON_INTERPRET=1`` with ``kernels.FORCE``."""
+
+import pytest
+import torch
+
+import hamburger
+from hamburger import functional as HF
+from hamburger import kernels
+from hamburger.functional import _NMF
+
+pytest.importorskip("triton")
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # read when the kernels are jitted, and per launch
+    monkeypatch.setattr(kernels, "FORCE", True)
+
+
+def _problem(batch=2, dim=40, n=70, rank=10, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, dim, n, generator=gen)
+    d = torch.rand(batch, dim, rank, generator=gen)
+    ct = torch.softmax(torch.randn(batch, n, rank, generator=gen), dim=-1)
+    return x, d, ct
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_each_update_equals_the_pytorch_step_in_fp32(forced, precision):
+    x, d, ct = _problem()
+    ref_c = _NMF.codes(x, d.clone(), ct.clone(), 1e-6, False, precision)
+    got_c = kernels.nmf_codes_step(x, d.clone(), ct.clone(), eps=1e-6, precision=precision)
+    torch.testing.assert_close(got_c, ref_c, rtol=1e-5, atol=1e-7)
+    ref_d = _NMF.bases(x, d.clone(), ref_c, 1e-6, False, precision)
+    got_d = kernels.nmf_bases_step(x, d.clone(), ref_c.clone(), eps=1e-6, precision=precision)
+    torch.testing.assert_close(got_d, ref_d, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_rounds_the_operands_within_bf16_precision(forced):
+    """bf16: the product's operands are rounded (the result moves off fp32's) and the update agrees with the PyTorch
+    bf16 path to bf16's precision. Not bit for bit: the interpreter's float32 -> bfloat16 conversion is not torch's
+    round-to-nearest-even, and the PyTorch path also rounds the product's result; the tensor-core path itself is
+    checked on a GPU by benchmarks/gpu.sh."""
+    x, d, ct = _problem(rank=20)
+    xb = x.to(torch.bfloat16)
+    got = kernels.nmf_codes_step(xb, d.clone(), ct.clone(), eps=1e-6, precision="bf16")
+    exact = kernels.nmf_codes_step(x, d.clone(), ct.clone(), eps=1e-6, precision="fp32")
+    assert not torch.equal(got, exact)
+    torch.testing.assert_close(got, exact, rtol=2e-2, atol=1e-4)
+    torch.testing.assert_close(got, _NMF.codes(xb, d, ct.clone(), 1e-6, False, "bf16"), rtol=2e-2, atol=1e-4)
+    got_d = kernels.nmf_bases_step(xb, d.clone(), got.clone(), eps=1e-6, precision="bf16")
+    ref_d = _NMF.bases(xb, d.clone(), got.clone(), 1e-6, False, "bf16")
+    assert not torch.equal(got_d, kernels.nmf_bases_step(x, d.clone(), got.clone(), eps=1e-6, precision="fp32"))
+    torch.testing.assert_close(got_d, ref_d, rtol=2e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 6])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_whole_solve_matches_and_gradients_are_unchanged(forced, steps, precision):
+    """K in {0, 1, 6}, R 10 (not a multiple of the tile), B 2: the fused solve equals the PyTorch one at inference,
+    and under the one-step gradient (its K steps fused, the final update in PyTorch) the gradient too."""
+    x, d, _ = _problem(n=50)
+    tol = {"rtol": 1e-4, "atol": 1e-6} if precision == "fp32" else {"rtol": 3e-2, "atol": 1e-3}
+    with torch.no_grad():
+        ref = HF.nmf(x, d, steps, precision=precision, fused=False)
+        got = HF.nmf(x, d, steps, precision=precision, fused=True)
+    torch.testing.assert_close(got.recon, ref.recon, **tol)
+    grads = []
+    for fused in (False, True):
+        xg = x.clone().requires_grad_()
+        out = HF.nmf(xg, d, steps, grad="one-step", precision=precision, fused=fused).recon
+        grads.append(torch.autograd.grad(out.square().mean(), xg)[0])
+    torch.testing.assert_close(grads[1], grads[0], **tol)
+
+
+def test_dispatch_and_the_switches(forced, monkeypatch):
+    x = torch.rand(1, 8, 16)
+    assert kernels.use_fused(x, 8, None) and kernels.use_fused(x, 8, True)
+    assert not kernels.use_fused(x, 8, False) and not kernels.use_fused(x, 129, None)  # R must fit one tile
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not kernels.use_fused(x, 8, None)  # the compiler makes its own kernels
+    monkeypatch.undo()
+    assert not kernels.use_fused(x, 8, None)  # CPU tensors: CUDA-only without FORCE
+    model = hamburger.Hamburger(16, rank=4)
+    assert all(m.fused is None for m in model.modules() if isinstance(m, hamburger.ham.Ham))
+    hamburger.optimize(model, fused=False, compile=False)
+    assert all(m.fused is False for m in model.modules() if isinstance(m, hamburger.ham.Ham))
+    with pytest.raises(ValueError, match="fused must be"):
+        hamburger.optimize(model, fused="yes", compile=False)
+    with pytest.raises(ValueError, match="fused must be"):
+        hamburger.NMF(16, fused=1.5)
