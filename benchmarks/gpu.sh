@@ -7,9 +7,12 @@
 #
 # Writes, each with the GPU named in its machine block:
 #   OUT/gpu.txt          nvidia-smi's name, memory and driver
-#   OUT/check/           hamburger bench check: per ham and precision, CUDA vs CPU, determinism, captured vs eager
-#                        (the script stops here if one fails: nothing wrong gets timed)
-#   OUT/crossover/       the block eager and captured (optimize(mode="reduce-overhead")) against the non-local block
+#   OUT/check/           hamburger bench check: per ham and precision, CUDA vs CPU, determinism, captured vs eager,
+#                        NMF's fused Triton steps vs PyTorch's (the script stops here if one fails: nothing wrong
+#                        gets timed)
+#   OUT/solve/           hamburger bench solve: the NMF solve alone, PyTorch vs fused Triton steps vs compiled, 128²
+#   OUT/crossover/       the block eager, fused (hamburger.kernels) and captured (optimize(mode="reduce-overhead"))
+#                        against the non-local block
 #                        on each SDPA backend and compiled (the fastest of them is the yardstick), bf16, B 1 and 8,
 #                        64² and 128², eval and training
 #   OUT/crossover-256/   the same at 256², eval only
@@ -32,11 +35,14 @@ if [[ "${GPU_SH_QUICK:-0}" == 1 ]]; then
 fi
 stamp "correctness"
 timeout 75 hb bench check --device cuda --out "$OUT_DIR/check"
+stamp "the solve alone: fused against PyTorch and compiled"
+timeout 30 hb bench solve --device cuda --sizes 128 --batches 1,8 --precisions bf16 --out "$OUT_DIR/solve" \
+    || stamp "solve stopped (timeout or error): see above"
 stamp "the table: B 1 and 8, 64² and 128², eval and training"
-timeout 160 hb bench crossover "${TABLE[@]}" --sizes 64,128 --batches 1,8 --capture --compile-attention \
+timeout 150 hb bench crossover "${TABLE[@]}" --sizes 64,128 --batches 1,8 --capture --compile-attention \
     --out "$OUT_DIR/crossover" || stamp "crossover stopped (timeout or error): see above"
 stamp "256², eval"
-timeout 50 hb bench crossover "${TABLE[@]}" --sizes 256 --batches 1,8 --modes eval --capture --compile-attention \
+timeout 45 hb bench crossover "${TABLE[@]}" --sizes 256 --batches 1,8 --modes eval --capture --compile-attention \
     --out "$OUT_DIR/crossover-256" || stamp "crossover 256 stopped (timeout or error): see above"
 if [[ "${GPU_SH_MORE:-0}" == 1 ]]; then
     timeout 240 hb bench precision --device cuda --out "$OUT_DIR/precision" || true

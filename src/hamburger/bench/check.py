@@ -1,6 +1,7 @@
 """`hamburger bench check`: the correctness checks a GPU run starts with — for every ham and precision, the block on
 the device against the same block on the CPU, twice on the device (determinism, bit for bit), and captured
-(``optimize(mode="reduce-overhead")``, CUDA graphs) against eager on the device. Exits non-zero when one fails, so
+(``optimize(mode="reduce-overhead")``, CUDA graphs) against eager on the device, and for NMF the fused Triton steps
+(the device's default) against PyTorch's. Exits non-zero when one fails, so
 ``benchmarks/gpu.sh`` stops before it times anything wrong.
 """
 
@@ -45,21 +46,29 @@ def run(*, device: str = "cuda", hams=HAMS, precisions=PRECISIONS, channels: int
                 y1, y2 = on_dev(x.to(dev)), on_dev(x.to(dev))
                 row = {"ham": ham, "precision": precision, "device_vs_cpu": _rel(y1.cpu(), ref),
                        "deterministic": bool(torch.equal(y1, y2))}  # fmt: skip
+                if ham == "nmf" and dev.type == "cuda":  # y1 ran the fused Triton steps (auto): against PyTorch's
+                    plain = optimize(copy.deepcopy(on_dev), fused=False, compile=False)
+                    row["fused_vs_pytorch"] = _rel(y1, plain(x.to(dev)))
                 if capture:
                     captured = optimize(copy.deepcopy(on_dev), mode="reduce-overhead")
                     y3 = captured(x.to(dev)).clone()  # a CUDA graph's output is overwritten by its next replay
                     row["captured_vs_eager"] = _rel(y3, y1)
             tol = TOLERANCE[precision]
-            row["ok"] = row["device_vs_cpu"] <= tol and row["deterministic"] and row.get("captured_vs_eager", 0) <= tol
+            row["ok"] = (
+                row["device_vs_cpu"] <= tol
+                and row["deterministic"]
+                and max(row.get("captured_vs_eager", 0), row.get("fused_vs_pytorch", 0)) <= tol
+            )
             rows.append(row)
             if progress:
                 print(row, flush=True)
     md = [f"# Correctness on {dev_info.get('gpu', dev.type)}", "", "| ham | precision | device vs CPU (rel.) | "
-          "deterministic | captured vs eager (rel.) | ok |", "|---|---|---:|---|---:|---|"]  # fmt: skip
+          "deterministic | captured vs eager (rel.) | fused vs PyTorch (rel.) | ok |",
+          "|---|---|---:|---|---:|---:|---|"]  # fmt: skip
     for r in rows:
-        cap = f"{r['captured_vs_eager']:.1e}" if "captured_vs_eager" in r else "-"
+        cap, fus = (f"{r[k]:.1e}" if k in r else "-" for k in ("captured_vs_eager", "fused_vs_pytorch"))
         md.append(f"| {r['ham']} | {r['precision']} | {r['device_vs_cpu']:.1e} | {r['deterministic']} | {cap} | "
-                  f"{'yes' if r['ok'] else '**no**'} |")  # fmt: skip
+                  f"{fus} | {'yes' if r['ok'] else '**no**'} |")  # fmt: skip
     result = {"machine": {**machine_info(), **dev_info}, "rows": rows, "ok": all(r["ok"] for r in rows)}
     if out is not None:
         out = Path(out)

@@ -24,6 +24,7 @@ from . import grad as grad_bench
 from . import ham as ham_bench
 from . import precision as precision_bench
 from . import seg as seg_bench
+from . import solve as solve_bench
 
 
 def register(sub) -> None:
@@ -114,6 +115,18 @@ def register(sub) -> None:
     check.add_argument("--no-capture", action="store_true", help="skip the captured (compiled) block")
     check.add_argument("--out", type=Path, default=Path("results/bench-check"))
     check.set_defaults(handler=_check)
+    solve = bsub.add_parser("solve", help="the NMF solve alone: PyTorch, fused Triton steps (CUDA), compiled")
+    solve.add_argument("--device", type=device_name, default=None, help="cuda if available, else cpu")
+    solve.add_argument("--sizes", type=positive_ints, default=(64, 128), help="H = W")
+    solve.add_argument("--batches", type=positive_ints, default=(1, 8))
+    solve.add_argument("--precisions", type=choices(PRECISIONS), default=("bf16", "fp32"))
+    solve.add_argument("--channels", type=positive_int, default=512)
+    solve.add_argument("--rank", type=positive_int, default=64)
+    solve.add_argument("--repeats", type=positive_int, default=20)
+    solve.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    solve.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
+    solve.add_argument("--out", type=Path, default=Path("results/bench-solve"))
+    solve.set_defaults(handler=_solve)
     bench.set_defaults(handler=_context)
     ham.set_defaults(handler=_ham)
     cross.set_defaults(handler=_crossover)
@@ -134,6 +147,15 @@ def _check(args) -> None:
     result = check_bench.run(device=device, capture=not args.no_capture, out=args.out)
     if not result["ok"]:
         raise SystemExit("hamburger bench check: a check failed (see the table above)")
+
+
+def _solve(args) -> None:
+    set_threads(args.threads)
+    solve_bench.run(
+        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), sizes=args.sizes,
+        batches=args.batches, precisions=args.precisions, channels=args.channels, rank=args.rank,
+        repeats=args.repeats, compile=not args.no_compile, out=args.out,
+    )  # fmt: skip
 
 
 def _context(args) -> None:

@@ -94,13 +94,16 @@ def _step_fn(module, x, mode: str, precision: str, device, backend=None):
 
 def _variants(channels: int, rank: int, precision: str, device, compile: bool, backends, capture: bool = False,
               compile_attention: bool = False) -> dict:  # fmt: skip
-    """name -> (module, SDPA backend or None). ``capture``: the block through ``optimize(mode="reduce-overhead")``
+    """name -> (module, SDPA backend or None). ``ham eager``: PyTorch's kernels; ``ham fused`` (CUDA): the steps
+    without autograd in :mod:`hamburger.kernels`. ``capture``: the block through ``optimize(mode="reduce-overhead")``
     (CUDA graphs, one static graph per shape); ``compile_attention``: the non-local block compiled the same way, SDPA
     choosing its backend."""
     torch.manual_seed(0)
     ham_precision = "bf16" if precision == "bf16" else precision
     ham = Hamburger(channels, ham="nmf", version="v1", rank=rank, precision=ham_precision).to(device)
-    out = {"ham eager": (ham, None)}
+    out = {"ham eager": (optimize(ham, fused=False, compile=False), None)}
+    if device.type == "cuda":  # the gradient-free steps in the Triton kernels (hamburger.kernels), eager otherwise
+        out["ham fused"] = (optimize(copy.deepcopy(ham), fused=True, compile=False), None)
     if compile:
         out["ham compiled"] = (optimize(copy.deepcopy(ham)), None)
     if capture:
