@@ -103,3 +103,20 @@ def test_bench_solve_times_each_variant(forced, tmp_path):
     assert [(r["batch"], r["size"]) for r in rows] == [(1, 8), (2, 8)]
     assert all(set(r["ms"]) == {"pytorch", "fused"} and min(r["ms"].values()) > 0 for r in rows)
     assert "| fp32 | 2 | 8 |" in (out / "solve.md").read_text()
+
+
+def test_a_kernel_that_disagrees_with_pytorch_is_turned_off_with_a_warning(forced, monkeypatch):
+    """Once per device and precision the fused steps are checked against PyTorch's; a wrong result (here, a kernel
+    that doubles the codes) turns the fused path off there instead of reaching the user."""
+    monkeypatch.setattr(HF, "_FUSED_VERIFIED", {})
+    x, d, _ = _problem(n=50)
+    with torch.no_grad():
+        ref = HF.nmf(x, d, 3, fused=False).recon
+        torch.testing.assert_close(HF.nmf(x, d, 3, fused=True).recon, ref, rtol=1e-4, atol=1e-6)
+        assert HF._FUSED_VERIFIED == {("cpu", "fp32"): True}
+        wrong = kernels.nmf_codes_step
+        monkeypatch.setattr(kernels, "nmf_codes_step", lambda *a, **k: 2 * wrong(*a, **k))
+        with pytest.warns(RuntimeWarning, match="disagree with PyTorch's on cpu \\(bf16"):
+            out = HF.nmf(x, d, 3, precision="bf16", fused=True).recon
+        torch.testing.assert_close(out, HF.nmf(x, d, 3, precision="bf16", fused=False).recon)  # PyTorch's steps
+        assert HF._FUSED_VERIFIED[("cpu", "bf16")] is False

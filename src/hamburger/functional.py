@@ -62,6 +62,7 @@ Precision (``precision``) of the large products, the ones that touch X or produc
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -393,6 +394,39 @@ class _NMF:
         return d, cls.codes(xp, d, ct, eps, inplace, precision)
 
 
+_FUSED_VERIFIED: dict[tuple[str, str], bool] = {}
+
+
+def _fused_verified(device: torch.device, precision: str) -> bool:
+    """Once per (device, precision) and process: the fused code and bases updates against PyTorch's on a small
+    problem. A disagreement turns the fused path off there, with a warning, instead of returning wrong numbers.
+    Not run during CUDA graph capture (the fused path waits until a call outside capture has verified it)."""
+    key = (str(device), precision)
+    if key not in _FUSED_VERIFIED:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return False
+        from . import kernels
+
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand(2, 40, 70, generator=gen).to(device)
+        d = torch.rand(2, 40, 10, generator=gen).to(device)
+        ct = torch.softmax(torch.randn(2, 70, 10, generator=gen), dim=-1).to(device)
+        xp = x.to(torch.bfloat16) if precision == "bf16" else x
+        tol = 1e-4 if precision == "fp32" else 3e-2
+        with torch.no_grad(), _TF32Scope(precision, device):
+            ref_c = _NMF.codes(xp, d, ct, 1e-6, False, precision)
+            ref_d = _NMF.bases(xp, d, ref_c, 1e-6, False, precision)
+            got_c = kernels.nmf_codes_step(xp, d.clone(), ct.clone(), eps=1e-6, precision=precision)
+            got_d = kernels.nmf_bases_step(xp, d.clone(), ref_c.clone(), eps=1e-6, precision=precision)
+        errors = [float((a - b).norm() / b.norm()) for a, b in ((got_c, ref_c), (got_d, ref_d))]
+        _FUSED_VERIFIED[key] = ok = all(e <= tol for e in errors)  # NaN fails too
+        if not ok:
+            warnings.warn(f"hamburger: the fused Triton NMF steps disagree with PyTorch's on {device} ({precision}: "
+                          f"relative errors {errors[0]:.1e}, {errors[1]:.1e}); using PyTorch's steps there. Please "
+                          "report it with your GPU and Triton version.", RuntimeWarning, stacklevel=3)  # fmt: skip
+    return _FUSED_VERIFIED[key]
+
+
 def nmf(
     x: Tensor,
     bases: Tensor,
@@ -425,7 +459,7 @@ def nmf(
     if fused is not False and x.dtype != torch.float64:
         from .kernels import use_fused
 
-        fused = use_fused(x, bases.shape[-1], fused)
+        fused = use_fused(x, bases.shape[-1], fused) and _fused_verified(x.device, precision)
     return _run(_NMF, x, bases, steps, grad, reconstruct, precision, eps=eps, fused=bool(fused))
 
 
