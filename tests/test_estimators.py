@@ -9,6 +9,7 @@ from hamburger.seg.estimators import (
     SHORT,
     choose_default,
     grows_with_k,
+    keeps_forward,
     meets_target,
     pick_long,
     run_tag,
@@ -46,6 +47,14 @@ def test_the_target_and_the_rule():
     long["truncated:2"]["miou_mean"] = 50.0
     default, why = choose_default(short, long)
     assert default == "bptt" and "no estimator with fixed memory" in why
+    # a damped phantom changes the forward (in evaluation too): reported, run at K 12 beside the best that keep it,
+    # never the default
+    short["phantom:1:0.5"] = _row(63, peak=90)
+    assert pick_long(short) == ["phantom:1:0.5", "implicit", "truncated:2"]
+    long["phantom:1:0.5"] = _row(62, peak=90, ms=10)
+    long["truncated:2"]["miou_mean"] = 61.5
+    assert keeps_forward("phantom:1:1") and not keeps_forward("phantom:1:0.5")
+    assert choose_default(short, long)[0] == "truncated:2"
 
 
 def test_bad_requests_are_refused(capsys):
