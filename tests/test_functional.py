@@ -320,13 +320,23 @@ def test_saved_memory_of_a_fixed_k_does_not_grow_with_k_steps():
 @pytest.mark.parametrize(
     "grad, match",
     [("truncated", "grad must be one of"), ("truncated:0", "k must be >= 1"), ("phantom:2", "grad must be one of"),
-     ("phantom:2:0", r"λ must be in \(0, 1\]"), ("phantom:2:1.5", r"λ must be in"), ("truncated:x", "one of"),
-     ("truncated:5", "unrolls k = 5 steps, more than the K = 3")],
+     ("phantom:2:0", r"λ must be in \(0, 1\]"), ("phantom:2:1.5", r"λ must be in"), ("truncated:x", "one of")],
 )  # fmt: skip
 def test_grad_spellings_are_checked(grad, match):
     with pytest.raises(ValueError, match=match):
         HF.nmf(torch.rand(1, 3, 4), torch.rand(1, 3, 2), 3, grad=grad)
     assert HF.parse_grad("phantom:3:0.25") == HF.GradSpec("phantom", 3, 0.25)
+
+
+@pytest.mark.parametrize("solve", [HF.nmf, HF.vq, HF.cd])
+def test_k_beyond_the_solves_steps_is_clamped_to_them(solve):
+    """The last k of K steps: truncated:5 on K = 3 is BPTT, and any k works at K = 0 (the final update alone)."""
+    x, bases = nonneg(1, 6, 9, seed=2), _unit(nonneg(1, 6, 3, seed=3))
+    for steps in (0, 3):
+        out, g = _grad_of(solve, x, bases, steps, "truncated:5")
+        ref, g_ref = _grad_of(solve, x, bases, steps, "bptt")
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=0)
 
 
 def test_implicit_gradient_is_the_derivative_of_the_nnls_solution_on_the_support(monkeypatch):
@@ -407,8 +417,9 @@ def test_implicit_k_differentiates_the_nnls_solution_in_the_bases_too(monkeypatc
     t = xs.clone().requires_grad_(True)
     assert _saved_bytes(lambda: HF.nmf(t, bases, 6, grad="implicit:1")) == _saved_bytes(
         lambda: HF.nmf(t, bases, 24, grad="implicit:1"))
-    with pytest.raises(ValueError, match="more than the K"):
-        HF.nmf(t, bases, 1, grad="implicit:2")
+    # k > K is clamped: implicit:2 on one step is implicit:1
+    torch.testing.assert_close(_grad_of(HF.nmf, xs, bases, 1, "implicit:2")[1], _grad_of(HF.nmf, xs, bases, 1,
+                               "implicit:1")[1], rtol=0, atol=0)  # fmt: skip
 
 
 def test_cd_implicit_gradient_is_the_derivative_of_the_ridge_solution():

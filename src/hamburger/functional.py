@@ -39,6 +39,9 @@ Gradient modes (``grad``):
   λ = 1 is ``"truncated:k"``; **λ < 1 changes the forward value too**, in training and evaluation alike (the last k
   steps are damped), so a model trained with it must be evaluated with it.
 
+A k larger than a solve's K is clamped to K: the last k of K steps are all of them (``"truncated:k"`` is then BPTT),
+so one ``grad`` serves every K, including K = 0 (the final code update alone).
+
 Implementation notes. Codes are held internally as Cᵀ, (B, N, R), because the two products that touch X (XᵀD and
 XCᵀ) are fastest in that layout; ``codes`` is returned as a (B, R, N) view. Outside autograd the updates run in
 place on reused buffers. The multiplicative NMF updates and the sharp softmax of VQ/CD drive entries towards zero;
@@ -144,9 +147,7 @@ def _check(x: Tensor, bases: Tensor, steps: int, grad: str, eps: float, precisio
         raise TypeError(f"x and bases must be floating point, got {x.dtype} and {bases.dtype}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps (K) must be an integer >= 0, got {steps!r}")
-    spec = parse_grad(grad)
-    if spec.k > steps:
-        raise ValueError(f"grad {grad!r} unrolls k = {spec.k} steps, more than the K = {steps} the solve runs")
+    parse_grad(grad)  # a ValueError naming the spellings
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
     if precision not in PRECISIONS:
@@ -235,6 +236,7 @@ def _run(
         bases = bases.to(dtype)
         kw["precision"] = precision
         spec = parse_grad(grad)
+        spec = spec._replace(k=min(spec.k, steps))  # the last k of K steps: all of them when k >= K
         if grad == "bptt" or spec.kind == "truncated" and spec.k == steps:
             d, ct = solver.steps(x, bases, steps, inplace=False, xp=xp, **kw)
             d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)

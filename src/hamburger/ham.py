@@ -109,8 +109,6 @@ class Ham(nn.Module):
         if spec.kind == "implicit" and not self.has_implicit_gradient:
             raise ValueError(f"{type(self).__name__} has no implicit gradient: its codes solve no well-posed problem "
                              "given the bases (NMF and CD do)")  # fmt: skip
-        if spec.k > train_steps:
-            raise ValueError(f"grad {grad!r} unrolls k = {spec.k} steps, more than train_steps = {train_steps}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if init == "online" and not spatial:
