@@ -3,44 +3,53 @@ import json
 import pytest
 
 from hamburger.cli import main
+from hamburger.functional import DEFAULT_GRAD
 from hamburger.seg.ablate import ROWS, TEST_STEPS, findings, plan, run_tag, with_grad
 
 
 def test_plan_shares_identical_configurations():
     runs = plan()
-    assert len(runs) == len({(t, s) for t, _, _, s in runs}) == 33  # 3 seeds x 11 finding configs, 1 x 15 sweeps
+    # 3 seeds x 12 finding configs (the paper's one-step no longer the reference's), 1 x 15 sweeps
+    assert len(runs) == len({(t, s) for t, _, _, s in runs}) == 36
     assert runs[0][:2] == ("hamnet-ref", "hamnet")
     assert run_tag("hamnet", {}) == "hamnet-ref" and run_tag("local", {}) == "local"
     refs = {label for _, label, head, over in ROWS if head == "hamnet" and not with_grad(head, over, None)}
-    assert refs == {"Hamburger (NMF)", "both breads", "NMF", "one-step (the paper's)", "v2", "random", "K=6", "R=16"}
+    assert refs == {"Hamburger (NMF)", "both breads", "NMF", f"{DEFAULT_GRAD} (the default)", "v2", "random", "K=6",
+                    "R=16"}  # fmt: skip
 
 
 def test_groups_train_and_report_their_rows_only(capsys):
-    """``ablate --groups gradient``: the gradient row's 9 runs (3 seeds of one-step, BPTT, none), its finding only."""
+    """``ablate --groups gradient``: the gradient row's 12 runs (3 seeds of one-step, the default, BPTT and none), its
+    findings only."""
     runs = plan(groups=("gradient",))
-    assert sorted({t for t, *_ in runs}) == ["hamnet-grad=bptt", "hamnet-grad=none", "hamnet-ref"] and len(runs) == 9
+    assert sorted({t for t, *_ in runs}) == ["hamnet-grad=bptt", "hamnet-grad=none", "hamnet-grad=one-step",
+                                             "hamnet-ref"] and len(runs) == 12  # fmt: skip
     rows = {f"gradient/{label}": [50.0, 51.0, 52.0] for g, label, _, _ in ROWS if g == "gradient"}
     rows["gradient/BPTT"] = [60.0, 61.0, 62.0]
+    rows[f"gradient/{DEFAULT_GRAD} (the default)"] = [59.0, 60.0, 61.0]
     lines = findings(rows, {})
-    assert len(lines) == 1 and "*BPTT hurts where the one-step gradient does not*: **disagrees**" in lines[0]
+    assert len(lines) == 2 and "*BPTT hurts where the one-step gradient does not*: **disagrees**" in lines[0]
+    assert f"the default {DEFAULT_GRAD} beats the paper's one-step*: **agrees** — +9.0 over one-step, -1.0 over BPTT" \
+        in lines[1]  # fmt: skip
     with pytest.raises(SystemExit, match="unknown ablation group"):
         main(["ablate", "--groups", "gradient,nosuch"])
 
 
 def test_ham_grad_sets_every_hamburger_row_but_the_gradient_rows():
-    runs = plan(ham_grad="truncated:2")
-    # 33 + the one-step row's 3 seeds, which no longer share the reference's runs
-    assert len(runs) == 36 and runs[0][:2] == ("hamnet-grad=truncated:2", "hamnet")
+    runs = plan(ham_grad="truncated:1")
+    # 36 + the default's row's 3 seeds, which no longer share the reference's runs
+    assert len(runs) == 39 and runs[0][:2] == ("hamnet-grad=truncated:1", "hamnet")
     tags = {t for t, *_ in runs}
-    # the gradient rows keep their own; the rest (not the breads-only head) train with truncated:2
+    # the gradient rows keep their own; the rest (not the breads-only head) train with truncated:1
     assert {"hamnet-grad=bptt", "hamnet-grad=none", "hamnet-ref", "local"} <= tags
-    assert "hamnet-grad=truncated:2-type=vq" in tags and "hamnet-rank=8" not in tags
+    assert "hamnet-grad=truncated:1-type=vq" in tags and "hamnet-rank=8" not in tags
     assert with_grad("hamnet", {"rank": 8}, "bptt") == {"rank": 8, "ham_grad": "bptt"}
-    assert with_grad("hamnet", {"ham_grad": "one-step"}, None) == {}  # the default: shares the reference's folder
+    assert with_grad("hamnet", {"ham_grad": DEFAULT_GRAD}, None) == {}  # the default: shares the reference's folder
+    assert with_grad("hamnet", {"ham_grad": "one-step"}, None) == {"ham_grad": "one-step"}
     assert with_grad("local", {}, "bptt") == {}
     assert with_grad("hamnet", {"ham_steps": 1}, "truncated:2") == {"ham_steps": 1, "ham_grad": "bptt"}  # k <= K
     assert with_grad("hamnet", {"ham_steps": 1}, "phantom:2:0.5") == {"ham_steps": 1, "ham_grad": "phantom:1:0.5"}
-    assert plan(ham_grad="one-step") == plan()
+    assert plan(ham_grad=DEFAULT_GRAD) == plan()
 
 
 def test_findings_read_the_numbers():
@@ -96,7 +105,7 @@ def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     for name in ("ablate-k-train.png", "ablate-r.png", "ablate-k-test.png", "ablate-rows.png"):
         assert (out / name).stat().st_size > 1000
     done = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/result.json")}
-    assert len(done) == 17
+    assert len(done) == 18
     main(argv)  # resumable: every finished run is reused, none retrained
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/result.json")} == done
 

@@ -14,7 +14,7 @@ Every solver starts from the given bases, runs K steps, then makes one final cod
 
 Gradient modes (``grad``):
 
-* ``"one-step"`` (the paper's, default): the K steps run without autograd; only the final code update and the
+* ``"one-step"`` (the paper's): the K steps run without autograd; only the final code update and the
   product D·C carry gradient, to X, with D and the codes of step K held constant. Backward memory and time do
   not depend on K.
 * ``"bptt"``: autograd through every step (back-propagation through time), as the mmseg/SegNeXt copies do. Memory
@@ -33,7 +33,8 @@ Gradient modes (``grad``):
   reaches X also through the bases of the last k steps (∂C_S/∂D = the least-squares derivative, (x − D_S c_S) yᵀ −
   D_S y c_Sᵀ with the adjoint y). NMF only, as ``"implicit"``; CD's is ``"truncated:k"``. Memory grows with k, not K.
 * ``"truncated:k"`` (1 <= k <= K): the first K - k steps without autograd, the last k with it (Factorizer's
-  ``num_grad_steps``); ``"truncated:K"`` is BPTT. Memory grows with k, not K.
+  ``num_grad_steps``); ``"truncated:K"`` is BPTT. Memory grows with k, not K. **``"truncated:2"`` is the default**
+  (:data:`DEFAULT_GRAD`): the rule of ``hamburger estimators`` chose it (docs/results/gradients.md).
 * ``"phantom:k:λ"`` (1 <= k <= K, 0 < λ <= 1): the first K - k steps without autograd, then k damped steps
   z <- (1 - λ) z + λ step(z) on the state z = (D, C) with autograd (Geng et al., NeurIPS 2021, phantom gradients).
   λ = 1 is ``"truncated:k"``; **λ < 1 changes the forward value too**, in training and evaluation alike (the last k
@@ -78,7 +79,9 @@ __all__ = [
     "PRECISIONS", "GradSpec", "parse_grad", "IMPLICIT_STATS",
 ]  # fmt: skip
 
-DEFAULT_GRAD = "one-step"  # the hams', the block's and the presets' default (the paper's)
+# the hams', the block's and the presets' default, by the rule of `hamburger estimators` (docs/results/gradients.md):
+# the cheapest fixed-memory estimator that keeps the forward and trains within BPTT's spread at K 6 and 12
+DEFAULT_GRAD = "truncated:2"
 GRAD_MODES = ("one-step", "bptt", "none", "implicit")  # named; "truncated:k" and "phantom:k:λ" take arguments
 SOLVE_GRADIENTS = ("one-step", "bptt")  # the named modes every solver and the causal token mixer train with
 GRAD_SPELLINGS = '"one-step", "bptt", "none", "implicit", "implicit:<k>", "truncated:<k>" or "phantom:<k>:<λ>"'

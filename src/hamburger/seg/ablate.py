@@ -1,6 +1,6 @@
 """`hamburger ablate`: the paper's ablations on the embedded benchmark, with the demo's recipe, one resumable command.
 
-Rows are `hamnet_tiny` (v2 NMF, R 16, K 6, one-step gradient, random bases) with one thing changed, trained and
+Rows are `hamnet_tiny` (v2 NMF, R 16, K 6, the default gradient, random bases) with one thing changed, trained and
 tested through `seg compare`'s run layout (``out/<row>/seed<n>``; identical configurations share one run). The
 rows that test one of the seed's findings (the ham, the breads, the ham type, the gradient) default to three seeds,
 the sweeps (version, init, K in training, R) to one. K at test is swept on the reference runs by evaluation only.
@@ -48,7 +48,8 @@ ROWS: tuple[tuple[str, str, str, dict], ...] = (
     ("ham type", "CD", "hamnet", {"ham_type": "cd"}),
     ("gradient", "one-step (the paper's)", "hamnet", {"ham_grad": "one-step"}),
     # the library's default gradient, when it is neither of the paper's two (the reference's runs)
-    *([("gradient", f"{DEFAULT_GRAD} (the default)", "hamnet", {})] if DEFAULT_GRAD not in _PAPERS_GRADS else []),
+    *([("gradient", f"{DEFAULT_GRAD} (the default)", "hamnet", {"ham_grad": DEFAULT_GRAD})]
+      if DEFAULT_GRAD not in _PAPERS_GRADS else []),
     ("gradient", "BPTT", "hamnet", {"ham_grad": "bptt"}),
     ("gradient", "no gradient", "hamnet", {"ham_grad": "none"}),
     ("version", "v1", "hamnet", {"ham_version": "v1"}),

@@ -87,7 +87,7 @@ def register(sub) -> None:
         "--ham-grad",
         type=grad_spec,
         default=None,
-        help="gradient through the Hamburger's solve (default one-step, the paper's)",
+        help="gradient through the Hamburger's solve (default: DEFAULT_GRAD, truncated:2; the paper's: one-step)",
     )
 
     demo.set_defaults(handler=_demo)
