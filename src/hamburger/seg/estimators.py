@@ -230,9 +230,10 @@ def plot(short: dict, long: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    colors = {g: f"C{i}" for i, g in enumerate(dict.fromkeys([*short, *long]))}  # one colour per estimator
     for ax, (steps, rows) in zip(axes, ((SHORT_STEPS, short), (LONG_STEPS, long))):
-        for i, (grad, r) in enumerate(rows.items()):
-            ax.errorbar(r["peak_mib"], r["miou_mean"], yerr=r["miou_std"], marker="o", capsize=3, color=f"C{i}",
+        for grad, r in rows.items():
+            ax.errorbar(r["peak_mib"], r["miou_mean"], yerr=r["miou_std"], marker="o", capsize=3, color=colors[grad],
                         label="self-attention" if grad == "attention" else grad)  # fmt: skip
         bptt = rows["bptt"]
         ax.axhline(bptt["miou_mean"] - max(1.0, bptt["miou_std"]), color="gray", ls="--", lw=1, label="target")
