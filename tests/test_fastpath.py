@@ -68,8 +68,8 @@ def test_bf16_one_step_gradient_matches_fp32(name):
     bases = HAMS[name](32, rank=4).eval_bases.repeat(2, 1, 1)
     w = torch.randn(2, 32, 90)
     fn = getattr(HF, name)
-    (g_ref,) = torch.autograd.grad((fn(x, bases, 4).recon * w).sum(), x)
-    (g_low,) = torch.autograd.grad((fn(x, bases, 4, precision="bf16").recon * w).sum(), x)
+    (g_ref,) = torch.autograd.grad((fn(x, bases, 4, grad="one-step").recon * w).sum(), x)
+    (g_low,) = torch.autograd.grad((fn(x, bases, 4, grad="one-step", precision="bf16").recon * w).sum(), x)
     if name == "vq":
         # VQ's final update differentiates softmax(100 · logits): its gradient lives on the few columns near a tie
         # between two bases, where the logits' bf16 rounding (x inv_t) changes its size but not its direction
