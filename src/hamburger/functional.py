@@ -98,6 +98,13 @@ class GradSpec(NamedTuple):
     lam: float = 1.0
 
 
+def damps_forward(grad: str) -> bool:
+    """Whether a gradient mode changes the forward value too (in evaluation as well): a phantom gradient with
+    λ < 1. Every other mode leaves the solve's outputs as the paper's."""
+    spec = parse_grad(grad)
+    return spec.kind == "phantom" and spec.lam < 1
+
+
 def parse_grad(grad: str) -> GradSpec:
     """``"truncated:2"`` -> ``GradSpec("truncated", 2, 1.0)``; a ``ValueError`` naming the spellings otherwise."""
     if not isinstance(grad, str):

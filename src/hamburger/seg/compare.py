@@ -24,7 +24,7 @@ from ..functional import DEFAULT_GRAD
 from .config import RESUME_FREE, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate, palette
-from .models import list_models
+from .models import holds_ham, list_models
 from .scenes import cached
 from .train import build_model, train
 from .transforms import SegTransform
@@ -39,7 +39,7 @@ LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn
 
 def has_ham(head: str) -> bool:
     """Whether the ``<head>_tiny`` model holds a Hamburger (``hamnet``, ``ham_nmf``, ``ham_vq``, ``ham_cd``)."""
-    return head == "hamnet" or head.startswith("ham_")
+    return holds_ham(f"{head}_tiny")
 
 
 def train_args(head: str, seed: int, *, out: Path, data_root, iters: int, batch: int, lr: float, val_interval: int,

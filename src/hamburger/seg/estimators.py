@@ -28,7 +28,7 @@ from ..data.silhouettes import CLASSES
 from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
 from ..engine.config import require_distinct
 from ..engine.measure import median_time, peak_memory
-from ..functional import parse_grad
+from ..functional import damps_forward, parse_grad
 from .compare import run_one, train_args
 from .scenes import cached
 from .train import build_model
@@ -101,8 +101,7 @@ def short_plan(estimators, seeds) -> list[tuple[str | None, int, int]]:
 
 def keeps_forward(grad: str) -> bool:
     """Whether an estimator leaves the forward (and so evaluation) as the paper's solve: all but a damped phantom."""
-    spec = parse_grad(grad)
-    return not (spec.kind == "phantom" and spec.lam < 1)
+    return not damps_forward(grad)
 
 
 def pick_long(summary: dict[str, dict], count: int = 2) -> list[str]:
