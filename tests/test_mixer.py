@@ -28,10 +28,10 @@ def test_causal_outputs_ignore_the_future(ham, n):
         assert not torch.allclose(mixer(earlier)[:, -1], y[:, -1])
 
 
-@pytest.mark.parametrize("ham", ["nmf", "vq"])
+@pytest.mark.parametrize("ham, norm", [("nmf", "unit"), ("nmf", "none"), ("vq", "unit")])
 @pytest.mark.parametrize("n, chunk", [(11, 4), (3, 4), (8, 1), (9, 3)])
-def test_recurrent_form_equals_the_parallel_form(ham, n, chunk):
-    mixer = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=chunk).eval()
+def test_recurrent_form_equals_the_parallel_form(ham, norm, n, chunk):
+    mixer = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=chunk, norm=norm).eval()
     x = _tokens(n=n)
     state, ys = mixer.init_state(2), []
     for t in range(n):
@@ -195,6 +195,8 @@ def test_errors_name_the_problem():
         hb.HamMixer(16).init_state(1)
     with pytest.raises(ValueError, match="grad of a token mixer must be one of"):
         hb.HamMixer(16, grad="implicit")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        hb.HamMixer(16, norm="l1")
     with pytest.raises(ValueError, match="unrolls more steps"):
         hb.HamMixer(16, steps=2, grad="truncated:3")
     with pytest.raises(ValueError, match="longer than max_len"):
@@ -238,3 +240,20 @@ def test_a_short_run_at_n_1024_stays_finite(grad):
     y = model.head(model.decoder(x))
     (g,) = torch.autograd.grad(y[:, -1].square().sum(), x)
     assert g[:, :16].abs().sum() > 0 and torch.isfinite(g).all()
+
+
+def test_unit_norm_keeps_every_chunks_dictionary_at_unit_columns():
+    """norm="unit": after a chunk's dictionary update the columns have unit norm whatever the tokens' scale (the
+    codes carry it); under norm="none" the columns follow the statistics' scale, the drift that overflowed."""
+    for scale in (1.0, 100.0):
+        x = scale * _tokens(b=1, n=6, c=8)
+        norms = {}
+        for norm in ("unit", "none"):
+            mixer = hb.HamMixer(8, rank=4, causal=True, chunk=2, norm=norm)
+            h = mixer._groups(x)
+            d0 = mixer._start(1, h)
+            a, b = mixer._stats(h, mixer._code(h, d0))
+            norms[norm] = mixer._update(d0, a, b).norm(dim=1)  # (1, R)
+        torch.testing.assert_close(norms["unit"], torch.ones(1, 4), atol=1e-5, rtol=0)
+        assert (norms["none"] - 1).abs().max() > 0.1
+    assert "norm='unit'" in repr(hb.HamMixer(8, causal=True))

@@ -24,6 +24,14 @@ O(K·N·D·R + (N/L)·K·D·R²) for R ≤ D — linear in N. Extra memory: O(N�
 running statistics (training keeps each chunk's dictionary for the backward pass, (N/L)·D·R more). A dictionary per
 position (L = 1) would cost O(K·N·D·R²), which breaks even with causal attention's O(N²·D) near N ≈ K·R².
 
+**Scale** (``norm``, causal NMF). NMF's factors trade scale freely (D·s, C/s), and the causal form chains N/L
+dictionary solves whose scale nothing fixes. Measured (MQAR N 256 / 32 pairs, chunkwise gradient): the columns
+drifted until tokens met bases at Dᵀx ≈ 3.5·10⁴ against DᵀDc + ε ≈ 10⁻⁶, every code update multiplied a code by
+10⁶–10⁷, the backward through K such updates overflowed float32, and the loss was NaN at step 1,172.
+``norm="unit"`` (the default) rescales every chunk's dictionary to unit-norm columns after its K updates, so the
+codes carry the scale: the same run's largest ratio stayed below 10³ and it trained through all 3,000 steps.
+``norm="none"`` is the earlier form.
+
 **Recurrent form** (:meth:`HamMixer.step`): the state is (D, A, B), the current chunk's pending statistics and the
 position. A token is coded against D; at the end of a chunk its pending statistics join (A, B) and D is updated —
 the parallel form's operations in the same order, so outputs agree to float tolerance.
@@ -54,13 +62,18 @@ from torch import Tensor, nn
 
 from .functional import GradSpec, parse_grad
 
-__all__ = ["HamMixer", "MIXER_HAMS", "MIXER_GRADS", "DEFAULT_MIXER_GRAD", "mixer_grad"]
+__all__ = [
+    "HamMixer", "MIXER_HAMS", "MIXER_GRADS", "DEFAULT_MIXER_GRAD", "MIXER_NORMS", "DEFAULT_MIXER_NORM", "mixer_grad",
+]  # fmt: skip
 
 MIXER_HAMS = ("nmf", "vq")
 MIXER_GRADS = ("one-step", "bptt", "chunkwise", "truncated:<k>")  # the gradients the token mixer trains with
 # the default, by evidence (docs/results/sequences.md): one-step never recalls, BPTT overflows on long sequences,
-# truncated:k stays finite but does not recall; chunkwise recalls like BPTT (and overflowed once, later than it)
+# truncated:k stays finite but does not recall; chunkwise recalls like BPTT (its one overflow, at N 256 / 32 pairs,
+# was the solve's scale, which norm="unit" fixes)
 DEFAULT_MIXER_GRAD = "chunkwise"
+MIXER_NORMS = ("unit", "none")  # the causal NMF solve's scale: see HamMixer's ``norm``
+DEFAULT_MIXER_NORM = "unit"
 
 
 def mixer_grad(grad: str, steps: int | None = None) -> GradSpec:
@@ -138,7 +151,11 @@ class HamMixer(nn.Module):
         causal: the chunked causal form (see the module docstring).
         chunk: L, tokens per chunk of the causal form.
         grad: ``"chunkwise"`` (default), ``"one-step"`` (the paper's), ``"bptt"`` or ``"truncated:k"`` (module
-            docstring). Chunkwise is the default: the one measured to recall (it too overflowed once, see the docs).
+            docstring). Chunkwise is the default: the one measured to recall.
+        norm: the causal NMF solve's scale. ``"unit"`` (default): every chunk's dictionary is rescaled to unit-norm
+            columns after its K updates (the codes carry the scale). ``"none"``: it keeps whatever scale its updates
+            give it — the earlier form, whose code updates' ratios Dᵀx ⊘ DᵀDc reached 10⁷ and whose backward
+            overflowed to NaN on MQAR N 256 (module docstring). The non-causal solve and VQ are the same under both.
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
@@ -155,6 +172,7 @@ class HamMixer(nn.Module):
         causal: bool = False,
         chunk: int = 64,
         grad: str = DEFAULT_MIXER_GRAD,
+        norm: str = DEFAULT_MIXER_NORM,
         inv_t: float = 20.0,
         eps: float = 1e-6,
         seed: int = 0,
@@ -165,11 +183,14 @@ class HamMixer(nn.Module):
         for name, value in (("dim", dim), ("rank", rank), ("steps", steps), ("heads", heads), ("chunk", chunk)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if norm not in MIXER_NORMS:
+            raise ValueError(f"norm must be one of {MIXER_NORMS}, got {norm!r}")
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.spec = mixer_grad(grad, steps)
         self.dim, self.ham, self.rank, self.steps, self.heads = dim, ham, rank, steps, heads
         self.causal, self.chunk, self.grad, self.inv_t, self.eps, self.seed = causal, chunk, grad, inv_t, eps, seed
+        self.norm = norm
         self.in_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
         gen = torch.Generator().manual_seed(seed)
@@ -210,7 +231,10 @@ class HamMixer(nn.Module):
         if plain:
             with torch.no_grad():
                 d = _nmf_dict(d, a, b, plain, self.eps)
-        return _nmf_dict(d, a, b, self.steps - plain, self.eps)
+        d = _nmf_dict(d, a, b, self.steps - plain, self.eps)
+        if self.norm == "unit":  # unit-norm columns: the scale lives in the codes, D ⊙ x ⊘ D DᵀD c stays near 1
+            d = d / (d.norm(dim=1, keepdim=True) + self.eps)  # (G, D, R) / (G, 1, R)
+        return d
 
     def _stats(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """(XCᵀ (G, D, R), CCᵀ (G, R, R) for NMF or the per-basis counts (G, R) for VQ) of tokens x and codes c."""
@@ -316,5 +340,5 @@ class HamMixer(nn.Module):
         return self._ungroup(y, x.shape[0])[:, 0], state
 
     def extra_repr(self) -> str:
-        form = f"causal, chunk={self.chunk}" if self.causal else "non-causal"
+        form = f"causal, chunk={self.chunk}, norm={self.norm!r}" if self.causal else "non-causal"
         return f"{self.dim}, ham={self.ham!r}, rank={self.rank}, steps={self.steps}, heads={self.heads}, {form}"

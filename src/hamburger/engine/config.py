@@ -330,7 +330,9 @@ def parse_with_recipe(
 
 
 def load_run_config(run: Path, cls, command: str):
-    """The ``cls`` config saved as ``config.yaml`` in the run folder ``run`` of ``hamburger <command>``."""
+    """The ``cls`` config saved as ``config.yaml`` in the run folder ``run`` of ``hamburger <command>``. A field the
+    file lacks (a run saved before the field existed) takes the class's ``LEGACY_DEFAULTS`` entry where there is one —
+    what the run trained with — and the current default otherwise."""
     import yaml
 
     path = Path(run) / "config.yaml"
@@ -347,7 +349,8 @@ def load_run_config(run: Path, cls, command: str):
     if unknown:
         raise ValueError(f"{path} has settings a {command} run does not have ({', '.join(map(str, unknown[:5]))}): "
                          f"is {run} a run of another command?")  # fmt: skip
-    return cls(**data)
+    legacy = {k: v for k, v in getattr(cls, "LEGACY_DEFAULTS", {}).items() if k not in data}
+    return cls(**legacy, **data)
 
 
 def save_config(config, path: Path) -> None:

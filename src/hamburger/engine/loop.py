@@ -241,14 +241,14 @@ def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> t
             _truncate_log(out / "log.jsonl", 0)  # a run killed before its first commit: its steps are trained again
         return 0, -1.0, None, None
     weights, metadata, state = checkpoint
-    check_identity(metadata, identity, out / MANIFEST)
     changes = changed_fields(state.get("config", {}), config, task.free_fields | ENGINE_FREE)
-    if changes and not config.allow_changed_config:
+    if changes and not config.allow_changed_config:  # before the identity: it names the fields that differ
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         raise ValueError(
             f"--resume with a changed recipe ({listed}); the checkpoint in {out} was trained with the old values. "
             "Pass --allow-changed-config to continue anyway (the change is logged), or train into another --out"
         )
+    check_identity(metadata, identity, out / MANIFEST)
     model.load_state_dict(weights)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -15,7 +15,7 @@ from ..engine.config import (
     positive_ints,
     shard_spec,
 )
-from ..mixer import DEFAULT_MIXER_GRAD, MIXER_GRADS, mixer_grad
+from ..mixer import DEFAULT_MIXER_GRAD, DEFAULT_MIXER_NORM, MIXER_GRADS, MIXER_NORMS, mixer_grad
 from . import bench, compare
 from .config import SeqTrainConfig
 from .eval import evaluate_run
@@ -55,6 +55,10 @@ def register(sub) -> None:
     c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
     c.add_argument("--ham-grad", type=_mixer_grad, default=DEFAULT_MIXER_GRAD,
                    help=f"Ham mixers: gradient of the solve ({' | '.join(MIXER_GRADS)})")
+    c.add_argument("--ham-norm", choices=MIXER_NORMS, default=DEFAULT_MIXER_NORM,
+                   help="Ham mixers: scale of the causal NMF solve")
+    c.add_argument("--rank", type=positive_int, default=None,
+                   help="Ham mixers: R bases per head (default: seq train's)")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
@@ -87,6 +91,7 @@ def _compare(args) -> None:
         task=args.task, mixers=names(args.mixers), seeds=args.seeds, lengths=tuple(args.lengths),
         pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
         jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
+        ham_norm=args.ham_norm, **({"rank": args.rank} if args.rank else {}),
     )  # fmt: skip
 
 

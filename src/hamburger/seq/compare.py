@@ -19,7 +19,7 @@ from pathlib import Path
 from ..engine.common import machine_info, mean_std, run_shards, save_figure, write_results
 from ..engine.config import require_distinct
 from ..engine.results import load_result, recipe_of, save_result
-from ..mixer import DEFAULT_MIXER_GRAD
+from ..mixer import DEFAULT_MIXER_GRAD, DEFAULT_MIXER_NORM
 from ..sequence import MIXERS, create_mixer, state_floats
 from .config import RESUME_FREE, SeqTrainConfig
 from .eval import load_run, test_metrics
@@ -72,7 +72,7 @@ def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32)
 def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), seeds=None, lengths=(64, 256, 512),
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
         progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
-        **overrides) -> dict:  # fmt: skip
+        ham_norm: str = DEFAULT_MIXER_NORM, **overrides) -> dict:  # fmt: skip
     """Train and test every run (resumable); write the table and the plot. ``overrides`` set other
     :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
     from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
@@ -86,18 +86,19 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     out.mkdir(parents=True, exist_ok=True)
     iters = iters or (MQAR_ITERS if task == "mqar" else None)
     base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
-                          ham_grad=ham_grad, **({"iters": iters} if iters else {}), **overrides)  # fmt: skip
+                          ham_grad=ham_grad, ham_norm=ham_norm, **({"iters": iters} if iters else {}),
+                          **overrides)  # fmt: skip
     runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
     if not runs:
         raise ValueError(f"no (N, pairs) cell fits 3 x pairs <= N: lengths {list(lengths)}, pairs {list(pairs)}")
     if jobs > 1 and shard is None:
-        if overrides:
-            raise ValueError(f"--jobs runs the command line's settings only, not {sorted(overrides)}")
+        if set(overrides) - {"rank"}:
+            raise ValueError(f"--jobs runs the command line's settings only, not {sorted(set(overrides) - {'rank'})}")
         argv = ["seq", "compare", "--task", task, "--mixers", ",".join(mixers), "--lengths",
                 ",".join(map(str, lengths)), "--pairs", ",".join(map(str, pairs)), "--iters", str(base.iters),
                 "--device", device, "--out", str(out)]  # fmt: skip
         argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
-        argv += ["--ham-grad", ham_grad]
+        argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--rank", str(base.rank)]
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         run_shards(argv, jobs=jobs, out=out)
@@ -108,7 +109,8 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         return {"runs": results}
     md = _table(task, results, mixers) + state_table(mixers, sorted({r["seq_len"] for r in results}), base)
     info = {**machine_info(), "task": task, "iters": base.iters, "dim": base.dim, "depth": base.depth,
-            "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr}  # fmt: skip
+            "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr, "rank": base.rank,
+            "ham_grad": base.ham_grad, "ham_norm": base.ham_norm}  # fmt: skip
     write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
     _plot(task, results, mixers, out)
     if progress:
@@ -122,7 +124,8 @@ def state_table(mixers, lengths, config: SeqTrainConfig) -> list[str]:
           f"Ham R {config.rank}, chunk {config.chunk}):", "",
           "| mixer | " + " | ".join(f"N {n}" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]  # fmt: skip
     for m in mixers:
-        kw = {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk} if m.startswith("ham_") else {}
+        kw = {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk, "norm": config.ham_norm}
+        kw = kw if m.startswith("ham_") else {}
         mixer = create_mixer(m, config.dim, heads=config.heads, causal=True, **kw)
         md.append(f"| {m} | " + " | ".join(f"{state_floats(mixer, n):,}" for n in lengths) + " |")
     return md

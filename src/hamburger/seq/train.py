@@ -72,7 +72,8 @@ def split_data(config: SeqTrainConfig, split: str):
 
 def build_model(config: SeqTrainConfig) -> SequenceModel:
     kw = (
-        {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad}
+        {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad,
+         "norm": config.ham_norm}
         if config.mixer.startswith("ham_")
         else {}
     )
@@ -84,6 +85,7 @@ def identity_of(model: nn.Module, config: SeqTrainConfig) -> dict[str, str]:
     name = f"seq-{config.mixer}-d{config.dim}x{config.depth}-h{config.heads}-N{config.seq_len}"
     if config.mixer.startswith("ham_"):
         name += f"-R{config.rank}-K{config.ham_steps}-L{config.chunk}"
+        name += "" if config.ham_norm == "none" else f"-{config.ham_norm}"  # the forward differs: a checkpoint says so
     return model_identity(model, name=name, num_classes=VOCAB)
 
 
