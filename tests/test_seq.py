@@ -8,6 +8,7 @@ import torch
 
 from hamburger.cli import main
 from hamburger.seq.data import IGNORE, mqar, ngram_bits_per_char, sympy_corpus, tiles, windows
+from hamburger.seq.config import SeqTrainConfig
 from hamburger.seq.model import SequenceModel
 
 
@@ -52,7 +53,6 @@ def test_a_run_saved_before_a_field_existed_loads_with_what_it_trained_with(tmp_
     import yaml
 
     from hamburger.engine.config import load_run_config, save_config
-    from hamburger.seq.config import SeqTrainConfig
 
     save_config(SeqTrainConfig(task="mqar", out=tmp_path), tmp_path / "config.yaml")
     assert load_run_config(tmp_path, SeqTrainConfig, "seq train").ham_norm == "unit"
@@ -159,6 +159,9 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     result = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9),
                              iters=2, out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip
     assert len(result["runs"]) == 3  # 3 x 9 > 24: that cell is skipped
+    cells = seq_compare.plan("mqar", ("ham_nmf", "none"), lengths=(24, 48), pairs=(4,), base=SeqTrainConfig(),
+                             out=tmp_path / "p")  # fmt: skip
+    assert [(c.mixer, c.seq_len) for c in cells] == [("ham_nmf", 24), ("none", 24), ("ham_nmf", 48)]
     md = (tmp_path / "cmp" / "seq-compare-mqar.md").read_text()
     assert "| ham_nmf |" in md and "N 24, 4 pairs" in md and "spread" in md
     assert (tmp_path / "cmp" / "seq-compare-mqar.png").stat().st_size > 1000
