@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hamburger.cli import main
-from hamburger.seq.data import IGNORE, mqar, ngram_bits_per_char, sympy_corpus, tiles, windows
 from hamburger.seq.config import SeqTrainConfig
+from hamburger.seq.data import IGNORE, mqar, ngram_bits_per_char, sympy_corpus, tiles, windows
 from hamburger.seq.model import SequenceModel
 
 
