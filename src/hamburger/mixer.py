@@ -232,7 +232,7 @@ class HamMixer(nn.Module):
             with torch.no_grad():
                 d = _nmf_dict(d, a, b, plain, self.eps)
         d = _nmf_dict(d, a, b, self.steps - plain, self.eps)
-        if self.norm == "unit":  # unit-norm columns: the scale lives in the codes, D ⊙ x ⊘ D DᵀD c stays near 1
+        if self.norm == "unit":  # unit-norm columns: the codes carry the scale, their ratios Dᵀx ⊘ DᵀDc stay moderate
             d = d / (d.norm(dim=1, keepdim=True) + self.eps)  # (G, D, R) / (G, 1, R)
         return d
 
