@@ -91,7 +91,7 @@ def _compare(args) -> None:
         task=args.task, mixers=names(args.mixers), seeds=args.seeds, lengths=tuple(args.lengths),
         pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
         jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
-        ham_norm=args.ham_norm, **({"rank": args.rank} if args.rank else {}),
+        ham_norm=args.ham_norm, rank=args.rank,
     )  # fmt: skip
 
 

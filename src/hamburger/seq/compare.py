@@ -24,7 +24,7 @@ from ..mixer import DEFAULT_MIXER_GRAD, DEFAULT_MIXER_NORM
 from ..sequence import MIXERS, create_mixer, state_floats
 from .config import RESUME_FREE, SeqTrainConfig
 from .eval import load_run, test_metrics
-from .train import train
+from .train import mixer_kwargs, train
 
 THREE_SEED_CELL = (256, 32)
 
@@ -77,8 +77,9 @@ def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32)
 def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), seeds=None, lengths=(64, 256, 512),
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
         progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
-        ham_norm: str = DEFAULT_MIXER_NORM, **overrides) -> dict:  # fmt: skip
-    """Train and test every run (resumable); write the table and the plot. ``overrides`` set other
+        ham_norm: str = DEFAULT_MIXER_NORM, rank: int | None = None, **overrides) -> dict:  # fmt: skip
+    """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm`` and ``rank``
+    (default: seq train's) set the Ham arms' solve. ``overrides`` set other
     :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
     from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
     mixers = require_distinct(mixers, "mixers")
@@ -92,13 +93,13 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     iters = iters or (MQAR_ITERS if task == "mqar" else None)
     base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
                           ham_grad=ham_grad, ham_norm=ham_norm, **({"iters": iters} if iters else {}),
-                          **overrides)  # fmt: skip
+                          **({"rank": rank} if rank else {}), **overrides)  # fmt: skip
     runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
     if not runs:
         raise ValueError(f"no (N, pairs) cell fits 3 x pairs <= N: lengths {list(lengths)}, pairs {list(pairs)}")
     if jobs > 1 and shard is None:
-        if set(overrides) - {"rank"}:
-            raise ValueError(f"--jobs runs the command line's settings only, not {sorted(set(overrides) - {'rank'})}")
+        if overrides:
+            raise ValueError(f"--jobs runs the command line's settings only, not {sorted(overrides)}")
         argv = ["seq", "compare", "--task", task, "--mixers", ",".join(mixers), "--lengths",
                 ",".join(map(str, lengths)), "--pairs", ",".join(map(str, pairs)), "--iters", str(base.iters),
                 "--device", device, "--out", str(out)]  # fmt: skip
@@ -129,9 +130,7 @@ def state_table(mixers, lengths, config: SeqTrainConfig) -> list[str]:
           f"Ham R {config.rank}, chunk {config.chunk}):", "",
           "| mixer | " + " | ".join(f"N {n}" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]  # fmt: skip
     for m in mixers:
-        kw = {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk, "norm": config.ham_norm}
-        kw = kw if m.startswith("ham_") else {}
-        mixer = create_mixer(m, config.dim, heads=config.heads, causal=True, **kw)
+        mixer = create_mixer(m, config.dim, heads=config.heads, causal=True, **mixer_kwargs(config, m))
         md.append(f"| {m} | " + " | ".join(f"{state_floats(mixer, n):,}" for n in lengths) + " |")
     return md
 

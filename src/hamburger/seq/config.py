@@ -38,8 +38,8 @@ class SeqTrainConfig:
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
     ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")
-    ham_norm: str = option(DEFAULT_MIXER_NORM, "Ham: scale of the causal NMF solve (unit: unit-norm dictionary "
-                           "columns and a least-squares code start; none: the earlier form)", choices=MIXER_NORMS)
+    ham_norm: str = option(DEFAULT_MIXER_NORM, "Ham: scale of the causal NMF solve (unit: every chunk's dictionary "
+                           "rescaled to unit-norm columns; none: the earlier form)", choices=MIXER_NORMS)
     conv: int = option(3, "kernel of a short causal convolution before every mixer, in every arm (0: none)", minimum=0)
     init_weights: Path | None = option(None, "start from these weights")
     # optimisation

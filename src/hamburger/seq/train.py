@@ -70,15 +70,18 @@ def split_data(config: SeqTrainConfig, split: str):
     return _Pairs(w[:, :-1], w[:, 1:])
 
 
+def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
+    """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, steps, chunk, gradient and norm;
+    none for the other mixers."""
+    if not (mixer or config.mixer).startswith("ham_"):
+        return {}
+    return {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad,
+            "norm": config.ham_norm}  # fmt: skip
+
+
 def build_model(config: SeqTrainConfig) -> SequenceModel:
-    kw = (
-        {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad,
-         "norm": config.ham_norm}
-        if config.mixer.startswith("ham_")
-        else {}
-    )
     return SequenceModel(VOCAB, dim=config.dim, depth=config.depth, mixer=config.mixer, heads=config.heads,
-                         max_len=config.seq_len, conv=config.conv, **kw)  # fmt: skip
+                         max_len=config.seq_len, conv=config.conv, **mixer_kwargs(config))  # fmt: skip
 
 
 def identity_of(model: nn.Module, config: SeqTrainConfig) -> dict[str, str]:
