@@ -412,3 +412,19 @@ def test_bench_crossover_keeps_every_finished_cell_when_stopped(tmp_path, monkey
                             progress=False)  # fmt: skip
     saved = json.loads((tmp_path / "crossover.json").read_text())
     assert [r["size"] for r in saved["results"]["rows"]] == [4]  # the first cell, measured before the stop
+
+
+def test_compiled_bf16_nmf_solve_is_finite_and_equals_eager():
+    # inductor (torch 2.14, CPU) made NaN codes from this solve when XᵀD was the transposed view of DᵀX that the
+    # eager CPU solve uses: the view stays out of compiled graphs
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    x, d = torch.rand(1, 512, 32 * 32, generator=g), torch.rand(1, 512, 64, generator=g)
+
+    def solve(x, d):
+        return HF.nmf(x, d, 1, grad="none", precision="bf16", fused=False).codes
+
+    with torch.no_grad():
+        eager, compiled = solve(x, d), torch.compile(solve, dynamic=False)(x, d)
+    assert torch.isfinite(compiled).all()
+    assert _rel(compiled, eager) < 1e-2

@@ -1,0 +1,110 @@
+"""The solves of this checkout against those of an earlier commit, timed interleaved in one process (issue 29's
+target: the bf16 NMF solve at most 0.4x the fp32 solve of commit c38adf9, and the fp32 solve no slower than it).
+
+    PYTHONPATH=src python3 benchmarks/solve_vs_commit.py [--commit c38adf9] [--threads 2] [--out results/solve-vs]
+    PYTHONPATH=src python3 benchmarks/solve_vs_commit.py --old-file old_functional.py   # no git at hand
+
+The earlier commit's ``src/hamburger/functional.py`` (self-contained: torch only) is read with ``git show`` (or from
+``--old-file``) and imported under another name beside today's. Writes OUT/solve-vs-commit.md and .json, the machine
+named in both. X is uniform in [0, 1) (the solve's cost does not depend on the values), the bases the NMF ham's fixed
+start; both solves start from the same bases and their reconstructions are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from hamburger import functional as HF
+from hamburger.engine.common import interleaved_medians, machine_info
+from hamburger.ham import NMF
+
+HAMS = ("nmf", "vq", "cd")
+
+
+def load_old(commit: str | None, old_file: Path | None):
+    """The earlier ``hamburger.functional`` as a module of its own."""
+    if old_file is None:
+        text = subprocess.run(["git", "show", f"{commit}:src/hamburger/functional.py"], check=True,
+                              capture_output=True, text=True).stdout  # fmt: skip
+        old_file = Path(tempfile.mkdtemp()) / "functional_old.py"
+        old_file.write_text(text)
+    spec = importlib.util.spec_from_file_location("hamburger_functional_old", old_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--commit", default="c38adf9")
+    p.add_argument("--old-file", type=Path, default=None, help="the earlier functional.py, instead of git show")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--channels", type=int, default=512)
+    p.add_argument("--size", type=int, default=128, help="H = W")
+    p.add_argument("--rank", type=int, default=64)
+    p.add_argument("--steps", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--hams", default="nmf", help=f"comma-separated, of {HAMS}")
+    p.add_argument("--out", type=Path, default=Path("results/solve-vs-commit"))
+    args = p.parse_args(argv)
+    hams = [h for h in args.hams.split(",") if h]
+    if any(h not in HAMS for h in hams) or args.threads < 1 or args.repeats < 1:
+        p.error(f"--hams must be among {HAMS}; --threads and --repeats >= 1")
+    torch.set_num_threads(args.threads)
+    old = load_old(args.commit, args.old_file)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, args.channels, args.size * args.size, generator=g)  # (B, D, N)
+    bases = NMF(args.channels, rank=args.rank).eval_bases  # (1, D, R)
+    rows = []
+    with torch.no_grad():
+        for ham in hams:
+            xin = x if ham == "nmf" else x - 0.5  # VQ / CD take signed features
+            fns, errors = {}, {}
+            ref = getattr(old, ham)(xin, bases, args.steps, grad="none").recon
+            for precision in ("fp32", "bf16"):
+                for who, module, kw in (("old", old, {}), ("new", HF, {"fused": False} if ham == "nmf" else {})):
+                    def solve(module=module, precision=precision, kw=kw, ham=ham, xin=xin):
+                        return getattr(module, ham)(xin, bases, args.steps, grad="none", precision=precision, **kw)
+
+                    fns[f"{who} {precision}"] = solve
+                    recon = solve().recon
+                    errors[f"{who} {precision}"] = float((recon - ref).norm() / ref.norm())
+            seconds = interleaved_medians(fns, repeats=args.repeats)
+            ms = {k: v * 1e3 for k, v in seconds.items()}
+            rows.append({"ham": ham, "ms": ms, "error_vs_old_fp32": errors,
+                         "new_bf16_over_old_fp32": ms["new bf16"] / ms["old fp32"],
+                         "new_fp32_over_old_fp32": ms["new fp32"] / ms["old fp32"]})  # fmt: skip
+            print(f"{ham}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()), flush=True)
+    info = {**machine_info(), "commit_old": args.commit if args.old_file is None else str(args.old_file),
+            "channels": args.channels, "size": args.size, "rank": args.rank, "steps": args.steps,
+            "repeats": args.repeats}  # fmt: skip
+    md = [f"# The solve against commit {info['commit_old']} (1 x {args.channels} x {args.size}², R {args.rank}, "
+          f"K {args.steps}, {args.threads} thread(s), no autograd)", "",
+          f"Machine: {info['cpu']} ({info['cpu_capability']}), torch {info['torch']}. Interleaved medians of "
+          f"{args.repeats}, in one process.", "",
+          "| ham | old fp32 ms | new fp32 ms | old bf16 ms | new bf16 ms | new fp32 / old fp32 "
+          "| new bf16 / old fp32 | new fp32 error vs old fp32 | new bf16 error |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        ms, err = r["ms"], r["error_vs_old_fp32"]
+        md.append(f"| {r['ham']} | {ms['old fp32']:.1f} | {ms['new fp32']:.1f} | {ms['old bf16']:.1f} | "
+                  f"{ms['new bf16']:.1f} | {r['new_fp32_over_old_fp32']:.2f} | {r['new_bf16_over_old_fp32']:.2f} | "
+                  f"{err['new fp32']:.1e} | {err['new bf16']:.1e} |")  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "solve-vs-commit.md").write_text("\n".join(md) + "\n")
+    result = {"machine": info, "rows": rows}
+    (args.out / "solve-vs-commit.json").write_text(json.dumps(result, indent=1))
+    print("\n".join(md))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
