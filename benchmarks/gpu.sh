@@ -18,13 +18,25 @@
 #   OUT/crossover-256/   the same at 256², eval only
 # GPU_SH_MORE=1 adds hamburger bench precision and seq bench (several more minutes).
 # GPU_SH_QUICK=1 is a one-minute smoke run (the checks without capture, one size) before spending the budget.
+# GPU_SH_DRY=1 (no GPU needed) only starts the CLI under `timeout`, as every step does, and exits.
 set -euo pipefail
 OUT_DIR=${1:-${OUT:-results/gpu}}
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT_DIR"
-hb() { python3 -c 'import sys; from hamburger.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
+# `hb`: the CLI from source, as a program on PATH (a shell function would not do: `timeout` runs programs only)
+HB_DIR=$(mktemp -d)
+cat > "$HB_DIR/hb" <<EOF
+#!/bin/sh
+exec ${PYTHON:-python3} -c 'import sys; from hamburger.cli import main; sys.exit(main(sys.argv[1:]))' "\$@"
+EOF
+chmod +x "$HB_DIR/hb"
+export PATH="$HB_DIR:$PATH"
 SECONDS=0
 stamp() { echo "[gpu.sh ${SECONDS}s] $*"; }
+if [[ "${GPU_SH_DRY:-0}" == 1 ]]; then  # the CPU test's check that every step can start: the CLI under timeout
+    command timeout 60 hb bench --help
+    exit 0
+fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
 TABLE=(--device cuda --precisions bf16 --backends flash,cudnn,efficient --no-compile --repeats 10)

@@ -1,6 +1,8 @@
 """The fast path: the precision option, sync-free input checks, counter-based draws, compile without graph breaks,
 ``hamburger.optimize`` and ONNX export of a bf16 ham."""
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -389,6 +391,11 @@ def test_gpu_script_is_valid_bash_and_every_command_parses():
         assert args.command == "bench" or args.command == "seq", argv
     budget = sum(int(t) for t in re.findall(r"^timeout (\d+) hb", text, re.M))
     assert budget <= 300, f"the default steps' timeouts add up to {budget} s, more than the 5 minutes"
+    # every step runs `timeout N hb ...`: hb must be a program (its first GPU run failed with a shell function)
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "GPU_SH_DRY": "1", "PYTHONPATH": str(root / "src"), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(script), str(root / "o")], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: hamburger bench" in done.stdout, done.stderr
 
 
 def test_bench_crossover_keeps_every_finished_cell_when_stopped(tmp_path, monkeypatch):

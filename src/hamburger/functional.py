@@ -205,6 +205,9 @@ def _product_raw(a: Tensor, b: Tensor, precision: str) -> Tensor:
     return torch.bmm(a, b) if low is None else torch.bmm(a.to(low), b.to(low))
 
 
+_WIDE_XTD = True  # private switch: off, CPUs compute XᵀD as GPUs do (benchmarks/solve_vs_commit.py times both)
+
+
 def _xtd(xp: Tensor, d: Tensor, precision: str, *, raw: bool = True) -> Tensor:
     """XᵀD, (B, N, R), as :func:`_product_raw` (``raw``) or :func:`product` returns it. On CPUs computed as (DᵀX)ᵀ, a
     transposed view: the GEMM with the wide (R, N) output ran 2.4x faster than the one with the tall (N, R) output
@@ -213,7 +216,7 @@ def _xtd(xp: Tensor, d: Tensor, precision: str, *, raw: bool = True) -> Tensor:
     tall layout there. Not under ``torch.compile`` either: inductor (torch 2.14, CPU) returned NaN codes from a bf16
     solve with the transposed view (a K 1 NMF solve of 1 x 512 x 32², which eager and the tall layout solve finitely;
     tests/test_fastpath.py checks the compiled bf16 solve)."""
-    if xp.device.type == "cpu" and not torch.compiler.is_compiling():
+    if xp.device.type == "cpu" and _WIDE_XTD and not torch.compiler.is_compiling():
         dtx = _product_raw(d.mT, xp, precision) if raw else product(d.mT, xp, precision=precision)
         return dtx.mT  # (B, R, D) @ (B, D, N) -> (B, R, N), viewed (B, N, R)
     return _product_raw(xp.mT, d, precision) if raw else product(xp.mT, d, precision=precision)  # (B, N, R)
