@@ -18,6 +18,7 @@
 #   OUT/crossover-256/   the same at 256², eval only
 # GPU_SH_MORE=1 adds hamburger bench precision and seq bench (several more minutes).
 # GPU_SH_QUICK=1 is a one-minute smoke run (the checks without capture, one size) before spending the budget.
+# GPU_SH_KEEP_GOING=1 times the table even after a failed check (it says which rows failed).
 # GPU_SH_DRY=1 (no GPU needed) only starts the CLI under `timeout`, as every step does, and exits.
 set -euo pipefail
 OUT_DIR=${1:-${OUT:-results/gpu}}
@@ -46,7 +47,8 @@ if [[ "${GPU_SH_QUICK:-0}" == 1 ]]; then
     exit 0
 fi
 stamp "correctness"
-timeout 75 hb bench check --device cuda --out "$OUT_DIR/check"
+timeout 75 hb bench check --device cuda --out "$OUT_DIR/check" \
+    || { stamp "a check failed (the table above)"; [[ "${GPU_SH_KEEP_GOING:-0}" == 1 ]] || exit 1; }
 stamp "the solve alone: fused against PyTorch and compiled"
 timeout 30 hb bench solve --device cuda --sizes 128 --batches 1,8 --precisions bf16 --out "$OUT_DIR/solve" \
     || stamp "solve stopped (timeout or error): see above"
