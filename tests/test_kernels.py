@@ -116,7 +116,33 @@ def test_a_kernel_that_disagrees_with_pytorch_is_turned_off_with_a_warning(force
         assert HF._FUSED_VERIFIED == {("cpu", "fp32"): True}
         wrong = kernels.nmf_codes_step
         monkeypatch.setattr(kernels, "nmf_codes_step", lambda *a, **k: 2 * wrong(*a, **k))
-        with pytest.warns(RuntimeWarning, match="disagree with PyTorch's on cpu \\(bf16"):
+        with pytest.warns(RuntimeWarning, match=r"disagree with PyTorch's \(relative errors .*\) on cpu \(bf16"):
             out = HF.nmf(x, d, 3, precision="bf16", fused=True).recon
         torch.testing.assert_close(out, HF.nmf(x, d, 3, precision="bf16", fused=False).recon)  # PyTorch's steps
         assert HF._FUSED_VERIFIED[("cpu", "bf16")] is False
+
+
+def test_a_kernel_that_fails_is_turned_off_with_a_warning_and_autocast_does_not_reach_it(forced, monkeypatch):
+    """On the first H200 run, the verification ran under the caller's bf16 autocast: the Gram matrix came out bf16 and
+    Triton refused to compile a float32-by-bfloat16 dot — a crash in the user's forward. The kernels now take float32
+    Gram matrices under autocast too, and a kernel that raises turns the fused path off with a warning."""
+    monkeypatch.setattr(HF, "_FUSED_VERIFIED", {})
+    x, d, _ = _problem(n=50)
+    grams = []
+    launch = kernels._launch
+    monkeypatch.setattr(kernels, "_launch", lambda which, xp, d, ct, gram, *a, **k: (grams.append(gram.dtype),
+                                                                                      launch(which, xp, d, ct, gram,
+                                                                                             *a, **k)))  # fmt: skip
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = HF.nmf(x, d, 3, precision="bf16", fused=True).recon
+    assert grams and set(grams) == {torch.float32}
+    assert HF._FUSED_VERIFIED == {("cpu", "bf16"): True} and torch.isfinite(out).all()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("at 28:10:\nBoth operands must be same dtype. Got fp32 and bf16")
+
+    monkeypatch.setattr(kernels, "nmf_codes_step", broken)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="failed \\(RuntimeError: Both operands"):
+        out = HF.nmf(x, d, 3, fused=True).recon  # fp32: not verified yet
+    torch.testing.assert_close(out, HF.nmf(x, d, 3, fused=False).recon)
+    assert HF._FUSED_VERIFIED[("cpu", "fp32")] is False

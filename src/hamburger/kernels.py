@@ -105,7 +105,8 @@ def nmf_codes_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: 
     """One code update in place on ``ct`` (B, N, R), float32, from X ``xp`` (B, D, N; float32 or bfloat16) and the
     bases ``d`` (B, D, R), float32. Returns ``ct``."""
     dim, n = xp.shape[1:]
-    gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
+    with torch.autocast(xp.device.type, enabled=False):  # the kernels take a float32 Gram matrix, also under autocast
+        gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
     _launch(0, xp, d, ct, gram, eps, precision, BLOCK_N=_tile(n, 16, 64), BLOCK_K=_tile(dim, 16, 32))
     return ct
 
@@ -114,6 +115,7 @@ def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: 
     """One bases update in place on ``d`` (B, D, R), float32, from X ``xp`` (B, D, N) and the codes ``ct``
     (B, N, R), float32. Returns ``d``."""
     dim, n = xp.shape[1:]
-    gram = torch.bmm(ct.mT, ct)  # (B, R, N) @ (B, N, R) -> (B, R, R)
+    with torch.autocast(xp.device.type, enabled=False):
+        gram = torch.bmm(ct.mT, ct)  # (B, R, N) @ (B, N, R) -> (B, R, R)
     _launch(1, xp, d, ct, gram, eps, precision, BLOCK_D=_tile(dim, 16, 32), BLOCK_N=_tile(n, 16, 64))
     return d
