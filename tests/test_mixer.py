@@ -28,10 +28,11 @@ def test_causal_outputs_ignore_the_future(ham, n):
         assert not torch.allclose(mixer(earlier)[:, -1], y[:, -1])
 
 
-@pytest.mark.parametrize("ham, norm", [("nmf", "unit"), ("nmf", "none"), ("vq", "unit")])
+@pytest.mark.parametrize("ham, norm, memory", [("nmf", "unit", "dict"), ("nmf", "none", "dict"), ("vq", "unit", "dict"),
+                                               ("nmf", "unit", "stats"), ("vq", "unit", "stats")])  # fmt: skip
 @pytest.mark.parametrize("n, chunk", [(11, 4), (3, 4), (8, 1), (9, 3)])
-def test_recurrent_form_equals_the_parallel_form(ham, norm, n, chunk):
-    mixer = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=chunk, norm=norm).eval()
+def test_recurrent_form_equals_the_parallel_form(ham, norm, memory, n, chunk):
+    mixer = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=chunk, norm=norm, memory=memory).eval()
     x = _tokens(n=n)
     state, ys = mixer.init_state(2), []
     for t in range(n):
@@ -160,13 +161,14 @@ def test_truncated_k_equals_bptt_and_every_gradient_keeps_the_forward(ham, causa
         torch.testing.assert_close(grads["chunkwise"], grads["bptt"], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("memory", ["dict", "stats"])
 @pytest.mark.parametrize("ham", ["nmf", "vq"])
 @pytest.mark.parametrize("grad", ["bptt", "chunkwise", "truncated:1", "truncated:2", "one-step"])
-def test_a_late_loss_reaches_earlier_chunks_and_never_later_ones(ham, grad):
+def test_a_late_loss_reaches_earlier_chunks_and_never_later_ones(ham, grad, memory):
     """Issue 27: under every gradient that reaches the dictionary, the loss at the last chunk has a gradient on the
     tokens of every earlier chunk; under one-step (the dictionary a constant) on its own chunk only; never on a later
-    token."""
-    mixer = hb.HamMixer(16, ham=ham, rank=4, steps=3, causal=True, chunk=4, grad=grad)
+    token. With either memory: the previous dictionary or the prefix statistics alone."""
+    mixer = hb.HamMixer(16, ham=ham, rank=4, steps=3, causal=True, chunk=4, grad=grad, memory=memory)
     x = _tokens(n=16, seed=5).requires_grad_()
     for t in (9, 15):  # a position in the third chunk, and the last one
         g = torch.autograd.grad(mixer(x)[:, t].pow(2).sum(), x)[0].abs().sum(dim=(0, 2))  # (N,) per position
@@ -207,13 +209,13 @@ def test_errors_name_the_problem():
 
 def test_recurrent_state_sizes_are_measured_and_the_ham_is_within_linear_attentions():
     """Issue 27's fair state: softmax's KV cache grows with N (2·N·C), linear attention holds d² + d per head, the
-    Ham its dictionary, prefix statistics and pending chunk (3·D·R + 2·R² per head) — not more than linear's."""
+    Ham its dictionary and prefix statistics (2·D·R + R² per head) — not more than linear's."""
     from hamburger.sequence import state_floats
 
     assert state_floats(create_mixer("softmax", 64, causal=True), 10) == 2 * 10 * 64
     assert state_floats(create_mixer("linear", 64, heads=2, causal=True), 10) == 2 * (32 * 32 + 32)
     ham = create_mixer("ham_nmf", 64, causal=True, rank=16, chunk=4)
-    assert state_floats(ham, 3) == state_floats(ham, 9) == 3 * 64 * 16 + 2 * 16 * 16  # constant in N
+    assert state_floats(ham, 3) == state_floats(ham, 9) == 2 * 64 * 16 + 16 * 16  # constant in N
     assert state_floats(ham, 9) <= state_floats(create_mixer("linear", 64, causal=True), 9)
     assert state_floats(create_mixer("none", 64, causal=True), 5) == 0
 
@@ -257,3 +259,25 @@ def test_unit_norm_keeps_every_chunks_dictionary_at_unit_columns():
         torch.testing.assert_close(norms["unit"], torch.ones(1, 4), atol=1e-5, rtol=0)
         assert (norms["none"] - 1).abs().max() > 0.1
     assert "norm='unit'" in repr(hb.HamMixer(8, causal=True))
+
+
+def test_stats_memory_makes_the_dictionary_a_function_of_the_prefix_statistics():
+    """memory="stats": chunk j+1's dictionary is K updates of the fixed start from (A_j, B_j) — so under it chunkwise
+    equals BPTT (no chain from chunk to chunk but the statistics'). The second chunk's dictionary is the same under
+    both memories (D_1 starts from D_0 either way); from the third chunk on they differ."""
+    x = _tokens(b=1, n=12, c=8, seed=3).requires_grad_()
+    grads = {}
+    for grad in ("chunkwise", "bptt"):
+        torch.manual_seed(0)  # the same projections
+        mixer = hb.HamMixer(8, rank=4, steps=3, causal=True, chunk=4, grad=grad, memory="stats")
+        grads[grad] = torch.autograd.grad(mixer(x)[:, -1].pow(2).sum(), x)[0]
+    torch.testing.assert_close(grads["chunkwise"], grads["bptt"], rtol=1e-5, atol=1e-7)
+    outputs = {}
+    for memory in ("stats", "dict"):  # the first two chunks are coded alike; from the third on the dictionaries differ
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outputs[memory] = hb.HamMixer(8, rank=4, causal=True, chunk=4, memory=memory)(x.detach())
+    torch.testing.assert_close(outputs["stats"][:, :8], outputs["dict"][:, :8], rtol=0, atol=0)
+    assert not torch.allclose(outputs["stats"][:, 8:], outputs["dict"][:, 8:])
+    with pytest.raises(ValueError, match="memory must be one of"):
+        hb.HamMixer(8, causal=True, memory="cache")

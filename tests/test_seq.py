@@ -167,6 +167,7 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     assert (tmp_path / "cmp" / "seq-compare-mqar.png").stat().st_size > 1000
     info = json.loads((tmp_path / "cmp" / "seq-compare-mqar.json").read_text())
     assert json.dumps(info).count('"ham_norm": "unit"') >= 1 and '"rank": 4' in json.dumps(info)
+    assert '"ham_memory": "dict"' in json.dumps(info)
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").glob("**/result.json")}
     seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
                     out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip

@@ -32,9 +32,9 @@ drifted until tokens met bases at Dᵀx ≈ 3.5·10⁴ against DᵀDc + ε ≈ 1
 codes carry the scale: the same run's largest ratio stayed below 10³ and it trained through all 3,000 steps.
 ``norm="none"`` is the earlier form.
 
-**Recurrent form** (:meth:`HamMixer.step`): the state is (D, A, B), the current chunk's pending statistics and the
-position. A token is coded against D; at the end of a chunk its pending statistics join (A, B) and D is updated —
-the parallel form's operations in the same order, so outputs agree to float tolerance.
+**Recurrent form** (:meth:`HamMixer.step`): the state is (D, A, B) and the position — 2·D·R + R² floats per head
+for NMF. A token is coded against D and its statistics join (A, B) at once; at the end of a chunk D is updated from
+(A, B) — the parallel form's operations, so outputs agree to float tolerance.
 
 Gradient (``grad``), for every solve of the mixer — each chunk's K code updates and K dictionary updates in the
 causal form, the K alternating steps in the non-causal one:
@@ -64,6 +64,7 @@ from .functional import GradSpec, parse_grad
 
 __all__ = [
     "HamMixer", "MIXER_HAMS", "MIXER_GRADS", "DEFAULT_MIXER_GRAD", "MIXER_NORMS", "DEFAULT_MIXER_NORM", "mixer_grad",
+    "MIXER_MEMORIES", "DEFAULT_MIXER_MEMORY",
 ]  # fmt: skip
 
 MIXER_HAMS = ("nmf", "vq")
@@ -74,6 +75,8 @@ MIXER_GRADS = ("one-step", "bptt", "chunkwise", "truncated:<k>")  # the gradient
 DEFAULT_MIXER_GRAD = "chunkwise"
 MIXER_NORMS = ("unit", "none")  # the causal NMF solve's scale: see HamMixer's ``norm``
 DEFAULT_MIXER_NORM = "unit"
+MIXER_MEMORIES = ("dict", "stats")  # what a causal NMF chunk's dictionary update starts from: see HamMixer's ``memory``
+DEFAULT_MIXER_MEMORY = "dict"
 
 
 def mixer_grad(grad: str, steps: int | None = None) -> GradSpec:
@@ -156,6 +159,11 @@ class HamMixer(nn.Module):
             columns after its K updates (the codes carry the scale). ``"none"``: it keeps whatever scale its updates
             give it — the earlier form, whose code updates' ratios Dᵀx ⊘ DᵀDc reached 10⁷ and whose backward
             overflowed to NaN on MQAR N 256 (module docstring). The non-causal solve and VQ are the same under both.
+        memory: what each chunk's dictionary update starts from in the causal form. ``"dict"`` (default): the
+            previous chunk's dictionary, D_{j+1} = K updates of D_j from (A_j, B_j). ``"stats"``: the fixed start,
+            D_{j+1} = K updates of D_0 from (A_j, B_j) — the dictionary is a function of the prefix statistics
+            alone, the information carried between chunks is (A, B) (D·R + R² floats per head; D_{j+1} a cache of
+            them), and no gradient chain runs from chunk to chunk except through the statistics.
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
@@ -173,6 +181,7 @@ class HamMixer(nn.Module):
         chunk: int = 64,
         grad: str = DEFAULT_MIXER_GRAD,
         norm: str = DEFAULT_MIXER_NORM,
+        memory: str = DEFAULT_MIXER_MEMORY,
         inv_t: float = 20.0,
         eps: float = 1e-6,
         seed: int = 0,
@@ -185,12 +194,14 @@ class HamMixer(nn.Module):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if norm not in MIXER_NORMS:
             raise ValueError(f"norm must be one of {MIXER_NORMS}, got {norm!r}")
+        if memory not in MIXER_MEMORIES:
+            raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.spec = mixer_grad(grad, steps)
         self.dim, self.ham, self.rank, self.steps, self.heads = dim, ham, rank, steps, heads
         self.causal, self.chunk, self.grad, self.inv_t, self.eps, self.seed = causal, chunk, grad, inv_t, eps, seed
-        self.norm = norm
+        self.norm, self.memory = norm, memory
         self.in_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
         gen = torch.Generator().manual_seed(seed)
@@ -304,7 +315,7 @@ class HamMixer(nn.Module):
             if s + self.chunk < n:  # the next chunk's dictionary
                 sa, sb = self._stats(xj, c)
                 a, b = (sa, sb) if a is None else (a + sa, b + sb)
-                d = self._update(d, a, b)
+                d = self._update(d if self.memory == "dict" else self._start(groups, h), a, b)
         return torch.cat(out, dim=1)
 
     # -- recurrent form ---------------------------------------------------------------------------------------
@@ -319,8 +330,6 @@ class HamMixer(nn.Module):
             "d": self.start.to(**zeros).repeat(batch, 1, 1),  # (S, D, R) -> (B*S, D, R)
             "a": torch.zeros(groups, dim, rank, **zeros),
             "b": torch.zeros(second, **zeros),
-            "pa": torch.zeros(groups, dim, rank, **zeros),
-            "pb": torch.zeros(second, **zeros),
             "t": 0,
         }
 
@@ -333,12 +342,14 @@ class HamMixer(nn.Module):
         c = self._code(h, state["d"])  # (B*S, 1, R)
         y = c @ state["d"].mT  # (B*S, 1, D)
         sa, sb = self._stats(h, c)
-        state = {**state, "pa": state["pa"] + sa, "pb": state["pb"] + sb, "t": state["t"] + 1}
-        if state["t"] % self.chunk == 0:  # a chunk is complete: its statistics join the prefix's, D moves
-            a, b = state["a"] + state["pa"], state["b"] + state["pb"]
-            state.update(a=a, b=b, d=self._update(state["d"], a, b), pa=torch.zeros_like(a), pb=torch.zeros_like(b))
+        # the token's statistics join (A, B) at once: D, not (A, B), codes the rest of its chunk
+        state = {**state, "a": state["a"] + sa, "b": state["b"] + sb, "t": state["t"] + 1}
+        if state["t"] % self.chunk == 0:  # a chunk is complete: D moves
+            d = state["d"] if self.memory == "dict" else self._start(state["d"].shape[0], state["d"])
+            state["d"] = self._update(d, state["a"], state["b"])
         return self._ungroup(y, x.shape[0])[:, 0], state
 
     def extra_repr(self) -> str:
-        form = f"causal, chunk={self.chunk}, norm={self.norm!r}" if self.causal else "non-causal"
+        causal = f"causal, chunk={self.chunk}, norm={self.norm!r}, memory={self.memory!r}"
+        form = causal if self.causal else "non-causal"
         return f"{self.dim}, ham={self.ham!r}, rank={self.rank}, steps={self.steps}, heads={self.heads}, {form}"

@@ -15,7 +15,15 @@ from ..engine.config import (
     positive_ints,
     shard_spec,
 )
-from ..mixer import DEFAULT_MIXER_GRAD, DEFAULT_MIXER_NORM, MIXER_GRADS, MIXER_NORMS, mixer_grad
+from ..mixer import (
+    DEFAULT_MIXER_GRAD,
+    DEFAULT_MIXER_MEMORY,
+    DEFAULT_MIXER_NORM,
+    MIXER_GRADS,
+    MIXER_MEMORIES,
+    MIXER_NORMS,
+    mixer_grad,
+)
 from . import bench, compare
 from .config import SeqTrainConfig
 from .eval import evaluate_run
@@ -57,6 +65,8 @@ def register(sub) -> None:
                    help=f"Ham mixers: gradient of the solve ({' | '.join(MIXER_GRADS)})")
     c.add_argument("--ham-norm", choices=MIXER_NORMS, default=DEFAULT_MIXER_NORM,
                    help="Ham mixers: scale of the causal NMF solve")
+    c.add_argument("--ham-memory", choices=MIXER_MEMORIES, default=DEFAULT_MIXER_MEMORY,
+                   help="Ham mixers: what a causal chunk's dictionary update starts from")
     c.add_argument("--rank", type=positive_int, default=None,
                    help="Ham mixers: R bases per head (default: seq train's)")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
@@ -91,7 +101,7 @@ def _compare(args) -> None:
         task=args.task, mixers=names(args.mixers), seeds=args.seeds, lengths=tuple(args.lengths),
         pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
         jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
-        ham_norm=args.ham_norm, rank=args.rank,
+        ham_norm=args.ham_norm, ham_memory=args.ham_memory, rank=args.rank,
     )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..engine.common import machine_info, mean_std, run_shards, save_figure, write_results
 from ..engine.config import require_distinct
 from ..engine.results import load_result, recipe_of, save_result
-from ..mixer import DEFAULT_MIXER_GRAD, DEFAULT_MIXER_NORM
+from ..mixer import DEFAULT_MIXER_GRAD, DEFAULT_MIXER_MEMORY, DEFAULT_MIXER_NORM
 from ..sequence import MIXERS, create_mixer, state_floats
 from .config import RESUME_FREE, SeqTrainConfig
 from .eval import load_run, test_metrics
@@ -77,8 +77,10 @@ def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32)
 def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), seeds=None, lengths=(64, 256, 512),
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
         progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
-        ham_norm: str = DEFAULT_MIXER_NORM, rank: int | None = None, **overrides) -> dict:  # fmt: skip
-    """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm`` and ``rank``
+        ham_norm: str = DEFAULT_MIXER_NORM, ham_memory: str = DEFAULT_MIXER_MEMORY, rank: int | None = None,
+        **overrides) -> dict:  # fmt: skip
+    """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``
+    and ``rank``
     (default: seq train's) set the Ham arms' solve. ``overrides`` set other
     :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
     from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
@@ -92,7 +94,8 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     out.mkdir(parents=True, exist_ok=True)
     iters = iters or (MQAR_ITERS if task == "mqar" else None)
     base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
-                          ham_grad=ham_grad, ham_norm=ham_norm, **({"iters": iters} if iters else {}),
+                          ham_grad=ham_grad, ham_norm=ham_norm, ham_memory=ham_memory,
+                          **({"iters": iters} if iters else {}),
                           **({"rank": rank} if rank else {}), **overrides)  # fmt: skip
     runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
     if not runs:
@@ -104,7 +107,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
                 ",".join(map(str, lengths)), "--pairs", ",".join(map(str, pairs)), "--iters", str(base.iters),
                 "--device", device, "--out", str(out)]  # fmt: skip
         argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
-        argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--rank", str(base.rank)]
+        argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--ham-memory", ham_memory, "--rank", str(base.rank)]
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         run_shards(argv, jobs=jobs, out=out)
@@ -116,7 +119,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     md = _table(task, results, mixers) + state_table(mixers, sorted({r["seq_len"] for r in results}), base)
     info = {**machine_info(), "task": task, "iters": base.iters, "dim": base.dim, "depth": base.depth,
             "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr, "rank": base.rank,
-            "ham_grad": base.ham_grad, "ham_norm": base.ham_norm}  # fmt: skip
+            "ham_grad": base.ham_grad, "ham_norm": base.ham_norm, "ham_memory": base.ham_memory}  # fmt: skip
     write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
     _plot(task, results, mixers, out)
     if progress:

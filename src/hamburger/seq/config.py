@@ -8,7 +8,15 @@ from typing import ClassVar
 
 from ..engine.config import option, validate_config
 from ..engine.loop import AMP_DTYPES
-from ..mixer import DEFAULT_MIXER_GRAD, DEFAULT_MIXER_NORM, MIXER_GRADS, MIXER_NORMS, mixer_grad
+from ..mixer import (
+    DEFAULT_MIXER_GRAD,
+    DEFAULT_MIXER_MEMORY,
+    DEFAULT_MIXER_NORM,
+    MIXER_GRADS,
+    MIXER_MEMORIES,
+    MIXER_NORMS,
+    mixer_grad,
+)
 from ..sequence import MIXERS
 
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
@@ -20,7 +28,7 @@ class SeqTrainConfig:
     """Everything a sequence training run depends on (see ``hamburger seq train --help``)."""
 
     # what a saved run that lacks a field trained with, where the field's default has changed since
-    LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step", "ham_norm": "none"}
+    LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step", "ham_norm": "none", "ham_memory": "dict"}
 
     # data
     task: str = option("lm", "mqar (associative recall) | lm (characters of sympy's source)", choices=("mqar", "lm"))
@@ -40,6 +48,9 @@ class SeqTrainConfig:
     ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")
     ham_norm: str = option(DEFAULT_MIXER_NORM, "Ham: scale of the causal NMF solve (unit: every chunk's dictionary "
                            "rescaled to unit-norm columns; none: the earlier form)", choices=MIXER_NORMS)
+    ham_memory: str = option(DEFAULT_MIXER_MEMORY, "Ham: what a causal chunk's dictionary update starts from (dict: "
+                             "the previous dictionary; stats: the fixed start, so the prefix statistics are the "
+                             "memory)", choices=MIXER_MEMORIES)
     conv: int = option(3, "kernel of a short causal convolution before every mixer, in every arm (0: none)", minimum=0)
     init_weights: Path | None = option(None, "start from these weights")
     # optimisation

@@ -71,12 +71,12 @@ def split_data(config: SeqTrainConfig, split: str):
 
 
 def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
-    """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, steps, chunk, gradient and norm;
-    none for the other mixers."""
+    """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, steps, chunk, gradient, norm and
+    memory; none for the other mixers."""
     if not (mixer or config.mixer).startswith("ham_"):
         return {}
     return {"rank": config.rank, "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad,
-            "norm": config.ham_norm}  # fmt: skip
+            "norm": config.ham_norm, "memory": config.ham_memory}  # fmt: skip
 
 
 def build_model(config: SeqTrainConfig) -> SequenceModel:
@@ -89,6 +89,7 @@ def identity_of(model: nn.Module, config: SeqTrainConfig) -> dict[str, str]:
     if config.mixer.startswith("ham_"):
         name += f"-R{config.rank}-K{config.ham_steps}-L{config.chunk}"
         name += "" if config.ham_norm == "none" else f"-{config.ham_norm}"  # the forward differs: a checkpoint says so
+        name += "" if config.ham_memory == "dict" else f"-{config.ham_memory}"
     return model_identity(model, name=name, num_classes=VOCAB)
 
 
