@@ -10,12 +10,13 @@
 #   OUT/check/           hamburger bench check: per ham and precision, CUDA vs CPU, determinism, captured vs eager,
 #                        NMF's fused Triton steps vs PyTorch's (the script stops here if one fails: nothing wrong
 #                        gets timed)
-#   OUT/solve/           hamburger bench solve: the NMF solve alone, PyTorch vs fused Triton steps vs compiled, 128²
+#   OUT/solve/           hamburger bench solve: the NMF solve alone, PyTorch vs fused Triton steps vs compiled, 128², B 1
 #   OUT/crossover/       the block eager, fused (hamburger.kernels) and captured (optimize(mode="reduce-overhead"))
 #                        against the non-local block
 #                        on each SDPA backend and compiled (the fastest of them is the yardstick), bf16, B 1 and 8,
 #                        64² and 128², eval and training
 #   OUT/crossover-256/   the same at 256², eval only
+#   OUT/profile/         benchmarks/profile_block.py: eager against captured at B 8, 128², kernel by kernel
 # GPU_SH_MORE=1 adds hamburger bench precision and seq bench (several more minutes).
 # GPU_SH_QUICK=1 is a one-minute smoke run (the checks without capture, one size) before spending the budget.
 # GPU_SH_KEEP_GOING=1 times the table even after a failed check (it says which rows failed).
@@ -50,14 +51,17 @@ stamp "correctness"
 timeout 75 hb bench check --device cuda --out "$OUT_DIR/check" \
     || { stamp "a check failed (the table above)"; [[ "${GPU_SH_KEEP_GOING:-0}" == 1 ]] || exit 1; }
 stamp "the solve alone: fused against PyTorch and compiled"
-timeout 30 hb bench solve --device cuda --sizes 128 --batches 1,8 --precisions bf16 --out "$OUT_DIR/solve" \
+timeout 25 hb bench solve --device cuda --sizes 128 --batches 1 --precisions bf16 --out "$OUT_DIR/solve" \
     || stamp "solve stopped (timeout or error): see above"
 stamp "the table: B 1 and 8, 64² and 128², eval and training"
-timeout 150 hb bench crossover "${TABLE[@]}" --sizes 64,128 --batches 1,8 --capture --compile-attention \
+timeout 130 hb bench crossover "${TABLE[@]}" --sizes 64,128 --batches 1,8 --capture --compile-attention \
     --out "$OUT_DIR/crossover" || stamp "crossover stopped (timeout or error): see above"
 stamp "256², eval"
 timeout 45 hb bench crossover "${TABLE[@]}" --sizes 256 --batches 1,8 --modes eval --capture --compile-attention \
     --out "$OUT_DIR/crossover-256" || stamp "crossover 256 stopped (timeout or error): see above"
+stamp "where the captured block's time goes at B 8, 128² (it ran slower than eager there on the first H200 run)"
+timeout 25 python3 benchmarks/profile_block.py --device cuda --batch 8 --size 128 --out "$OUT_DIR/profile" \
+    || stamp "profile stopped (timeout or error): see above"
 if [[ "${GPU_SH_MORE:-0}" == 1 ]]; then
     timeout 240 hb bench precision --device cuda --out "$OUT_DIR/precision" || true
     timeout 240 hb seq bench --device cuda --out "$OUT_DIR/seq-bench" || true

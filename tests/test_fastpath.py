@@ -1,6 +1,7 @@
 """The fast path: the precision option, sync-free input checks, counter-based draws, compile without graph breaks,
 ``hamburger.optimize`` and ONNX export of a bf16 ham."""
 
+import json
 import os
 import sys
 import warnings
@@ -389,7 +390,9 @@ def test_gpu_script_is_valid_bash_and_every_command_parses():
         argv = ["cpu" if a == "cuda" else a for a in argv]  # the parser checks that CUDA is there; here it is not
         args = parser.parse_args(argv)
         assert args.command == "bench" or args.command == "seq", argv
-    budget = sum(int(t) for t in re.findall(r"^timeout (\d+) hb", text, re.M))
+    budget = sum(int(t) for t in re.findall(r"^timeout (\d+) ", text, re.M))
+    for script_path in re.findall(r"^timeout \d+ python3 (\S+)", text, re.M):  # the steps that are scripts
+        assert (Path(__file__).parents[1] / script_path).is_file(), script_path
     assert budget <= 300, f"the default steps' timeouts add up to {budget} s, more than the 5 minutes"
     # every step runs `timeout N hb ...`: hb must be a program (its first GPU run failed with a shell function)
     root = Path(__file__).parents[1]
@@ -435,3 +438,36 @@ def test_compiled_bf16_nmf_solve_is_finite_and_equals_eager():
         eager, compiled = solve(x, d), torch.compile(solve, dynamic=False)(x, d)
     assert torch.isfinite(compiled).all()
     assert _rel(compiled, eager) < 1e-2
+
+
+def test_benchmark_scripts_for_the_gpu_and_the_solve_run_on_a_cpu(tmp_path):
+    """benchmarks/profile_block.py (a gpu.sh step) and benchmarks/solve_vs_commit.py (issue 29's CPU target) run at a
+    tiny size here, so that a lent GPU's minutes are not spent on a script that fails."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "benchmarks"
+    argv = sys.argv
+    try:
+        sys.argv = ["profile_block.py", "--device", "cpu", "--batch", "1", "--size", "4", "--channels", "16",
+                    "--rank", "2", "--calls", "1", "--out", str(tmp_path / "p")]  # fmt: skip
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(root / "profile_block.py"), run_name="__main__")
+        assert done.value.code == 0
+        text = (tmp_path / "p" / "profile-block.md").read_text()
+        assert "## eager:" in text and "## compiled:" in text and "aten::bmm" in text
+        old = tmp_path / "functional_old.py"
+        old.write_text((Path(__file__).parents[1] / "src" / "hamburger" / "functional.py").read_text())
+        sys.argv = ["solve_vs_commit.py", "--old-file", str(old), "--threads", "1", "--channels", "16", "--size", "4",
+                    "--rank", "2", "--repeats", "1", "--hams", "nmf,cd", "--out", str(tmp_path / "s")]  # fmt: skip
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(root / "solve_vs_commit.py"), run_name="__main__")
+        assert done.value.code == 0
+    finally:
+        sys.argv = argv
+    rows = json.loads((tmp_path / "s" / "solve-vs-commit.json").read_text())["rows"]
+    assert [r["ham"] for r in rows] == ["nmf", "cd"]
+    for r in rows:  # today's code against itself: the same numbers, every variant timed
+        assert r["error_vs_old_fp32"]["new fp32"] == 0 and r["error_vs_old_fp32"]["new tall fp32"] == 0
+        assert min(r["ms"].values()) > 0 and len(r["ms"]) == 6
