@@ -1,6 +1,7 @@
 """`hamburger seq`: MQAR data, the sympy corpus and its baselines, the model's recurrent form, training on the
 engine (resume), eval, compare and bench at a tiny size."""
 
+import dataclasses
 import json
 
 import pytest
@@ -232,3 +233,28 @@ def test_chunked_causal_linear_attention_equals_the_prefix_sums(n, chunk):
         y, state = mixer.step(x[:, t], state)
         ys.append(y)
     torch.testing.assert_close(torch.stack(ys, 1), mixer(x))
+
+
+def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
+    """A new Ham option must not turn finished runs into "another recipe": the attention arms' results are read
+    without the Ham's fields (they were saved with them), and a Ham result that lacks the new field reads as the
+    field's earlier value (LEGACY_DEFAULTS) — accepted when the run asks for that value, refused otherwise."""
+    from hamburger.engine.results import save_result
+    from hamburger.seq import compare as seq_compare
+
+    def stored(config):
+        recipe = seq_compare.recipe_for(config)
+        if not config.mixer.startswith("ham_"):
+            recipe |= {"rank": 16, "ham_steps": 6, "chunk": 16, "ham_grad": "chunkwise", "ham_norm": "unit"}
+        recipe.pop("ham_memory", None)  # saved before ham_memory existed
+        config.out.mkdir(parents=True)
+        save_result(config.out / "result.json", recipe, {"mixer": config.mixer, "accuracy": 0.5})
+
+    soft = SeqTrainConfig(task="mqar", mixer="softmax", rank=24, ham_memory="stats", out=tmp_path / "soft")
+    stored(soft)
+    assert seq_compare._run_one(soft, progress=False)["accuracy"] == 0.5
+    ham = SeqTrainConfig(task="mqar", mixer="ham_nmf", out=tmp_path / "ham")
+    stored(ham)
+    assert seq_compare._run_one(ham, progress=False)["accuracy"] == 0.5  # ham_memory "dict", its earlier value
+    with pytest.raises(ValueError, match=r"ham_memory: dict -> stats"):
+        seq_compare._run_one(dataclasses.replace(ham, ham_memory="stats"), progress=False)

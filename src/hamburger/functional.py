@@ -209,14 +209,17 @@ _WIDE_XTD = True  # private switch: off, CPUs compute XᵀD as GPUs do (benchmar
 
 
 def _xtd(xp: Tensor, d: Tensor, precision: str, *, raw: bool = True) -> Tensor:
-    """XᵀD, (B, N, R), as :func:`_product_raw` (``raw``) or :func:`product` returns it. On CPUs computed as (DᵀX)ᵀ, a
-    transposed view: the GEMM with the wide (R, N) output ran 2.4x faster than the one with the tall (N, R) output
-    (1 x 512 x 128², R 64, Intel Xeon, MKL, one thread: 8.1 vs 19.6 ms), and the element-wise update that reads the
-    view costs ~1 ms more. On GPUs a transposed operand is a flag of the GEMM and the update reads it coalesced: the
-    tall layout there. Not under ``torch.compile`` either: inductor (torch 2.14, CPU) returned NaN codes from a bf16
-    solve with the transposed view (a K 1 NMF solve of 1 x 512 x 32², which eager and the tall layout solve finitely;
-    tests/test_fastpath.py checks the compiled bf16 solve)."""
-    if xp.device.type == "cpu" and _WIDE_XTD and not torch.compiler.is_compiling():
+    """XᵀD, (B, N, R), as :func:`_product_raw` (``raw``) or :func:`product` returns it.
+
+    On CPUs in fp32 computed as (DᵀX)ᵀ, a transposed view: MKL's GEMM with the wide (R, N) output ran 2.4x faster
+    than the one with the tall (N, R) output (1 x 512 x 128², R 64, Intel Xeon without AMX, one thread: 8.1 vs
+    19.6 ms), and the update that reads the view costs ~1 ms more; the fp32 NMF solve took 0.75x of its time there
+    and 0.96x on a Xeon with AMX (2 threads), bit-identical (benchmarks/solve-vs-c38adf9-*.md). Not for bf16: with
+    AMX the tall product was the faster one and the strided softmax and updates cost more (0.53x against 0.45x of
+    the old fp32 solve). Not on GPUs (a transposed operand is a flag of the GEMM; coalesced updates need the tall
+    layout), nor under ``torch.compile``: inductor (torch 2.14, CPU) returned NaN codes from a bf16 solve with the
+    view (tests/test_fastpath.py checks the compiled bf16 solve)."""
+    if xp.device.type == "cpu" and precision != "bf16" and _WIDE_XTD and not torch.compiler.is_compiling():
         dtx = _product_raw(d.mT, xp, precision) if raw else product(d.mT, xp, precision=precision)
         return dtx.mT  # (B, R, D) @ (B, D, N) -> (B, R, N), viewed (B, N, R)
     return _product_raw(xp.mT, d, precision) if raw else product(xp.mT, d, precision=precision)  # (B, N, R)

@@ -28,9 +28,13 @@ def _show(value) -> str:
     return "(none)" if value is None else str(value)
 
 
-def load_result(path: Path, recipe: dict) -> dict | None:
+def load_result(
+    path: Path, recipe: dict, *, legacy: dict | None = None, ignore: frozenset = frozenset()
+) -> dict | None:
     """The result stored at ``path`` if ``recipe`` produced it; None if there is none. Raises ``ValueError`` naming
-    the fields that differ when another recipe did, or when the file records no recipe or is not JSON."""
+    the fields that differ when another recipe did, or when the file records no recipe or is not JSON. ``legacy``:
+    the value a field had before it existed (a config's ``LEGACY_DEFAULTS``), for a stored recipe that lacks it;
+    ``ignore``: fields that do not decide this result, on either side."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -43,7 +47,8 @@ def load_result(path: Path, recipe: dict) -> dict | None:
         raise ValueError(f"{path} records no recipe (written by an older version): delete it to recompute, or "
                          "use another --out")  # fmt: skip
     recipe = json.loads(json.dumps(recipe, default=str))
-    keys = sorted(set(saved) | set(recipe))
+    saved = {**{k: v for k, v in (legacy or {}).items() if k in recipe}, **saved}
+    keys = sorted((set(saved) | set(recipe)) - set(ignore))
     changed = [f"{k}: {_show(saved.get(k))} -> {_show(recipe.get(k))}" for k in keys if saved.get(k) != recipe.get(k)]
     if changed:
         raise ValueError(f"{path} holds the result of another recipe ({'; '.join(changed)}): use another --out, or "

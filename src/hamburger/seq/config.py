@@ -21,6 +21,8 @@ from ..sequence import MIXERS
 
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "val_interval"})  # fmt: skip
+# the fields only a Ham mixer reads: they do not decide another mixer's result
+HAM_FIELDS = frozenset({"rank", "ham_steps", "chunk", "ham_grad", "ham_norm", "ham_memory"})
 
 
 @dataclass
