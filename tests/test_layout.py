@@ -108,16 +108,17 @@ def test_a_run_folder_of_the_old_layout_resumes_bitwise_and_evaluates(tmp_path, 
     run = tmp_path / "old"
     shutil.copytree(FIXTURE, run)
     assert load_checkpoint(run)[2]["step"] == 4  # killed after step 5, last committed at 4
-    # the run predates ham_grad and ham_norm and trained with one-step and the unnormalised solve; the defaults are
-    # chunkwise and unit now: resuming it unchanged is refused (naming both fields) instead of silently switching
-    # its gradient and its forward half-way
-    with pytest.raises(SystemExit, match=r"ham_grad: 'one-step' -> 'chunkwise'.*ham_norm: 'none' -> 'unit'"):
+    # the run predates ham_grad, ham_norm and ham_memory and trained with one-step, the unnormalised solve and the
+    # carried dictionary; the defaults are chunkwise, unit and stats now: resuming it unchanged is refused (naming the
+    # fields) instead of silently switching its gradient and its forward half-way
+    with pytest.raises(SystemExit, match=r"ham_grad: 'one-step' -> 'chunkwise'.*ham_norm: 'none' -> 'unit'.*"
+                                         r"ham_memory: 'dict' -> 'stats'"):
         main(["seq", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume"])
     main(["seq", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume", "--ham-grad",
-          "one-step", "--ham-norm", "none"])  # fmt: skip
+          "one-step", "--ham-norm", "none", "--ham-memory", "dict"])  # fmt: skip
     assert load_checkpoint(run)[2]["step"] == 6
     main(["seq", "train", "--config", str(FIXTURE / "config.yaml"), "--out", str(tmp_path / "straight"),
-          "--ham-grad", "one-step", "--ham-norm", "none"])  # fmt: skip
+          "--ham-grad", "one-step", "--ham-norm", "none", "--ham-memory", "dict"])  # fmt: skip
     resumed, straight = load_weights(run / "last.safetensors"), load_weights(tmp_path / "straight" / "last.safetensors")
     assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)
     capsys.readouterr()

@@ -32,6 +32,14 @@ drifted until tokens met bases at Dᵀx ≈ 3.5·10⁴ against DᵀDc + ε ≈ 1
 codes carry the scale: the same run's largest ratio stayed below 10³ and it trained through all 3,000 steps.
 ``norm="none"`` is the earlier form.
 
+**Memory** (``memory``, causal). ``"stats"`` (the default) rebuilds each chunk's dictionary from the fixed start by K
+updates against the prefix statistics (A_j, B_j); ``"dict"`` (the earlier form) continues from the previous chunk's
+dictionary. Measured on MQAR N 256 / 32 pairs (3,000 steps, chunkwise, unit norm, one seed): the carried dictionary
+stayed on the plateau (4.8% test recall at R 16; 4.3% validation at R 24 when stopped at step 1,250; two heads of
+R 16, 4.5% validation), the rebuilt one left it (R 24: 74.6% test recall; R 16: 44% validation at step 1,250). A
+carried dictionary keeps the first chunks' fit and moves K small multiplicative steps per chunk; rebuilt, it is the
+K-step NMF fit of everything seen so far, and the codes of the keys can change with the prefix.
+
 **Recurrent form** (:meth:`HamMixer.step`): the state is (D, A, B) and the position — 2·D·R + R² floats per head
 for NMF. A token is coded against D and its statistics join (A, B) at once; at the end of a chunk D is updated from
 (A, B) — the parallel form's operations, so outputs agree to float tolerance.
@@ -75,8 +83,11 @@ MIXER_GRADS = ("one-step", "bptt", "chunkwise", "truncated:<k>")  # the gradient
 DEFAULT_MIXER_GRAD = "chunkwise"
 MIXER_NORMS = ("unit", "none")  # the causal NMF solve's scale: see HamMixer's ``norm``
 DEFAULT_MIXER_NORM = "unit"
-MIXER_MEMORIES = ("dict", "stats")  # what a causal NMF chunk's dictionary update starts from: see HamMixer's ``memory``
-DEFAULT_MIXER_MEMORY = "dict"
+MIXER_MEMORIES = ("dict", "stats")  # what a causal chunk's dictionary update starts from: see HamMixer's ``memory``
+# the default, by evidence (docs/results/sequences.md): on MQAR N 256 / 32 pairs the dictionary rebuilt from the
+# prefix statistics left the plateau (44% validation recall at step 1,250 at R 16; 74.6% test at R 24 after 3,000
+# steps) where the carried dictionary stayed on it (4.8% at R 16, 4.3% at R 24), and it keeps N 64 / 8 pairs
+DEFAULT_MIXER_MEMORY = "stats"
 
 
 def mixer_grad(grad: str, steps: int | None = None) -> GradSpec:
@@ -159,11 +170,12 @@ class HamMixer(nn.Module):
             columns after its K updates (the codes carry the scale). ``"none"``: it keeps whatever scale its updates
             give it — the earlier form, whose code updates' ratios Dᵀx ⊘ DᵀDc reached 10⁷ and whose backward
             overflowed to NaN on MQAR N 256 (module docstring). The non-causal solve and VQ are the same under both.
-        memory: what each chunk's dictionary update starts from in the causal form. ``"dict"`` (default): the
-            previous chunk's dictionary, D_{j+1} = K updates of D_j from (A_j, B_j). ``"stats"``: the fixed start,
-            D_{j+1} = K updates of D_0 from (A_j, B_j) — the dictionary is a function of the prefix statistics
-            alone, the information carried between chunks is (A, B) (D·R + R² floats per head; D_{j+1} a cache of
-            them), and no gradient chain runs from chunk to chunk except through the statistics.
+        memory: what each chunk's dictionary update starts from in the causal form. ``"stats"`` (default): the
+            fixed start, D_{j+1} = K updates of D_0 from (A_j, B_j) — the dictionary is a function of the prefix
+            statistics alone, the information carried between chunks is (A, B) (D·R + R² floats per head; D_{j+1} a
+            cache of them), and no gradient chain runs from chunk to chunk except through the statistics (chunkwise
+            is then BPTT). ``"dict"``: the previous chunk's dictionary, D_{j+1} = K updates of D_j from (A_j, B_j) —
+            the earlier form, which did not leave MQAR's plateau at 32 pairs (module docstring).
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
