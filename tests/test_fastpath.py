@@ -471,3 +471,21 @@ def test_benchmark_scripts_for_the_gpu_and_the_solve_run_on_a_cpu(tmp_path):
     for r in rows:  # today's code against itself: the same numbers, every variant timed
         assert r["error_vs_old_fp32"]["new fp32"] == 0 and r["error_vs_old_fp32"]["new tall fp32"] == 0
         assert min(r["ms"].values()) > 0 and len(r["ms"]) == 6
+
+
+def test_a_compiled_bf16_block_copies_x_no_more_than_once():
+    """Left to itself inductor copied Xᵀ before every XᵀD of a compiled bf16 solve (14 X-sized copies per forward of
+    this block, K 6 + 1 products, twice); made contiguous once in the graph, the copies merge (0 as aten copies)."""
+    from torch.profiler import profile
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    block = hb.optimize(hb.Hamburger(64, rank=8, precision="bf16").eval(), dynamic=False)
+    x = torch.rand(1, 64, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        block(x)
+        with profile(record_shapes=True) as prof:
+            block(x)
+    copies = sum(e.count for e in prof.key_averages(group_by_input_shape=True)
+                 if e.key in ("aten::copy_", "aten::clone") and "1024, 64" in str(e.input_shapes))  # fmt: skip
+    assert copies <= 1, copies

@@ -222,7 +222,11 @@ def _xtd(xp: Tensor, d: Tensor, precision: str, *, raw: bool = True) -> Tensor:
     if xp.device.type == "cpu" and precision != "bf16" and _WIDE_XTD and not torch.compiler.is_compiling():
         dtx = _product_raw(d.mT, xp, precision) if raw else product(d.mT, xp, precision=precision)
         return dtx.mT  # (B, R, D) @ (B, D, N) -> (B, R, N), viewed (B, N, R)
-    return _product_raw(xp.mT, d, precision) if raw else product(xp.mT, d, precision=precision)  # (B, N, R)
+    # compiled: Xᵀ made contiguous in the graph, one node per product that the graph's CSE merges into one copy per
+    # solve — left to itself inductor copied Xᵀ before every XᵀD (K + 1 copies of X per solve in the CPU profile of a
+    # compiled block; the same graph is what the H200's captured block runs)
+    xt = xp.mT.contiguous() if torch.compiler.is_compiling() else xp.mT
+    return _product_raw(xt, d, precision) if raw else product(xt, d, precision=precision)  # (B, N, R)
 
 
 class _TF32Scope:
