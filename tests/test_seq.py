@@ -11,6 +11,7 @@ from hamburger.cli import main
 from hamburger.seq.config import SeqTrainConfig
 from hamburger.seq.data import IGNORE, mqar, ngram_bits_per_char, sympy_corpus, tiles, windows
 from hamburger.seq.model import SequenceModel
+from hamburger.seq.train import train
 
 
 def test_mqar_binds_every_query_to_its_value():
@@ -258,3 +259,17 @@ def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
     assert seq_compare._run_one(ham, progress=False)["accuracy"] == 0.5  # ham_memory "dict", its earlier value
     with pytest.raises(ValueError, match=r"ham_memory: dict -> stats"):
         seq_compare._run_one(dataclasses.replace(ham, ham_memory="stats"), progress=False)
+
+
+def test_resume_of_an_attention_run_ignores_the_hams_fields(tmp_path):
+    """A softmax run checkpointed under other Ham defaults (rank, memory) resumes: those fields do not change it. A
+    Ham run with a changed Ham field is still refused."""
+    tiny = dict(task="mqar", dim=16, depth=1, seq_len=24, pairs=4, batch_size=4, train_examples=32, val_examples=8,
+                val_interval=2, no_tensorboard=True, quiet=True)  # fmt: skip
+    train(SeqTrainConfig(mixer="softmax", rank=16, ham_memory="dict", iters=2, out=tmp_path / "s", **tiny))
+    train(SeqTrainConfig(mixer="softmax", rank=24, ham_memory="stats", iters=2, resume=True, out=tmp_path / "s",
+                         **tiny))  # fmt: skip  (no "changed recipe")
+    assert json.loads((tmp_path / "s" / "checkpoint.json").read_text())["step"] == 2
+    train(SeqTrainConfig(mixer="ham_nmf", rank=4, chunk=8, iters=2, out=tmp_path / "h", **tiny))
+    with pytest.raises(ValueError, match=r"changed recipe \(rank: 4 -> 5\)"):
+        train(SeqTrainConfig(mixer="ham_nmf", rank=5, chunk=8, iters=2, resume=True, out=tmp_path / "h", **tiny))

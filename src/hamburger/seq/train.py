@@ -18,7 +18,7 @@ from torch import nn
 from ..engine.checkpoint import model_identity
 from ..engine.loop import fit, step_loader
 from ..engine.task import Task
-from .config import RESUME_FREE, SeqTrainConfig
+from .config import HAM_FIELDS, RESUME_FREE, SeqTrainConfig
 from .data import IGNORE, bits, mqar, sympy_corpus, tiles
 from .model import SequenceModel
 
@@ -156,4 +156,7 @@ def train(config: SeqTrainConfig) -> dict:
     """Train as ``config`` says; returns the engine's result (history, best score, run folder, model)."""
     if not isinstance(config, SeqTrainConfig):
         raise TypeError(f"train expects a SeqTrainConfig, got {type(config).__name__}")
-    return fit(SeqTask(), config)
+    task = SeqTask()
+    if not config.mixer.startswith("ham_"):  # the Ham's fields do not change another mixer's run: --resume ignores them
+        task.free_fields = RESUME_FREE | HAM_FIELDS
+    return fit(task, config)
