@@ -69,11 +69,10 @@ def main(argv: list[str] | None = None) -> dict:
         for ham in hams:
             xin = x if ham == "nmf" else x - 0.5  # VQ / CD take signed features
             fns, errors = {}, {}
-            ref = getattr(old, ham)(xin, bases, args.steps, grad="none", **(
-                {"fused": False} if "fused" in inspect.signature(getattr(old, ham)).parameters else {})).recon
+            new_kw = {"fused": False} if ham == "nmf" else {}
+            old_kw = new_kw if "fused" in inspect.signature(getattr(old, ham)).parameters else {}
+            ref = getattr(old, ham)(xin, bases, args.steps, grad="none", **old_kw).recon
             for precision in ("fp32", "bf16"):
-                new_kw = {"fused": False} if ham == "nmf" else {}
-                old_kw = new_kw if "fused" in inspect.signature(getattr(old, ham)).parameters else {}
                 for who, module, kw in (("old", old, old_kw), ("new", HF, new_kw), ("new tall", HF, new_kw)):
                     def solve(module=module, precision=precision, kw=kw, ham=ham, xin=xin, wide=who != "new tall"):
                         HF._WIDE_XTD = wide  # "new tall": XᵀD computed directly, as on GPUs

@@ -34,19 +34,20 @@ def run(*, device: str = "cuda", hams=HAMS, precisions=PRECISIONS, channels: int
         progress: bool = True) -> dict:  # fmt: skip
     """One row per (ham, precision): the relative errors and whether each check passed."""
     dev, dev_info = bench_device(device)
-    rows = []
     # fp32 is fp32 on both sides: cuDNN runs the breads' 1x1 convolutions in TF32 by default (torch's
     # cudnn.allow_tf32), which put the first H200 run's fp32 rows at 1.5e-4 (NMF) to 1.1e-3 (VQ) from the CPU
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        _rows(rows, dev, hams, precisions, channels, rank, size, batch, capture)
+        rows = _rows(dev, hams, precisions, channels, rank, size, batch, capture)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     return _report(rows, dev_info, out, progress)
 
 
-def _rows(rows, dev, hams, precisions, channels, rank, size, batch, capture) -> None:
+def _rows(dev, hams, precisions, channels, rank, size, batch, capture) -> list[dict]:
+    """One row per (ham, precision): the relative errors and whether each check passed."""
+    rows = []
     for ham in hams:
         for precision in precisions:
             torch.manual_seed(0)
@@ -72,6 +73,7 @@ def _rows(rows, dev, hams, precisions, channels, rank, size, batch, capture) -> 
                 and max(row.get("captured_vs_eager", 0), row.get("fused_vs_pytorch", 0)) <= tol
             )
             rows.append(row)
+    return rows
 
 
 def _report(rows: list[dict], dev_info: dict, out: Path | None, progress: bool) -> dict:

@@ -22,7 +22,7 @@ from ..engine.config import require_distinct
 from ..engine.results import load_result, recipe_of, save_result
 from ..mixer import DEFAULT_MIXER_GRAD, DEFAULT_MIXER_MEMORY, DEFAULT_MIXER_NORM
 from ..sequence import MIXERS, create_mixer, state_floats
-from .config import HAM_FIELDS, RESUME_FREE, SeqTrainConfig
+from .config import SeqTrainConfig, free_fields_of
 from .eval import load_run, test_metrics
 from .train import mixer_kwargs, train
 
@@ -30,19 +30,16 @@ THREE_SEED_CELL = (256, 32)
 
 
 def recipe_for(config: SeqTrainConfig) -> dict:
-    """What decides a run's result: its config but the output fields — and, for a mixer that is not a Ham, but the
-    Ham's fields (a new Ham option must not make the attention arms' results read as another recipe)."""
-    free = RESUME_FREE - {"val_interval"}
-    if not config.mixer.startswith("ham_"):
-        free = free | HAM_FIELDS
-    return recipe_of(config, free)
+    """What decides a run's result: its config but :func:`free_fields_of` (the validation interval counts: it picks
+    the best weights)."""
+    return recipe_of(config, free_fields_of(config) - {"val_interval"})
 
 
 def _run_one(config: SeqTrainConfig, *, progress: bool) -> dict:
     done, recipe = config.out / "result.json", recipe_for(config)
     # refuses a result of another recipe, naming what differs; a field added since reads as its earlier value, and
     # the attention arms' results saved with the Ham's fields are read without them
-    ignore = frozenset() if config.mixer.startswith("ham_") else HAM_FIELDS
+    ignore = free_fields_of(config) - {"val_interval"}
     cached = load_result(done, recipe, legacy=SeqTrainConfig.LEGACY_DEFAULTS, ignore=ignore)
     if cached is not None:
         return cached

@@ -25,6 +25,12 @@ RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard"
 HAM_FIELDS = frozenset({"rank", "ham_steps", "chunk", "ham_grad", "ham_norm", "ham_memory"})
 
 
+def free_fields_of(config: SeqTrainConfig) -> frozenset:
+    """The fields that do not decide a run's result: RESUME_FREE, and for a mixer that is not a Ham the Ham's fields
+    (a new Ham option must not make an attention run's checkpoint or result read as another recipe)."""
+    return RESUME_FREE if config.mixer.startswith("ham_") else RESUME_FREE | HAM_FIELDS
+
+
 @dataclass
 class SeqTrainConfig:
     """Everything a sequence training run depends on (see ``hamburger seq train --help``)."""

@@ -18,7 +18,7 @@ from torch import nn
 from ..engine.checkpoint import model_identity
 from ..engine.loop import fit, step_loader
 from ..engine.task import Task
-from .config import HAM_FIELDS, RESUME_FREE, SeqTrainConfig
+from .config import RESUME_FREE, SeqTrainConfig, free_fields_of
 from .data import IGNORE, bits, mqar, sympy_corpus, tiles
 from .model import SequenceModel
 
@@ -157,6 +157,5 @@ def train(config: SeqTrainConfig) -> dict:
     if not isinstance(config, SeqTrainConfig):
         raise TypeError(f"train expects a SeqTrainConfig, got {type(config).__name__}")
     task = SeqTask()
-    if not config.mixer.startswith("ham_"):  # the Ham's fields do not change another mixer's run: --resume ignores them
-        task.free_fields = RESUME_FREE | HAM_FIELDS
+    task.free_fields = free_fields_of(config)  # --resume ignores the Ham's fields for another mixer
     return fit(task, config)
