@@ -1,7 +1,8 @@
 """Does the causal Ham train without NaN at long N? 1,000 MQAR steps at N 1024 (64 pairs), 3 seeds, per gradient
 and scale form (``--norms unit,none``: the mixer's ``norm``).
 
-Each run is `hamburger seq train` (its defaults otherwise: C 64, 2 blocks, R 16, K 6, chunk 16) in
+Each run is `hamburger seq train` with its defaults otherwise (the Ham's rank, width, K, chunk, memory: whatever
+`hamburger seq train --help` says today; each run's config.yaml records them) in
 ``OUT/<grad>[-<norm>]/seed<s>`` (no suffix for the default norm), resumable; a run that hits a non-finite loss is
 recorded with the step (the training loop raises at the first one) and the sweep goes on. Writes
 ``OUT/long-sequences.md`` / ``.json``.

@@ -188,6 +188,10 @@ def test_errors_name_the_problem():
         hb.HamMixer(16, ham="cd")
     with pytest.raises(ValueError, match="divisible by heads"):
         hb.HamMixer(16, heads=3)
+    with pytest.raises(ValueError, match=r"width \(10\) must be divisible by heads"):
+        hb.HamMixer(16, width=10, heads=4)
+    with pytest.raises(ValueError, match="width must be an integer >= 1"):
+        hb.HamMixer(16, width=0)
     with pytest.raises(ValueError, match=r"expects \(B, N, 16\)"):
         hb.HamMixer(16)(torch.randn(2, 16))
     with pytest.raises(ValueError, match="empty sequence"):
@@ -219,6 +223,28 @@ def test_recurrent_state_sizes_are_measured_and_the_ham_is_within_linear_attenti
     assert state_floats(ham, 3) == state_floats(ham, 9) == 2 * 64 * 16 + 16 * 16  # constant in N
     assert state_floats(ham, 9) <= state_floats(create_mixer("linear", 64, causal=True), 9)
     assert state_floats(create_mixer("none", 64, causal=True), 5) == 0
+    # a narrower solve (W 32) holds more bases in the same state: R 40 fills linear attention's 4,160 exactly
+    narrow = create_mixer("ham_nmf", 64, causal=True, rank=40, width=32, chunk=4)
+    assert state_floats(narrow, 9) == 2 * 32 * 40 + 40 * 40 == state_floats(create_mixer("linear", 64, causal=True), 9)
+
+
+@pytest.mark.parametrize("ham", ["nmf", "vq"])
+def test_a_narrow_solve_is_causal_and_its_recurrent_form_equals_the_parallel_one(ham):
+    """width W != C: C -> W in, the solve on W/S channels per head, W -> C out; the twin forms still agree."""
+    mixer = hb.HamMixer(16, ham=ham, rank=6, width=8, heads=2, causal=True, chunk=3).eval()
+    assert mixer.in_proj.weight.shape == (8, 16) and mixer.out_proj.weight.shape == (16, 8)
+    assert mixer.start.shape == (2, 4, 6) and "width=8" in repr(mixer)
+    x = _tokens(n=10)
+    y = mixer(x)
+    assert y.shape == x.shape
+    state, ys = mixer.init_state(2), []
+    for t in range(10):
+        out, state = mixer.step(x[:, t], state)
+        ys.append(out)
+    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-5, atol=1e-5)
+    later = x.clone()
+    later[:, 6:] += 1.0
+    torch.testing.assert_close(mixer(later)[:, :6], y[:, :6], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("grad", ["chunkwise", "truncated:2", "bptt"])

@@ -161,7 +161,10 @@ class HamMixer(nn.Module):
         ham: ``"nmf"`` or ``"vq"``.
         rank: R, bases per head.
         steps: K, solver steps (code updates per token and dictionary updates per chunk).
-        heads: S, groups of C/S channels, each with its own dictionary.
+        heads: S, groups of W/S channels, each with its own dictionary.
+        width: W, the channels the solve works in (default: ``dim``). The in projection maps C to W, the out
+            projection W back to C; a narrower W shrinks the recurrent state (2·(W/S)·R + R² per head), so more
+            bases fit in a given state size.
         causal: the chunked causal form (see the module docstring).
         chunk: L, tokens per chunk of the causal form.
         grad: ``"chunkwise"`` (default), ``"one-step"`` (the paper's), ``"bptt"`` or ``"truncated:k"`` (module
@@ -189,6 +192,7 @@ class HamMixer(nn.Module):
         rank: int = 16,
         steps: int = 6,
         heads: int = 1,
+        width: int | None = None,
         causal: bool = False,
         chunk: int = 64,
         grad: str = DEFAULT_MIXER_GRAD,
@@ -201,29 +205,31 @@ class HamMixer(nn.Module):
         super().__init__()
         if ham not in MIXER_HAMS:
             raise ValueError(f"ham must be one of {MIXER_HAMS}, got {ham!r}")
-        for name, value in (("dim", dim), ("rank", rank), ("steps", steps), ("heads", heads), ("chunk", chunk)):
+        width = dim if width is None else width
+        checks = (("dim", dim), ("width", width), ("rank", rank), ("steps", steps), ("heads", heads), ("chunk", chunk))
+        for name, value in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if norm not in MIXER_NORMS:
             raise ValueError(f"norm must be one of {MIXER_NORMS}, got {norm!r}")
         if memory not in MIXER_MEMORIES:
             raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if width % heads:
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
         self.spec = mixer_grad(grad, steps)
-        self.dim, self.ham, self.rank, self.steps, self.heads = dim, ham, rank, steps, heads
+        self.dim, self.width, self.ham, self.rank, self.steps, self.heads = dim, width, ham, rank, steps, heads
         self.causal, self.chunk, self.grad, self.inv_t, self.eps, self.seed = causal, chunk, grad, inv_t, eps, seed
         self.norm, self.memory = norm, memory
-        self.in_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+        self.in_proj = nn.Linear(dim, width)
+        self.out_proj = nn.Linear(width, dim)
         gen = torch.Generator().manual_seed(seed)
         draw = torch.rand if ham == "nmf" else torch.randn
-        start = F.normalize(draw(heads, dim // heads, rank, generator=gen), dim=1)  # (S, D, R)
+        start = F.normalize(draw(heads, width // heads, rank, generator=gen), dim=1)  # (S, D, R)
         self.register_buffer("start", start, persistent=False)
 
     # -- shared -----------------------------------------------------------------------------------------------
     def _groups(self, x: Tensor) -> Tensor:
-        """(B, T, C) -> in projection -> (B*S, T, D)."""
+        """(B, T, C) -> in projection -> (B, T, W) -> (B*S, T, D), D = W/S."""
         h = self.in_proj(x)
         if self.ham == "nmf":
             h = F.relu(h)
@@ -231,9 +237,9 @@ class HamMixer(nn.Module):
         return h.reshape(b, t, self.heads, -1).transpose(1, 2).reshape(b * self.heads, t, -1)  # (B*S, T, D)
 
     def _ungroup(self, y: Tensor, batch: int) -> Tensor:
-        """(B*S, T, D) -> (B, T, C) -> out projection."""
+        """(B*S, T, D) -> (B, T, W) -> out projection -> (B, T, C)."""
         t = y.shape[1]
-        y = y.reshape(batch, self.heads, t, -1).transpose(1, 2).reshape(batch, t, self.dim)  # (B, T, C)
+        y = y.reshape(batch, self.heads, t, -1).transpose(1, 2).reshape(batch, t, self.width)  # (B, T, W)
         return self.out_proj(y)
 
     def _code(self, x: Tensor, d: Tensor) -> Tensor:
@@ -335,7 +341,7 @@ class HamMixer(nn.Module):
         """The recurrent state before the first token (causal mixers only)."""
         if not self.causal:
             raise ValueError("the recurrent form is the causal mixer's (build it with causal=True)")
-        groups, dim, rank = batch * self.heads, self.dim // self.heads, self.rank
+        groups, dim, rank = batch * self.heads, self.width // self.heads, self.rank
         zeros = dict(device=device or self.start.device, dtype=dtype)
         second = (groups, rank, rank) if self.ham == "nmf" else (groups, rank)
         return {
@@ -364,4 +370,5 @@ class HamMixer(nn.Module):
     def extra_repr(self) -> str:
         causal = f"causal, chunk={self.chunk}, norm={self.norm!r}, memory={self.memory!r}"
         form = causal if self.causal else "non-causal"
-        return f"{self.dim}, ham={self.ham!r}, rank={self.rank}, steps={self.steps}, heads={self.heads}, {form}"
+        width = f", width={self.width}" if self.width != self.dim else ""
+        return f"{self.dim}{width}, ham={self.ham!r}, rank={self.rank}, steps={self.steps}, heads={self.heads}, {form}"

@@ -30,7 +30,7 @@ def crossover(rows: list[dict], mixer: str, key: str, reference: str = "softmax"
 
 
 def run(*, ns=(512, 1024, 2048, 4096, 8192, 16384), mixers=("ham_nmf", "ham_vq", "softmax", "linear"), dim=128,
-        heads=4, rank=16, chunk=64, repeats=3, device="cpu", out=Path("results/seq-bench"),
+        heads=4, rank=16, width=None, chunk=64, repeats=3, device="cpu", out=Path("results/seq-bench"),
         progress=True) -> dict:  # fmt: skip
     mixers = require_distinct(mixers, "mixers")
     if "none" in mixers:
@@ -41,7 +41,7 @@ def run(*, ns=(512, 1024, 2048, 4096, 8192, 16384), mixers=("ham_nmf", "ham_vq",
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in mixers:
-        kw = {"rank": rank, "chunk": chunk} if name.startswith("ham_") else {}
+        kw = {"rank": rank, "width": width, "chunk": chunk} if name.startswith("ham_") else {}
         mixer = create_mixer(name, dim, heads=heads, causal=True, **kw).to(dev)
         for n in ns:
             x = torch.randn(1, n, dim, device=dev)
@@ -62,7 +62,8 @@ def run(*, ns=(512, 1024, 2048, 4096, 8192, 16384), mixers=("ham_nmf", "ham_vq",
             if progress:
                 print(rows[-1], flush=True)
     info = {**machine_info(), **dev_info}
-    md = [f"# One causal mixer layer against N (C {dim}, {heads} heads, R {rank}, chunk {chunk}, batch 1)", ""]
+    ham = f"R {rank}" + (f", W {width}" if width else "")
+    md = [f"# One causal mixer layer against N (C {dim}, {heads} heads, Ham {ham}, chunk {chunk}, batch 1)", ""]
     md += [f"- {k}: {v}" for k, v in info.items()]
     md += ["", "| mixer | N | forward ms | train step ms | train peak MiB |", "|---|---:|---:|---:|---:|"]
     md += [f"| {r['mixer']} | {r['n']} | {r['forward_ms']:.1f} | {r['train_ms']:.1f} | {r['train_peak_mib']:.1f} |"

@@ -69,6 +69,8 @@ def register(sub) -> None:
                    help="Ham mixers: what a causal chunk's dictionary update starts from")
     c.add_argument("--rank", type=positive_int, default=None,
                    help="Ham mixers: R bases per head (default: seq train's)")
+    c.add_argument("--ham-width", type=positive_int, default=None,
+                   help="Ham mixers: W channels of the solve (default: seq train's)")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
@@ -77,6 +79,7 @@ def register(sub) -> None:
     b.add_argument("--dim", type=positive_int, default=128)
     b.add_argument("--heads", type=positive_int, default=4)
     b.add_argument("--rank", type=positive_int, default=16)
+    b.add_argument("--ham-width", type=positive_int, default=None, help="Ham: W channels of the solve (default: --dim)")
     b.add_argument("--chunk", type=positive_int, default=64)
     b.add_argument("--repeats", type=positive_int, default=3)
     b.add_argument("--device", type=device_name, default="cpu")
@@ -102,11 +105,12 @@ def _compare(args) -> None:
         pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
         jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
         ham_norm=args.ham_norm, ham_memory=args.ham_memory, rank=args.rank,
+        ham_width=args.ham_width,
     )  # fmt: skip
 
 
 def _bench(args) -> None:
     bench.run(
         ns=tuple(args.ns), mixers=names(args.mixers), dim=args.dim, heads=args.heads, rank=args.rank,
-        chunk=args.chunk, repeats=args.repeats, device=args.device, out=args.out,
+        width=args.ham_width, chunk=args.chunk, repeats=args.repeats, device=args.device, out=args.out,
     )  # fmt: skip

@@ -87,10 +87,9 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
         progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
         ham_norm: str = DEFAULT_MIXER_NORM, ham_memory: str = DEFAULT_MIXER_MEMORY, rank: int | None = None,
-        **overrides) -> dict:  # fmt: skip
-    """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``
-    and ``rank``
-    (default: seq train's) set the Ham arms' solve. ``overrides`` set other
+        ham_width: int | None = None, **overrides) -> dict:  # fmt: skip
+    """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``,
+    ``rank`` and ``ham_width`` (default: seq train's) set the Ham arms' solve. ``overrides`` set other
     :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
     from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
     mixers = require_distinct(mixers, "mixers")
@@ -105,7 +104,8 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
                           ham_grad=ham_grad, ham_norm=ham_norm, ham_memory=ham_memory,
                           **({"iters": iters} if iters else {}),
-                          **({"rank": rank} if rank else {}), **overrides)  # fmt: skip
+                          **({"rank": rank} if rank else {}), **({"ham_width": ham_width} if ham_width else {}),
+                          **overrides)  # fmt: skip
     runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
     if not runs:
         raise ValueError(f"no (N, pairs) cell fits 3 x pairs <= N: lengths {list(lengths)}, pairs {list(pairs)}")
@@ -117,6 +117,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
                 "--device", device, "--out", str(out)]  # fmt: skip
         argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
         argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--ham-memory", ham_memory, "--rank", str(base.rank)]
+        argv += ["--ham-width", str(base.ham_width)] if base.ham_width else []
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         run_shards(argv, jobs=jobs, out=out)
@@ -128,7 +129,8 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     md = _table(task, results, mixers) + state_table(mixers, sorted({r["seq_len"] for r in results}), base)
     info = {**machine_info(), "task": task, "iters": base.iters, "dim": base.dim, "depth": base.depth,
             "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr, "rank": base.rank,
-            "ham_grad": base.ham_grad, "ham_norm": base.ham_norm, "ham_memory": base.ham_memory}  # fmt: skip
+            "ham_width": base.ham_width, "ham_grad": base.ham_grad, "ham_norm": base.ham_norm,
+            "ham_memory": base.ham_memory}  # fmt: skip
     write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
     _plot(task, results, mixers, out)
     if progress:
@@ -139,7 +141,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
 def state_table(mixers, lengths, config: SeqTrainConfig) -> list[str]:
     """Each mixer's recurrent state per layer after N tokens (floats, batch 1), measured by stepping it."""
     md = ["", f"Recurrent state per layer after N tokens (floats, batch 1; C {config.dim}, {config.heads} head(s), "
-          f"Ham R {config.rank}, chunk {config.chunk}):", "",
+          f"Ham R {config.rank}{f', W {config.ham_width}' if config.ham_width else ''}, chunk {config.chunk}):", "",
           "| mixer | " + " | ".join(f"N {n}" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]  # fmt: skip
     for m in mixers:
         mixer = create_mixer(m, config.dim, heads=config.heads, causal=True, **mixer_kwargs(config, m))

@@ -22,7 +22,7 @@ from ..sequence import MIXERS
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "val_interval"})  # fmt: skip
 # the fields only a Ham mixer reads: they do not decide another mixer's result
-HAM_FIELDS = frozenset({"rank", "ham_steps", "chunk", "ham_grad", "ham_norm", "ham_memory"})
+HAM_FIELDS = frozenset({"rank", "ham_width", "ham_steps", "chunk", "ham_grad", "ham_norm", "ham_memory"})
 
 
 def free_fields_of(config: SeqTrainConfig) -> frozenset:
@@ -35,8 +35,9 @@ def free_fields_of(config: SeqTrainConfig) -> frozenset:
 class SeqTrainConfig:
     """Everything a sequence training run depends on (see ``hamburger seq train --help``)."""
 
-    # what a saved run that lacks a field trained with, where the field's default has changed since
-    LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step", "ham_norm": "none", "ham_memory": "dict"}
+    # what a saved run that lacks a field trained with: a changed default's earlier value, or a new option's off value
+    LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step", "ham_norm": "none", "ham_memory": "dict",
+                                       "ham_width": 0}
 
     # data
     task: str = option("lm", "mqar (associative recall) | lm (characters of sympy's source)", choices=("mqar", "lm"))
@@ -53,6 +54,8 @@ class SeqTrainConfig:
     # R 24: MQAR N 256 / 32 pairs recalled 74.6% against R 16's 55.1% (docs/results/sequences.md); the state, 2·D·R + R²
     # = 3,648 floats at C 64 and one head, stays within linear attention's 4,160
     rank: int = option(24, "Ham: R bases per head", minimum=1)
+    ham_width: int = option(0, "Ham: W channels of the solve, C -> W -> C (0: W = C); the state per head is "
+                            "2·(W/heads)·R + R² floats", minimum=0)
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
     ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")
