@@ -214,18 +214,26 @@ def test_errors_name_the_problem():
 
 def test_recurrent_state_sizes_are_measured_and_the_ham_is_within_linear_attentions():
     """Issue 27's fair state: softmax's KV cache grows with N (2·N·C), linear attention holds d² + d per head, the
-    Ham its dictionary and prefix statistics (2·D·R + R² per head) — not more than linear's."""
+    Ham its prefix statistics and the pending chunk's tokens (D·R + R² + (L − 1)·D per head; with a carried
+    dictionary, memory="dict", 2·D·R + R²) — not more than linear's."""
     from hamburger.sequence import state_floats
 
     assert state_floats(create_mixer("softmax", 64, causal=True), 10) == 2 * 10 * 64
     assert state_floats(create_mixer("linear", 64, heads=2, causal=True), 10) == 2 * (32 * 32 + 32)
     ham = create_mixer("ham_nmf", 64, causal=True, rank=16, chunk=4)
-    assert state_floats(ham, 3) == state_floats(ham, 9) == 2 * 64 * 16 + 16 * 16  # constant in N
+    assert state_floats(ham, 3) == state_floats(ham, 9) == 64 * 16 + 16 * 16 + 3 * 64  # constant in N from L − 1
+    assert state_floats(ham, 2) == 64 * 16 + 16 * 16 + 2 * 64
+    carried = create_mixer("ham_nmf", 64, causal=True, rank=16, chunk=4, memory="dict")
+    assert state_floats(carried, 3) == state_floats(carried, 9) == 2 * 64 * 16 + 16 * 16
     assert state_floats(ham, 9) <= state_floats(create_mixer("linear", 64, causal=True), 9)
     assert state_floats(create_mixer("none", 64, causal=True), 5) == 0
-    # a narrower solve (W 32) holds more bases in the same state: R 40 fills linear attention's 4,160 exactly
+    # R 32 at C 64 and chunk 16 fits linear attention's 4,160: 2,048 + 1,024 + 15 · 64 = 4,032
+    wide = create_mixer("ham_nmf", 64, causal=True, rank=32, chunk=16)
+    linear = state_floats(create_mixer("linear", 64, causal=True), 9)
+    assert state_floats(wide, 40) == 64 * 32 + 32 * 32 + 15 * 64 <= linear
+    # a narrower solve (W 32) holds more bases in the same state
     narrow = create_mixer("ham_nmf", 64, causal=True, rank=40, width=32, chunk=4)
-    assert state_floats(narrow, 9) == 2 * 32 * 40 + 40 * 40 == state_floats(create_mixer("linear", 64, causal=True), 9)
+    assert state_floats(narrow, 9) == 32 * 40 + 40 * 40 + 3 * 32
 
 
 @pytest.mark.parametrize("ham", ["nmf", "vq"])

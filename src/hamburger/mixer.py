@@ -40,9 +40,12 @@ R 16, 4.3% test), the rebuilt one left it (R 16: 55.1% test recall; R 24: 74.6%)
 carried dictionary keeps the first chunks' fit and moves K small multiplicative steps per chunk; rebuilt, it is the
 K-step NMF fit of everything seen so far, and the codes of the keys can change with the prefix.
 
-**Recurrent form** (:meth:`HamMixer.step`): the state is (D, A, B) and the position — 2·D·R + R² floats per head
-for NMF. A token is coded against D and its statistics join (A, B) at once; at the end of a chunk D is updated from
-(A, B) — the parallel form's operations, so outputs agree to float tolerance.
+**Recurrent form** (:meth:`HamMixer.step`), the parallel form's operations, so outputs agree to float tolerance.
+``memory="stats"``: the state is the completed chunks' statistics (A, B), the pending chunk's tokens (at most L − 1)
+and the position — D·R + R² + (L − 1)·D floats per head for NMF at most; the dictionary, a function of (A, B), is
+rebuilt when a token needs it (K updates), and a complete chunk is coded and joins (A, B). ``memory="dict"``: the
+state is (D, A, B) — 2·D·R + R² floats per head; a token's statistics join (A, B) at once and D is updated at the end
+of a chunk.
 
 Gradient (``grad``), for every solve of the mixer — each chunk's K code updates and K dictionary updates in the
 causal form, the K alternating steps in the non-causal one:
@@ -338,18 +341,18 @@ class HamMixer(nn.Module):
 
     # -- recurrent form ---------------------------------------------------------------------------------------
     def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
-        """The recurrent state before the first token (causal mixers only)."""
+        """The recurrent state before the first token (causal mixers only). ``memory="stats"``: the prefix statistics
+        (A, B) of the completed chunks and the tokens of the pending one (at most L − 1 of them) — the dictionary is
+        a function of (A, B), recomputed when a token needs it. ``memory="dict"``: (D, A, B)."""
         if not self.causal:
             raise ValueError("the recurrent form is the causal mixer's (build it with causal=True)")
         groups, dim, rank = batch * self.heads, self.width // self.heads, self.rank
         zeros = dict(device=device or self.start.device, dtype=dtype)
         second = (groups, rank, rank) if self.ham == "nmf" else (groups, rank)
-        return {
-            "d": self.start.to(**zeros).repeat(batch, 1, 1),  # (S, D, R) -> (B*S, D, R)
-            "a": torch.zeros(groups, dim, rank, **zeros),
-            "b": torch.zeros(second, **zeros),
-            "t": 0,
-        }
+        state = {"a": torch.zeros(groups, dim, rank, **zeros), "b": torch.zeros(second, **zeros), "t": 0}
+        if self.memory == "dict":
+            return {"d": self.start.to(**zeros).repeat(batch, 1, 1), **state}  # (S, D, R) -> (B*S, D, R)
+        return {**state, "pending": torch.zeros(groups, 0, dim, **zeros)}  # (B*S, T mod L, D)
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         """One token x (B, C) -> (output (B, C), next state); equal to the parallel causal form's output at that
@@ -357,14 +360,27 @@ class HamMixer(nn.Module):
         if x.ndim != 2 or x.shape[-1] != self.dim:
             raise ValueError(f"HamMixer.step expects one token per sequence, (B, {self.dim}); got {tuple(x.shape)}")
         h = self._groups(x[:, None])  # (B*S, 1, D)
-        c = self._code(h, state["d"])  # (B*S, 1, R)
-        y = c @ state["d"].mT  # (B*S, 1, D)
-        sa, sb = self._stats(h, c)
-        # the token's statistics join (A, B) at once: D, not (A, B), codes the rest of its chunk
-        state = {**state, "a": state["a"] + sa, "b": state["b"] + sb, "t": state["t"] + 1}
-        if state["t"] % self.chunk == 0:  # a chunk is complete: D moves
-            d = state["d"] if self.memory == "dict" else self._start(state["d"].shape[0], state["d"])
-            state["d"] = self._update(d, state["a"], state["b"])
+        if self.memory == "dict":
+            d = state["d"]
+        elif state["t"] < self.chunk:  # no completed chunk yet: the start
+            d = self._start(h.shape[0], h)
+        else:  # the dictionary of the completed chunks, rebuilt from their statistics
+            d = self._update(self._start(h.shape[0], h), state["a"], state["b"])
+        c = self._code(h, d)  # (B*S, 1, R)
+        y = c @ d.mT  # (B*S, 1, D)
+        state = {**state, "t": state["t"] + 1}
+        if self.memory == "dict":  # the token's statistics join (A, B) at once: D, not (A, B), codes its chunk's rest
+            sa, sb = self._stats(h, c)
+            state["a"], state["b"] = state["a"] + sa, state["b"] + sb
+            if state["t"] % self.chunk == 0:  # a chunk is complete: D moves
+                state["d"] = self._update(state["d"], state["a"], state["b"])
+        else:  # the token waits in the pending chunk; a complete chunk's statistics join (A, B) as in the parallel form
+            pending = torch.cat([state["pending"], h], 1)  # (B*S, T mod L, D)
+            if state["t"] % self.chunk == 0:
+                sa, sb = self._stats(pending, self._code(pending, d))
+                state["a"], state["b"] = state["a"] + sa, state["b"] + sb
+                pending = pending[:, :0]
+            state["pending"] = pending
         return self._ungroup(y, x.shape[0])[:, 0], state
 
     def extra_repr(self) -> str:
