@@ -105,6 +105,7 @@ def test_decoder_recurrent_form_matches_teacher_forcing(name):
 
 def test_arms_have_the_same_parameter_count():
     counts = {m: sum(p.numel() for p in hb.HamTransformerBlock(64, mixer=m, heads=4).parameters()) for m in MIXERS}
+    counts["ham_nmf W 32"] = sum(p.numel() for p in hb.HamTransformerBlock(64, mixer="ham_nmf", width=32).parameters())
     assert max(counts.values()) / min(counts.values()) < 1.01, counts
 
 

@@ -212,9 +212,9 @@ def state_floats(mixer: nn.Module, tokens: int) -> int:
 
 class HamTransformerBlock(nn.Module):
     """Pre-norm block: x + mixer(LN(x)), then x + MLP(LN(x)). Softmax and linear attention hold four C×C
-    projections, the Ham two and ``"none"`` none: the MLP is widened by the difference, so every arm has the same
-    parameter count (within 1%). ``conv=k`` adds a :class:`ShortConv` of kernel k before the mixer
-    (x + mixer(h + conv(h)), h = LN(x)) in every arm alike."""
+    projections, the Ham two (C×W and W×C, W its ``width``) and ``"none"`` none: the MLP is widened by the
+    difference, so every arm has the same parameter count (within 1%). ``conv=k`` adds a :class:`ShortConv` of
+    kernel k before the mixer (x + mixer(h + conv(h)), h = LN(x)) in every arm alike."""
 
     def __init__(self, dim: int, *, mixer: str = "ham_nmf", heads: int = 1, causal: bool = False,
                  mlp_ratio: float = 4.0, conv: int = 0, **mixer_kwargs) -> None:  # fmt: skip
@@ -222,7 +222,8 @@ class HamTransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.conv = ShortConv(dim, conv) if conv else None
         self.mixer = create_mixer(mixer, dim, heads=heads, causal=causal, **mixer_kwargs)
-        hidden = int(mlp_ratio * dim) + {"none": 2 * dim, "ham_nmf": dim, "ham_vq": dim}.get(mixer, 0)
+        ham = 2 * dim - (mixer_kwargs.get("width") or dim)  # its projections are C×W and W×C
+        hidden = int(mlp_ratio * dim) + {"none": 2 * dim, "ham_nmf": ham, "ham_vq": ham}.get(mixer, 0)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
