@@ -36,6 +36,29 @@ def test_each_update_equals_the_pytorch_step_in_fp32(forced, precision):
     torch.testing.assert_close(got_d, ref_d, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("parts, n", [(2, 70), (3, 70), (4, 200), (9, 200)])  # slices of whole 64-blocks: 2, 2, 4, 4
+def test_the_bases_update_split_over_n_equals_the_single_kernel(forced, precision, parts, n):
+    """The split (issue 29: at B 1 the single kernel's 16 programs leave most of a GPU idle) writes each slice's XCᵀ
+    and sums them in order: the same update as one kernel to float rounding, and the same bits on every run."""
+    x, d, ct = _problem(n=n)
+    whole = kernels.nmf_bases_step(x, d.clone(), ct.clone(), eps=1e-6, precision=precision, parts=1)
+    split = kernels.nmf_bases_step(x, d.clone(), ct.clone(), eps=1e-6, precision=precision, parts=parts)
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(split, d)  # it did update
+    again = kernels.nmf_bases_step(x, d.clone(), ct.clone(), eps=1e-6, precision=precision, parts=parts)
+    assert torch.equal(split, again)
+    assert kernels.bases_parts(x, 32, 64) == 1  # not CUDA: one kernel unless asked
+
+
+def test_the_bases_update_is_split_where_its_programs_would_leave_a_gpu_idle():
+    x = torch.empty(1, 512, 128 * 128, device="meta")  # B 1, C 512, 128²: 16 channel tiles of 32
+    assert kernels.bases_parts(x, 32, 64, sms=132) == 16  # 17 wanted: 256 blocks of 64 in slices of 16 blocks
+    assert kernels.bases_parts(torch.empty(8, 512, 128 * 128, device="meta"), 32, 64, sms=132) == 3  # 128 programs
+    assert kernels.bases_parts(torch.empty(32, 512, 4096, device="meta"), 32, 64, sms=132) == 1  # 512: enough
+    assert kernels.bases_parts(torch.empty(1, 512, 100, device="meta"), 32, 64, sms=132) == 2  # N: two blocks
+
+
 def test_bf16_rounds_the_operands_within_bf16_precision(forced):
     """bf16: the product's operands are rounded (the result moves off fp32's) and the update agrees with the PyTorch
     bf16 path to bf16's precision. Not bit for bit: the interpreter's float32 -> bfloat16 conversion is not torch's

@@ -5,9 +5,12 @@ PyTorch each is a product and then three element-wise passes, each a full read a
 D × R bases) in float32. Here each update is one kernel: a program computes a tile of the product (XᵀD for BLOCK_N
 positions, or XCᵀ for BLOCK_D channels), loads the same tile of the state, multiplies it by the small Gram matrix
 (DᵀD or CᵀC, R × R, computed beforehand by one ``bmm``) and writes the updated tile — the product never goes to
-memory. Operands of the large product are bfloat16 under ``precision="bf16"`` (float32 accumulation, float32
-state, as :func:`hamburger.functional.product`), float32 with ``input_precision="ieee"`` under ``"fp32"`` (Triton's
-``tl.dot`` would use TF32 on a GPU otherwise) and TF32 under ``"tf32"``.
+memory. The bases update's product XCᵀ reduces over all N positions while its tiles are over the D channels (16 at
+C 512): where those programs would leave a GPU idle (:func:`bases_parts`) it is split over N into slices, written
+to a workspace and summed in order by a second kernel that applies the update. Operands of the large product are
+bfloat16 under ``precision="bf16"`` (float32 accumulation, float32 state, as :func:`hamburger.functional.product`),
+float32 with ``input_precision="ieee"`` under ``"fp32"`` (Triton's ``tl.dot`` would use TF32 on a GPU otherwise)
+and TF32 under ``"tf32"``.
 
 Only the steps without autograd run here: the ones the one-step gradient and the estimators of
 :mod:`hamburger.functional` leave out of the graph, and every step at inference. A step that carries gradient
@@ -27,7 +30,7 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["FORCE", "available", "use_fused", "nmf_codes_step", "nmf_bases_step"]
+__all__ = ["FORCE", "available", "use_fused", "nmf_codes_step", "nmf_bases_step", "bases_parts"]
 
 FORCE = False  # run the kernels on any device (the CPU tests, under TRITON_INTERPRET=1)
 _MAX_RANK = 128  # R must fit one tile: the update needs a whole row of codes (or bases) at once
@@ -68,7 +71,8 @@ def _kernels() -> tuple:
 
         from . import _triton_nmf as source
 
-        _KERNELS[key] = (triton.jit(source.codes_kernel), triton.jit(source.bases_kernel))
+        _KERNELS[key] = tuple(triton.jit(k) for k in (source.codes_kernel, source.bases_kernel,
+                                                        source.bases_partial_kernel, source.bases_apply_kernel))
     return _KERNELS[key]
 
 
@@ -111,11 +115,49 @@ def nmf_codes_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: 
     return ct
 
 
-def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: str = "fp32") -> Tensor:
+def bases_parts(xp: Tensor, block_d: int, block_n: int, *, sms: int | None = None) -> int:
+    """Slices of N the bases update's product XCᵀ is split into: 1 (one kernel) unless the (channel tiles × B)
+    programs would leave a GPU's ``sms`` multiprocessors (default: ``xp``'s GPU's; none off CUDA) idle — at B 1,
+    C 512 there are 16 of them — then enough slices for about two programs per multiprocessor, each slice a whole
+    number of BLOCK_N blocks of positions."""
+    if sms is None:
+        if not xp.is_cuda:
+            return 1
+        sms = torch.cuda.get_device_properties(xp.device).multi_processor_count
+    programs = -(-xp.shape[1] // block_d) * xp.shape[0]
+    blocks = -(-xp.shape[2] // block_n)
+    parts = max(1, min(-(-2 * sms // programs), blocks))
+    return -(-blocks // -(-blocks // parts))  # no empty slice: slices of ceil(blocks / parts) blocks
+
+
+def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: str = "fp32",
+                   parts: int | None = None) -> Tensor:  # fmt: skip
     """One bases update in place on ``d`` (B, D, R), float32, from X ``xp`` (B, D, N) and the codes ``ct``
-    (B, N, R), float32. Returns ``d``."""
+    (B, N, R), float32. Returns ``d``. ``parts`` (default :func:`bases_parts`) > 1 splits the product over N: one
+    kernel writes each slice's XCᵀ to a float32 workspace, a second sums the slices in order (deterministic) and
+    applies the update."""
     dim, n = xp.shape[1:]
     with torch.autocast(xp.device.type, enabled=False):
         gram = torch.bmm(ct.mT, ct)  # (B, R, N) @ (B, N, R) -> (B, R, R)
-    _launch(1, xp, d, ct, gram, eps, precision, BLOCK_D=_tile(dim, 16, 32), BLOCK_N=_tile(n, 16, 64))
+    block_d, block_n = _tile(dim, 16, 32), _tile(n, 16, 64)
+    parts = bases_parts(xp, block_d, block_n) if parts is None else parts
+    if parts <= 1:
+        _launch(1, xp, d, ct, gram, eps, precision, BLOCK_D=block_d, BLOCK_N=block_n)
+        return d
+    blocks = -(-n // block_n)
+    span = -(-blocks // parts) * block_n  # positions per slice, whole blocks
+    parts = -(-n // span)  # no empty slice
+    batch, rank = xp.shape[0], d.shape[-1]
+    work = torch.empty(parts, batch, dim, rank, device=d.device, dtype=torch.float32)  # (P, B, D, R)
+    partial, apply = _kernels()[2:]
+    low, big, small = _precisions(precision)
+    block_r, tiles = _tile(rank, 16, _MAX_RANK), -(-dim // block_d)
+    partial[(tiles, batch, parts)](
+        xp, ct, work, n, dim, rank, span, *xp.stride(), *ct.stride(), *work.stride(), BLOCK_D=block_d,
+        BLOCK_N=block_n, BLOCK_R=block_r, LOW=low, UPCAST=_interpreting(), PRECISION=big,
+    )  # fmt: skip
+    apply[(tiles, batch)](
+        work, d, gram, eps, dim, rank, parts, *work.stride(), *d.stride(), *gram.stride(), BLOCK_D=block_d,
+        BLOCK_R=block_r, SMALL_PRECISION=small,
+    )  # fmt: skip
     return d
