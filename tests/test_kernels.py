@@ -152,10 +152,16 @@ def test_a_kernel_that_fails_is_turned_off_with_a_warning_and_autocast_does_not_
     monkeypatch.setattr(HF, "_FUSED_VERIFIED", {})
     x, d, _ = _problem(n=50)
     grams = []
-    launch = kernels._launch
-    monkeypatch.setattr(kernels, "_launch", lambda which, xp, d, ct, gram, *a, **k: (grams.append(gram.dtype),
-                                                                                      launch(which, xp, d, ct, gram,
-                                                                                             *a, **k)))  # fmt: skip
+    jitted = kernels._kernels
+
+    class Spied:  # records the Gram matrix's dtype (argument ``at``) of every launch
+        def __init__(self, kernel, at):
+            self.kernel, self.at = kernel, at
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: (grams.append(a[self.at].dtype), self.kernel[grid](*a, **k))
+
+    monkeypatch.setattr(kernels, "_kernels", lambda: tuple(map(Spied, jitted(), (3, 3))))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = HF.nmf(x, d, 3, precision="bf16", fused=True).recon
     assert grams and set(grams) == {torch.float32}

@@ -35,80 +35,41 @@ def codes_kernel(
     tl.store(c_at, c * acc / den, mask=tile)
 
 def bases_kernel(
-    x_ptr, d_ptr, c_ptr, h_ptr, eps, n, dim, rank,
-    sxb, sxd, sxn, sdb, sdd, sdr, scb, scn, scr, shb, shr, shs,
+    x_ptr, d_ptr, c_ptr, h_ptr, w_ptr, eps, n, dim, rank, span, parts,
+    sxb, sxd, sxn, sdb, sdd, sdr, scb, scn, scr, shb, shr, shs, swp, swb, swd, swr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, LOW: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, SMALL_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr, SMALL_PRECISION: tl.constexpr, MODE: tl.constexpr,
 ):  # fmt: skip
-    # D (dim, R) <- D ⊙ (XCᵀ) ⊘ (D H + ε), H = CᵀC, for BLOCK_D channels of batch b
-    b = tl.program_id(1)
-    rd = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    rr = tl.arange(0, BLOCK_R)
-    acc = tl.zeros((BLOCK_D, BLOCK_R), dtype=tl.float32)
-    for n0 in range(0, n, BLOCK_N):
-        rn = n0 + tl.arange(0, BLOCK_N)
-        x = tl.load(x_ptr + b * sxb + rd[:, None] * sxd + rn[None, :] * sxn,
-                    mask=(rd[:, None] < dim) & (rn[None, :] < n), other=0.0)  # (BLOCK_D, BLOCK_N)
-        c = tl.load(c_ptr + b * scb + rn[:, None] * scn + rr[None, :] * scr,
-                    mask=(rn[:, None] < n) & (rr[None, :] < rank), other=0.0)  # (BLOCK_N, BLOCK_R)
-        if LOW:
-            x, c = x.to(tl.bfloat16), c.to(tl.bfloat16)
-            if UPCAST:
-                x, c = x.to(tl.float32), c.to(tl.float32)
-        acc += tl.dot(x, c, input_precision=PRECISION)
-    tile = (rd[:, None] < dim) & (rr[None, :] < rank)
-    d_at = d_ptr + b * sdb + rd[:, None] * sdd + rr[None, :] * sdr
-    d = tl.load(d_at, mask=tile, other=0.0)
-    h = tl.load(h_ptr + b * shb + rr[:, None] * shr + rr[None, :] * shs,
-                mask=(rr[:, None] < rank) & (rr[None, :] < rank), other=0.0)
-    den = tl.dot(d, h, input_precision=SMALL_PRECISION) + eps
-    tl.store(d_at, d * acc / den, mask=tile)
-
-
-def bases_partial_kernel(
-    x_ptr, c_ptr, w_ptr, n, dim, rank, span,
-    sxb, sxd, sxn, scb, scn, scr, swp, swb, swd, swr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, LOW: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
-    # W[p] (dim, R) <- X[:, p·span : (p+1)·span] Cᵀ[p·span : (p+1)·span], the p-th slice of XCᵀ over N, for BLOCK_D
-    # channels of batch b
+    # for BLOCK_D channels of batch b, by MODE: 0, D (dim, R) <- D ⊙ (XCᵀ) ⊘ (D H + ε), H = CᵀC, the product over all
+    # N; 1, the p-th slice of that product (positions p·span …) to the workspace W[p]; 2, the update from the sum of
+    # the ``parts`` slices in W, taken in order (deterministic)
     b, p = tl.program_id(1), tl.program_id(2)
     rd = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     rr = tl.arange(0, BLOCK_R)
-    acc = tl.zeros((BLOCK_D, BLOCK_R), dtype=tl.float32)
-    end = tl.minimum(n, (p + 1) * span)
-    for n0 in range(p * span, end, BLOCK_N):
-        rn = n0 + tl.arange(0, BLOCK_N)
-        x = tl.load(x_ptr + b * sxb + rd[:, None] * sxd + rn[None, :] * sxn,
-                    mask=(rd[:, None] < dim) & (rn[None, :] < end), other=0.0)  # (BLOCK_D, BLOCK_N)
-        c = tl.load(c_ptr + b * scb + rn[:, None] * scn + rr[None, :] * scr,
-                    mask=(rn[:, None] < end) & (rr[None, :] < rank), other=0.0)  # (BLOCK_N, BLOCK_R)
-        if LOW:
-            x, c = x.to(tl.bfloat16), c.to(tl.bfloat16)
-            if UPCAST:
-                x, c = x.to(tl.float32), c.to(tl.float32)
-        acc += tl.dot(x, c, input_precision=PRECISION)
-    tile = (rd[:, None] < dim) & (rr[None, :] < rank)
-    tl.store(w_ptr + p * swp + b * swb + rd[:, None] * swd + rr[None, :] * swr, acc, mask=tile)
-
-
-def bases_apply_kernel(
-    w_ptr, d_ptr, h_ptr, eps, dim, rank, parts,
-    swp, swb, swd, swr, sdb, sdd, sdr, shb, shr, shs,
-    BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, SMALL_PRECISION: tl.constexpr,
-):  # fmt: skip
-    # D (dim, R) <- D ⊙ (Σ_p W[p]) ⊘ (D H + ε): the slices summed in order (deterministic), for BLOCK_D channels
-    b = tl.program_id(1)
-    rd = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    rr = tl.arange(0, BLOCK_R)
     tile = (rd[:, None] < dim) & (rr[None, :] < rank)
     acc = tl.zeros((BLOCK_D, BLOCK_R), dtype=tl.float32)
-    for p in range(0, parts):
-        acc += tl.load(w_ptr + p * swp + b * swb + rd[:, None] * swd + rr[None, :] * swr, mask=tile, other=0.0)
-    d_at = d_ptr + b * sdb + rd[:, None] * sdd + rr[None, :] * sdr
-    d = tl.load(d_at, mask=tile, other=0.0)
-    h = tl.load(h_ptr + b * shb + rr[:, None] * shr + rr[None, :] * shs,
-                mask=(rr[:, None] < rank) & (rr[None, :] < rank), other=0.0)
-    den = tl.dot(d, h, input_precision=SMALL_PRECISION) + eps
-    tl.store(d_at, d * acc / den, mask=tile)
+    if MODE == 2:
+        for q in range(0, parts):
+            acc += tl.load(w_ptr + q * swp + b * swb + rd[:, None] * swd + rr[None, :] * swr, mask=tile, other=0.0)
+    else:
+        end = tl.minimum(n, (p + 1) * span)
+        for n0 in range(p * span, end, BLOCK_N):
+            rn = n0 + tl.arange(0, BLOCK_N)
+            x = tl.load(x_ptr + b * sxb + rd[:, None] * sxd + rn[None, :] * sxn,
+                        mask=(rd[:, None] < dim) & (rn[None, :] < end), other=0.0)  # (BLOCK_D, BLOCK_N)
+            c = tl.load(c_ptr + b * scb + rn[:, None] * scn + rr[None, :] * scr,
+                        mask=(rn[:, None] < end) & (rr[None, :] < rank), other=0.0)  # (BLOCK_N, BLOCK_R)
+            if LOW:
+                x, c = x.to(tl.bfloat16), c.to(tl.bfloat16)
+                if UPCAST:
+                    x, c = x.to(tl.float32), c.to(tl.float32)
+            acc += tl.dot(x, c, input_precision=PRECISION)
+    if MODE == 1:
+        tl.store(w_ptr + p * swp + b * swb + rd[:, None] * swd + rr[None, :] * swr, acc, mask=tile)
+    else:
+        d_at = d_ptr + b * sdb + rd[:, None] * sdd + rr[None, :] * sdr
+        d = tl.load(d_at, mask=tile, other=0.0)
+        h = tl.load(h_ptr + b * shb + rr[:, None] * shr + rr[None, :] * shs,
+                    mask=(rr[:, None] < rank) & (rr[None, :] < rank), other=0.0)
+        den = tl.dot(d, h, input_precision=SMALL_PRECISION) + eps
+        tl.store(d_at, d * acc / den, mask=tile)

@@ -7,7 +7,7 @@ positions, or XCᵀ for BLOCK_D channels), loads the same tile of the state, mul
 (DᵀD or CᵀC, R × R, computed beforehand by one ``bmm``) and writes the updated tile — the product never goes to
 memory. The bases update's product XCᵀ reduces over all N positions while its tiles are over the D channels (16 at
 C 512): where those programs would leave a GPU idle (:func:`bases_parts`) it is split over N into slices, written
-to a workspace and summed in order by a second kernel that applies the update. Operands of the large product are
+to a workspace and summed in order by a second launch that applies the update. Operands of the large product are
 bfloat16 under ``precision="bf16"`` (float32 accumulation, float32 state, as :func:`hamburger.functional.product`),
 float32 with ``input_precision="ieee"`` under ``"fp32"`` (Triton's ``tl.dot`` would use TF32 on a GPU otherwise)
 and TF32 under ``"tf32"``.
@@ -71,8 +71,7 @@ def _kernels() -> tuple:
 
         from . import _triton_nmf as source
 
-        _KERNELS[key] = tuple(triton.jit(k) for k in (source.codes_kernel, source.bases_kernel,
-                                                        source.bases_partial_kernel, source.bases_apply_kernel))
+        _KERNELS[key] = (triton.jit(source.codes_kernel), triton.jit(source.bases_kernel))
     return _KERNELS[key]
 
 
@@ -91,14 +90,12 @@ def _precisions(precision: str) -> tuple[bool, str, str]:
     return precision == "bf16", "ieee", "ieee"
 
 
-def _launch(which: int, xp: Tensor, d: Tensor, ct: Tensor, gram: Tensor, eps: float, precision: str, **blocks):
-    """Launch kernel ``which`` (0 codes, 1 bases) over a grid of (tiles of its first block's axis, B)."""
-    kernel = _kernels()[which]
+def _launch(xp: Tensor, d: Tensor, ct: Tensor, gram: Tensor, eps: float, precision: str, **blocks):
+    """Launch the codes kernel over a grid of (tiles of BLOCK_N positions, B)."""
     batch, dim, n = xp.shape
     low, big, small = _precisions(precision)
-    tiled = n if which == 0 else dim  # positions for the codes, channels for the bases
-    grid = (-(-tiled // next(iter(blocks.values()))), batch)
-    kernel[grid](
+    grid = (-(-n // blocks["BLOCK_N"]), batch)
+    _kernels()[0][grid](
         xp, d, ct, gram, eps, n, dim, d.shape[-1], *xp.stride(), *d.stride(), *ct.stride(), *gram.stride(),
         **blocks, BLOCK_R=_tile(d.shape[-1], 16, _MAX_RANK), LOW=low, UPCAST=_interpreting(), PRECISION=big,
         SMALL_PRECISION=small,
@@ -111,7 +108,7 @@ def nmf_codes_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: 
     dim, n = xp.shape[1:]
     with torch.autocast(xp.device.type, enabled=False):  # the kernels take a float32 Gram matrix, also under autocast
         gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
-    _launch(0, xp, d, ct, gram, eps, precision, BLOCK_N=_tile(n, 16, 64), BLOCK_K=_tile(dim, 16, 32))
+    _launch(xp, d, ct, gram, eps, precision, BLOCK_N=_tile(n, 16, 64), BLOCK_K=_tile(dim, 16, 32))
     return ct
 
 
@@ -134,30 +131,28 @@ def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: 
                    parts: int | None = None) -> Tensor:  # fmt: skip
     """One bases update in place on ``d`` (B, D, R), float32, from X ``xp`` (B, D, N) and the codes ``ct``
     (B, N, R), float32. Returns ``d``. ``parts`` (default :func:`bases_parts`) > 1 splits the product over N: one
-    kernel writes each slice's XCᵀ to a float32 workspace, a second sums the slices in order (deterministic) and
+    launch writes each slice's XCᵀ to a float32 workspace, a second sums the slices in order (deterministic) and
     applies the update."""
     dim, n = xp.shape[1:]
     with torch.autocast(xp.device.type, enabled=False):
         gram = torch.bmm(ct.mT, ct)  # (B, R, N) @ (B, N, R) -> (B, R, R)
     block_d, block_n = _tile(dim, 16, 32), _tile(n, 16, 64)
     parts = bases_parts(xp, block_d, block_n) if parts is None else parts
-    if parts <= 1:
-        _launch(1, xp, d, ct, gram, eps, precision, BLOCK_D=block_d, BLOCK_N=block_n)
-        return d
     blocks = -(-n // block_n)
-    span = -(-blocks // parts) * block_n  # positions per slice, whole blocks
+    span = -(-blocks // max(1, parts)) * block_n  # positions per slice, whole blocks
     parts = -(-n // span)  # no empty slice
     batch, rank = xp.shape[0], d.shape[-1]
-    work = torch.empty(parts, batch, dim, rank, device=d.device, dtype=torch.float32)  # (P, B, D, R)
-    partial, apply = _kernels()[2:]
     low, big, small = _precisions(precision)
     block_r, tiles = _tile(rank, 16, _MAX_RANK), -(-dim // block_d)
-    partial[(tiles, batch, parts)](
-        xp, ct, work, n, dim, rank, span, *xp.stride(), *ct.stride(), *work.stride(), BLOCK_D=block_d,
-        BLOCK_N=block_n, BLOCK_R=block_r, LOW=low, UPCAST=_interpreting(), PRECISION=big,
-    )  # fmt: skip
-    apply[(tiles, batch)](
-        work, d, gram, eps, dim, rank, parts, *work.stride(), *d.stride(), *gram.stride(), BLOCK_D=block_d,
-        BLOCK_R=block_r, SMALL_PRECISION=small,
-    )  # fmt: skip
+    bases = _kernels()[1]
+    work = d if parts == 1 else torch.empty(parts, batch, dim, rank, device=d.device, dtype=torch.float32)
+    args = (xp, d, ct, gram, work, eps, n, dim, rank, span, parts, *xp.stride(), *d.stride(), *ct.stride(),
+            *gram.stride(), *((0, *d.stride()) if parts == 1 else work.stride()))  # fmt: skip
+    blocks = dict(BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_R=block_r, LOW=low, UPCAST=_interpreting(), PRECISION=big,
+                  SMALL_PRECISION=small)  # fmt: skip
+    if parts == 1:  # one kernel: the product over all N and the update
+        bases[(tiles, batch, 1)](*args, **blocks, MODE=0)
+    else:  # the slices' products to the workspace (P, B, D, R), then their sum and the update
+        bases[(tiles, batch, parts)](*args, **blocks, MODE=1)
+        bases[(tiles, batch, 1)](*args, **blocks, MODE=2)
     return d
