@@ -283,3 +283,40 @@ def test_resume_of_an_attention_run_ignores_the_hams_fields(tmp_path):
     train(SeqTrainConfig(mixer="ham_nmf", rank=4, chunk=8, iters=2, out=tmp_path / "h", **tiny))
     with pytest.raises(ValueError, match=r"changed recipe \(rank: 4 -> 5\)"):
         train(SeqTrainConfig(mixer="ham_nmf", rank=5, chunk=8, iters=2, resume=True, out=tmp_path / "h", **tiny))
+
+
+def test_seq_curves_plots_and_tabulates_the_runs_validation_points(tmp_path):
+    """benchmarks/seq_curves.py (the capacity plot of the sequence results) at a tiny size, on written logs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seq_curves.py"
+    spec = importlib.util.spec_from_file_location("seq_curves", path)
+    curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curves)
+
+    def run(name, points, test=None, metric="val_accuracy"):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"step": s, "loss": 1.0} for s in range(1, points[-1][0] + 1)]
+        for step, value in points:
+            rows[step - 1][metric] = value
+        (folder / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        if test is not None:
+            (folder / "result.json").write_text(json.dumps({"accuracy": test}))
+        return folder
+
+    a, b = run("a", [(2, 0.1), (4, 0.5)], test=0.55), run("b", [(2, 0.2)])
+    out = tmp_path / "plot.png"
+    got = curves.main([f"R 24={a}", f"R 32={b}", "--out", str(out)])
+    assert got["R 24"]["points"] == [(2, 10.0), (4, 50.0)] and got["R 24"]["test"] == pytest.approx(55.0)
+    table = out.with_suffix(".md").read_text()
+    assert "| R 24 | 4 | 55.00 | 10.00 | 50.00 |" in table and "| R 32 | 2 | – | 20.00 | – |" in table
+    assert out.stat().st_size > 1000
+    lm = run("lm", [(2, 3.5)], metric="val_bpc")
+    with pytest.raises(SystemExit, match="different metrics"):
+        curves.main([f"a={a}", f"lm={lm}", "--out", str(out)])
+    with pytest.raises(SystemExit, match="LABEL=RUN_FOLDER"):
+        curves.main([str(a), "--out", str(out)])
+    with pytest.raises(SystemExit, match="no log.jsonl"):
+        curves.main([f"x={tmp_path}", "--out", str(out)])
