@@ -14,7 +14,8 @@ from pathlib import Path
 
 from hamburger.engine.common import atomic_write_text, save_figure
 
-METRICS = {"val_accuracy": ("validation recall (%)", 100.0), "val_bpc": ("validation bits per character", 1.0)}
+# (axis label, scale, decimals in the table)
+METRICS = {"val_accuracy": ("validation recall (%)", 100.0, 2), "val_bpc": ("validation bits per character", 1.0, 3)}
 
 
 def read_run(folder: Path) -> dict:
@@ -71,8 +72,9 @@ def main(argv=None) -> dict:
           "|---|---:|---:|" + "---:|" * len(steps)]  # fmt: skip
     for label, run in runs.items():
         at = dict(run["points"])
-        cells = [f"{at[s]:.2f}" if s in at else "–" for s in steps]
-        test = f"{run['test']:.2f}" if run["test"] is not None else "–"
+        digits = METRICS[metric][2]
+        cells = [f"{at[s]:.{digits}f}" if s in at else "–" for s in steps]
+        test = f"{run['test']:.{digits}f}" if run["test"] is not None else "–"
         md.append(f"| {label} | {run['steps']} | {test} | " + " | ".join(cells) + " |")
     atomic_write_text(args.out.with_suffix(".md"), f"{METRICS[metric][0]} at each validation step\n\n" + "\n".join(md)
                       + "\n")  # fmt: skip
