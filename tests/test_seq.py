@@ -320,3 +320,21 @@ def test_seq_curves_plots_and_tabulates_the_runs_validation_points(tmp_path):
         curves.main([str(a), "--out", str(out)])
     with pytest.raises(SystemExit, match="no log.jsonl"):
         curves.main([f"x={tmp_path}", "--out", str(out)])
+
+
+def test_mqar_errors_counts_every_query_once(tmp_path):
+    """benchmarks/mqar_errors.py (the sequence results' diagnosis of the misses) on a tiny trained run."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mqar_errors.py"
+    spec = importlib.util.spec_from_file_location("mqar_errors", path)
+    errors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(errors)
+    main(_train_argv(tmp_path / "run", "--task", "mqar", "--seq-len", "40", "--pairs", "4", "--iters", "2",
+                     "--train-examples", "16", "--val-examples", "8", "--val-interval", "2"))  # fmt: skip
+    report = errors.main([str(tmp_path / "run"), "--count", "6", "--seed", "1"])
+    assert report["queries"] == 6 * 4 and len(report["recall_by_pair_position"]) == 4
+    assert set(report["recall_by_query_position"]) <= {"0-31", "32-63"}  # queries sit at 8 … 39 (after 2P tokens)
+    assert report["wrong"] == round(report["queries"] * (1 - report["recall"]))
+    assert 0 <= report["wrong_that_name_another_value_of_the_sequence"] <= report["wrong"]
