@@ -166,8 +166,8 @@ class HamMixer(nn.Module):
         steps: K, solver steps (code updates per token and dictionary updates per chunk).
         heads: S, groups of W/S channels, each with its own dictionary.
         width: W, the channels the solve works in (default: ``dim``). The in projection maps C to W, the out
-            projection W back to C; a narrower W shrinks the recurrent state (2·(W/S)·R + R² per head), so more
-            bases fit in a given state size.
+            projection W back to C; a narrower W shrinks the recurrent state (D·R + R² + (L − 1)·D per head under
+            ``memory="stats"``, D = W/S), so more bases fit in a given state size.
         causal: the chunked causal form (see the module docstring).
         chunk: L, tokens per chunk of the causal form.
         grad: ``"chunkwise"`` (default), ``"one-step"`` (the paper's), ``"bptt"`` or ``"truncated:k"`` (module
