@@ -122,9 +122,14 @@ def bases_parts(xp: Tensor, block_d: int, block_n: int, *, sms: int | None = Non
             return 1
         sms = torch.cuda.get_device_properties(xp.device).multi_processor_count
     programs = -(-xp.shape[1] // block_d) * xp.shape[0]
-    blocks = -(-xp.shape[2] // block_n)
-    parts = max(1, min(-(-2 * sms // programs), blocks))
-    return -(-blocks // -(-blocks // parts))  # no empty slice: slices of ceil(blocks / parts) blocks
+    return _slices(-(-xp.shape[2] // block_n), -(-2 * sms // programs))[1]
+
+
+def _slices(blocks: int, parts: int) -> tuple[int, int]:
+    """(blocks per slice, slices) for ``blocks`` BLOCK_N blocks of positions cut into about ``parts`` slices: at least
+    one, at most one per block, and no empty slice (ceil(blocks / parts) blocks each)."""
+    per = -(-blocks // max(1, min(parts, blocks)))
+    return per, -(-blocks // per)
 
 
 def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: str = "fp32",
@@ -137,10 +142,8 @@ def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: 
     with torch.autocast(xp.device.type, enabled=False):
         gram = torch.bmm(ct.mT, ct)  # (B, R, N) @ (B, N, R) -> (B, R, R)
     block_d, block_n = _tile(dim, 16, 32), _tile(n, 16, 64)
-    parts = bases_parts(xp, block_d, block_n) if parts is None else parts
-    blocks = -(-n // block_n)
-    span = -(-blocks // max(1, parts)) * block_n  # positions per slice, whole blocks
-    parts = -(-n // span)  # no empty slice
+    per, parts = _slices(-(-n // block_n), bases_parts(xp, block_d, block_n) if parts is None else parts)
+    span = per * block_n  # positions per slice, whole blocks
     batch, rank = xp.shape[0], d.shape[-1]
     low, big, small = _precisions(precision)
     block_r, tiles = _tile(rank, 16, _MAX_RANK), -(-dim // block_d)
@@ -148,11 +151,11 @@ def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: 
     work = d if parts == 1 else torch.empty(parts, batch, dim, rank, device=d.device, dtype=torch.float32)
     args = (xp, d, ct, gram, work, eps, n, dim, rank, span, parts, *xp.stride(), *d.stride(), *ct.stride(),
             *gram.stride(), *((0, *d.stride()) if parts == 1 else work.stride()))  # fmt: skip
-    blocks = dict(BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_R=block_r, LOW=low, UPCAST=_interpreting(), PRECISION=big,
-                  SMALL_PRECISION=small)  # fmt: skip
+    meta = dict(BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_R=block_r, LOW=low, UPCAST=_interpreting(), PRECISION=big,
+                SMALL_PRECISION=small)  # fmt: skip
     if parts == 1:  # one kernel: the product over all N and the update
-        bases[(tiles, batch, 1)](*args, **blocks, MODE=0)
+        bases[(tiles, batch, 1)](*args, **meta, MODE=0)
     else:  # the slices' products to the workspace (P, B, D, R), then their sum and the update
-        bases[(tiles, batch, parts)](*args, **blocks, MODE=1)
-        bases[(tiles, batch, 1)](*args, **blocks, MODE=2)
+        bases[(tiles, batch, parts)](*args, **meta, MODE=1)
+        bases[(tiles, batch, 1)](*args, **meta, MODE=2)
     return d

@@ -222,7 +222,7 @@ class HamTransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.conv = ShortConv(dim, conv) if conv else None
         self.mixer = create_mixer(mixer, dim, heads=heads, causal=causal, **mixer_kwargs)
-        ham = 2 * dim - (mixer_kwargs.get("width") or dim)  # its projections are C×W and W×C
+        ham = 2 * dim - getattr(self.mixer, "width", dim)  # its projections are C×W and W×C
         hidden = int(mlp_ratio * dim) + {"none": 2 * dim, "ham_nmf": ham, "ham_vq": ham}.get(mixer, 0)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))

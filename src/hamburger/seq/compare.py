@@ -29,18 +29,22 @@ from .train import mixer_kwargs, train
 THREE_SEED_CELL = (256, 32)
 
 
+def _result_free(config: SeqTrainConfig) -> frozenset:
+    """The fields that do not decide a stored result: :func:`free_fields_of` but the validation interval (it picks the
+    best weights)."""
+    return free_fields_of(config) - {"val_interval"}
+
+
 def recipe_for(config: SeqTrainConfig) -> dict:
-    """What decides a run's result: its config but :func:`free_fields_of` (the validation interval counts: it picks
-    the best weights)."""
-    return recipe_of(config, free_fields_of(config) - {"val_interval"})
+    """What decides a run's result: its config but :func:`_result_free`."""
+    return recipe_of(config, _result_free(config))
 
 
 def _run_one(config: SeqTrainConfig, *, progress: bool) -> dict:
     done, recipe = config.out / "result.json", recipe_for(config)
     # refuses a result of another recipe, naming what differs; a field added since reads as its earlier value, and
     # the attention arms' results saved with the Ham's fields are read without them
-    ignore = free_fields_of(config) - {"val_interval"}
-    cached = load_result(done, recipe, legacy=SeqTrainConfig.LEGACY_DEFAULTS, ignore=ignore)
+    cached = load_result(done, recipe, legacy=SeqTrainConfig.LEGACY_DEFAULTS, ignore=_result_free(config))
     if cached is not None:
         return cached
     if progress:
