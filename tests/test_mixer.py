@@ -256,6 +256,48 @@ def test_a_narrow_solve_is_causal_and_its_recurrent_form_equals_the_parallel_one
     torch.testing.assert_close(mixer(later)[:, :6], y[:, :6], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("ham", ["nmf", "vq"])
+def test_keys_code_a_token_by_its_key_channels_and_read_out_every_channel(ham, causal):
+    """keys=Dk: a token's code is solved from its first Dk channels against the dictionary's first Dk rows; the
+    read-out D·c returns all D rows. keys=D is the plain mixer."""
+    torch.manual_seed(0)
+    plain = hb.HamMixer(8, ham=ham, rank=4, causal=causal, chunk=3).eval()
+    full = hb.HamMixer(8, ham=ham, rank=4, keys=8, causal=causal, chunk=3).eval()
+    full.load_state_dict(plain.state_dict())
+    x = _tokens(n=9, c=8)
+    torch.testing.assert_close(full(x), plain(x), rtol=0, atol=0)
+    keyed = hb.HamMixer(8, ham=ham, rank=4, keys=3, causal=causal, chunk=3).eval()
+    assert "keys=3" in repr(keyed)
+    with torch.no_grad():  # the in projection the identity: token channels are the solve's channels
+        keyed.in_proj.weight.copy_(torch.eye(8))
+        keyed.in_proj.bias.zero_()
+    x = x.abs() + 0.1  # positive, so NMF's ReLU keeps every channel
+    d = keyed._start(2, x)  # (G, D, R): the last token's chunk is the first one's in a 3-token sequence
+    h = x[:, :3]
+    codes = keyed._code(h, d)
+    moved = h.clone()
+    moved[..., 3:] *= 5.0  # the value channels: not what codes a token
+    torch.testing.assert_close(keyed._code(moved, d), codes, rtol=0, atol=0)
+    moved[..., :3] = moved.flip(1)[..., :3]  # the first and last tokens swap keys: their codes swap
+    torch.testing.assert_close(keyed._code(moved, d), codes.flip(1), rtol=1e-6, atol=1e-6)
+    assert (codes[:, 0] - codes[:, 2]).abs().max() > 1e-3
+    # the read-out returns the value rows too: a token with the same key but other values gets the same output
+    # when the dictionary does not depend on it (the causal form's first chunk)
+    if causal:
+        y = keyed(x[:, :3])
+        other = x[:, :3].clone()
+        other[..., 3:] += 1.0
+        torch.testing.assert_close(keyed(other), y, rtol=0, atol=0)
+        state, ys = keyed.init_state(2), []
+        for t in range(9):
+            out, state = keyed.step(x[:, t], state)
+            ys.append(out)
+        torch.testing.assert_close(torch.stack(ys, 1), keyed(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"keys must be an integer in \[1, width/heads = 4\]"):
+        hb.HamMixer(8, heads=2, keys=5)
+
+
 @pytest.mark.parametrize("grad", ["chunkwise", "truncated:2", "bptt"])
 def test_a_short_run_at_n_1024_stays_finite(grad):
     """Issue 27: finite losses and gradients over a short training run at N 1024 (64 chunks) on random tokens, and the

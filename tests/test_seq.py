@@ -138,12 +138,13 @@ def test_mqar_train_eval_and_determinism(tmp_path, capsys):
 
 def test_lm_train_eval_generates_text(tmp_path, capsys):
     main(_train_argv(tmp_path / "lm", "--task", "lm", "--seq-len", "32", "--iters", "4", "--val-interval", "2",
-                     "--val-examples", "8", "--mixer", "ham_nmf", "--ham-width", "8"))  # fmt: skip
+                     "--val-examples", "8", "--mixer", "ham_nmf", "--ham-width", "8", "--ham-keys", "4"))  # fmt: skip
     from hamburger.engine.checkpoint import load_weights
 
     weights = load_weights(tmp_path / "lm" / "last.safetensors")
     in_proj = {tuple(v.shape) for k, v in weights.items() if k.endswith("mixer.in_proj.weight")}
     assert in_proj == {(8, 16)}  # C 16 -> W 8
+    assert "ham_keys: 4" in (tmp_path / "lm" / "config.yaml").read_text()
     log = [json.loads(line) for line in (tmp_path / "lm" / "log.jsonl").read_text().splitlines()]
     assert 4 < log[-1]["val_bpc"] < 9
     main(["seq", "eval", "--run", str(tmp_path / "lm"), "--generate", "10"])
@@ -157,8 +158,8 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     from hamburger.seq import bench as seq_bench
     from hamburger.seq import compare as seq_compare
 
-    tiny = dict(dim=16, depth=1, rank=4, ham_width=8, chunk=8, batch_size=4, train_examples=32, val_examples=8,
-                val_interval=2)  # fmt: skip
+    tiny = dict(dim=16, depth=1, rank=4, ham_width=8, ham_keys=4, chunk=8, batch_size=4, train_examples=32,
+                val_examples=8, val_interval=2)  # fmt: skip
     part = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
                            out=tmp_path / "cmp", progress=False, shard=(1, 2), **tiny)  # fmt: skip
     assert [r["mixer"] for r in part["runs"]] == ["softmax"] and not (tmp_path / "cmp" / "seq-compare-mqar.md").exists()
@@ -176,6 +177,7 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     info = json.loads((tmp_path / "cmp" / "seq-compare-mqar.json").read_text())
     assert json.dumps(info).count('"ham_norm": "unit"') >= 1 and '"rank": 4' in json.dumps(info)
     assert '"ham_memory": "stats"' in json.dumps(info) and '"ham_width": 8' in json.dumps(info)
+    assert '"ham_keys": 4' in json.dumps(info)
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").glob("**/result.json")}
     seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
                     out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip
@@ -256,6 +258,7 @@ def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
             recipe |= {"rank": 16, "ham_steps": 6, "chunk": 16, "ham_grad": "chunkwise", "ham_norm": "unit"}
         recipe.pop("ham_memory", None)  # saved before ham_memory and ham_width existed
         recipe.pop("ham_width", None)
+        recipe.pop("ham_keys", None)
         config.out.mkdir(parents=True)
         save_result(config.out / "result.json", recipe, {"mixer": config.mixer, "accuracy": 0.5})
 
@@ -269,6 +272,8 @@ def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
         seq_compare._run_one(dataclasses.replace(ham, ham_memory="stats"), progress=False)
     with pytest.raises(ValueError, match=r"ham_width: 0 -> 32"):  # the full width, W = C, before the option
         seq_compare._run_one(dataclasses.replace(ham, ham_width=32), progress=False)
+    with pytest.raises(ValueError, match=r"ham_keys: 0 -> 32"):  # every channel coded, before the option
+        seq_compare._run_one(dataclasses.replace(ham, ham_keys=32), progress=False)
 
 
 def test_resume_of_an_attention_run_ignores_the_hams_fields(tmp_path):

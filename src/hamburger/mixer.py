@@ -168,6 +168,10 @@ class HamMixer(nn.Module):
         width: W, the channels the solve works in (default: ``dim``). The in projection maps C to W, the out
             projection W back to C; a narrower W shrinks the recurrent state (D·R + R² + (L − 1)·D per head under
             ``memory="stats"``, D = W/S), so more bases fit in a given state size.
+        keys: the channels per head that code a token (its key part; default: all D of them). A token's code is solved
+            against the dictionary's first ``keys`` rows from its first ``keys`` channels; the dictionary's update fits
+            every row, and the read-out D·c returns every row — the rest (the value part) is what a code recalls, the
+            paper's matrix-completion view: a query whose value channels are unknown is coded by its key alone.
         causal: the chunked causal form (see the module docstring).
         chunk: L, tokens per chunk of the causal form.
         grad: ``"chunkwise"`` (default), ``"one-step"`` (the paper's), ``"bptt"`` or ``"truncated:k"`` (module
@@ -196,6 +200,7 @@ class HamMixer(nn.Module):
         steps: int = 6,
         heads: int = 1,
         width: int | None = None,
+        keys: int | None = None,
         causal: bool = False,
         chunk: int = 64,
         grad: str = DEFAULT_MIXER_GRAD,
@@ -219,10 +224,13 @@ class HamMixer(nn.Module):
             raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
+        keys = width // heads if keys is None else keys
+        if isinstance(keys, bool) or not isinstance(keys, int) or not 1 <= keys <= width // heads:
+            raise ValueError(f"keys must be an integer in [1, width/heads = {width // heads}], got {keys!r}")
         self.spec = mixer_grad(grad, steps)
         self.dim, self.width, self.ham, self.rank, self.steps, self.heads = dim, width, ham, rank, steps, heads
         self.causal, self.chunk, self.grad, self.inv_t, self.eps, self.seed = causal, chunk, grad, inv_t, eps, seed
-        self.norm, self.memory = norm, memory
+        self.norm, self.memory, self.keys = norm, memory, keys
         self.in_proj = nn.Linear(dim, width)
         self.out_proj = nn.Linear(width, dim)
         gen = torch.Generator().manual_seed(seed)
@@ -246,6 +254,8 @@ class HamMixer(nn.Module):
         return self.out_proj(y)
 
     def _code(self, x: Tensor, d: Tensor) -> Tensor:
+        """Codes (G, T, R) of tokens x (G, T, D) against d (G, D, R), from the key channels (rows) only."""
+        x, d = x[..., : self.keys], d[:, : self.keys]  # (G, T, Dk), (G, Dk, R)
         if self.ham == "nmf":
             return _nmf_code(x, d, self.steps, self.eps, _plain(self.spec, self.steps, last=1))
         return _vq_code(x, d, self.inv_t)
@@ -305,20 +315,22 @@ class HamMixer(nn.Module):
         c = None
         for i in range(self.steps):
             with torch.no_grad() if i < plain else nullcontext():
+                hk, dk = h[..., : self.keys], d[:, : self.keys]  # the key channels code: (G, N, Dk), (G, Dk, R)
                 if self.ham == "nmf":
-                    xd = h @ d  # (G, N, D) @ (G, D, R) -> (G, N, R)
+                    xd = hk @ dk  # (G, N, Dk) @ (G, Dk, R) -> (G, N, R)
                     c = torch.softmax(xd, dim=-1) if c is None else c
-                    c = c * xd / (c @ (d.mT @ d) + self.eps)
+                    c = c * xd / (c @ (dk.mT @ dk) + self.eps)
                 else:
-                    c = _vq_code(h, d, self.inv_t)
+                    c = _vq_code(hk, dk, self.inv_t)
                 if keep is not None:
                     c = c * keep
                 a, b = self._stats(h, c)
                 d = _nmf_dict(d, a, b, 1, self.eps) if self.ham == "nmf" else _vq_dict(d, a, b, self.eps)
+        hk, dk = h[..., : self.keys], d[:, : self.keys]
         if self.ham == "nmf":
-            c = c * (h @ d) / (c @ (d.mT @ d) + self.eps)
+            c = c * (hk @ dk) / (c @ (dk.mT @ dk) + self.eps)
         else:
-            c = _vq_code(h, d, self.inv_t)
+            c = _vq_code(hk, dk, self.inv_t)
         return c @ d.mT  # (G, N, R) @ (G, R, D) -> (G, N, D)
 
     def _causal(self, h: Tensor, keep: Tensor | None) -> Tensor:
@@ -387,4 +399,5 @@ class HamMixer(nn.Module):
         causal = f"causal, chunk={self.chunk}, norm={self.norm!r}, memory={self.memory!r}"
         form = causal if self.causal else "non-causal"
         width = f", width={self.width}" if self.width != self.dim else ""
+        width += f", keys={self.keys}" if self.keys != self.width // self.heads else ""
         return f"{self.dim}{width}, ham={self.ham!r}, rank={self.rank}, steps={self.steps}, heads={self.heads}, {form}"

@@ -71,6 +71,8 @@ def register(sub) -> None:
                    help="Ham mixers: R bases per head (default: seq train's)")
     c.add_argument("--ham-width", type=positive_int, default=None,
                    help="Ham mixers: W channels of the solve (default: seq train's)")
+    c.add_argument("--ham-keys", type=positive_int, default=None,
+                   help="Ham mixers: channels per head that code a token (default: seq train's)")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
@@ -105,7 +107,7 @@ def _compare(args) -> None:
         pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
         jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
         ham_norm=args.ham_norm, ham_memory=args.ham_memory, rank=args.rank,
-        ham_width=args.ham_width,
+        ham_width=args.ham_width, ham_keys=args.ham_keys,
     )  # fmt: skip
 
 

@@ -91,9 +91,9 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
         progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
         ham_norm: str = DEFAULT_MIXER_NORM, ham_memory: str = DEFAULT_MIXER_MEMORY, rank: int | None = None,
-        ham_width: int | None = None, **overrides) -> dict:  # fmt: skip
+        ham_width: int | None = None, ham_keys: int | None = None, **overrides) -> dict:  # fmt: skip
     """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``,
-    ``rank`` and ``ham_width`` (default: seq train's) set the Ham arms' solve. ``overrides`` set other
+    ``rank``, ``ham_width`` and ``ham_keys`` (default: seq train's) set the Ham arms' solve. ``overrides`` set other
     :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)`` trains only every n-th run
     from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores split), then the tables."""
     mixers = require_distinct(mixers, "mixers")
@@ -109,6 +109,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
                           ham_grad=ham_grad, ham_norm=ham_norm, ham_memory=ham_memory,
                           **({"iters": iters} if iters else {}),
                           **({"rank": rank} if rank else {}), **({"ham_width": ham_width} if ham_width else {}),
+                          **({"ham_keys": ham_keys} if ham_keys else {}),
                           **overrides)  # fmt: skip
     runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
     if not runs:
@@ -122,6 +123,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
         argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--ham-memory", ham_memory, "--rank", str(base.rank)]
         argv += ["--ham-width", str(base.ham_width)] if base.ham_width else []
+        argv += ["--ham-keys", str(base.ham_keys)] if base.ham_keys else []
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         run_shards(argv, jobs=jobs, out=out)
@@ -133,8 +135,8 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     md = _table(task, results, mixers) + state_table(mixers, sorted({r["seq_len"] for r in results}), base)
     info = {**machine_info(), "task": task, "iters": base.iters, "dim": base.dim, "depth": base.depth,
             "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr, "rank": base.rank,
-            "ham_width": base.ham_width, "ham_grad": base.ham_grad, "ham_norm": base.ham_norm,
-            "ham_memory": base.ham_memory}  # fmt: skip
+            "ham_width": base.ham_width, "ham_keys": base.ham_keys, "ham_grad": base.ham_grad,
+            "ham_norm": base.ham_norm, "ham_memory": base.ham_memory}  # fmt: skip
     write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
     _plot(task, results, mixers, out)
     if progress:

@@ -71,12 +71,13 @@ def split_data(config: SeqTrainConfig, split: str):
 
 
 def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
-    """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, width, steps, chunk, gradient,
+    """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, width, keys, steps, chunk, gradient,
     norm and memory; none for the other mixers."""
     if not (mixer or config.mixer).startswith("ham_"):
         return {}
-    return {"rank": config.rank, "width": config.ham_width or None, "steps": config.ham_steps, "chunk": config.chunk,
-            "grad": config.ham_grad, "norm": config.ham_norm, "memory": config.ham_memory}  # fmt: skip
+    return {"rank": config.rank, "width": config.ham_width or None, "keys": config.ham_keys or None,
+            "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad, "norm": config.ham_norm,
+            "memory": config.ham_memory}  # fmt: skip
 
 
 def build_model(config: SeqTrainConfig) -> SequenceModel:
@@ -89,6 +90,7 @@ def identity_of(model: nn.Module, config: SeqTrainConfig) -> dict[str, str]:
     if config.mixer.startswith("ham_"):
         name += f"-R{config.rank}-K{config.ham_steps}-L{config.chunk}"
         name += f"-W{config.ham_width}" if config.ham_width else ""
+        name += f"-k{config.ham_keys}" if config.ham_keys else ""
         name += "" if config.ham_norm == "none" else f"-{config.ham_norm}"  # the forward differs: a checkpoint says so
         name += "" if config.ham_memory == "dict" else f"-{config.ham_memory}"
     return model_identity(model, name=name, num_classes=VOCAB)
