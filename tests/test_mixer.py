@@ -298,6 +298,38 @@ def test_keys_code_a_token_by_its_key_channels_and_read_out_every_channel(ham, c
         hb.HamMixer(8, heads=2, keys=5)
 
 
+def test_ridge_fit_recovers_the_dictionary_and_keeps_the_twin_forms_equal():
+    """fit="ridge": D = (A + λ·D_start)(B + λI)⁻¹ clipped at zero — the least-squares dictionary of the prefix. Tokens
+    made exactly as X = D_true·C give back D_true at a small λ; with no statistics the start; the recurrent form
+    equals the parallel one and a late loss reaches every earlier chunk."""
+    from hamburger.mixer import _ridge_dict
+
+    gen = torch.Generator().manual_seed(0)
+    d_true = torch.rand(2, 8, 4, generator=gen)  # (G, D, R)
+    codes = torch.rand(2, 4, 30, generator=gen)  # (G, R, T): 30 tokens with overlapping codes
+    x = d_true @ codes  # (G, D, T)
+    start = torch.rand(2, 8, 4, generator=gen)
+    fitted = _ridge_dict(start, x @ codes.mT, codes @ codes.mT, 1e-6)
+    torch.testing.assert_close(fitted, d_true, rtol=1e-3, atol=1e-3)
+    assert torch.equal(_ridge_dict(start, torch.zeros(2, 8, 4), torch.zeros(2, 4, 4), 1.0), start)
+    mixer = hb.HamMixer(16, rank=4, heads=2, causal=True, chunk=3, fit="ridge").eval()
+    assert "fit='ridge', ridge=1.0" in repr(mixer)
+    tokens = _tokens(n=11)
+    state, ys = mixer.init_state(2), []
+    for t in range(11):
+        y, state = mixer.step(tokens[:, t], state)
+        ys.append(y)
+    torch.testing.assert_close(torch.stack(ys, 1), mixer(tokens), rtol=1e-5, atol=1e-5)
+    tokens.requires_grad_(True)
+    mixer.train()(tokens)[:, -1].sum().backward()  # position 10, chunk 3: every earlier chunk, not position 9
+    reach = tokens.grad.abs().sum((0, 2))
+    assert (reach[:9] > 0).all() and reach[9] == 0
+    with pytest.raises(ValueError, match="fit must be one of"):
+        hb.HamMixer(16, fit="lsq")
+    with pytest.raises(ValueError, match="ridge must be > 0"):
+        hb.HamMixer(16, fit="ridge", ridge=0.0)
+
+
 @pytest.mark.parametrize("grad", ["chunkwise", "truncated:2", "bptt"])
 def test_a_short_run_at_n_1024_stays_finite(grad):
     """Issue 27: finite losses and gradients over a short training run at N 1024 (64 chunks) on random tokens, and the

@@ -158,7 +158,7 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     from hamburger.seq import bench as seq_bench
     from hamburger.seq import compare as seq_compare
 
-    tiny = dict(dim=16, depth=1, rank=4, ham_width=8, ham_keys=4, chunk=8, batch_size=4, train_examples=32,
+    tiny = dict(dim=16, depth=1, rank=4, ham_width=8, ham_keys=4, ham_fit="ridge", chunk=8, batch_size=4, train_examples=32,
                 val_examples=8, val_interval=2)  # fmt: skip
     part = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
                            out=tmp_path / "cmp", progress=False, shard=(1, 2), **tiny)  # fmt: skip
@@ -177,7 +177,7 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     info = json.loads((tmp_path / "cmp" / "seq-compare-mqar.json").read_text())
     assert json.dumps(info).count('"ham_norm": "unit"') >= 1 and '"rank": 4' in json.dumps(info)
     assert '"ham_memory": "stats"' in json.dumps(info) and '"ham_width": 8' in json.dumps(info)
-    assert '"ham_keys": 4' in json.dumps(info)
+    assert '"ham_keys": 4' in json.dumps(info) and '"ham_fit": "ridge"' in json.dumps(info)
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").glob("**/result.json")}
     seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
                     out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip
@@ -259,6 +259,7 @@ def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
         recipe.pop("ham_memory", None)  # saved before ham_memory and ham_width existed
         recipe.pop("ham_width", None)
         recipe.pop("ham_keys", None)
+        recipe.pop("ham_fit", None)
         config.out.mkdir(parents=True)
         save_result(config.out / "result.json", recipe, {"mixer": config.mixer, "accuracy": 0.5})
 
@@ -274,6 +275,8 @@ def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
         seq_compare._run_one(dataclasses.replace(ham, ham_width=32), progress=False)
     with pytest.raises(ValueError, match=r"ham_keys: 0 -> 32"):  # every channel coded, before the option
         seq_compare._run_one(dataclasses.replace(ham, ham_keys=32), progress=False)
+    with pytest.raises(ValueError, match=r"ham_fit: mult -> ridge"):  # K multiplicative updates, before the option
+        seq_compare._run_one(dataclasses.replace(ham, ham_fit="ridge"), progress=False)
 
 
 def test_resume_of_an_attention_run_ignores_the_hams_fields(tmp_path):

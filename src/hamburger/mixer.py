@@ -75,7 +75,7 @@ from .functional import GradSpec, parse_grad
 
 __all__ = [
     "HamMixer", "MIXER_HAMS", "MIXER_GRADS", "DEFAULT_MIXER_GRAD", "MIXER_NORMS", "DEFAULT_MIXER_NORM", "mixer_grad",
-    "MIXER_MEMORIES", "DEFAULT_MIXER_MEMORY",
+    "MIXER_MEMORIES", "DEFAULT_MIXER_MEMORY", "MIXER_FITS",
 ]  # fmt: skip
 
 MIXER_HAMS = ("nmf", "vq")
@@ -86,6 +86,7 @@ MIXER_GRADS = ("one-step", "bptt", "chunkwise", "truncated:<k>")  # the gradient
 DEFAULT_MIXER_GRAD = "chunkwise"
 MIXER_NORMS = ("unit", "none")  # the causal NMF solve's scale: see HamMixer's ``norm``
 DEFAULT_MIXER_NORM = "unit"
+MIXER_FITS = ("mult", "ridge")  # how a causal NMF dictionary is fitted to the prefix statistics: see ``fit``
 MIXER_MEMORIES = ("dict", "stats")  # what a causal chunk's dictionary update starts from: see HamMixer's ``memory``
 # the default, by evidence (docs/results/sequences.md): on MQAR N 256 / 32 pairs the dictionary rebuilt from the
 # prefix statistics left the plateau (test recall 55.1% at R 16, 74.6% at R 24 after 3,000 steps) where the carried
@@ -144,6 +145,14 @@ def _nmf_dict(d: Tensor, a: Tensor, b: Tensor, steps: int, eps: float) -> Tensor
     return d
 
 
+def _ridge_dict(d: Tensor, a: Tensor, b: Tensor, lam: float) -> Tensor:
+    """argmin_D ‖X − DC‖² + λ‖D − d‖² = (A + λd)(B + λI)⁻¹ from A = XCᵀ (G, D, R), B = CCᵀ (G, R, R), clipped at
+    zero; with no statistics yet (A = B = 0) it is d."""
+    eye = torch.eye(b.shape[-1], dtype=b.dtype, device=b.device)
+    rhs = (a + lam * d).mT  # (G, R, D)
+    return torch.linalg.solve(b + lam * eye, rhs).mT.clamp_min(0)  # B + λI symmetric: (G, R, D) -> (G, D, R)
+
+
 def _vq_code(x: Tensor, d: Tensor, inv_t: float) -> Tensor:
     """Soft assignments softmax(inv_t · cos(x, d)) over R."""
     sim = F.normalize(x, dim=-1) @ F.normalize(d, dim=1)  # (G, T, D) @ (G, D, R) -> (G, T, R)
@@ -186,6 +195,12 @@ class HamMixer(nn.Module):
             cache of them), and no gradient chain runs from chunk to chunk except through the statistics (chunkwise
             is then BPTT). ``"dict"``: the previous chunk's dictionary, D_{j+1} = K updates of D_j from (A_j, B_j) —
             the earlier form, which did not leave MQAR's plateau at 32 pairs (module docstring).
+        fit: how a causal NMF chunk fits its dictionary to the prefix statistics (A, B). ``"mult"`` (default): K
+            multiplicative updates. ``"ridge"``: the closed form of min ‖X − DC‖² + λ‖D − D_start‖² over the prefix,
+            D = (A + λ·D_start)(B + λI)⁻¹, clipped at zero (the codes' NMF updates need a non-negative D) — the
+            exact least-squares memory that de-blends overlapping codes, where K multiplicative steps from the start
+            do not.
+        ridge: λ of ``fit="ridge"``.
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
@@ -206,6 +221,8 @@ class HamMixer(nn.Module):
         grad: str = DEFAULT_MIXER_GRAD,
         norm: str = DEFAULT_MIXER_NORM,
         memory: str = DEFAULT_MIXER_MEMORY,
+        fit: str = "mult",
+        ridge: float = 1.0,
         inv_t: float = 20.0,
         eps: float = 1e-6,
         seed: int = 0,
@@ -220,6 +237,10 @@ class HamMixer(nn.Module):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if norm not in MIXER_NORMS:
             raise ValueError(f"norm must be one of {MIXER_NORMS}, got {norm!r}")
+        if fit not in MIXER_FITS:
+            raise ValueError(f"fit must be one of {MIXER_FITS}, got {fit!r}")
+        if not ridge > 0:
+            raise ValueError(f"ridge must be > 0, got {ridge!r}")
         if memory not in MIXER_MEMORIES:
             raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
         if width % heads:
@@ -230,7 +251,7 @@ class HamMixer(nn.Module):
         self.spec = mixer_grad(grad, steps)
         self.dim, self.width, self.ham, self.rank, self.steps, self.heads = dim, width, ham, rank, steps, heads
         self.causal, self.chunk, self.grad, self.inv_t, self.eps, self.seed = causal, chunk, grad, inv_t, eps, seed
-        self.norm, self.memory, self.keys = norm, memory, keys
+        self.norm, self.memory, self.keys, self.fit, self.ridge = norm, memory, keys, fit, ridge
         self.in_proj = nn.Linear(dim, width)
         self.out_proj = nn.Linear(width, dim)
         gen = torch.Generator().manual_seed(seed)
@@ -269,11 +290,15 @@ class HamMixer(nn.Module):
         if self.ham == "vq":  # one closed-form step: a constant under one-step, differentiated otherwise
             with torch.no_grad() if self.spec.kind == "one-step" else nullcontext():
                 return _vq_dict(d, a, b, self.eps)
-        plain = _plain(self.spec, self.steps)
-        if plain:
-            with torch.no_grad():
-                d = _nmf_dict(d, a, b, plain, self.eps)
-        d = _nmf_dict(d, a, b, self.steps - plain, self.eps)
+        if self.fit == "ridge":  # the closed form: no steps to cut, a constant under one-step only
+            with torch.no_grad() if self.spec.kind == "one-step" else nullcontext():
+                d = _ridge_dict(d, a, b, self.ridge)
+        else:
+            plain = _plain(self.spec, self.steps)
+            if plain:
+                with torch.no_grad():
+                    d = _nmf_dict(d, a, b, plain, self.eps)
+            d = _nmf_dict(d, a, b, self.steps - plain, self.eps)
         if self.norm == "unit":  # unit-norm columns: the codes carry the scale, their ratios Dᵀx ⊘ DᵀDc stay moderate
             d = d / (d.norm(dim=1, keepdim=True) + self.eps)  # (G, D, R) / (G, 1, R)
         return d
@@ -397,6 +422,7 @@ class HamMixer(nn.Module):
 
     def extra_repr(self) -> str:
         causal = f"causal, chunk={self.chunk}, norm={self.norm!r}, memory={self.memory!r}"
+        causal += f", fit='ridge', ridge={self.ridge}" if self.fit == "ridge" else ""
         form = causal if self.causal else "non-causal"
         width = f", width={self.width}" if self.width != self.dim else ""
         width += f", keys={self.keys}" if self.keys != self.width // self.heads else ""

@@ -19,6 +19,7 @@ from ..mixer import (
     DEFAULT_MIXER_GRAD,
     DEFAULT_MIXER_MEMORY,
     DEFAULT_MIXER_NORM,
+    MIXER_FITS,
     MIXER_GRADS,
     MIXER_MEMORIES,
     MIXER_NORMS,
@@ -73,6 +74,8 @@ def register(sub) -> None:
                    help="Ham mixers: W channels of the solve (default: seq train's)")
     c.add_argument("--ham-keys", type=positive_int, default=None,
                    help="Ham mixers: channels per head that code a token (default: seq train's)")
+    c.add_argument("--ham-fit", choices=MIXER_FITS, default="mult",
+                   help="Ham mixers: how a causal NMF dictionary is fitted to the prefix statistics")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
@@ -107,7 +110,7 @@ def _compare(args) -> None:
         pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
         jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
         ham_norm=args.ham_norm, ham_memory=args.ham_memory, rank=args.rank,
-        ham_width=args.ham_width, ham_keys=args.ham_keys,
+        ham_width=args.ham_width, ham_keys=args.ham_keys, ham_fit=args.ham_fit,
     )  # fmt: skip
 
 

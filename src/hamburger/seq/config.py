@@ -12,6 +12,7 @@ from ..mixer import (
     DEFAULT_MIXER_GRAD,
     DEFAULT_MIXER_MEMORY,
     DEFAULT_MIXER_NORM,
+    MIXER_FITS,
     MIXER_GRADS,
     MIXER_MEMORIES,
     MIXER_NORMS,
@@ -22,7 +23,8 @@ from ..sequence import MIXERS
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "val_interval"})  # fmt: skip
 # the fields only a Ham mixer reads: they do not decide another mixer's result
-HAM_FIELDS = frozenset({"rank", "ham_width", "ham_keys", "ham_steps", "chunk", "ham_grad", "ham_norm", "ham_memory"})
+HAM_FIELDS = frozenset({"rank", "ham_width", "ham_keys", "ham_fit", "ham_steps", "chunk", "ham_grad", "ham_norm",
+                        "ham_memory"})
 
 
 def free_fields_of(config: SeqTrainConfig) -> frozenset:
@@ -37,7 +39,7 @@ class SeqTrainConfig:
 
     # what a saved run that lacks a field trained with: a changed default's earlier value, or a new option's off value
     LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step", "ham_norm": "none", "ham_memory": "dict",
-                                       "ham_width": 0, "ham_keys": 0}
+                                       "ham_width": 0, "ham_keys": 0, "ham_fit": "mult"}
 
     # data
     task: str = option("lm", "mqar (associative recall) | lm (characters of sympy's source)", choices=("mqar", "lm"))
@@ -59,6 +61,8 @@ class SeqTrainConfig:
                             "is D·R + R² + (chunk - 1)·D floats, D = W/heads", minimum=0)
     ham_keys: int = option(0, "Ham: channels per head that code a token (its key part; the read-out returns all of "
                            "them), 0: all", minimum=0)
+    ham_fit: str = option("mult", "Ham: how a causal NMF dictionary is fitted to the prefix statistics (mult: K "
+                          "multiplicative updates; ridge: the closed-form least squares)", choices=MIXER_FITS)
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
     ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")
