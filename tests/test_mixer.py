@@ -11,6 +11,15 @@ def _tokens(b=2, n=11, c=16, seed=0):
     return torch.randn(b, n, c, generator=torch.Generator().manual_seed(seed))
 
 
+def _stepped(module, x):
+    """The recurrent form's outputs, one token at a time: (B, N, C)."""
+    state, ys = module.init_state(x.shape[0]), []
+    for t in range(x.shape[1]):
+        y, state = module.step(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, 1)
+
+
 @pytest.mark.parametrize("ham", ["nmf", "vq"])
 @pytest.mark.parametrize("n", [3, 8, 11])  # N < L, N a multiple of L, N not a multiple
 def test_causal_outputs_ignore_the_future(ham, n):
@@ -34,11 +43,7 @@ def test_causal_outputs_ignore_the_future(ham, n):
 def test_recurrent_form_equals_the_parallel_form(ham, norm, memory, n, chunk):
     mixer = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=chunk, norm=norm, memory=memory).eval()
     x = _tokens(n=n)
-    state, ys = mixer.init_state(2), []
-    for t in range(n):
-        y, state = mixer.step(x[:, t], state)
-        ys.append(y)
-    torch.testing.assert_close(torch.stack(ys, 1), mixer(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_stepped(mixer, x), mixer(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -96,11 +101,7 @@ def test_decoder_recurrent_form_matches_teacher_forcing(name):
     kw = {"rank": 4, "chunk": 3} if name.startswith("ham_") else {}
     model = hb.HamDecoder(16, depth=2, mixer=name, heads=2, max_len=16, **kw).eval()
     x = _tokens(n=10)
-    state, ys = model.init_state(2), []
-    for t in range(10):
-        y, state = model.step(x[:, t], state)
-        ys.append(y)
-    torch.testing.assert_close(torch.stack(ys, 1), model(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_stepped(model, x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_arms_have_the_same_parameter_count():
@@ -246,11 +247,7 @@ def test_a_narrow_solve_is_causal_and_its_recurrent_form_equals_the_parallel_one
     x = _tokens(n=10)
     y = mixer(x)
     assert y.shape == x.shape
-    state, ys = mixer.init_state(2), []
-    for t in range(10):
-        out, state = mixer.step(x[:, t], state)
-        ys.append(out)
-    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_stepped(mixer, x), y, rtol=1e-5, atol=1e-5)
     later = x.clone()
     later[:, 6:] += 1.0
     torch.testing.assert_close(mixer(later)[:, :6], y[:, :6], rtol=0, atol=0)
@@ -289,11 +286,7 @@ def test_keys_code_a_token_by_its_key_channels_and_read_out_every_channel(ham, c
         other = x[:, :3].clone()
         other[..., 3:] += 1.0
         torch.testing.assert_close(keyed(other), y, rtol=0, atol=0)
-        state, ys = keyed.init_state(2), []
-        for t in range(9):
-            out, state = keyed.step(x[:, t], state)
-            ys.append(out)
-        torch.testing.assert_close(torch.stack(ys, 1), keyed(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(_stepped(keyed, x), keyed(x), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"keys must be an integer in \[1, width/heads = 4\]"):
         hb.HamMixer(8, heads=2, keys=5)
 
@@ -315,11 +308,7 @@ def test_ridge_fit_recovers_the_dictionary_and_keeps_the_twin_forms_equal():
     mixer = hb.HamMixer(16, rank=4, heads=2, causal=True, chunk=3, fit="ridge").eval()
     assert "fit='ridge', ridge=1.0" in repr(mixer)
     tokens = _tokens(n=11)
-    state, ys = mixer.init_state(2), []
-    for t in range(11):
-        y, state = mixer.step(tokens[:, t], state)
-        ys.append(y)
-    torch.testing.assert_close(torch.stack(ys, 1), mixer(tokens), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_stepped(mixer, tokens), mixer(tokens), rtol=1e-5, atol=1e-5)
     tokens.requires_grad_(True)
     mixer.train()(tokens)[:, -1].sum().backward()  # position 10, chunk 3: every earlier chunk, not position 9
     reach = tokens.grad.abs().sum((0, 2))

@@ -158,8 +158,8 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     from hamburger.seq import bench as seq_bench
     from hamburger.seq import compare as seq_compare
 
-    tiny = dict(dim=16, depth=1, rank=4, ham_width=8, ham_keys=4, ham_fit="ridge", chunk=8, batch_size=4, train_examples=32,
-                val_examples=8, val_interval=2)  # fmt: skip
+    tiny = dict(dim=16, depth=1, rank=4, ham_width=8, ham_keys=4, ham_fit="ridge", chunk=8, batch_size=4,
+                train_examples=32, val_examples=8, val_interval=2)  # fmt: skip
     part = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
                            out=tmp_path / "cmp", progress=False, shard=(1, 2), **tiny)  # fmt: skip
     assert [r["mixer"] for r in part["runs"]] == ["softmax"] and not (tmp_path / "cmp" / "seq-compare-mqar.md").exists()
