@@ -181,6 +181,8 @@ class HamMixer(nn.Module):
             against the dictionary's first ``keys`` rows from its first ``keys`` channels; the dictionary's update fits
             every row, and the read-out D·c returns every row — the rest (the value part) is what a code recalls, the
             paper's matrix-completion view: a query whose value channels are unknown is coded by its key alone.
+            Measured (MQAR N 256 / 32 pairs, R 32, seed 0): keys 32 of 64 recalled 85.97% against 84.17% with every
+            channel coding (docs/results/sequences.md) — one seed, so not the default yet.
         causal: the chunked causal form (see the module docstring).
         chunk: L, tokens per chunk of the causal form.
         grad: ``"chunkwise"`` (default), ``"one-step"`` (the paper's), ``"bptt"`` or ``"truncated:k"`` (module
@@ -199,7 +201,7 @@ class HamMixer(nn.Module):
             multiplicative updates. ``"ridge"``: the closed form of min ‖X − DC‖² + λ‖D − D_start‖² over the prefix,
             D = (A + λ·D_start)(B + λI)⁻¹, clipped at zero (the codes' NMF updates need a non-negative D) — the
             exact least-squares memory that de-blends overlapping codes, where K multiplicative steps from the start
-            do not.
+            do not. Measured (MQAR N 256 / 32 pairs, R 32, seed 0): 61.03% against the multiplicative fit's 84.17%.
         ridge: λ of ``fit="ridge"``.
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
