@@ -154,7 +154,7 @@ def test_lm_train_eval_generates_text(tmp_path, capsys):
     assert report["sample"].startswith("def ") and len(report["corpus_sha256"]) == 64
 
 
-def test_compare_and_bench_at_a_tiny_size(tmp_path):
+def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
     from hamburger.seq import bench as seq_bench
     from hamburger.seq import compare as seq_compare
 
@@ -171,6 +171,13 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path):
     cells = seq_compare.plan("mqar", ("ham_nmf", "none"), lengths=(24, 48), pairs=(4,), base=SeqTrainConfig(),
                              out=tmp_path / "p")  # fmt: skip
     assert [(c.mixer, c.seq_len) for c in cells] == [("ham_nmf", 24), ("none", 24), ("ham_nmf", 48)]
+    listed = seq_compare.plan("mqar", ("ham_nmf", "none"), cells=((48, 4), (24, 4), (24, 9)), base=SeqTrainConfig(),
+                              out=tmp_path / "p")  # fmt: skip
+    # only the listed cells, in their order, 3 x 9 > 24 skipped, the control at the shortest listed N
+    assert [(c.mixer, c.seq_len, c.pairs) for c in listed] == [("ham_nmf", 48, 4), ("ham_nmf", 24, 4), ("none", 24, 4)]
+    with pytest.raises(SystemExit):
+        main(["seq", "compare", "--cells", "64x8", "--out", str(tmp_path / "x")])
+    assert "expected N:PAIRS" in capsys.readouterr().err
     md = (tmp_path / "cmp" / "seq-compare-mqar.md").read_text()
     assert "| ham_nmf |" in md and "N 24, 4 pairs" in md and "spread" in md
     assert (tmp_path / "cmp" / "seq-compare-mqar.png").stat().st_size > 1000

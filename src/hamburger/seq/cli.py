@@ -59,6 +59,8 @@ def register(sub) -> None:
     c.add_argument("--seeds", type=integers, default=None, help="lm: seeds (default 0,1,2)")
     c.add_argument("--lengths", type=positive_ints, default=(64, 256, 512), help="mqar: N")
     c.add_argument("--pairs", type=positive_ints, default=(8, 32), help="mqar: key-value pairs")
+    c.add_argument("--cells", type=_cells, default=None,
+                   help="mqar: the (N, pairs) cells, N:P,... (instead of every --lengths with every --pairs)")
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: the task's)")
     c.add_argument("--device", type=device_name, default="cpu")
     c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
@@ -96,6 +98,17 @@ def register(sub) -> None:
     SUBCOMMANDS.update(train=t, eval=e, compare=c, bench=b)
 
 
+def _cells(text: str) -> tuple[tuple[int, int], ...]:
+    """``"64:8,256:32"`` -> ((64, 8), (256, 32)); argparse reports a malformed list."""
+    try:
+        cells = tuple((int(n), int(p)) for n, p in (c.split(":") for c in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N:PAIRS,... (e.g. 64:8,256:32), got {text!r}") from None
+    if any(n < 1 or p < 1 for n, p in cells):
+        raise argparse.ArgumentTypeError(f"N and pairs must be >= 1, got {text!r}")
+    return cells
+
+
 def _train(args) -> None:
     train(config_from_args(SeqTrainConfig, args))
 
@@ -110,7 +123,7 @@ def _compare(args) -> None:
         pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
         jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
         ham_norm=args.ham_norm, ham_memory=args.ham_memory, rank=args.rank,
-        ham_width=args.ham_width, ham_keys=args.ham_keys, ham_fit=args.ham_fit,
+        ham_width=args.ham_width, ham_keys=args.ham_keys, ham_fit=args.ham_fit, cells=args.cells,
     )  # fmt: skip
 
 

@@ -1,8 +1,8 @@
 """`hamburger seq compare`: mixers inside the same causal Transformer, same width, depth, budget and seeds.
 
-* ``--task mqar``: recall accuracy for every N in ``lengths`` and number of pairs in ``pairs`` (cells with
-  3·pairs > N are skipped); one seed per cell, three for N = 256 with 32 pairs; 3,000 steps per run unless told;
-  the mixer-free control (``none``) at the shortest N only.
+* ``--task mqar``: recall accuracy for every N in ``lengths`` and number of pairs in ``pairs``, or for the listed
+  ``cells`` (``--cells 64:8,256:32``; cells with 3·pairs > N are skipped); one seed per cell, three for N = 256
+  with 32 pairs; 3,000 steps per run unless told; the mixer-free control (``none``) at the shortest N only.
 * ``--task lm``: test bits per character of the character model over ``seeds`` (default 0, 1, 2), with the unigram
   and bigram models' beside them.
 
@@ -69,11 +69,15 @@ MQAR_ITERS = 3000
 
 
 def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32), base: SeqTrainConfig,
-         out: Path) -> list[SeqTrainConfig]:  # fmt: skip
-    """Every run of the comparison, seeds outermost within a cell so a partial sweep stays balanced."""
+         out: Path, cells=None) -> list[SeqTrainConfig]:  # fmt: skip
+    """Every run of the comparison, seeds outermost within a cell so a partial sweep stays balanced. MQAR's cells:
+    ``cells`` ((N, pairs), ...) when given, else every N in ``lengths`` with every count in ``pairs``; a cell needs
+    3 x pairs <= N."""
     runs = []
     if task == "mqar":
-        for n, p in [(n, p) for n in lengths for p in pairs if 3 * p <= n]:
+        grid = [(n, p) for n, p in (cells or [(n, p) for n in lengths for p in pairs]) if 3 * p <= n]
+        lengths = [n for n, _ in grid] or lengths
+        for n, p in grid:
             for seed in seeds or ((0, 1, 2) if (n, p) == THREE_SEED_CELL else (0,)):
                 for mixer in mixers:
                     if mixer == "none" and n != min(lengths):  # the control: at chance everywhere, kept where cheap
@@ -91,7 +95,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
         progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
         ham_norm: str = DEFAULT_MIXER_NORM, ham_memory: str = DEFAULT_MIXER_MEMORY, rank: int | None = None,
-        ham_width: int | None = None, ham_keys: int | None = None, ham_fit: str = "mult",
+        ham_width: int | None = None, ham_keys: int | None = None, ham_fit: str = "mult", cells=None,
         **overrides) -> dict:  # fmt: skip
     """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``,
     ``rank``, ``ham_width``, ``ham_keys`` and ``ham_fit`` (default: seq train's) set the Ham arms' solve.
@@ -113,9 +117,11 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
                           **({"rank": rank} if rank else {}), **({"ham_width": ham_width} if ham_width else {}),
                           **({"ham_keys": ham_keys} if ham_keys else {}),
                           **overrides)  # fmt: skip
-    runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out)
+    cells = require_distinct(tuple(tuple(c) for c in cells), "cells") if cells else None
+    runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out, cells=cells)
     if not runs:
-        raise ValueError(f"no (N, pairs) cell fits 3 x pairs <= N: lengths {list(lengths)}, pairs {list(pairs)}")
+        asked = f"cells {list(cells)}" if cells else f"lengths {list(lengths)}, pairs {list(pairs)}"
+        raise ValueError(f"no (N, pairs) cell fits 3 x pairs <= N: {asked}")
     if jobs > 1 and shard is None:
         if overrides:
             raise ValueError(f"--jobs runs the command line's settings only, not {sorted(overrides)}")
@@ -123,6 +129,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
                 ",".join(map(str, lengths)), "--pairs", ",".join(map(str, pairs)), "--iters", str(base.iters),
                 "--device", device, "--out", str(out)]  # fmt: skip
         argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
+        argv += ["--cells", ",".join(f"{n}:{p}" for n, p in cells)] if cells else []
         argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--ham-memory", ham_memory, "--rank", str(base.rank)]
         argv += ["--ham-width", str(base.ham_width)] if base.ham_width else []
         argv += ["--ham-keys", str(base.ham_keys)] if base.ham_keys else []
