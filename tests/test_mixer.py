@@ -317,6 +317,9 @@ def test_ridge_fit_recovers_the_dictionary_and_keeps_the_twin_forms_equal():
         hb.HamMixer(16, fit="lsq")
     with pytest.raises(ValueError, match="ridge must be > 0"):
         hb.HamMixer(16, fit="ridge", ridge=0.0)
+    for ham, causal in (("vq", True), ("nmf", False)):
+        with pytest.raises(ValueError, match="fits the causal NMF mixer's dictionary"):
+            hb.HamMixer(16, ham=ham, causal=causal, fit="ridge")
 
 
 @pytest.mark.parametrize("grad", ["chunkwise", "truncated:2", "bptt"])

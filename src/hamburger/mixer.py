@@ -243,6 +243,8 @@ class HamMixer(nn.Module):
             raise ValueError(f"fit must be one of {MIXER_FITS}, got {fit!r}")
         if not ridge > 0:
             raise ValueError(f"ridge must be > 0, got {ridge!r}")
+        if fit == "ridge" and (ham != "nmf" or not causal):  # the other solves have no such fit: say so, not ignore it
+            raise ValueError(f"fit='ridge' fits the causal NMF mixer's dictionary; got ham={ham!r}, causal={causal}")
         if memory not in MIXER_MEMORIES:
             raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
         if width % heads:
