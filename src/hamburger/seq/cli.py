@@ -16,6 +16,7 @@ from ..engine.config import (
     shard_spec,
 )
 from ..mixer import (
+    DEFAULT_MIXER_FIT,
     DEFAULT_MIXER_GRAD,
     DEFAULT_MIXER_MEMORY,
     DEFAULT_MIXER_NORM,
@@ -76,7 +77,7 @@ def register(sub) -> None:
                    help="Ham mixers: W channels of the solve (default: seq train's)")
     c.add_argument("--ham-keys", type=positive_int, default=None,
                    help="Ham mixers: channels per head that code a token (default: seq train's)")
-    c.add_argument("--ham-fit", choices=MIXER_FITS, default="mult",
+    c.add_argument("--ham-fit", choices=MIXER_FITS, default=DEFAULT_MIXER_FIT,
                    help="Ham mixers: how a causal NMF dictionary is fitted to the prefix statistics")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..engine.common import machine_info, mean_std, run_shards, save_figure, write_results
 from ..engine.config import require_distinct
 from ..engine.results import load_result, recipe_of, save_result
-from ..mixer import DEFAULT_MIXER_GRAD, DEFAULT_MIXER_MEMORY, DEFAULT_MIXER_NORM
+from ..mixer import DEFAULT_MIXER_FIT, DEFAULT_MIXER_GRAD, DEFAULT_MIXER_MEMORY, DEFAULT_MIXER_NORM
 from ..sequence import MIXERS, create_mixer, state_floats
 from .config import SeqTrainConfig, free_fields_of
 from .eval import load_run, test_metrics
@@ -76,11 +76,11 @@ def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32)
     runs = []
     if task == "mqar":
         grid = [(n, p) for n, p in (cells or [(n, p) for n in lengths for p in pairs]) if 3 * p <= n]
-        lengths = [n for n, _ in grid] or lengths
+        shortest = min((n for n, _ in grid), default=None)
         for n, p in grid:
             for seed in seeds or ((0, 1, 2) if (n, p) == THREE_SEED_CELL else (0,)):
                 for mixer in mixers:
-                    if mixer == "none" and n != min(lengths):  # the control: at chance everywhere, kept where cheap
+                    if mixer == "none" and n != shortest:  # the control: at chance everywhere, kept where cheap
                         continue
                     runs.append(dataclasses.replace(base, seq_len=n, pairs=p, mixer=mixer, seed=seed,
                                                     out=out / f"N{n}-P{p}" / mixer / f"seed{seed}"))  # fmt: skip
@@ -95,7 +95,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
         progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
         ham_norm: str = DEFAULT_MIXER_NORM, ham_memory: str = DEFAULT_MIXER_MEMORY, rank: int | None = None,
-        ham_width: int | None = None, ham_keys: int | None = None, ham_fit: str = "mult", cells=None,
+        ham_width: int | None = None, ham_keys: int | None = None, ham_fit: str = DEFAULT_MIXER_FIT, cells=None,
         **overrides) -> dict:  # fmt: skip
     """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``,
     ``rank``, ``ham_width``, ``ham_keys`` and ``ham_fit`` (default: seq train's) set the Ham arms' solve.

@@ -9,6 +9,7 @@ from typing import ClassVar
 from ..engine.config import option, validate_config
 from ..engine.loop import AMP_DTYPES
 from ..mixer import (
+    DEFAULT_MIXER_FIT,
     DEFAULT_MIXER_GRAD,
     DEFAULT_MIXER_MEMORY,
     DEFAULT_MIXER_NORM,
@@ -61,8 +62,8 @@ class SeqTrainConfig:
                             "is D·R + R² + (chunk - 1)·D floats, D = W/heads", minimum=0)
     ham_keys: int = option(0, "Ham: channels per head that code a token (its key part; the read-out returns all of "
                            "them), 0: all", minimum=0)
-    ham_fit: str = option("mult", "Ham: how a causal NMF dictionary is fitted to the prefix statistics (mult: K "
-                          "multiplicative updates; ridge: the closed-form least squares)", choices=MIXER_FITS)
+    ham_fit: str = option(DEFAULT_MIXER_FIT, "Ham: how a causal NMF dictionary is fitted to the prefix statistics "
+                          "(mult: K multiplicative updates; ridge: the closed-form least squares)", choices=MIXER_FITS)
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
     ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")

@@ -72,7 +72,7 @@ def split_data(config: SeqTrainConfig, split: str):
 
 def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
     """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, width, keys, steps, chunk, gradient,
-    norm and memory; none for the other mixers."""
+    norm, memory and fit; none for the other mixers."""
     if not (mixer or config.mixer).startswith("ham_"):
         return {}
     return {"rank": config.rank, "width": config.ham_width or None, "keys": config.ham_keys or None,
