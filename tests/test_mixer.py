@@ -383,3 +383,47 @@ def test_stats_memory_makes_the_dictionary_a_function_of_the_prefix_statistics()
     assert not torch.allclose(outputs["stats"][:, 8:], outputs["dict"][:, 8:])
     with pytest.raises(ValueError, match="memory must be one of"):
         hb.HamMixer(8, causal=True, memory="cache")
+
+
+@pytest.mark.parametrize("ham", ["nmf", "vq"])
+def test_local_read_out_adds_the_chunks_earlier_tokens_by_code_overlap(ham):
+    """local=True: y_t = D_j c_t + g · Σ_{s<t in t's chunk} w_ts x_s / (1 + Σ w_ts), w_ts = c_t·c_s. Against the same
+    weights without it the difference is that term through the out projection — zero at a chunk's first token and at
+    g = 0; the recurrent form equals the parallel one; a late loss now reaches its own chunk's earlier tokens, still
+    no later ones."""
+    mixer = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=4, local=True).eval()
+    plain = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=4).eval()
+    plain.load_state_dict({k: v for k, v in mixer.state_dict().items() if k != "local_gain"})
+    with torch.no_grad():
+        mixer.local_gain.copy_(torch.tensor([0.5, 2.0]))
+    tokens = _tokens(n=11)
+    with torch.no_grad():
+        diff = mixer(tokens) - plain(tokens)  # (B, N, C)
+        h = mixer._groups(tokens)  # (B*S, N, D)
+        xj = h[:, 4:8]  # chunk 1
+        start = mixer._start(h.shape[0], h)
+        d1 = mixer._update(start, *mixer._stats(h[:, :4], mixer._code(h[:, :4], start)))  # chunk 1's dictionary
+        c = mixer._code(xj, d1)  # (G, 4, R)
+        t = 2  # position 6: tokens 4 and 5 before it in its chunk
+        w = (c[:, t : t + 1] @ c[:, :t].mT)[:, 0]  # (G, t)
+        term = (w[..., None] * xj[:, :t]).sum(1) / (1 + w.sum(-1, keepdim=True))  # (G, D)
+        term = term * torch.tensor([0.5, 2.0]).repeat(2)[:, None]
+        expected = term.reshape(2, -1) @ mixer.out_proj.weight.mT  # (B, S·D) -> (B, C)
+    torch.testing.assert_close(diff[:, 6], expected, rtol=1e-5, atol=1e-6)
+    assert (diff[:, [0, 4, 8]].abs() < 1e-6).all() and (diff[:, [1, 5, 9]].abs() > 1e-6).any()
+    torch.testing.assert_close(_stepped(mixer, tokens), mixer(tokens), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        mixer.local_gain.zero_()
+        assert torch.equal(mixer(tokens), plain(tokens))
+        mixer.local_gain.fill_(1.0)
+    assert "local" in repr(mixer)
+    tokens.requires_grad_(True)
+    mixer.train()(tokens)[:, 10].sum().backward()  # position 10 of chunk 2 (8..10): its own 8 and 9 as well now
+    reach = tokens.grad.abs().sum((0, 2))
+    assert (reach[:11] > 0).all()
+    tokens.grad = None
+    mixer(tokens)[:, 9].sum().backward()
+    assert tokens.grad[:, 10].abs().sum() == 0
+    for kwargs in ({"causal": False}, {"causal": True, "memory": "dict"}):
+        with pytest.raises(ValueError, match="local=True is the causal stats form's read-out"):
+            hb.HamMixer(16, local=True, **kwargs)

@@ -206,6 +206,12 @@ class HamMixer(nn.Module):
             exact least-squares memory that de-blends overlapping codes, where K multiplicative steps from the start
             do not. Measured (MQAR N 256 / 32 pairs, R 32, seed 0): 61.03% against the multiplicative fit's 84.17%.
         ridge: λ of ``fit="ridge"``.
+        local: an intra-chunk read-out (causal, ``memory="stats"``). Without it a token meets only the dictionary of
+            the chunks before its own — the (up to L − 1) tokens of its chunk before it, which the recurrent state
+            already holds, reach it one chunk later. With it, y_t = D_j c_t + g · Σ_{s<t} w_ts x_s / (1 + Σ_{s<t}
+            w_ts) over its chunk's earlier tokens s, w_ts = c_t·c_s ≥ 0 the overlap of their codes (a softly
+            normalised average: bounded by the largest ‖x_s‖, gradient bounded at vanishing codes), g a learned gain
+            per head (start 1). No extra state; the cost O(N·L·(R + D)).
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
@@ -228,6 +234,7 @@ class HamMixer(nn.Module):
         memory: str = DEFAULT_MIXER_MEMORY,
         fit: str = DEFAULT_MIXER_FIT,
         ridge: float = 1.0,
+        local: bool = False,
         inv_t: float = 20.0,
         eps: float = 1e-6,
         seed: int = 0,
@@ -250,6 +257,8 @@ class HamMixer(nn.Module):
             raise ValueError(f"fit='ridge' fits the causal NMF mixer's dictionary; got ham={ham!r}, causal={causal}")
         if memory not in MIXER_MEMORIES:
             raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
+        if local and (not causal or memory != "stats"):  # the pending chunk is in the state of the stats form only
+            raise ValueError(f"local=True is the causal stats form's read-out; got causal={causal}, memory={memory!r}")
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
         keys = width // heads if keys is None else keys
@@ -258,9 +267,10 @@ class HamMixer(nn.Module):
         self.spec = mixer_grad(grad, steps)
         self.dim, self.width, self.ham, self.rank, self.steps, self.heads = dim, width, ham, rank, steps, heads
         self.causal, self.chunk, self.grad, self.inv_t, self.eps, self.seed = causal, chunk, grad, inv_t, eps, seed
-        self.norm, self.memory, self.keys, self.fit, self.ridge = norm, memory, keys, fit, ridge
+        self.norm, self.memory, self.keys, self.fit, self.ridge, self.local = norm, memory, keys, fit, ridge, local
         self.in_proj = nn.Linear(dim, width)
         self.out_proj = nn.Linear(width, dim)
+        self.local_gain = nn.Parameter(torch.ones(heads)) if local else None  # g per head
         gen = torch.Generator().manual_seed(seed)
         draw = torch.rand if ham == "nmf" else torch.randn
         start = F.normalize(draw(heads, width // heads, rank, generator=gen), dim=1)  # (S, D, R)
@@ -319,6 +329,16 @@ class HamMixer(nn.Module):
         a = x.mT @ c  # (G, D, T) @ (G, T, R) -> (G, D, R)
         b = c.mT @ c if self.ham == "nmf" else c.sum(1)  # (G, R, R) or (G, R)
         return a, b
+
+    def _local(self, c: Tensor, cp: Tensor, xp: Tensor, diagonal: int | None) -> Tensor:
+        """The intra-chunk read-out of tokens with codes c (G, T, R) from the chunk's tokens xp (G, P, D) with codes
+        cp (G, P, R): g · Σ_s w_ts x_s / (1 + Σ_s w_ts), w = c cpᵀ, over s < t when ``diagonal`` is -1 (the parallel
+        form, P = T), over every s when it is None (one token against the pending ones)."""
+        w = c @ cp.mT  # (G, T, R) @ (G, R, P) -> (G, T, P)
+        if diagonal is not None:
+            w = w.tril(diagonal)
+        gain = self.local_gain.to(c.dtype).repeat(c.shape[0] // self.heads)[:, None, None]  # (S,) -> (G, 1, 1)
+        return gain * (w @ xp) / (1 + w.sum(-1, keepdim=True))  # (G, T, P) @ (G, P, D) / (G, T, 1)
 
     def _start(self, groups: int, like: Tensor) -> Tensor:
         return self.start.to(like.dtype).repeat(groups // self.heads, 1, 1)  # (S, D, R) -> (B*S, D, R)
@@ -380,7 +400,8 @@ class HamMixer(nn.Module):
             c = self._code(xj, d)
             if keep is not None:
                 c = c * keep[:, s : s + self.chunk]
-            out.append(c @ d.mT)  # (G, L, R) @ (G, R, D)
+            y = c @ d.mT  # (G, L, R) @ (G, R, D)
+            out.append(y + self._local(c, c, xj, -1) if self.local else y)
             if s + self.chunk < n:  # the next chunk's dictionary
                 sa, sb = self._stats(xj, c)
                 a, b = (sa, sb) if a is None else (a + sa, b + sb)
@@ -416,6 +437,8 @@ class HamMixer(nn.Module):
             d = self._update(self._start(h.shape[0], h), state["a"], state["b"])
         c = self._code(h, d)  # (B*S, 1, R)
         y = c @ d.mT  # (B*S, 1, D)
+        if self.local and state["pending"].shape[1]:  # the chunk's earlier tokens, coded against the same d
+            y = y + self._local(c, self._code(state["pending"], d), state["pending"], None)
         state = {**state, "t": state["t"] + 1}
         if self.memory == "dict":  # the token's statistics join (A, B) at once: D, not (A, B), codes its chunk's rest
             sa, sb = self._stats(h, c)
@@ -434,6 +457,7 @@ class HamMixer(nn.Module):
     def extra_repr(self) -> str:
         causal = f"causal, chunk={self.chunk}, norm={self.norm!r}, memory={self.memory!r}"
         causal += f", fit='ridge', ridge={self.ridge}" if self.fit == "ridge" else ""
+        causal += ", local" if self.local else ""
         form = causal if self.causal else "non-causal"
         width = f", width={self.width}" if self.width != self.dim else ""
         width += f", keys={self.keys}" if self.keys != self.width // self.heads else ""
