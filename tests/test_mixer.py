@@ -427,3 +427,35 @@ def test_local_read_out_adds_the_chunks_earlier_tokens_by_code_overlap(ham):
     for kwargs in ({"causal": False}, {"causal": True, "memory": "dict"}):
         with pytest.raises(ValueError, match="local=True is the causal stats form's read-out"):
             hb.HamMixer(16, local=True, **kwargs)
+
+
+@pytest.mark.parametrize("ham", ["nmf", "vq"])
+def test_decay_weighs_earlier_chunks_by_a_learned_gamma(ham):
+    """decay=γ_0: the prefix statistics are A_j = γ A_{j-1} + X_j C_jᵀ (B alike) with γ = sigmoid(θ) per head, learned.
+    Chunk 2's output equals the pieces put together by hand with γ applied once to chunk 0's statistics; the recurrent
+    form equals the parallel one; θ gets a gradient; bad values are refused."""
+    mixer = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=4, decay=0.6).eval()
+    with torch.no_grad():
+        mixer.decay_logit.copy_(torch.tensor([0.3, 0.8]).logit())
+    tokens = _tokens(n=11)
+    with torch.no_grad():
+        h = mixer._groups(tokens)  # (B*S, N, D)
+        start = mixer._start(h.shape[0], h)
+        a0, b0 = mixer._stats(h[:, :4], mixer._code(h[:, :4], start))
+        d1 = mixer._update(start, a0, b0)
+        a1, b1 = mixer._stats(h[:, 4:8], mixer._code(h[:, 4:8], d1))
+        gamma = torch.tensor([0.3, 0.8]).repeat(2)  # (G,): heads 0, 1 of batch 0, then of batch 1
+        g = gamma.view(-1, *([1] * (b0.ndim - 1)))
+        d2 = mixer._update(start, gamma[:, None, None] * a0 + a1, g * b0 + b1)
+        expected = mixer._ungroup(mixer._code(h[:, 8:], d2) @ d2.mT, 2)  # (B, 3, C)
+        torch.testing.assert_close(mixer(tokens)[:, 8:], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_stepped(mixer, tokens), mixer(tokens), rtol=1e-5, atol=1e-5)
+    assert "decay=0.6" in repr(mixer)
+    mixer.train()(tokens)[:, 10].sum().backward()
+    assert mixer.decay_logit.grad is not None and (mixer.decay_logit.grad != 0).all()
+    for bad in (0.0, 1.0, 1.5, True):
+        with pytest.raises(ValueError, match="decay must be None or a float in"):
+            hb.HamMixer(16, causal=True, decay=bad)
+    for kwargs in ({"causal": False}, {"causal": True, "memory": "dict"}):
+        with pytest.raises(ValueError, match="decay weighs the causal stats form's statistics"):
+            hb.HamMixer(16, decay=0.9, **kwargs)

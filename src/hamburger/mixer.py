@@ -212,6 +212,10 @@ class HamMixer(nn.Module):
             w_ts) over its chunk's earlier tokens s, w_ts = c_t·c_s ≥ 0 the overlap of their codes (a softly
             normalised average: bounded by the largest ‖x_s‖, gradient bounded at vanishing codes), g a learned gain
             per head (start 1). No extra state; the cost O(N·L·(R + D)).
+        decay: a forgetting rate (causal, ``memory="stats"``): None (default) sums the prefix statistics with equal
+            weights, A_j = A_{j-1} + X_j C_jᵀ; a float γ_0 in (0, 1) decays them by a learned γ per head at every
+            chunk, A_j = γ A_{j-1} + X_j C_jᵀ (B alike), γ = sigmoid(θ) starting at γ_0 — recent chunks weigh more in
+            the dictionary, as in gated linear attention and RetNet. No extra state.
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
@@ -235,6 +239,7 @@ class HamMixer(nn.Module):
         fit: str = DEFAULT_MIXER_FIT,
         ridge: float = 1.0,
         local: bool = False,
+        decay: float | None = None,
         inv_t: float = 20.0,
         eps: float = 1e-6,
         seed: int = 0,
@@ -259,6 +264,12 @@ class HamMixer(nn.Module):
             raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
         if local and (not causal or memory != "stats"):  # the pending chunk is in the state of the stats form only
             raise ValueError(f"local=True is the causal stats form's read-out; got causal={causal}, memory={memory!r}")
+        if decay is not None:
+            if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+                raise ValueError(f"decay must be None or a float in (0, 1), got {decay!r}")
+            if not causal or memory != "stats":  # it weighs the prefix statistics of the stats form
+                raise ValueError(f"decay weighs the causal stats form's statistics; got causal={causal}, "
+                                 f"memory={memory!r}")  # fmt: skip
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
         keys = width // heads if keys is None else keys
@@ -271,6 +282,9 @@ class HamMixer(nn.Module):
         self.in_proj = nn.Linear(dim, width)
         self.out_proj = nn.Linear(width, dim)
         self.local_gain = nn.Parameter(torch.ones(heads)) if local else None  # g per head
+        self.decay = decay
+        logit = torch.full((heads,), float(decay)).logit() if decay is not None else None  # γ = sigmoid(θ) per head
+        self.decay_logit = nn.Parameter(logit) if decay is not None else None
         gen = torch.Generator().manual_seed(seed)
         draw = torch.rand if ham == "nmf" else torch.randn
         start = F.normalize(draw(heads, width // heads, rank, generator=gen), dim=1)  # (S, D, R)
@@ -340,6 +354,16 @@ class HamMixer(nn.Module):
         gain = self.local_gain.to(c.dtype).repeat(c.shape[0] // self.heads)[:, None, None]  # (S,) -> (G, 1, 1)
         return gain * (w @ xp) / (1 + w.sum(-1, keepdim=True))  # (G, T, P) @ (G, P, D) / (G, T, 1)
 
+    def _join(self, a: Tensor | None, b: Tensor | None, sa: Tensor, sb: Tensor) -> tuple[Tensor, Tensor]:
+        """The prefix statistics after a chunk with statistics (sa, sb) joins (a, b) (None: the first chunk):
+        (γa + sa, γb + sb) with the learned γ per head under ``decay``, the plain sums otherwise."""
+        if a is None:
+            return sa, sb
+        if self.decay_logit is None:
+            return a + sa, b + sb
+        gamma = torch.sigmoid(self.decay_logit).to(a.dtype).repeat(a.shape[0] // self.heads)  # (S,) -> (G,)
+        return gamma[:, None, None] * a + sa, gamma.view(-1, *([1] * (b.ndim - 1))) * b + sb
+
     def _start(self, groups: int, like: Tensor) -> Tensor:
         return self.start.to(like.dtype).repeat(groups // self.heads, 1, 1)  # (S, D, R) -> (B*S, D, R)
 
@@ -404,7 +428,7 @@ class HamMixer(nn.Module):
             out.append(y + self._local(c, c, xj, -1) if self.local else y)
             if s + self.chunk < n:  # the next chunk's dictionary
                 sa, sb = self._stats(xj, c)
-                a, b = (sa, sb) if a is None else (a + sa, b + sb)
+                a, b = self._join(a, b, sa, sb)
                 d = self._update(d if self.memory == "dict" else self._start(groups, h), a, b)
         return torch.cat(out, dim=1)
 
@@ -449,7 +473,7 @@ class HamMixer(nn.Module):
             pending = torch.cat([state["pending"], h], 1)  # (B*S, T mod L, D)
             if state["t"] % self.chunk == 0:
                 sa, sb = self._stats(pending, self._code(pending, d))
-                state["a"], state["b"] = state["a"] + sa, state["b"] + sb
+                state["a"], state["b"] = self._join(state["a"], state["b"], sa, sb)  # γ·0 before the first chunk
                 pending = pending[:, :0]
             state["pending"] = pending
         return self._ungroup(y, x.shape[0])[:, 0], state
@@ -458,6 +482,7 @@ class HamMixer(nn.Module):
         causal = f"causal, chunk={self.chunk}, norm={self.norm!r}, memory={self.memory!r}"
         causal += f", fit='ridge', ridge={self.ridge}" if self.fit == "ridge" else ""
         causal += ", local" if self.local else ""
+        causal += f", decay={self.decay}" if self.decay is not None else ""
         form = causal if self.causal else "non-causal"
         width = f", width={self.width}" if self.width != self.dim else ""
         width += f", keys={self.keys}" if self.keys != self.width // self.heads else ""

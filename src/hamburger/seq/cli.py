@@ -81,6 +81,8 @@ def register(sub) -> None:
                    help="Ham mixers: how a causal NMF dictionary is fitted to the prefix statistics")
     c.add_argument("--ham-local", action="store_true",
                    help="Ham mixers: an intra-chunk read-out (a token also reads its chunk's earlier tokens)")
+    c.add_argument("--ham-decay", type=float, default=0.0,
+                   help="Ham mixers: start of a learned per-chunk decay of the prefix statistics (0: none)")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
@@ -127,7 +129,7 @@ def _compare(args) -> None:
         jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
         ham_norm=args.ham_norm, ham_memory=args.ham_memory, rank=args.rank,
         ham_width=args.ham_width, ham_keys=args.ham_keys, ham_fit=args.ham_fit, cells=args.cells,
-        ham_local=args.ham_local,
+        ham_local=args.ham_local, ham_decay=args.ham_decay,
     )  # fmt: skip
 
 

@@ -96,9 +96,10 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
         ham_norm: str = DEFAULT_MIXER_NORM, ham_memory: str = DEFAULT_MIXER_MEMORY, rank: int | None = None,
         ham_width: int | None = None, ham_keys: int | None = None, ham_fit: str = DEFAULT_MIXER_FIT, cells=None,
-        ham_local: bool = False, **overrides) -> dict:  # fmt: skip
+        ham_local: bool = False, ham_decay: float = 0.0, **overrides) -> dict:  # fmt: skip
     """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``,
-    ``rank``, ``ham_width``, ``ham_keys``, ``ham_fit`` and ``ham_local`` (default: seq train's) set the Ham arms' solve.
+    ``rank``, ``ham_width``, ``ham_keys``, ``ham_fit``, ``ham_local`` and ``ham_decay`` (default: seq train's) set
+    the Ham arms' solve.
     ``overrides`` set other :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)``
     trains only every n-th run from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores
     split), then the tables."""
@@ -113,7 +114,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     iters = iters or (MQAR_ITERS if task == "mqar" else None)
     base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
                           ham_grad=ham_grad, ham_norm=ham_norm, ham_memory=ham_memory, ham_fit=ham_fit,
-                          ham_local=ham_local,
+                          ham_local=ham_local, ham_decay=ham_decay,
                           **({"iters": iters} if iters else {}),
                           **({"rank": rank} if rank else {}), **({"ham_width": ham_width} if ham_width else {}),
                           **({"ham_keys": ham_keys} if ham_keys else {}),
@@ -135,6 +136,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         argv += ["--ham-width", str(base.ham_width)] if base.ham_width else []
         argv += ["--ham-keys", str(base.ham_keys)] if base.ham_keys else []
         argv += ["--ham-fit", ham_fit] + (["--ham-local"] if ham_local else [])
+        argv += ["--ham-decay", str(ham_decay)] if ham_decay else []
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         run_shards(argv, jobs=jobs, out=out)
@@ -148,7 +150,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
             "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr, "rank": base.rank,
             "ham_width": base.ham_width, "ham_keys": base.ham_keys, "ham_grad": base.ham_grad,
             "ham_norm": base.ham_norm, "ham_memory": base.ham_memory, "ham_fit": base.ham_fit,
-            "ham_local": base.ham_local}  # fmt: skip
+            "ham_local": base.ham_local, "ham_decay": base.ham_decay}  # fmt: skip
     write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
     _plot(task, results, mixers, out)
     if progress:

@@ -24,8 +24,8 @@ from ..sequence import MIXERS
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "val_interval"})  # fmt: skip
 # the fields only a Ham mixer reads: they do not decide another mixer's result
-HAM_FIELDS = frozenset({"rank", "ham_width", "ham_keys", "ham_fit", "ham_local", "ham_steps", "chunk", "ham_grad",
-                        "ham_norm", "ham_memory"})
+HAM_FIELDS = frozenset({"rank", "ham_width", "ham_keys", "ham_fit", "ham_local", "ham_decay", "ham_steps", "chunk",
+                        "ham_grad", "ham_norm", "ham_memory"})
 
 
 def free_fields_of(config: SeqTrainConfig) -> frozenset:
@@ -40,7 +40,8 @@ class SeqTrainConfig:
 
     # what a saved run that lacks a field trained with: a changed default's earlier value, or a new option's off value
     LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step", "ham_norm": "none", "ham_memory": "dict",
-                                       "ham_width": 0, "ham_keys": 0, "ham_fit": "mult", "ham_local": False}
+                                       "ham_width": 0, "ham_keys": 0, "ham_fit": "mult", "ham_local": False,
+                                       "ham_decay": 0.0}
 
     # data
     task: str = option("lm", "mqar (associative recall) | lm (characters of sympy's source)", choices=("mqar", "lm"))
@@ -66,6 +67,8 @@ class SeqTrainConfig:
                           "(mult: K multiplicative updates; ridge: the closed-form least squares)", choices=MIXER_FITS)
     ham_local: bool = option(False, "Ham: an intra-chunk read-out (a token also reads its chunk's earlier tokens, "
                              "weighted by code overlap; causal, memory stats)")
+    ham_decay: float = option(0.0, "Ham: start of a learned per-chunk decay of the prefix statistics, in (0, 1) "
+                              "(0: none, equal weights; causal, memory stats)", minimum=0.0)
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
     ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")

@@ -72,12 +72,13 @@ def split_data(config: SeqTrainConfig, split: str):
 
 def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
     """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, width, keys, steps, chunk, gradient,
-    norm, memory, fit and local read-out; none for the other mixers."""
+    norm, memory, fit, local read-out and decay; none for the other mixers."""
     if not (mixer or config.mixer).startswith("ham_"):
         return {}
     return {"rank": config.rank, "width": config.ham_width or None, "keys": config.ham_keys or None,
             "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad, "norm": config.ham_norm,
-            "memory": config.ham_memory, "fit": config.ham_fit, "local": config.ham_local}  # fmt: skip
+            "memory": config.ham_memory, "fit": config.ham_fit, "local": config.ham_local,
+            "decay": config.ham_decay or None}  # fmt: skip
 
 
 def build_model(config: SeqTrainConfig) -> SequenceModel:
@@ -93,6 +94,7 @@ def identity_of(model: nn.Module, config: SeqTrainConfig) -> dict[str, str]:
         name += f"-k{config.ham_keys}" if config.ham_keys else ""
         name += "-ridge" if config.ham_fit == "ridge" else ""
         name += "-local" if config.ham_local else ""
+        name += f"-decay{config.ham_decay:g}" if config.ham_decay else ""
         name += "" if config.ham_norm == "none" else f"-{config.ham_norm}"  # the forward differs: a checkpoint says so
         name += "" if config.ham_memory == "dict" else f"-{config.ham_memory}"
     return model_identity(model, name=name, num_classes=VOCAB)
