@@ -425,8 +425,46 @@ def test_local_read_out_adds_the_chunks_earlier_tokens_by_code_overlap(ham):
     mixer(tokens)[:, 9].sum().backward()
     assert tokens.grad[:, 10].abs().sum() == 0
     for kwargs in ({"causal": False}, {"causal": True, "memory": "dict"}):
-        with pytest.raises(ValueError, match="local=True is the causal stats form's read-out"):
+        with pytest.raises(ValueError, match="local is the causal stats form's read-out"):
             hb.HamMixer(16, local=True, **kwargs)
+    with pytest.raises(ValueError, match="local must be False, True, 'chunk' or 'window'"):
+        hb.HamMixer(16, causal=True, local="all")
+
+
+@pytest.mark.parametrize("ham", ["nmf", "vq"])
+@pytest.mark.parametrize("chunk", [1, 4, 5])
+def test_local_window_reads_the_last_l_minus_1_tokens_across_the_chunk_boundary(ham, chunk):
+    """local="window": the read-out of position t covers t − L + 1 … t − 1, the previous chunk's tail coded against
+    t's dictionary. At a chunk's first token (position 4, L 4) the term is over positions 1-3 by hand; the recurrent
+    form, whose state holds the last L − 1 tokens instead of the pending chunk's (as many floats), equals the parallel
+    one, padded or not; nothing later is reached."""
+    mixer = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=chunk, local="window").eval()
+    tokens = _tokens(n=11)
+    torch.testing.assert_close(_stepped(mixer, tokens), mixer(tokens), rtol=1e-5, atol=1e-5)
+    state = mixer.init_state(2)
+    for t in range(11):
+        _, state = mixer.step(tokens[:, t], state)
+    assert state["recent"].shape == (4, min(11, chunk - 1), 8) and "pending" not in state
+    mask = torch.ones(2, 11, dtype=torch.bool)
+    mask[1, 7:] = False  # padding changes nothing before it
+    torch.testing.assert_close(mixer(tokens, mask)[1, :7], mixer(tokens[1:2, :7])[0], rtol=1e-5, atol=1e-6)
+    if chunk == 4:
+        plain = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=4).eval()
+        plain.load_state_dict({k: v for k, v in mixer.state_dict().items() if k != "local_gain"})
+        with torch.no_grad():
+            diff = mixer(tokens) - plain(tokens)
+            h = mixer._groups(tokens)
+            start = mixer._start(h.shape[0], h)
+            d1 = mixer._update(start, *mixer._stats(h[:, :4], mixer._code(h[:, :4], start)))
+            c, cp = mixer._code(h[:, 4:5], d1), mixer._code(h[:, 1:4], d1)  # position 4; positions 1-3 against D_1
+            w = (c @ cp.mT)[:, 0]  # (G, 3)
+            term = (w[..., None] * h[:, 1:4]).sum(1) / (1 + w.sum(-1, keepdim=True))  # (G, D), gain 1
+            expected = term.reshape(2, -1) @ mixer.out_proj.weight.mT
+        torch.testing.assert_close(diff[:, 4], expected, rtol=1e-5, atol=1e-6)
+        assert "local='window'" in repr(mixer)
+    tokens.requires_grad_(True)
+    mixer.train()(tokens)[:, 6].sum().backward()
+    assert tokens.grad[:, 7:].abs().sum() == 0 and (tokens.grad[:, :7].abs().sum((0, 2)) > 0).all()
 
 
 @pytest.mark.parametrize("ham", ["nmf", "vq"])

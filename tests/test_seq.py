@@ -158,7 +158,7 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
     from hamburger.seq import bench as seq_bench
     from hamburger.seq import compare as seq_compare
 
-    tiny = dict(dim=16, depth=1, rank=4, ham_width=8, ham_keys=4, ham_fit="ridge", ham_local=True, ham_decay=0.9,
+    tiny = dict(dim=16, depth=1, rank=4, ham_width=8, ham_keys=4, ham_fit="ridge", ham_local="window", ham_decay=0.9,
                 chunk=8, batch_size=4, train_examples=32, val_examples=8, val_interval=2)  # fmt: skip
     part = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
                            out=tmp_path / "cmp", progress=False, shard=(1, 2), **tiny)  # fmt: skip
@@ -185,7 +185,7 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
     assert json.dumps(info).count('"ham_norm": "unit"') >= 1 and '"rank": 4' in json.dumps(info)
     assert '"ham_memory": "stats"' in json.dumps(info) and '"ham_width": 8' in json.dumps(info)
     assert '"ham_keys": 4' in json.dumps(info) and '"ham_fit": "ridge"' in json.dumps(info)
-    assert '"ham_local": true' in json.dumps(info) and '"ham_decay": 0.9' in json.dumps(info)
+    assert '"ham_local": "window"' in json.dumps(info) and '"ham_decay": 0.9' in json.dumps(info)
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").glob("**/result.json")}
     seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
                     out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip
@@ -287,8 +287,8 @@ def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
         seq_compare._run_one(dataclasses.replace(ham, ham_keys=32), progress=False)
     with pytest.raises(ValueError, match=r"ham_fit: mult -> ridge"):  # K multiplicative updates, before the option
         seq_compare._run_one(dataclasses.replace(ham, ham_fit="ridge"), progress=False)
-    with pytest.raises(ValueError, match=r"ham_local: False -> True"):  # no intra-chunk read-out before the option
-        seq_compare._run_one(dataclasses.replace(ham, ham_local=True), progress=False)
+    with pytest.raises(ValueError, match=r"ham_local: none -> chunk"):  # no local read-out before the option
+        seq_compare._run_one(dataclasses.replace(ham, ham_local="chunk"), progress=False)
     with pytest.raises(ValueError, match=r"ham_decay: 0.0 -> 0.9"):  # equal weights before the option
         seq_compare._run_one(dataclasses.replace(ham, ham_decay=0.9), progress=False)
 

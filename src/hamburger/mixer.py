@@ -17,7 +17,8 @@ depends on the chunks before it only::
     D_{j+1}    = K dictionary updates of D_j from (A_j, B_j)
 
 so y_t depends on x_t and on tokens of earlier chunks only. Inside a chunk there is no mixing (every token of a
-chunk is coded against the same dictionary; a token reaches the others from the next chunk on).
+chunk is coded against the same dictionary; a token reaches the others from the next chunk on) unless ``local``
+adds the chunk's earlier tokens (or the last L − 1 tokens) to the read-out, weighted by code overlap.
 
 Cost per head (time): coding O(K·N·(D·R + R²)), statistics O(N·(D·R + R²)), dictionary O((N/L)·K·D·R²), in all
 O(K·N·D·R + (N/L)·K·D·R²) for R ≤ D — linear in N. Extra memory: O(N·R) for the codes and O(D·R + R²) for the
@@ -75,7 +76,7 @@ from .functional import GradSpec, parse_grad
 
 __all__ = [
     "HamMixer", "MIXER_HAMS", "MIXER_GRADS", "DEFAULT_MIXER_GRAD", "MIXER_NORMS", "DEFAULT_MIXER_NORM", "mixer_grad",
-    "MIXER_MEMORIES", "DEFAULT_MIXER_MEMORY", "MIXER_FITS", "DEFAULT_MIXER_FIT",
+    "MIXER_MEMORIES", "DEFAULT_MIXER_MEMORY", "MIXER_FITS", "DEFAULT_MIXER_FIT", "MIXER_LOCALS",
 ]  # fmt: skip
 
 MIXER_HAMS = ("nmf", "vq")
@@ -90,6 +91,7 @@ MIXER_FITS = ("mult", "ridge")  # how a causal NMF dictionary is fitted to the p
 # the default, by evidence (docs/results/sequences.md): on MQAR N 256 / 32 pairs the ridge fit recalled 61.0%, the
 # multiplicative updates 84.2%
 DEFAULT_MIXER_FIT = "mult"
+MIXER_LOCALS = ("chunk", "window")  # what the causal read-out of the recent tokens sees: see HamMixer's ``local``
 MIXER_MEMORIES = ("dict", "stats")  # what a causal chunk's dictionary update starts from: see HamMixer's ``memory``
 # the default, by evidence (docs/results/sequences.md): on MQAR N 256 / 32 pairs the dictionary rebuilt from the
 # prefix statistics left the plateau (test recall 55.1% at R 16, 74.6% at R 24 after 3,000 steps) where the carried
@@ -206,12 +208,15 @@ class HamMixer(nn.Module):
             exact least-squares memory that de-blends overlapping codes, where K multiplicative steps from the start
             do not. Measured (MQAR N 256 / 32 pairs, R 32, seed 0): 61.03% against the multiplicative fit's 84.17%.
         ridge: λ of ``fit="ridge"``.
-        local: an intra-chunk read-out (causal, ``memory="stats"``). Without it a token meets only the dictionary of
-            the chunks before its own — the (up to L − 1) tokens of its chunk before it, which the recurrent state
-            already holds, reach it one chunk later. With it, y_t = D_j c_t + g · Σ_{s<t} w_ts x_s / (1 + Σ_{s<t}
-            w_ts) over its chunk's earlier tokens s, w_ts = c_t·c_s ≥ 0 the overlap of their codes (a softly
-            normalised average: bounded by the largest ‖x_s‖, gradient bounded at vanishing codes), g a learned gain
-            per head (start 1). No extra state; the cost O(N·L·(R + D)).
+        local: a read-out of the recent tokens (causal, ``memory="stats"``). Without it (False) a token meets only
+            the dictionary of the chunks before its own — the (up to L − 1) tokens of its chunk before it, which the
+            recurrent state already holds, reach it one chunk later. ``"chunk"`` (or True): y_t = D_j c_t + g ·
+            Σ_s w_ts x_s / (1 + Σ_s w_ts) over its chunk's earlier tokens s, w_ts = c_t·c_s ≥ 0 the overlap of their
+            codes (a softly normalised average: bounded by the largest ‖x_s‖, gradient bounded at vanishing codes),
+            g a learned gain per head (start 1). ``"window"``: the same over the last L − 1 tokens, across the chunk
+            boundary (those of the previous chunk coded against D_j, as the recurrent form codes them); the state then
+            holds the last L − 1 tokens instead of the pending chunk's, as many floats. No extra state either way;
+            the cost O(N·L·(R + D)).
         decay: a forgetting rate (causal, ``memory="stats"``): None (default) sums the prefix statistics with equal
             weights, A_j = A_{j-1} + X_j C_jᵀ; a float γ_0 in (0, 1) decays them by a learned γ per head at every
             chunk, A_j = γ A_{j-1} + X_j C_jᵀ (B alike), γ = sigmoid(θ) starting at γ_0 — recent chunks weigh more in
@@ -238,7 +243,7 @@ class HamMixer(nn.Module):
         memory: str = DEFAULT_MIXER_MEMORY,
         fit: str = DEFAULT_MIXER_FIT,
         ridge: float = 1.0,
-        local: bool = False,
+        local: bool | str = False,
         decay: float | None = None,
         inv_t: float = 20.0,
         eps: float = 1e-6,
@@ -262,8 +267,12 @@ class HamMixer(nn.Module):
             raise ValueError(f"fit='ridge' fits the causal NMF mixer's dictionary; got ham={ham!r}, causal={causal}")
         if memory not in MIXER_MEMORIES:
             raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
-        if local and (not causal or memory != "stats"):  # the pending chunk is in the state of the stats form only
-            raise ValueError(f"local=True is the causal stats form's read-out; got causal={causal}, memory={memory!r}")
+        if local is None or isinstance(local, bool):
+            local = "chunk" if local else None
+        if local is not None and local not in MIXER_LOCALS:
+            raise ValueError(f"local must be False, True, 'chunk' or 'window', got {local!r}")
+        if local and (not causal or memory != "stats"):  # the recent tokens are in the state of the stats form only
+            raise ValueError(f"local is the causal stats form's read-out; got causal={causal}, memory={memory!r}")
         if decay is not None:
             if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
                 raise ValueError(f"decay must be None or a float in (0, 1), got {decay!r}")
@@ -344,13 +353,12 @@ class HamMixer(nn.Module):
         b = c.mT @ c if self.ham == "nmf" else c.sum(1)  # (G, R, R) or (G, R)
         return a, b
 
-    def _local(self, c: Tensor, cp: Tensor, xp: Tensor, diagonal: int | None) -> Tensor:
-        """The intra-chunk read-out of tokens with codes c (G, T, R) from the chunk's tokens xp (G, P, D) with codes
-        cp (G, P, R): g · Σ_s w_ts x_s / (1 + Σ_s w_ts), w = c cpᵀ, over s < t when ``diagonal`` is -1 (the parallel
-        form, P = T), over every s when it is None (one token against the pending ones)."""
+    def _local(self, c: Tensor, cp: Tensor, xp: Tensor, seen: Tensor | None) -> Tensor:
+        """The local read-out of tokens with codes c (G, T, R) from recent tokens xp (G, P, D) with codes cp (G, P, R):
+        g · Σ_s w_ts x_s / (1 + Σ_s w_ts), w = c cpᵀ, over the s that ``seen`` (T, P) bool allows (None: every s)."""
         w = c @ cp.mT  # (G, T, R) @ (G, R, P) -> (G, T, P)
-        if diagonal is not None:
-            w = w.tril(diagonal)
+        if seen is not None:
+            w = w * seen
         gain = self.local_gain.to(c.dtype).repeat(c.shape[0] // self.heads)[:, None, None]  # (S,) -> (G, 1, 1)
         return gain * (w @ xp) / (1 + w.sum(-1, keepdim=True))  # (G, T, P) @ (G, P, D) / (G, T, 1)
 
@@ -363,6 +371,13 @@ class HamMixer(nn.Module):
             return a + sa, b + sb
         gamma = torch.sigmoid(self.decay_logit).to(a.dtype).repeat(a.shape[0] // self.heads)  # (S,) -> (G,)
         return gamma[:, None, None] * a + sa, gamma.view(-1, *([1] * (b.ndim - 1))) * b + sb
+
+    def _seen(self, t: int, p: int, like: Tensor) -> Tensor:
+        """(T, P + T) bool: token i of a chunk (position p + i among the P earlier tokens and the chunk's T) sees the
+        positions before it, at most L − 1 back (all of the chunk's earlier ones when P = 0)."""
+        i = torch.arange(t, device=like.device)[:, None] + p  # (T, 1)
+        k = torch.arange(p + t, device=like.device)[None]  # (1, P + T)
+        return (k < i) & (k >= i - (self.chunk - 1))
 
     def _start(self, groups: int, like: Tensor) -> Tensor:
         return self.start.to(like.dtype).repeat(groups // self.heads, 1, 1)  # (S, D, R) -> (B*S, D, R)
@@ -425,7 +440,16 @@ class HamMixer(nn.Module):
             if keep is not None:
                 c = c * keep[:, s : s + self.chunk]
             y = c @ d.mT  # (G, L, R) @ (G, R, D)
-            out.append(y + self._local(c, c, xj, -1) if self.local else y)
+            if self.local == "chunk":
+                y = y + self._local(c, c, xj, self._seen(xj.shape[1], 0, h))
+            elif self.local == "window":  # the last L − 1 tokens: the previous chunk's tail, coded against this d
+                s0 = max(0, s - self.chunk + 1)
+                cp = self._code(h[:, s0:s], d)  # (G, s − s0, R)
+                if keep is not None:
+                    cp = cp * keep[:, s0:s]
+                xs, cs = torch.cat([h[:, s0:s], xj], 1), torch.cat([cp, c], 1)  # (G, s − s0 + T, ·)
+                y = y + self._local(c, cs, xs, self._seen(xj.shape[1], s - s0, h))
+            out.append(y)
             if s + self.chunk < n:  # the next chunk's dictionary
                 sa, sb = self._stats(xj, c)
                 a, b = self._join(a, b, sa, sb)
@@ -445,6 +469,8 @@ class HamMixer(nn.Module):
         state = {"a": torch.zeros(groups, dim, rank, **zeros), "b": torch.zeros(second, **zeros), "t": 0}
         if self.memory == "dict":
             return {"d": self.start.to(**zeros).repeat(batch, 1, 1), **state}  # (S, D, R) -> (B*S, D, R)
+        if self.local == "window":  # the last L − 1 tokens (the pending chunk's among them)
+            return {**state, "recent": torch.zeros(groups, 0, dim, **zeros)}  # (B*S, min(T, L − 1), D)
         return {**state, "pending": torch.zeros(groups, 0, dim, **zeros)}  # (B*S, T mod L, D)
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
@@ -461,14 +487,21 @@ class HamMixer(nn.Module):
             d = self._update(self._start(h.shape[0], h), state["a"], state["b"])
         c = self._code(h, d)  # (B*S, 1, R)
         y = c @ d.mT  # (B*S, 1, D)
-        if self.local and state["pending"].shape[1]:  # the chunk's earlier tokens, coded against the same d
-            y = y + self._local(c, self._code(state["pending"], d), state["pending"], None)
+        near = state["recent"] if self.local == "window" else state.get("pending")  # what the local read-out sees
+        if self.local and near.shape[1]:  # coded against the same d as the parallel form codes them
+            y = y + self._local(c, self._code(near, d), near, None)
         state = {**state, "t": state["t"] + 1}
         if self.memory == "dict":  # the token's statistics join (A, B) at once: D, not (A, B), codes its chunk's rest
             sa, sb = self._stats(h, c)
             state["a"], state["b"] = state["a"] + sa, state["b"] + sb
             if state["t"] % self.chunk == 0:  # a chunk is complete: D moves
                 state["d"] = self._update(state["d"], state["a"], state["b"])
+        elif self.local == "window":  # the last L − 1 tokens kept; a complete chunk is the last L with this one
+            recent = torch.cat([state["recent"], h], 1)  # (B*S, ≤ L, D)
+            if state["t"] % self.chunk == 0:
+                sa, sb = self._stats(recent[:, -self.chunk :], self._code(recent[:, -self.chunk :], d))
+                state["a"], state["b"] = self._join(state["a"], state["b"], sa, sb)
+            state["recent"] = recent[:, recent.shape[1] - min(recent.shape[1], self.chunk - 1) :]
         else:  # the token waits in the pending chunk; a complete chunk's statistics join (A, B) as in the parallel form
             pending = torch.cat([state["pending"], h], 1)  # (B*S, T mod L, D)
             if state["t"] % self.chunk == 0:
@@ -481,7 +514,7 @@ class HamMixer(nn.Module):
     def extra_repr(self) -> str:
         causal = f"causal, chunk={self.chunk}, norm={self.norm!r}, memory={self.memory!r}"
         causal += f", fit='ridge', ridge={self.ridge}" if self.fit == "ridge" else ""
-        causal += ", local" if self.local else ""
+        causal += f", local={self.local!r}" if self.local else ""
         causal += f", decay={self.decay}" if self.decay is not None else ""
         form = causal if self.causal else "non-causal"
         width = f", width={self.width}" if self.width != self.dim else ""

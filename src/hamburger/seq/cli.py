@@ -22,6 +22,7 @@ from ..mixer import (
     DEFAULT_MIXER_NORM,
     MIXER_FITS,
     MIXER_GRADS,
+    MIXER_LOCALS,
     MIXER_MEMORIES,
     MIXER_NORMS,
     mixer_grad,
@@ -79,8 +80,9 @@ def register(sub) -> None:
                    help="Ham mixers: channels per head that code a token (default: seq train's)")
     c.add_argument("--ham-fit", choices=MIXER_FITS, default=DEFAULT_MIXER_FIT,
                    help="Ham mixers: how a causal NMF dictionary is fitted to the prefix statistics")
-    c.add_argument("--ham-local", action="store_true",
-                   help="Ham mixers: an intra-chunk read-out (a token also reads its chunk's earlier tokens)")
+    c.add_argument("--ham-local", choices=("none", *MIXER_LOCALS), default="none",
+                   help="Ham mixers: a read-out of the recent tokens (chunk: the chunk's earlier ones; window: the "
+                   "last chunk - 1)")
     c.add_argument("--ham-decay", type=float, default=0.0,
                    help="Ham mixers: start of a learned per-chunk decay of the prefix statistics (0: none)")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")

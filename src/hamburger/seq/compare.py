@@ -96,7 +96,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
         ham_norm: str = DEFAULT_MIXER_NORM, ham_memory: str = DEFAULT_MIXER_MEMORY, rank: int | None = None,
         ham_width: int | None = None, ham_keys: int | None = None, ham_fit: str = DEFAULT_MIXER_FIT, cells=None,
-        ham_local: bool = False, ham_decay: float = 0.0, **overrides) -> dict:  # fmt: skip
+        ham_local: str = "none", ham_decay: float = 0.0, **overrides) -> dict:  # fmt: skip
     """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``,
     ``rank``, ``ham_width``, ``ham_keys``, ``ham_fit``, ``ham_local`` and ``ham_decay`` (default: seq train's) set
     the Ham arms' solve.
@@ -135,7 +135,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--ham-memory", ham_memory, "--rank", str(base.rank)]
         argv += ["--ham-width", str(base.ham_width)] if base.ham_width else []
         argv += ["--ham-keys", str(base.ham_keys)] if base.ham_keys else []
-        argv += ["--ham-fit", ham_fit] + (["--ham-local"] if ham_local else [])
+        argv += ["--ham-fit", ham_fit] + ["--ham-local", ham_local]
         argv += ["--ham-decay", str(ham_decay)] if ham_decay else []
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)

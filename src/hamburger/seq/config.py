@@ -15,6 +15,7 @@ from ..mixer import (
     DEFAULT_MIXER_NORM,
     MIXER_FITS,
     MIXER_GRADS,
+    MIXER_LOCALS,
     MIXER_MEMORIES,
     MIXER_NORMS,
     mixer_grad,
@@ -40,7 +41,7 @@ class SeqTrainConfig:
 
     # what a saved run that lacks a field trained with: a changed default's earlier value, or a new option's off value
     LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step", "ham_norm": "none", "ham_memory": "dict",
-                                       "ham_width": 0, "ham_keys": 0, "ham_fit": "mult", "ham_local": False,
+                                       "ham_width": 0, "ham_keys": 0, "ham_fit": "mult", "ham_local": "none",
                                        "ham_decay": 0.0}
 
     # data
@@ -65,12 +66,13 @@ class SeqTrainConfig:
                            "them), 0: all", minimum=0)
     ham_fit: str = option(DEFAULT_MIXER_FIT, "Ham: how a causal NMF dictionary is fitted to the prefix statistics "
                           "(mult: K multiplicative updates; ridge: the closed-form least squares)", choices=MIXER_FITS)
-    ham_local: bool = option(False, "Ham: an intra-chunk read-out (a token also reads its chunk's earlier tokens, "
-                             "weighted by code overlap; causal, memory stats)")
+    ham_local: str = option("none", "Ham: a read-out of the recent tokens, weighted by code overlap (chunk: the "
+                            "chunk's earlier tokens; window: the last chunk - 1 tokens; causal, memory stats)",
+                            choices=("none", *MIXER_LOCALS))
     ham_decay: float = option(0.0, "Ham: start of a learned per-chunk decay of the prefix statistics, in (0, 1) "
                               "(0: none, equal weights; causal, memory stats)", minimum=0.0)
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
-    chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix)", minimum=1)
+    chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix, but under --ham-local)", minimum=1)
     ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")
     ham_norm: str = option(DEFAULT_MIXER_NORM, "Ham: scale of the causal NMF solve (unit: every chunk's dictionary "
                            "rescaled to unit-norm columns; none: the earlier form)", choices=MIXER_NORMS)

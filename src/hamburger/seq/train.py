@@ -77,8 +77,8 @@ def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
         return {}
     return {"rank": config.rank, "width": config.ham_width or None, "keys": config.ham_keys or None,
             "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad, "norm": config.ham_norm,
-            "memory": config.ham_memory, "fit": config.ham_fit, "local": config.ham_local,
-            "decay": config.ham_decay or None}  # fmt: skip
+            "memory": config.ham_memory, "fit": config.ham_fit, "decay": config.ham_decay or None,
+            "local": None if config.ham_local == "none" else config.ham_local}  # fmt: skip
 
 
 def build_model(config: SeqTrainConfig) -> SequenceModel:
@@ -93,7 +93,7 @@ def identity_of(model: nn.Module, config: SeqTrainConfig) -> dict[str, str]:
         name += f"-W{config.ham_width}" if config.ham_width else ""
         name += f"-k{config.ham_keys}" if config.ham_keys else ""
         name += "-ridge" if config.ham_fit == "ridge" else ""
-        name += "-local" if config.ham_local else ""
+        name += "" if config.ham_local == "none" else f"-local-{config.ham_local}"
         name += f"-decay{config.ham_decay:g}" if config.ham_decay else ""
         name += "" if config.ham_norm == "none" else f"-{config.ham_norm}"  # the forward differs: a checkpoint says so
         name += "" if config.ham_memory == "dict" else f"-{config.ham_memory}"
