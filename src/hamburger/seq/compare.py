@@ -135,7 +135,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--ham-memory", ham_memory, "--rank", str(base.rank)]
         argv += ["--ham-width", str(base.ham_width)] if base.ham_width else []
         argv += ["--ham-keys", str(base.ham_keys)] if base.ham_keys else []
-        argv += ["--ham-fit", ham_fit] + ["--ham-local", ham_local]
+        argv += ["--ham-fit", ham_fit, "--ham-local", ham_local]
         argv += ["--ham-decay", str(ham_decay)] if ham_decay else []
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
