@@ -488,9 +488,10 @@ class HamMixer(nn.Module):
             d = self._update(self._start(h.shape[0], h), state["a"], state["b"])
         c = self._code(h, d)  # (B*S, 1, R)
         y = c @ d.mT  # (B*S, 1, D)
-        near = state["recent"] if self.local == "window" else state.get("pending")  # what the local read-out sees
-        if self.local and near.shape[1]:  # coded against the same d as the parallel form codes them
-            y = y + self._local(c, self._code(near, d), near, None)
+        if self.local:  # the tokens it sees, coded against the same d as the parallel form codes them
+            near = state["recent"] if self.local == "window" else state["pending"]
+            if near.shape[1]:
+                y = y + self._local(c, self._code(near, d), near, None)
         state = {**state, "t": state["t"] + 1}
         if self.memory == "dict":  # the token's statistics join (A, B) at once: D, not (A, B), codes its chunk's rest
             sa, sb = self._stats(h, c)

@@ -11,6 +11,7 @@ from ..engine.config import (
     config_from_args,
     device_name,
     integers,
+    nonnegative_float,
     positive_int,
     positive_ints,
     shard_spec,
@@ -83,7 +84,7 @@ def register(sub) -> None:
     c.add_argument("--ham-local", choices=("none", *MIXER_LOCALS), default="none",
                    help="Ham mixers: a read-out of the recent tokens (chunk: the chunk's earlier ones; window: the "
                    "last chunk - 1)")
-    c.add_argument("--ham-decay", type=float, default=0.0,
+    c.add_argument("--ham-decay", type=nonnegative_float, default=0.0,
                    help="Ham mixers: start of a learned per-chunk decay of the prefix statistics (0: none)")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
