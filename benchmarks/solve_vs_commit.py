@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import inspect
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from hamburger import functional as HF
-from hamburger.engine.common import interleaved_medians, machine_info
+from hamburger.engine.common import interleaved_samples, machine_info, paired_ratio
 from hamburger.ham import NMF
 
 HAMS = ("nmf", "vq", "cd")
@@ -41,6 +42,15 @@ def load_old(commit: str | None, old_file: Path | None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def bf16_units() -> str:
+    """The CPU's bf16 matrix and vector flags (Linux), which decide whether bf16 is fast here."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    return ", ".join(f for f in ("amx_bf16", "amx_tile", "avx512_bf16") if f in flags)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,41 +83,50 @@ def main(argv: list[str] | None = None) -> dict:
             old_kw = new_kw if "fused" in inspect.signature(getattr(old, ham)).parameters else {}
             ref = getattr(old, ham)(xin, bases, args.steps, grad="none", **old_kw).recon
             for precision in ("fp32", "bf16"):
-                for who, module, kw in (("old", old, old_kw), ("new", HF, new_kw), ("new tall", HF, new_kw)):
-                    def solve(module=module, precision=precision, kw=kw, ham=ham, xin=xin, wide=who != "new tall"):
-                        HF._WIDE_XTD = wide  # "new tall": XᵀD computed directly, as on GPUs
+                for who, module, kw in (("old", old, old_kw), ("new", HF, new_kw), ("new plain", HF, new_kw)):
+                    def solve(module=module, precision=precision, kw=kw, ham=ham, xin=xin, plain=who == "new plain"):
+                        # "new plain": XᵀD as the bmm of Xᵀ's view, as on GPUs: not (DᵀX)ᵀ (fp32), not Xᵀ's copy (bf16)
+                        wide, band = HF._WIDE_XTD, HF._XT_BAND
+                        if plain:
+                            HF._WIDE_XTD, HF._XT_BAND = False, 0
                         try:
                             return getattr(module, ham)(xin, bases, args.steps, grad="none", precision=precision,
                                                         **kw)  # fmt: skip
                         finally:
-                            HF._WIDE_XTD = True
+                            HF._WIDE_XTD, HF._XT_BAND = wide, band
 
                     fns[f"{who} {precision}"] = solve
                     recon = solve().recon
                     errors[f"{who} {precision}"] = float((recon - ref).norm() / ref.norm())
-            seconds = interleaved_medians(fns, repeats=args.repeats)
-            ms = {k: v * 1e3 for k, v in seconds.items()}
-            rows.append({"ham": ham, "ms": ms, "error_vs_old_fp32": errors,
+            samples = interleaved_samples(fns, repeats=args.repeats)
+            ms = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+            paired = {k: paired_ratio(samples, k, "old fp32") for k in samples}
+            rows.append({"ham": ham, "ms": ms, "error_vs_old_fp32": errors, "paired_over_old_fp32": paired,
                          "new_bf16_over_old_fp32": ms["new bf16"] / ms["old fp32"],
                          "new_fp32_over_old_fp32": ms["new fp32"] / ms["old fp32"]})  # fmt: skip
             print(f"{ham}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()), flush=True)
-    info = {**machine_info(), "commit_old": args.commit if args.old_file is None else str(args.old_file),
+    info = {**machine_info(), "bf16_units": bf16_units(),
+            "commit_old": args.commit if args.old_file is None else str(args.old_file),
             "channels": args.channels, "size": args.size, "rank": args.rank, "steps": args.steps,
             "repeats": args.repeats}  # fmt: skip
     md = [f"# The solve against commit {info['commit_old']} (1 x {args.channels} x {args.size}², R {args.rank}, "
           f"K {args.steps}, {args.threads} thread(s), no autograd)", "",
-          f"Machine: {info['cpu']} ({info['cpu_capability']}), torch {info['torch']}. Interleaved medians of "
+          f"Machine: {info['cpu']} ({info['cpu_capability']}; bf16 units: {info['bf16_units'] or 'none'}), "
+          f"torch {info['torch']}. Interleaved medians of "
           f"{args.repeats}, in one process.", "",
-          "'new tall' is today's code with XᵀD computed directly (as on GPUs) instead of as (DᵀX)ᵀ; errors are the "
-          "reconstruction's relative error against the old fp32 solve.", "",
-          "| ham | precision | old ms | new ms | new tall ms | new / old fp32 | new tall / old fp32 | new error | "
-          "new tall error |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+          "'new plain' is today's code with XᵀD as the product of Xᵀ's view (as on GPUs): neither as (DᵀX)ᵀ (CPU fp32) "
+          "nor from Xᵀ's contiguous copy (CPU bf16). 'paired' is the median over rounds of the ratio to the old fp32 "
+          "solve timed beside it (a shared machine's slow spells hit both); errors are the reconstruction's relative "
+          "error against the old fp32 solve.", "",
+          "| ham | precision | old ms | new ms | new plain ms | new / old fp32 | paired | new plain / old fp32 | "
+          "new error | new plain error |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
-        ms, err = r["ms"], r["error_vs_old_fp32"]
+        ms, err, paired = r["ms"], r["error_vs_old_fp32"], r["paired_over_old_fp32"]
         for p in ("fp32", "bf16"):
-            md.append(f"| {r['ham']} | {p} | {ms[f'old {p}']:.1f} | {ms[f'new {p}']:.1f} | {ms[f'new tall {p}']:.1f} "
-                      f"| {ms[f'new {p}'] / ms['old fp32']:.2f} | {ms[f'new tall {p}'] / ms['old fp32']:.2f} "
-                      f"| {err[f'new {p}']:.1e} | {err[f'new tall {p}']:.1e} |")  # fmt: skip
+            md.append(f"| {r['ham']} | {p} | {ms[f'old {p}']:.1f} | {ms[f'new {p}']:.1f} | {ms[f'new plain {p}']:.1f} "
+                      f"| {ms[f'new {p}'] / ms['old fp32']:.2f} | {paired[f'new {p}']:.2f} "
+                      f"| {ms[f'new plain {p}'] / ms['old fp32']:.2f} | {err[f'new {p}']:.1e} "
+                      f"| {err[f'new plain {p}']:.1e} |")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "solve-vs-commit.md").write_text("\n".join(md) + "\n")
     result = {"machine": info, "rows": rows}

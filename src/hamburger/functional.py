@@ -52,13 +52,17 @@ Half-precision inputs are solved in float32 (the paper's code overflows to NaN i
 The flush runs on CPUs only: GPUs handle denormals at full speed, and skipping it there saves a kernel per update.
 
 Precision (``precision``) of the large products, the ones that touch X or produce the D x N reconstruction
-(XᵀD, XCᵀ, DC):
+(XᵀD, XCᵀ, DC), and of NMF's two products over the codes' N columns (CᵀDᵀD, CCᵀ):
 
 * ``"fp32"`` (default): everything in the solver dtype (float32, or float64 for float64 input). Exact to the paper.
 * ``"bf16"``: X is rounded to bfloat16 once per solve, the other operand of each large product at each use; the
   GEMM accumulates in float32 and its result is converted back to float32 at once (on CPU ``bmm`` returns the
-  product rounded to bfloat16). Element-wise updates, Gram matrices (DᵀD, CCᵀ), the R x R products, codes and
-  bases stay in float32. Fastest on GPUs and on CPUs with bf16 matrix units (AMX, AVX512-BF16).
+  product rounded to bfloat16). NMF's codes are rounded once per step, and that copy serves XCᵀ, CCᵀ and the next
+  code update's CᵀDᵀD: sums of non-negative terms, which do not cancel, so those two carry XᵀD's relative error
+  (the reconstruction's error against fp32 went from 2.49e-3 to 2.56e-3 at 1 x 512 x 128², R 64, K 7). DᵀD, the
+  D x R x R and R x R products, the element-wise updates, codes and bases stay in float32 (as do CᵀDᵀD and CCᵀ in
+  the fused CUDA kernels). On CPUs a solve of K >= 2 steps also copies Xᵀ once, contiguous, for its XᵀD products
+  (:func:`_contiguous_xt`). Fastest on GPUs and on CPUs with bf16 matrix units (AMX, AVX512-BF16).
 * ``"tf32"``: on CUDA, float32 storage with TF32 tensor-core products (scoped to the solve in eager mode; under
   ``torch.compile`` the global ``torch.set_float32_matmul_precision`` applies). Elsewhere the same as ``"fp32"``.
 """
@@ -208,17 +212,22 @@ def _product_raw(a: Tensor, b: Tensor, precision: str) -> Tensor:
 _WIDE_XTD = True  # private switch: off, CPUs compute XᵀD as GPUs do (benchmarks/solve_vs_commit.py times both)
 
 
-def _xtd(xp: Tensor, d: Tensor, precision: str, *, raw: bool = True) -> Tensor:
+def _xtd(xp: Tensor, d: Tensor, precision: str, *, raw: bool = True, xt: Tensor | None = None) -> Tensor:
     """XᵀD, (B, N, R), as :func:`_product_raw` (``raw``) or :func:`product` returns it.
+
+    ``xt``: Xᵀ as a contiguous (B, N, D) copy (:func:`_contiguous_xt`), used where no gradient has to reach X
+    through this product.
 
     On CPUs in fp32 computed as (DᵀX)ᵀ, a transposed view: MKL's GEMM with the wide (R, N) output ran 2.4x faster
     than the one with the tall (N, R) output (1 x 512 x 128², R 64, Intel Xeon without AMX, one thread: 8.1 vs
     19.6 ms), and the update that reads the view costs ~1 ms more; the fp32 NMF solve took 0.75x of its time there
-    and 0.96x on a Xeon with AMX (2 threads), bit-identical (benchmarks/solve-vs-c38adf9-*.md). Not for bf16: with
-    AMX the tall product was the faster one and the strided softmax and updates cost more (0.53x against 0.45x of
-    the old fp32 solve). Not on GPUs (a transposed operand is a flag of the GEMM; coalesced updates need the tall
-    layout), nor under ``torch.compile``: inductor (torch 2.14, CPU) returned NaN codes from a bf16 solve with the
-    view (tests/test_fastpath.py checks the compiled bf16 solve)."""
+    and 0.96x on a Xeon with AMX (2 threads), bit-identical (benchmarks/solve-vs-c38adf9-*.md). Not for bf16: there
+    the strided softmax and updates cost more than the wide product saved (0.53x against 0.45x of the old fp32
+    solve with AMX), and ``xt``, Xᵀ's contiguous copy, is faster still. Not on GPUs (a transposed operand is a flag
+    of the GEMM; coalesced updates need the tall layout), nor under ``torch.compile``: inductor (torch 2.14, CPU)
+    returned NaN codes from a bf16 solve with the view (tests/test_fastpath.py checks the compiled bf16 solve)."""
+    if xt is not None and not (torch.is_grad_enabled() and xp.requires_grad):
+        return _product_raw(xt, d, precision) if raw else product(xt, d, precision=precision)  # (B, N, R)
     if xp.device.type == "cpu" and precision != "bf16" and _WIDE_XTD and not torch.compiler.is_compiling():
         dtx = _product_raw(d.mT, xp, precision) if raw else product(d.mT, xp, precision=precision)
         return dtx.mT  # (B, R, D) @ (B, D, N) -> (B, R, N), viewed (B, N, R)
@@ -227,6 +236,27 @@ def _xtd(xp: Tensor, d: Tensor, precision: str, *, raw: bool = True) -> Tensor:
     # compiled block; the same graph is what the H200's captured block runs)
     xt = xp.mT.contiguous() if torch.compiler.is_compiling() else xp.mT
     return _product_raw(xt, d, precision) if raw else product(xt, d, precision=precision)  # (B, N, R)
+
+
+_XT_BAND = 32  # rows of X per band of the transposed copy (0: no copy; benchmarks/solve_vs_commit.py times both)
+
+
+def _contiguous_xt(xp: Tensor, steps: int, precision: str) -> Tensor | None:
+    """Xᵀ (B, N, D) as a contiguous bfloat16 copy for the solve's XᵀD products, or None where it does not pay.
+
+    CPUs, ``"bf16"``, at least two steps, eager: oneDNN's bf16 GEMM with a transposed (N, D) operand ran 3.3x slower
+    than with a contiguous one (1 x 512 x 128², R 64, Intel Xeon with AMX, 2 threads: 4.9 vs 1.5 ms), and a solve of
+    K steps takes K + 1 of them. The copy is made in bands of rows: a plain ``.mT.contiguous()`` took 42 ms there
+    (rows 2**k elements apart alias in the cache), bands of 32 rows 6.9 ms. Costs one more bfloat16 copy of X."""
+    if xp.device.type != "cpu" or precision != "bf16" or steps < 2 or not _XT_BAND:
+        return None
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return None
+    with torch.no_grad():
+        xt = xp.new_empty(xp.shape[0], xp.shape[2], xp.shape[1])  # (B, N, D)
+        for i in range(0, xp.shape[1], _XT_BAND):
+            xt[:, :, i : i + _XT_BAND].copy_(xp[:, i : i + _XT_BAND].mT)
+    return xt
 
 
 class _TF32Scope:
@@ -269,6 +299,7 @@ def _run(
         xp = x if xp is None else xp
         bases = bases.to(dtype)
         kw["precision"] = precision
+        kw["xt"] = _contiguous_xt(xp, steps, precision)
         spec = parse_grad(grad)
         spec = spec._replace(k=min(spec.k, steps))  # the last k of K steps: all of them when k >= K
         if grad == "bptt" or spec.kind == "truncated" and spec.k == steps:
@@ -305,6 +336,7 @@ def _run(
                 d, ct = solver.steps(x.detach(), bases.detach().clone(), steps, inplace=True, xp=xp.detach(), **kw)
             with torch.set_grad_enabled(torch.is_grad_enabled() and grad == "one-step"):
                 d, ct = solver.final(x, d, ct, inplace=not torch.is_grad_enabled(), xp=xp, **kw)
+        kw.pop("xt")  # Xᵀ's copy is dead: freed before the reconstruction is allocated
         recon = None
         if reconstruct and low is None:
             recon = torch.bmm(d, ct.mT).to(out_dtype)  # (B, D, R) @ (B, R, N) -> (B, D, N)
@@ -377,35 +409,53 @@ def _masked_cg(gram: Tensor, mask: Tensor, b: Tensor) -> Tensor:
 class _NMF:
     @staticmethod
     def codes(
-        xp: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool, precision: str, xtd: Tensor | None = None
+        xp: Tensor,
+        d: Tensor,
+        ct: Tensor,
+        eps: float,
+        inplace: bool,
+        precision: str,
+        xtd: Tensor | None = None,
+        xt: Tensor | None = None,
+        ctl: Tensor | None = None,
     ) -> Tensor:
         # C <- C * (DᵀX) / (DᵀD C + eps), written on Cᵀ: Cᵀ <- Cᵀ * (XᵀD) / (Cᵀ DᵀD + eps)
-        num = _xtd(xp, d, precision) if xtd is None else xtd  # (B, N, R)
+        num = _xtd(xp, d, precision, xt=xt) if xtd is None else xtd  # (B, N, R)
         gram = torch.bmm(d.mT, d)  # (B, R, D) @ (B, D, R) -> (B, R, R)
-        if inplace:
+        if _low(precision) is not None:  # bf16: CᵀDᵀD from the codes' bfloat16 copy ``ctl`` (made here if not given)
+            den = _product_raw(ct if ctl is None else ctl, gram, precision)  # (B, N, R) @ (B, R, R), bfloat16
+            den = den.to(ct.dtype).add_(eps) if inplace else den.to(ct.dtype) + eps
+        elif inplace:
             den = torch.baddbmm(ct.new_full((), eps), ct, gram)  # (B, N, R) @ (B, R, R) -> (B, N, R)
+        else:
+            den = torch.bmm(ct, gram) + eps  # (B, N, R)
+        if inplace:
             return _flush(ct.mul_(num).div_(den), True)  # ct is spent: the update overwrites it
-        den = torch.bmm(ct, gram) + eps  # (B, N, R)
         return _flush(ct * num / den, False)
 
     @staticmethod
-    def bases(xp: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool, precision: str) -> Tensor:
-        # D <- D * (XCᵀ) / (D CCᵀ + eps)
-        num = product(xp, ct, precision=precision)  # (B, D, N) @ (B, N, R) -> (B, D, R)
-        gram = torch.bmm(ct.mT, ct)  # (B, R, N) @ (B, N, R) -> (B, R, R)
+    def bases(
+        xp: Tensor, d: Tensor, ct: Tensor, eps: float, inplace: bool, precision: str, ctl: Tensor | None = None
+    ) -> Tensor:
+        # D <- D * (XCᵀ) / (D CCᵀ + eps); with bf16 both products take the codes' bfloat16 copy ``ctl``
+        ctl = ct if ctl is None else ctl
+        num = product(xp, ctl, precision=precision).to(d.dtype)  # (B, D, N) @ (B, N, R) -> (B, D, R)
+        gram = product(ctl.mT, ctl, precision=precision).to(d.dtype)  # (B, R, N) @ (B, N, R) -> (B, R, R)
         den = torch.bmm(d, gram)  # (B, D, R) @ (B, R, R) -> (B, D, R)
         if inplace:
             return _flush(d.mul_(num).div_(den.add_(eps)), True)
         return _flush(d * num / (den + eps), False)
 
     @classmethod
-    def steps(cls, x, d, steps: int, *, inplace: bool, eps: float, precision="fp32", xp=None, ct=None, fused=False):
+    def steps(
+        cls, x, d, steps: int, *, inplace: bool, eps: float, precision="fp32", xp=None, ct=None, fused=False, xt=None
+    ):
         """K steps from the bases ``d`` and, when given, the codes ``ct`` (continuing a solve), else C₀. ``fused``: the
         steps without autograd (``inplace``) run in :mod:`hamburger.kernels`' Triton kernels."""
         xp = x if xp is None else xp
         xtd = None
         if ct is None:
-            xtd = _xtd(xp, d, precision, raw=False)  # (B, N, R): XᵀD, shared by the start and the first update
+            xtd = _xtd(xp, d, precision, raw=False, xt=xt)  # (B, N, R): XᵀD, shared by the start and the first update
             # C0 = softmax(DᵀX) over R (t = 1 for NMF); contiguous, as xtd may be a transposed view
             ct = torch.softmax(xtd, dim=-1).contiguous()
         if fused and inplace and not torch.is_grad_enabled():
@@ -416,19 +466,22 @@ class _NMF:
                 kernels.nmf_codes_step(xp, d, ct, eps=eps, precision=precision)
                 kernels.nmf_bases_step(xp, d, ct, eps=eps, precision=precision)
             return d, ct
+        low = _low(precision)
+        ctl = None  # the codes in the products' dtype: one conversion per step serves XCᵀ, CCᵀ and the next CᵀDᵀD
         for k in range(steps):
-            ct = cls.codes(xp, d, ct, eps, inplace, precision, xtd if k == 0 else None)
-            d = cls.bases(xp, d, ct, eps, inplace, precision)
+            ct = cls.codes(xp, d, ct, eps, inplace, precision, xtd if k == 0 else None, xt, ctl)
+            ctl = None if low is None else ct.to(low)
+            d = cls.bases(xp, d, ct, eps, inplace, precision, ctl)
         return d, ct
 
     @classmethod
-    def final(cls, x, d, ct, *, inplace: bool, eps: float, precision="fp32", xp=None, fused=False):
+    def final(cls, x, d, ct, *, inplace: bool, eps: float, precision="fp32", xp=None, fused=False, xt=None):
         xp = x if xp is None else xp
         if fused and inplace and not torch.is_grad_enabled():
             from . import kernels
 
             return d, kernels.nmf_codes_step(xp, d.contiguous(), ct.float().contiguous(), eps=eps, precision=precision)
-        return d, cls.codes(xp, d, ct, eps, inplace, precision)
+        return d, cls.codes(xp, d, ct, eps, inplace, precision, xt=xt)
 
 
 _FUSED_VERIFIED: dict[tuple[str, str], bool] = {}
@@ -516,12 +569,14 @@ def _inv_colnorm(x: Tensor, floor: float | None, eps: float | None) -> Tensor:
     return 1.0 / (norm.clamp_min(floor) if floor is not None else norm + eps)
 
 
-def _soft_assign(xp: Tensor, d: Tensor, scale: Tensor, eps: float, inplace: bool, precision: str) -> Tensor:
+def _soft_assign(
+    xp: Tensor, d: Tensor, scale: Tensor, eps: float, inplace: bool, precision: str, xt: Tensor | None = None
+) -> Tensor:
     """Cᵀ = softmax(inv_t · X̂ᵀD) over R, each code row then divided by (eps + its sum over N).
 
     ``scale`` = inv_t / max(‖xₙ‖, 1e-12), (B, N, 1), computed once per solve since X does not change."""
     # X̂ᵀD = diag(1/‖xₙ‖) XᵀD: scaling the (N, R) product instead of normalising X (D x N) saves a pass over X
-    logits = _xtd(xp, d, precision)  # (B, N, R)
+    logits = _xtd(xp, d, precision, xt=xt)  # (B, N, R)
     logits = logits.mul_(scale) if inplace and logits.dtype == scale.dtype else logits * scale
     ct = _flush(torch.softmax(logits, dim=-1), inplace)  # (B, N, R)
     total = ct.sum(dim=1, keepdim=True).add_(eps)  # (B, 1, R): Σₙ C
@@ -530,41 +585,41 @@ def _soft_assign(xp: Tensor, d: Tensor, scale: Tensor, eps: float, inplace: bool
 
 class _VQ:
     @staticmethod
-    def steps(x, d, steps, *, inplace, eps, inv_t, precision="fp32", xp=None, ct=None):
+    def steps(x, d, steps, *, inplace, eps, inv_t, precision="fp32", xp=None, ct=None, xt=None):
         xp = x if xp is None else xp  # a step recomputes the codes from the bases: a given ``ct`` is not needed
         scale = _inv_colnorm(x, 1e-12, None) * inv_t if steps else None  # (B, N, 1), as F.normalize
         for _ in range(steps):
-            ct = _soft_assign(xp, _normalize_columns(d), scale, eps, inplace, precision)
+            ct = _soft_assign(xp, _normalize_columns(d), scale, eps, inplace, precision, xt)
             d = product(xp, ct, precision=precision)  # D = XCᵀ: (B, D, N) @ (B, N, R) -> (B, D, R)
         return d, ct
 
     @staticmethod
-    def final(x, d, ct, *, inplace, eps, inv_t, precision="fp32", xp=None):
+    def final(x, d, ct, *, inplace, eps, inv_t, precision="fp32", xp=None, xt=None):
         xp = x if xp is None else xp
         # C = softmax(inv_t · D̂ᵀ (X ⊘ (eps + ‖xₙ‖))) with the norms constant for autograd
-        logits = _xtd(xp, _normalize_columns(d), precision)  # (B, N, R), promoted by the scaling
+        logits = _xtd(xp, _normalize_columns(d), precision, xt=xt)  # (B, N, R), promoted by the scaling
         scale = _inv_colnorm(x.detach(), None, eps) * inv_t  # (B, N, 1)
         return d, _flush(torch.softmax(logits * scale, dim=-1), inplace)
 
 
 class _CD:
     @staticmethod
-    def steps(x, d, steps, *, inplace, eps, inv_t, beta, solver_steps, precision="fp32", xp=None, ct=None):
+    def steps(x, d, steps, *, inplace, eps, inv_t, beta, solver_steps, precision="fp32", xp=None, ct=None, xt=None):
         xp = x if xp is None else xp  # a step recomputes the codes from the bases: a given ``ct`` is not needed
         scale = _inv_colnorm(x, 1e-12, None) * inv_t if steps else None  # (B, N, 1), as F.normalize
         for _ in range(steps):
-            ct = _soft_assign(xp, d, scale, eps, inplace, precision)
+            ct = _soft_assign(xp, d, scale, eps, inplace, precision, xt)
             d = _normalize_columns(product(xp, ct, precision=precision))  # (B, D, N) @ (B, N, R) -> (B, D, R)
         return d, ct
 
     @staticmethod
-    def final(x, d, ct, *, inplace, eps, inv_t, beta, solver_steps, precision="fp32", xp=None):
+    def final(x, d, ct, *, inplace, eps, inv_t, beta, solver_steps, precision="fp32", xp=None, xt=None):
         xp = x if xp is None else xp
         # C = (DᵀD + βI)⁻¹ DᵀX, i.e. Cᵀ = XᵀD (DᵀD + βI)⁻¹ (the matrix is symmetric)
         eye = torch.eye(d.shape[-1], dtype=d.dtype, device=d.device)
         system = torch.baddbmm(eye * beta, d.mT, d)  # (B, R, R)
         inverse = spd_inverse(system, beta, steps=solver_steps)
-        rhs = _xtd(xp, d, precision, raw=False)  # (B, N, R)
+        rhs = _xtd(xp, d, precision, raw=False, xt=xt)  # (B, N, R)
         ct = torch.bmm(rhs, inverse)  # (B, N, R)
         # one step of iterative refinement brings the fp32 solve to the accuracy of an exact one
         return d, ct + torch.bmm(rhs - torch.bmm(ct, system), inverse)

@@ -50,11 +50,11 @@ def time_once(fn: Callable[[], object], sync: Callable[[], None] | None = None) 
     return time.perf_counter() - start
 
 
-def interleaved_medians(
+def interleaved_samples(
     fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None
-) -> dict[str, float]:
-    """Median seconds per function, with the functions' repeats interleaved so drift hits all of them alike
-    (``sync``: the device's synchronise, called around each timed call)."""
+) -> dict[str, list[float]]:
+    """Seconds of each call, per function, with the functions' repeats interleaved so drift hits all of them alike
+    (``sync``: the device's synchronise, called around each timed call); round i of every list ran side by side."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -62,7 +62,21 @@ def interleaved_medians(
     for _ in range(repeats):
         for name, fn in fns.items():
             samples[name].append(time_once(fn, sync))
+    return samples
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """Median seconds per function of :func:`interleaved_samples`."""
+    samples = interleaved_samples(fns, repeats=repeats, warmup=warmup, sync=sync)
     return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float:
+    """Median over rounds of name's time / base's time in the same round: steadier than a ratio of medians on a
+    shared machine, whose slow spells hit both calls of a round alike."""
+    return statistics.median(a / b for a, b in zip(samples[name], samples[base], strict=True))
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
