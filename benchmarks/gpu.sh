@@ -7,12 +7,14 @@
 #
 # Writes, each with the GPU named in its machine block:
 #   OUT/gpu.txt          nvidia-smi's name, memory and driver
-#   OUT/check/           hamburger bench check: per ham and precision, CUDA vs CPU, determinism, captured vs eager,
+#   OUT/check/           hamburger bench check: per ham and precision, CUDA vs CPU, determinism, captured and
+#                        graphed vs eager,
 #                        NMF's fused Triton steps vs PyTorch's (the script stops here if one fails: nothing wrong
 #                        gets timed)
 #   OUT/solve/           hamburger bench solve: the NMF solve alone, PyTorch vs fused Triton steps vs compiled, 128², B 1
-#   OUT/crossover/       the block eager, fused (hamburger.kernels) and captured (optimize(mode="reduce-overhead"))
-#                        against the non-local block
+#   OUT/crossover/       the block eager, fused (hamburger.kernels), captured (optimize(mode="reduce-overhead")) and
+#                        graphed (optimize(mode="graphs"): the eager kernels in CUDA graphs; eval rows) against the
+#                        non-local block
 #                        on each SDPA backend and compiled (the fastest of them is the yardstick), bf16, B 1 and 8,
 #                        64² and 128², eval and training
 #   OUT/crossover-256/   the same at 256², eval only

@@ -329,6 +329,96 @@ def test_optimize_reduce_overhead_compiles_one_static_graph_per_shape():
     torch._dynamo.reset()
 
 
+class _ReplayByCalling:
+    """A capture backend for the CPU: "capture" runs the forward once on the static input, "replay" runs it again
+    and writes into the static output in place — what a CUDA graph's replay does to its buffers."""
+
+    def __init__(self):
+        self.captures = 0
+
+    def __call__(self, fn, static_in, warmup):
+        self.captures += 1
+        for _ in range(warmup):
+            fn(static_in)
+        static_out = fn(static_in)
+        return static_out, lambda: static_out.copy_(fn(static_in))
+
+
+def _graphed(block, limit=8):
+    from hamburger.graphs import GraphRunner
+
+    hb.optimize(block, mode="graphs")
+    assert isinstance(block.forward, GraphRunner)
+    backend = _ReplayByCalling()
+    block.forward.capture, block.forward.devices, block.forward.limit = backend, ("cpu",), limit
+    return backend
+
+
+def test_optimize_graphs_captures_once_per_shape_and_equals_eager():
+    """mode="graphs": one graph per input shape, reused after; each call's output equals eager and is the caller's own
+    copy (a replay overwrites the graph's output buffer); the state dict is unchanged."""
+    torch.manual_seed(0)
+    block = hb.Hamburger(8, rank=2, train_steps=2, eval_steps=2).eval()
+    keys = list(block.state_dict())
+    inputs = [torch.rand(s) for s in [(1, 8, 4, 4), (2, 8, 4, 4), (1, 8, 5, 3)]]
+    with torch.no_grad():
+        eager = [block(x) for x in inputs]
+        backend = _graphed(block)
+        first = [block(x) for x in inputs]
+        again = [block(x) for x in inputs]
+    assert backend.captures == 3 and list(block.state_dict()) == keys
+    for a, b, ref in zip(first, again, eager):
+        torch.testing.assert_close(a, ref, rtol=0, atol=0)
+        torch.testing.assert_close(b, ref, rtol=0, atol=0)
+    assert first[0].data_ptr() != again[0].data_ptr()  # copies, not the graph's buffer
+    block.forward.clear()
+    with torch.no_grad():
+        block(inputs[0])
+    assert backend.captures == 4
+
+
+def test_optimize_graphs_runs_eager_where_a_graph_is_not_valid():
+    """Training, an autograd graph to build, keyword arguments and shapes beyond the limit run the eager forward (the
+    last with one warning); a capture that raises leaves that shape eager with a warning, not a crash."""
+    torch.manual_seed(0)
+    block = hb.Hamburger(8, rank=2, train_steps=2, eval_steps=2).eval()
+    backend = _graphed(block, limit=1)
+    x = torch.rand(1, 8, 4, 4)
+    y = block(x)  # grad enabled and parameters that require it: eager, and a gradient reaches x's producer
+    assert y.requires_grad and backend.captures == 0
+    block.train()
+    with torch.no_grad():
+        block(x)
+    block.eval()
+    assert backend.captures == 0
+    with torch.no_grad():
+        block(x)
+        assert backend.captures == 1
+        with pytest.warns(RuntimeWarning, match="limit"):
+            other = block(torch.rand(2, 8, 4, 4))
+        assert other.shape == (2, 8, 4, 4) and backend.captures == 1
+    block.forward.clear()
+
+    def broken(fn, static_in, warmup):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    block.forward.capture = broken
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="failed"):
+        torch.testing.assert_close(block(x), block.forward.forward(x))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # that shape is eager from now on, without another try or warning
+        block(x)
+
+
+def test_optimize_graphs_refuses_host_synchronising_checks():
+    with pytest.raises(ValueError, match="synchronises the host"):
+        hb.optimize(hb.Hamburger(8, rank=2, check_input="sync"), mode="graphs")
+    block = hb.optimize(hb.Hamburger(8, rank=2, check_input="sync"), mode="graphs", check_input="async")
+    assert block.ham.check_input == "async"
+    again = hb.optimize(block, mode="graphs")  # wraps the eager forward, not the runner
+    assert not isinstance(again.forward.forward, type(again.forward))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # ONNX export of a bf16 ham: fp32 products, said so
 
@@ -395,7 +485,8 @@ def test_bench_crossover_on_cpu_measures_backends_and_writes_results(tmp_path):
         device="cpu", sizes=(4,), batches=(1,), precisions=("fp32",), modes=("eval",), backends=("flash",),
         channels=16, rank=2, repeats=1, compile=False, capture=True, compile_attention=True, out=None, progress=False,
     )  # fmt: skip
-    assert {"ham eager", "ham captured", "nonlocal flash", "nonlocal compiled"} == set(res["rows"][0]["ms"])
+    names = {"ham eager", "ham captured", "ham graphed", "nonlocal flash", "nonlocal compiled"}
+    assert names == set(res["rows"][0]["ms"])
     with pytest.raises(ValueError, match="precisions must be"):
         bench_crossover.run(device="cpu", precisions=("fp8",), out=None, progress=False)
 
@@ -408,6 +499,7 @@ def test_bench_check_compares_device_cpu_determinism_and_capture(tmp_path):
     (row,) = res["rows"]
     assert res["ok"] and row["deterministic"] and row["device_vs_cpu"] == 0.0  # the CPU against itself
     assert 0 <= row["captured_vs_eager"] < 1e-2  # compiled under reduce-overhead: the same numbers
+    assert row["graphed_vs_eager"] == 0.0  # on the CPU mode="graphs" runs the eager forward itself
     assert "| nmf | bf16 |" in (tmp_path / "check.md").read_text()
     assert check.TOLERANCE.keys() == set(check.PRECISIONS)
 

@@ -6,11 +6,13 @@ import torch
 from torch import nn
 
 from .functional import PRECISIONS
+from .graphs import GraphRunner
 from .ham import CHECK_MODES, Ham
 
-__all__ = ["optimize", "STATIC_MODES"]
+__all__ = ["optimize", "STATIC_MODES", "GRAPHS"]
 
 STATIC_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
+GRAPHS = "graphs"  # optimize's own mode: CUDA graphs of the eager forward (hamburger.graphs), no compilation
 
 
 def optimize(
@@ -33,7 +35,11 @@ def optimize(
             setting, so this call sets ``torch.set_float32_matmul_precision("high")`` (process-wide).
         compile: compile with ``model.compile(...)``, which keeps the parameter and buffer names (``torch.compile
             (model)`` would return a wrapper whose state dict is prefixed with ``_orig_mod.``).
-        mode: ``torch.compile`` mode, e.g. ``"max-autotune"`` or ``"reduce-overhead"`` (CUDA graphs on GPU).
+        mode: ``torch.compile`` mode, e.g. ``"max-autotune"`` or ``"reduce-overhead"`` (CUDA graphs on GPU); or
+            ``"graphs"``: no compilation, the *eager* forward captured into one CUDA graph per input shape for
+            inference (:mod:`hamburger.graphs`; eval mode without autograd on CUDA, eager otherwise), which keeps
+            the eager kernels (cuBLAS, the fused NMF steps) and drops only the launches; ``compile`` and
+            ``dynamic`` do not apply.
         dynamic: ``torch.compile``'s ``dynamic``. None: ``False`` (one static graph per input shape) under
             ``"reduce-overhead"`` and ``"max-autotune"`` — CUDA graphs capture static graphs only, and torch's own
             default (specialise, then mark the changed dimension dynamic at the second shape) silently falls back to
@@ -46,8 +52,10 @@ def optimize(
     The default input checks never synchronise the host inside a compiled graph (they become device asserts).
 
     **When capture pays** (H200, bf16, C 512, docs/results/crossover.md): at batch 1 at every size measured (3.2x
-    faster than eager at 64² eval) — the block is launch-bound there; at batch 8 from 128² the captured block ran
-    slower than eager (12.2 vs 7.8 ms eval), not yet explained. Measure your shapes before you keep it.
+    faster than eager at 64² eval) — the block is launch-bound there; at batch 8 from 128² the compiled and captured
+    block (``"reduce-overhead"``) ran slower than eager (12.2 vs 7.8 ms eval): the compiler's kernels, not the
+    graph. ``mode="graphs"`` captures the eager kernels instead (its GPU time: not yet measured;
+    ``benchmarks/gpu.sh`` times it). Measure your shapes before you keep either.
 
     **Shapes.** With static graphs every new input shape (batch, H, W) compiles once more — seconds on a GPU, tens
     of seconds for a whole model on a CPU — and is reused afterwards. After ``torch._dynamo.config.recompile_limit``
@@ -60,6 +68,12 @@ def optimize(
         raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if mode == GRAPHS:
+        sync = [m for m in model.modules()
+                if isinstance(m, Ham) and (m.check_input if check_input is None else check_input) == "sync"]
+        if sync:
+            raise ValueError('check_input="sync" synchronises the host, which a CUDA graph cannot hold: pass '
+                             'check_input="async" (or True) with mode="graphs"')  # fmt: skip
     if fused not in (None, True, False):
         raise ValueError(f"fused must be None (keep), True or False, got {fused!r}")
     if check_input is not None and check_input not in CHECK_MODES:
@@ -72,6 +86,10 @@ def optimize(
             ham.check_input = check_input
         if fused is not None:
             ham.fused = fused
+    if mode == GRAPHS:
+        forward = model.forward.forward if isinstance(model.forward, GraphRunner) else model.forward
+        model.forward = GraphRunner(model, forward)  # an instance attribute: nn.Module.__call__ finds it first
+        return model
     if compile:
         on_cuda = any(p.is_cuda for p in model.parameters()) or any(b.is_cuda for b in model.buffers())
         if precision == "tf32" and on_cuda:

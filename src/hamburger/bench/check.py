@@ -1,6 +1,7 @@
 """`hamburger bench check`: the correctness checks a GPU run starts with — for every ham and precision, the block on
-the device against the same block on the CPU, twice on the device (determinism, bit for bit), and captured
-(``optimize(mode="reduce-overhead")``, CUDA graphs) against eager on the device, and for NMF the fused Triton steps
+the device against the same block on the CPU, twice on the device (determinism, bit for bit), captured
+(``optimize(mode="reduce-overhead")``, compiled into CUDA graphs) and graphed (``optimize(mode="graphs")``, the eager
+kernels in a CUDA graph) against eager on the device, and for NMF the fused Triton steps
 (the device's default) against PyTorch's. Exits non-zero when one fails, so
 ``benchmarks/gpu.sh`` stops before it times anything wrong.
 """
@@ -66,11 +67,14 @@ def _rows(dev, hams, precisions, channels, rank, size, batch, capture) -> list[d
                     captured = optimize(copy.deepcopy(on_dev), mode="reduce-overhead")
                     y3 = captured(x.to(dev)).clone()  # a CUDA graph's output is overwritten by its next replay
                     row["captured_vs_eager"] = _rel(y3, y1)
+                    graphed = optimize(copy.deepcopy(on_dev), mode="graphs")
+                    graphed(x.to(dev))  # the first call captures (and replays), the second only replays
+                    row["graphed_vs_eager"] = _rel(graphed(x.to(dev)), y1)
             tol = TOLERANCE[precision]
             row["ok"] = (
                 row["device_vs_cpu"] <= tol
                 and row["deterministic"]
-                and max(row.get("captured_vs_eager", 0), row.get("fused_vs_pytorch", 0)) <= tol
+                and max(row.get(k, 0) for k in ("captured_vs_eager", "graphed_vs_eager", "fused_vs_pytorch")) <= tol
             )
             rows.append(row)
     return rows
@@ -82,12 +86,13 @@ def _report(rows: list[dict], dev_info: dict, out: Path | None, progress: bool) 
             print(row, flush=True)
     name = dev_info.get("gpu", dev_info.get("device", "the device"))
     md = [f"# Correctness on {name}", "", "| ham | precision | device vs CPU (rel.) | "
-          "deterministic | captured vs eager (rel.) | fused vs PyTorch (rel.) | ok |",
-          "|---|---|---:|---|---:|---:|---|"]  # fmt: skip
+          "deterministic | captured vs eager (rel.) | graphed vs eager (rel.) | fused vs PyTorch (rel.) | ok |",
+          "|---|---|---:|---|---:|---:|---:|---|"]  # fmt: skip
     for r in rows:
-        cap, fus = (f"{r[k]:.1e}" if k in r else "-" for k in ("captured_vs_eager", "fused_vs_pytorch"))
+        cap, gra, fus = (f"{r[k]:.1e}" if k in r else "-"
+                         for k in ("captured_vs_eager", "graphed_vs_eager", "fused_vs_pytorch"))  # fmt: skip
         md.append(f"| {r['ham']} | {r['precision']} | {r['device_vs_cpu']:.1e} | {r['deterministic']} | {cap} | "
-                  f"{fus} | {'yes' if r['ok'] else '**no**'} |")  # fmt: skip
+                  f"{gra} | {fus} | {'yes' if r['ok'] else '**no**'} |")  # fmt: skip
     result = {"machine": {**machine_info(), **dev_info}, "rows": rows, "ok": all(r["ok"] for r in rows)}
     if out is not None:
         out = Path(out)

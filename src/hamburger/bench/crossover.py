@@ -96,7 +96,8 @@ def _variants(channels: int, rank: int, precision: str, device, compile: bool, b
               compile_attention: bool = False) -> dict:  # fmt: skip
     """name -> (module, SDPA backend or None). ``ham eager``: PyTorch's kernels; ``ham fused`` (CUDA): the steps
     without autograd in :mod:`hamburger.kernels`. ``capture``: the block through ``optimize(mode="reduce-overhead")``
-    (CUDA graphs, one static graph per shape); ``compile_attention``: the non-local block compiled the same way, SDPA
+    (compiled, CUDA graphs, one static graph per shape) and ``optimize(mode="graphs")`` (the eager kernels in one CUDA
+    graph per shape, inference only: eval rows); ``compile_attention``: the non-local block compiled the same way, SDPA
     choosing its backend."""
     torch.manual_seed(0)
     ham_precision = "bf16" if precision == "bf16" else precision
@@ -108,6 +109,7 @@ def _variants(channels: int, rank: int, precision: str, device, compile: bool, b
         out["ham compiled"] = (optimize(copy.deepcopy(ham)), None)
     if capture:
         out["ham captured"] = (optimize(copy.deepcopy(ham), mode="reduce-overhead"), None)
+        out["ham graphed"] = (optimize(copy.deepcopy(ham), mode="graphs"), None)
     attention = NonLocal(channels).to(device)
     for name in backends:
         out[f"nonlocal {name}"] = (attention, BACKENDS[name])
@@ -181,6 +183,9 @@ def _measure(variants, precision, batch, mode, size, channels, dev, repeats, mat
     row = {"precision": precision, "batch": batch, "mode": mode, "size": size, "ms": {}, "peak_mib": {},
            "skipped": {}}  # fmt: skip
     for name, (module, backend) in variants.items():
+        if name == "ham graphed" and mode == "train":
+            row["skipped"][name] = "inference only (a training step runs eagerly)"
+            continue
         module.train(mode == "train")
         score_bytes = batch * n * n * (2 if precision == "bf16" else 4) * (3 if mode == "train" else 1)
         if backend == SDPBackend.MATH and score_bytes > math_limit_gib * 2**30:
