@@ -70,6 +70,7 @@ def _rows(dev, hams, precisions, channels, rank, size, batch, capture) -> list[d
                     graphed = optimize(copy.deepcopy(on_dev), mode="graphs")
                     graphed(x.to(dev))  # the first call captures (and replays), the second only replays
                     row["graphed_vs_eager"] = _rel(graphed(x.to(dev)), y1)
+                    row["graphs_held"] = len(graphed.forward.graphs)  # 0: the capture failed (warned), eager ran
             tol = TOLERANCE[precision]
             row["ok"] = (
                 row["device_vs_cpu"] <= tol
@@ -91,6 +92,8 @@ def _report(rows: list[dict], dev_info: dict, out: Path | None, progress: bool) 
     for r in rows:
         cap, gra, fus = (f"{r[k]:.1e}" if k in r else "-"
                          for k in ("captured_vs_eager", "graphed_vs_eager", "fused_vs_pytorch"))  # fmt: skip
+        if r.get("graphs_held") == 0 and str(dev_info.get("device", "")).startswith("cuda"):
+            gra += " (no graph: eager)"
         md.append(f"| {r['ham']} | {r['precision']} | {r['device_vs_cpu']:.1e} | {r['deterministic']} | {cap} | "
                   f"{gra} | {fus} | {'yes' if r['ok'] else '**no**'} |")  # fmt: skip
     result = {"machine": {**machine_info(), **dev_info}, "rows": rows, "ok": all(r["ok"] for r in rows)}

@@ -193,8 +193,10 @@ def _measure(variants, precision, batch, mode, size, channels, dev, repeats, mat
             continue
         fn = _step_fn(module, x, mode, precision, dev, backend)
         try:
-            row["ms"][name] = timer(fn, dev, repeats=repeats)
-            row["peak_mib"][name] = peak_memory(fn, dev) / 2**20
+            ms, peak = timer(fn, dev, repeats=repeats), peak_memory(fn, dev) / 2**20
+            if name == "ham graphed" and dev.type == "cuda" and not module.forward.graphs:
+                raise RuntimeError("no CUDA graph held (its capture failed): the block ran eagerly")
+            row["ms"][name], row["peak_mib"][name] = ms, peak
         except (RuntimeError, torch.OutOfMemoryError) as e:  # "No available kernel", out of memory
             row["skipped"][name] = str(e).strip().splitlines()[0][:160]
             if dev.type == "cuda":
