@@ -116,6 +116,10 @@ def test_bf16_nmf_rounds_every_product_over_n_and_nothing_else():
     assert rest and all(dtypes == {torch.float32} for _, dtypes, _ in rest)
     xtd = [s for s in over_n if s[0] == ((n, d), (d, r))]
     assert len(xtd) == 4 and all(contiguous for *_, contiguous in xtd)
+    # BPTT to X: every XᵀD must read X itself, so no copy is made (its time and memory would be spent for nothing)
+    seen = _products(lambda: HF.nmf(x.clone().requires_grad_(), bases, 3, grad="bptt", precision="bf16"))
+    xtd = [s for s in seen if s[0] == ((n, d), (d, r))]
+    assert len(xtd) == 4 and not any(contiguous for *_, contiguous in xtd)
 
 
 @pytest.mark.parametrize("name", ["nmf", "vq", "cd"])
@@ -386,6 +390,9 @@ def test_optimize_graphs_runs_eager_where_a_graph_is_not_valid():
     x = torch.rand(1, 8, 4, 4)
     y = block(x)  # grad enabled and parameters that require it: eager, and a gradient reaches x's producer
     assert y.requires_grad and backend.captures == 0
+    block.requires_grad_(False)  # a frozen block, but a gradient wanted for its input (e.g. an attack): eager
+    assert block(x.clone().requires_grad_()).requires_grad and backend.captures == 0
+    block.requires_grad_(True)
     block.train()
     with torch.no_grad():
         block(x)
@@ -499,9 +506,28 @@ def test_bench_check_compares_device_cpu_determinism_and_capture(tmp_path):
     (row,) = res["rows"]
     assert res["ok"] and row["deterministic"] and row["device_vs_cpu"] == 0.0  # the CPU against itself
     assert 0 <= row["captured_vs_eager"] < 1e-2  # compiled under reduce-overhead: the same numbers
-    assert row["graphed_vs_eager"] == 0.0  # on the CPU mode="graphs" runs the eager forward itself
+    assert row["graphed_vs_eager"] == 0.0 and row["graphed_ok"]  # on the CPU mode="graphs" runs the eager forward
     assert "| nmf | bf16 |" in (tmp_path / "check.md").read_text()
     assert check.TOLERANCE.keys() == set(check.PRECISIONS)
+
+
+def test_bench_check_reports_a_failing_graphed_mode_without_stopping(tmp_path, monkeypatch):
+    """mode="graphs" is new: its fault is a row's note and graphed_ok False, not a failed check that would stop
+    gpu.sh before the timing table."""
+    from hamburger.bench import check
+    from hamburger.graphs import GraphRunner
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("an operation a graph cannot hold")
+
+    monkeypatch.setattr(GraphRunner, "__call__", broken)
+    real = check.optimize  # reduce-overhead's compilation (10 s on a CPU) is not what this test is about
+    monkeypatch.setattr(check, "optimize", lambda model, **kw: real(model, **{**kw, "compile": False}))
+    res = check.run(device="cpu", hams=("cd",), precisions=("fp32",), channels=16, rank=2, size=4,
+                    out=tmp_path, progress=False)  # fmt: skip
+    (row,) = res["rows"]
+    assert res["ok"] and row["graphed_ok"] is False and "ValueError" in row["graphed_error"]
+    assert "failed: ValueError" in (tmp_path / "check.md").read_text()
 
 
 def test_bench_precision_reports_errors_against_fp32_and_the_block_comparison(tmp_path):

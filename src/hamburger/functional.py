@@ -247,7 +247,8 @@ def _contiguous_xt(xp: Tensor, steps: int, precision: str) -> Tensor | None:
     CPUs, ``"bf16"``, at least two steps, eager: oneDNN's bf16 GEMM with a transposed (N, D) operand ran 3.3x slower
     than with a contiguous one (1 x 512 x 128², R 64, Intel Xeon with AMX, 2 threads: 4.9 vs 1.5 ms), and a solve of
     K steps takes K + 1 of them. The copy is made in bands of rows: a plain ``.mT.contiguous()`` took 42 ms there
-    (rows 2**k elements apart alias in the cache), bands of 32 rows 6.9 ms. Costs one more bfloat16 copy of X."""
+    (rows 2**k elements apart alias in the cache), bands of 32 rows 6.9 ms. Costs one more bfloat16 copy of X.
+    ``steps``: the steps whose products pass no gradient to X (none under BPTT to X: no copy then)."""
     if xp.device.type != "cpu" or precision != "bf16" or steps < 2 or not _XT_BAND:
         return None
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
@@ -299,9 +300,14 @@ def _run(
         xp = x if xp is None else xp
         bases = bases.to(dtype)
         kw["precision"] = precision
-        kw["xt"] = _contiguous_xt(xp, steps, precision)
         spec = parse_grad(grad)
         spec = spec._replace(k=min(spec.k, steps))  # the last k of K steps: all of them when k >= K
+        free = steps  # the steps whose XᵀD passes no gradient to X: those that may read Xᵀ's copy
+        if torch.is_grad_enabled() and xp.requires_grad and grad == "bptt":
+            free = 0
+        elif torch.is_grad_enabled() and xp.requires_grad and spec.kind in ("truncated", "phantom", "implicit"):
+            free = steps - spec.k
+        kw["xt"] = _contiguous_xt(xp, free, precision)
         if grad == "bptt" or spec.kind == "truncated" and spec.k == steps:
             d, ct = solver.steps(x, bases, steps, inplace=False, xp=xp, **kw)
             d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)

@@ -9,10 +9,10 @@ and :mod:`hamburger.kernels`' fused NMF steps — so a launch-bound block loses 
 B 8 / 128² in 12.2 ms against eager's 7.8, docs/results/crossover.md).
 
 Graphs are used only where they are valid: a CUDA input, the module in eval mode, and no autograd graph to build
-(``torch.no_grad()``/``torch.inference_mode()``, or no parameter that requires a gradient). Anything else — training,
-CPU input, a call inside ``torch.compile`` — runs the eager forward, the reference. The graphs read the module's
-parameters and buffers where they are: in-place updates (``load_state_dict``) are seen; moving the module or
-replacing a parameter needs :meth:`GraphRunner.clear` (or a new ``optimize`` call).
+(``torch.no_grad()``/``torch.inference_mode()``, or neither the input nor a parameter requires a gradient).
+Anything else — training, CPU input, a call inside ``torch.compile`` — runs the eager forward, the reference. The
+graphs read the module's parameters and buffers where they are: in-place updates (``load_state_dict``) are seen;
+moving the module or replacing a parameter needs :meth:`GraphRunner.clear` (or a new ``optimize`` call).
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ class GraphRunner:
             return False
         if self.module.training or torch.compiler.is_compiling():
             return False
-        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.module.parameters()))
+        grads = args[0].requires_grad or any(p.requires_grad for p in self.module.parameters())
+        return not (torch.is_grad_enabled() and grads)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self._graphable(args, kwargs):
