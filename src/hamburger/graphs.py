@@ -109,7 +109,8 @@ class GraphRunner:
                                   f"shape {tuple(x.shape)} runs eagerly. See hamburger.optimize on shapes.",
                                   RuntimeWarning, stacklevel=2)  # fmt: skip
                 return self.forward(x)
-            static_in = x.clone()
+            with torch.inference_mode(False):  # a plain tensor: later calls outside inference mode copy into it
+                static_in = x.clone()
             try:
                 static_out, replay = self.capture(self.forward, static_in, self.warmup)
             except RuntimeError as error:  # an operation a graph cannot hold: eager for this shape, not a crash
