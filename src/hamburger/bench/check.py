@@ -3,7 +3,8 @@ the device against the same block on the CPU, twice on the device (determinism, 
 (``optimize(mode="reduce-overhead")``, compiled into CUDA graphs) and graphed (``optimize(mode="graphs")``, the eager
 kernels in a CUDA graph) against eager on the device, and for NMF the fused Triton steps
 (the device's default) against PyTorch's. Exits non-zero when one fails, so
-``benchmarks/gpu.sh`` stops before it times anything wrong.
+``benchmarks/gpu.sh`` stops before it times anything wrong — except the graphed row, a new mode whose fault is
+reported in its column (``graphed_ok``) while the rest of the table is timed.
 """
 
 from __future__ import annotations
