@@ -44,15 +44,6 @@ def load_old(commit: str | None, old_file: Path | None):
     return module
 
 
-def bf16_units() -> str:
-    """The CPU's bf16 matrix and vector flags (Linux), which decide whether bf16 is fast here."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    return ", ".join(f for f in ("amx_bf16", "amx_tile", "avx512_bf16") if f in flags)
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--commit", default="c38adf9")
@@ -105,13 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
                          "new_bf16_over_old_fp32": ms["new bf16"] / ms["old fp32"],
                          "new_fp32_over_old_fp32": ms["new fp32"] / ms["old fp32"]})  # fmt: skip
             print(f"{ham}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()), flush=True)
-    info = {**machine_info(), "bf16_units": bf16_units(),
+    info = {**machine_info(),
             "commit_old": args.commit if args.old_file is None else str(args.old_file),
             "channels": args.channels, "size": args.size, "rank": args.rank, "steps": args.steps,
             "repeats": args.repeats}  # fmt: skip
     md = [f"# The solve against commit {info['commit_old']} (1 x {args.channels} x {args.size}², R {args.rank}, "
           f"K {args.steps}, {args.threads} thread(s), no autograd)", "",
-          f"Machine: {info['cpu']} ({info['cpu_capability']}; bf16 units: {info['bf16_units'] or 'none'}), "
+          f"Machine: {info['cpu']} ({info['cpu_capability']}; bf16 units: {info['bf16_units']}), "
           f"torch {info['torch']}. Interleaved medians of "
           f"{args.repeats}, in one process.", "",
           "'new plain' is today's code with XᵀD as the product of Xᵀ's view (as on GPUs): neither as (DᵀX)ᵀ (CPU fp32) "

@@ -650,6 +650,10 @@ def test_benchmark_scripts_for_the_gpu_and_the_solve_run_on_a_cpu(tmp_path):
         assert done.value.code == 0
     finally:
         sys.argv = argv
+    from hamburger.engine.common import BF16_FLAGS
+
+    units = json.loads((tmp_path / "s" / "solve-vs-commit.json").read_text())["machine"]["bf16_units"]
+    assert units in ("none", "unknown") or set(units.split(", ")) <= set(BF16_FLAGS)  # the machine's, named
     rows = json.loads((tmp_path / "s" / "solve-vs-commit.json").read_text())["rows"]
     assert [r["ham"] for r in rows] == ["nmf", "cd"]
     for r in rows:  # today's code against itself: the same numbers, every variant timed

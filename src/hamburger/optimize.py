@@ -69,17 +69,14 @@ def optimize(
         raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if mode == GRAPHS:
-        sync = [m for m in model.modules()
-                if isinstance(m, Ham) and (m.check_input if check_input is None else check_input) == "sync"]
-        if sync:
-            raise ValueError('check_input="sync" synchronises the host, which a CUDA graph cannot hold: pass '
-                             'check_input="async" (or True) with mode="graphs"')  # fmt: skip
     if fused not in (None, True, False):
         raise ValueError(f"fused must be None (keep), True or False, got {fused!r}")
     if check_input is not None and check_input not in CHECK_MODES:
         raise ValueError(f"check_input must be one of {CHECK_MODES} or None, got {check_input!r}")
     hams = [m for m in model.modules() if isinstance(m, Ham)]
+    if mode == GRAPHS and any((h.check_input if check_input is None else check_input) == "sync" for h in hams):
+        raise ValueError('check_input="sync" synchronises the host, which a CUDA graph cannot hold: pass '
+                         'check_input="async" (or True) with mode="graphs"')  # fmt: skip
     for ham in hams:
         if precision is not None:
             ham.precision = precision

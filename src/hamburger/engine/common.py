@@ -14,16 +14,25 @@ from pathlib import Path
 
 import torch
 
+BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16")  # the CPU flags that decide whether bf16 is fast there
+
 
 def machine_info() -> dict:
+    """The machine a figure was measured on; ``bf16_units``: its bf16 matrix and vector flags (Linux; "none" without
+    them, "unknown" where /proc/cpuinfo cannot be read), which decide whether bf16 beats fp32 on this CPU."""
     cpu = platform.processor() or platform.machine()
+    units = "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = None
+    if text is not None:
+        for line in text.splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
+        flags = set(text.split())
+        units = ", ".join(f for f in BF16_FLAGS if f in flags) or "none"
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -31,6 +40,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_units": units,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
