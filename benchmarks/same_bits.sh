@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Seeded short runs of the three tasks at one thread: prints the sha256 of each run's last weights and the demo's mIoUs.
 # Usage: benchmarks/same_bits.sh OUT_DIR   (from a checkout with .venv; PY=... PYTHONPATH=<other checkout>/src runs
-# another commit with the same interpreter). The one-house restructuring left all four unchanged (closing note of issue 24).
+# another commit with the same interpreter). The digests hold per machine: compare two commits on one machine, never
+# digests printed on another CPU model (its kernels round differently). The one-house restructuring left all four
+# unchanged (closing note of issue 24).
 set -euo pipefail
 OUT=${1:?out dir}
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1

@@ -45,6 +45,7 @@ def test_train_writes_log_checkpoints_and_class_rows(tmp_path, capsys):
 
 
 def test_training_is_deterministic_and_resumes_bitwise(tmp_path):
+    """Per machine: the killed, resumed and straight runs are all made here, in this test."""
     cmd = [sys.executable, "-m", "hamburger.cli", "gan", "train", *TINY, "--iters", "8", "--ckpt-interval", "2",
            "--ema", "0.99"]  # fmt: skip
     killed = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], env={**ENV, "HAMBURGER_KILL_AT": "logged:5"},

@@ -1,5 +1,6 @@
 """The package's structure: import contracts kept, no import circle, the 0.1 module paths alive as warning aliases,
-and a run folder written by the 0.1 layout resumed and evaluated by today's code."""
+and a run folder written by the 0.1 layout resumed and evaluated by today's code (within a tolerance: it was
+computed on another CPU)."""
 
 import importlib
 import shutil
@@ -104,7 +105,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_a_run_folder_of_the_old_layout_resumes_bitwise_and_evaluates(tmp_path, one_thread, capsys):
+# The fixture's first four steps were computed on the CPU that wrote it; another CPU model (oneDNN/MKL pick other
+# kernels on AMD, on Intel with and without AMX) rounds those steps differently (ulp level: 194 of its 2,628 weights at
+# step 4 differ by at most 3e-8 on an AMD EPYC). A resume that lost the optimiser's moments, the schedule or the RNG
+# moves a weight by about the learning rate (2e-3); 1e-5 is far below that and far above the rounding.
+FIXTURE_ATOL = 1e-5
+
+
+def test_a_run_folder_of_the_old_layout_resumes_and_evaluates(tmp_path, one_thread, capsys):
+    """The 0.1 run folder resumes to step 6 with today's code, its weights within FIXTURE_ATOL of a straight run on
+    this machine, and evaluates. Not bitwise: the fixture's steps 1-4 ran on another CPU. The bitwise promise (a
+    resumed run equals a straight run) is tested per machine, on runs made in the same test
+    (tests/test_seq.py::test_a_killed_sequence_run_resumes_bitwise_on_this_machine)."""
     run = tmp_path / "old"
     shutil.copytree(FIXTURE, run)
     assert load_checkpoint(run)[2]["step"] == 4  # killed after step 5, last committed at 4
@@ -120,7 +132,11 @@ def test_a_run_folder_of_the_old_layout_resumes_bitwise_and_evaluates(tmp_path, 
     main(["seq", "train", "--config", str(FIXTURE / "config.yaml"), "--out", str(tmp_path / "straight"),
           "--ham-grad", "one-step", "--ham-norm", "none", "--ham-memory", "dict"])  # fmt: skip
     resumed, straight = load_weights(run / "last.safetensors"), load_weights(tmp_path / "straight" / "last.safetensors")
-    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=FIXTURE_ATOL, msg=key)
+    before = load_weights(FIXTURE / "last.safetensors")
+    assert any(not torch.equal(resumed[k], before[k]) for k in straight)  # steps 5 and 6 trained
     capsys.readouterr()
     main(["seq", "eval", "--run", str(run)])
     assert "test recall accuracy" in capsys.readouterr().out

@@ -201,6 +201,7 @@ def straight_run(data, tmp_path_factory):
     ["weights:2", "between:2", "state:2", "manifest:2", "committed:1", "best:1", "logged:5"],
 )
 def test_killed_inside_any_write_resumes_to_the_same_weights(data, tmp_path, straight_run, point):
+    """Bit for bit, per machine: the straight run it is compared with is made on this machine by this module."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "hamburger.cli", *_fault_args(data, out)]
     killed = subprocess.run(cmd, env={**ENV, "HAMBURGER_KILL_AT": point}, capture_output=True)

@@ -3,11 +3,17 @@ engine (resume), eval, compare and bench at a tiny size."""
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from hamburger.cli import main
+from hamburger.engine.checkpoint import load_weights
 from hamburger.seq.config import SeqTrainConfig
 from hamburger.seq.data import IGNORE, mqar, ngram_bits_per_char, sympy_corpus, tiles, windows
 from hamburger.seq.model import SequenceModel
@@ -305,6 +311,35 @@ def test_resume_of_an_attention_run_ignores_the_hams_fields(tmp_path):
     train(SeqTrainConfig(mixer="ham_nmf", rank=4, chunk=8, iters=2, out=tmp_path / "h", **tiny))
     with pytest.raises(ValueError, match=r"changed recipe \(rank: 4 -> 5\)"):
         train(SeqTrainConfig(mixer="ham_nmf", rank=5, chunk=8, iters=2, resume=True, out=tmp_path / "h", **tiny))
+
+
+SEQ_RUN = ["--task", "mqar", "--seq-len", "16", "--pairs", "2", "--train-examples", "64", "--val-examples", "8",
+           "--dim", "4", "--depth", "1", "--rank", "2", "--chunk", "4", "--batch-size", "8", "--iters", "6",
+           "--ckpt-interval", "2", "--val-interval", "2", "--warmup", "2", "--no-tensorboard", "--quiet"]  # fmt: skip
+
+
+def test_a_killed_sequence_run_resumes_bitwise_on_this_machine(tmp_path):
+    """A sequence run SIGKILLed after step 5 (its checkpoint at step 4) and resumed equals a straight run bit for bit,
+    and two straight runs are equal. Per machine: all three runs are made here, in this test; bits computed on
+    another CPU are never compared (its kernels round differently)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "hamburger.cli", "seq", "train", *SEQ_RUN]
+    killed = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], env={**env, "HAMBURGER_KILL_AT": "logged:5"},
+                            capture_output=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert json.loads((tmp_path / "killed" / "checkpoint.json").read_text())["step"] == 4
+    resumed = subprocess.run([*cmd, "--out", str(tmp_path / "killed"), "--resume"], env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in ("a", "b"):
+        subprocess.run([*cmd, "--out", str(tmp_path / name)], check=True, env=env, capture_output=True)
+    a, b, again = (load_weights(tmp_path / n / "last.safetensors") for n in ("a", "b", "killed"))
+    assert a.keys() == again.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+        assert torch.equal(a[key], again[key]), key
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
 
 
 def test_seq_curves_plots_and_tabulates_the_runs_validation_points(tmp_path):
