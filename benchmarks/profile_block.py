@@ -68,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
         lines, total = _table(prof, dev.type, args.rows)
-        md += [f"## {name}: {total / args.calls:.2f} ms per forward ({'device' if dev.type == 'cuda' else 'CPU'} "
-               f"time, summed over kernels)", "", "| kernel | calls | ms (all calls) |", "|---|---:|---:|", *lines, ""]
+        md += [
+            f"## {name}: {total / args.calls:.2f} ms per forward ({'device' if dev.type == 'cuda' else 'CPU'} "
+            f"time, summed over kernels)",
+            "",
+            "| kernel | calls | ms (all calls) |",
+            "|---|---:|---:|",
+            *lines,
+            "",
+        ]
         print(md[-len(lines) - 5], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile-block.md").write_text("\n".join(md) + "\n")

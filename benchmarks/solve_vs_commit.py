@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
             ref = getattr(old, ham)(xin, bases, args.steps, grad="none", **old_kw).recon
             for precision in ("fp32", "bf16"):
                 for who, module, kw in (("old", old, old_kw), ("new", HF, new_kw), ("new plain", HF, new_kw)):
+
                     def solve(module=module, precision=precision, kw=kw, ham=ham, xin=xin, plain=who == "new plain"):
                         # "new plain": XᵀD as the bmm of Xᵀ's view, as on GPUs: not (DᵀX)ᵀ (fp32), not Xᵀ's copy (bf16)
                         wide, band = HF._WIDE_XTD, HF._XT_BAND

@@ -308,13 +308,32 @@ def test_user_errors_of_the_gan_and_seq_commands_are_one_line(tmp_path, capsys):
         (["gan", "eval", "--run", str(seq_run)], r"has settings a gan train run does not have \(.*another command\?"),
         (["seq", "eval", "--run", str(gan_run)], r"has settings a seq train run does not have"),
         (["gan", "sample", "--run", str(tmp_path)], r"holds no config.yaml"),
-        (["gan", "eval", "--run", str(seq_run), "--inception-weights", str(tmp_path / "nope.pt")],
-         r"--inception-weights .*nope.pt not found"),
-        (["seq", "compare", "--task", "mqar", "--lengths", "8", "--pairs", "32", "--out", str(tmp_path / "c")],
-         r"no \(N, pairs\) cell fits 3 x pairs <= N"),
+        (
+            ["gan", "eval", "--run", str(seq_run), "--inception-weights", str(tmp_path / "nope.pt")],
+            r"--inception-weights .*nope.pt not found",
+        ),
+        (
+            ["seq", "compare", "--task", "mqar", "--lengths", "8", "--pairs", "32", "--out", str(tmp_path / "c")],
+            r"no \(N, pairs\) cell fits 3 x pairs <= N",
+        ),
         (["seq", "bench", "--mixers", "none", "--out", str(tmp_path / "b")], r"'none' has no mixer"),
-        (["seq", "train", "--task", "mqar", "--seq-len", "16", "--pairs", "2", "--iters", "1", "--out", "/proc/x/run"],
-         r"hamburger seq train: \[Errno \d+\] .*'/proc/x"),
+        (
+            [
+                "seq",
+                "train",
+                "--task",
+                "mqar",
+                "--seq-len",
+                "16",
+                "--pairs",
+                "2",
+                "--iters",
+                "1",
+                "--out",
+                "/proc/x/run",
+            ],
+            r"hamburger seq train: \[Errno \d+\] .*'/proc/x",
+        ),
         (["decompose", "--ranks", "4", "--steps", "1", "--out", "/proc/x/d"], r"hamburger decompose: \[Errno \d+\]"),
     ]
     for text, name in (("a: [1\n", "syntax"), ("", "empty"), ("- 1\n- 2\n", "list"), ("extra_key: 1\n", "extra")):
@@ -350,12 +369,50 @@ def test_the_smaller_gan_and_seq_faults(tmp_path, capsys):
     assert report["weights"].endswith("best.safetensors") and len(report["weights_sha256"]) == 64
     # a start that fails at the loader (a batch larger than the data) leaves no config.yaml behind
     with pytest.raises(SystemExit, match="fewer than one batch"):
-        main(["seq", "train", "--task", "mqar", "--seq-len", "16", "--pairs", "2", "--train-examples", "4",
-              "--batch-size", "8", "--iters", "1", "--no-tensorboard", "--quiet", "--out", str(tmp_path / "failed")])
+        main(
+            [
+                "seq",
+                "train",
+                "--task",
+                "mqar",
+                "--seq-len",
+                "16",
+                "--pairs",
+                "2",
+                "--train-examples",
+                "4",
+                "--batch-size",
+                "8",
+                "--iters",
+                "1",
+                "--no-tensorboard",
+                "--quiet",
+                "--out",
+                str(tmp_path / "failed"),
+            ]
+        )
     assert not (tmp_path / "failed" / "config.yaml").exists()
     gan = tmp_path / "gan"
-    main(["gan", "train", "--dataset", "digits", "--ch", "4", "--batch-size", "4", "--iters", "1", "--val-interval",
-          "0", "--no-tensorboard", "--quiet", "--out", str(gan)])
+    main(
+        [
+            "gan",
+            "train",
+            "--dataset",
+            "digits",
+            "--ch",
+            "4",
+            "--batch-size",
+            "4",
+            "--iters",
+            "1",
+            "--val-interval",
+            "0",
+            "--no-tensorboard",
+            "--quiet",
+            "--out",
+            str(gan),
+        ]
+    )
     (tmp_path / "grids").mkdir()
     main(["gan", "sample", "--run", str(gan), "--per-class", "1", "--out", str(tmp_path / "grids")])
     assert (tmp_path / "grids" / "sample-seed0.png").is_file()

@@ -379,7 +379,8 @@ def test_implicit_gradient_is_the_derivative_of_the_nnls_solution_on_the_support
     with pytest.raises(ValueError, match="VQ has no implicit gradient"):
         hb.VQ(6, grad="implicit")
     assert _saved_bytes(lambda: HF.nmf(t, bases, 6, grad="implicit")) == _saved_bytes(
-        lambda: HF.nmf(t, bases, 24, grad="implicit"))  # memory independent of K
+        lambda: HF.nmf(t, bases, 24, grad="implicit")
+    )  # memory independent of K
 
 
 def test_implicit_k_differentiates_the_nnls_solution_in_the_bases_too(monkeypatch):
@@ -416,7 +417,8 @@ def test_implicit_k_differentiates_the_nnls_solution_in_the_bases_too(monkeypatc
     assert not torch.allclose(g1, g0)
     t = xs.clone().requires_grad_(True)
     assert _saved_bytes(lambda: HF.nmf(t, bases, 6, grad="implicit:1")) == _saved_bytes(
-        lambda: HF.nmf(t, bases, 24, grad="implicit:1"))
+        lambda: HF.nmf(t, bases, 24, grad="implicit:1")
+    )
     # k > K is clamped: implicit:2 on one step is implicit:1
     torch.testing.assert_close(_grad_of(HF.nmf, xs, bases, 1, "implicit:2")[1], _grad_of(HF.nmf, xs, bases, 1,
                                "implicit:1")[1], rtol=0, atol=0)  # fmt: skip

@@ -123,8 +123,11 @@ def test_a_run_folder_of_the_old_layout_resumes_and_evaluates(tmp_path, one_thre
     # the run predates ham_grad, ham_norm and ham_memory and trained with one-step, the unnormalised solve and the
     # carried dictionary; the defaults are chunkwise, unit and stats now: resuming it unchanged is refused (naming the
     # fields) instead of silently switching its gradient and its forward half-way
-    with pytest.raises(SystemExit, match=r"ham_grad: 'one-step' -> 'chunkwise'.*ham_norm: 'none' -> 'unit'.*"
-                                         r"ham_memory: 'dict' -> 'stats'"):
+    with pytest.raises(
+        SystemExit,
+        match=r"ham_grad: 'one-step' -> 'chunkwise'.*ham_norm: 'none' -> 'unit'.*"
+        r"ham_memory: 'dict' -> 'stats'",
+    ):
         main(["seq", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume"])
     main(["seq", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume", "--ham-grad",
           "one-step", "--ham-norm", "none", "--ham-memory", "dict"])  # fmt: skip

@@ -97,7 +97,6 @@ def test_a_sympy_with_other_files_is_refused_by_the_corpus_hash(monkeypatch):
         seq_data.sympy_corpus.__wrapped__()
 
 
-
 @pytest.mark.parametrize("mixer,conv", [("ham_nmf", 0), ("ham_nmf", 3), ("ham_vq", 0), ("softmax", 0), ("softmax", 4),
                                         ("linear", 0), ("none", 2)])  # fmt: skip
 def test_generation_uses_the_recurrent_form_and_matches_teacher_forcing(mixer, conv):
@@ -305,8 +304,9 @@ def test_resume_of_an_attention_run_ignores_the_hams_fields(tmp_path):
     tiny = dict(task="mqar", dim=16, depth=1, seq_len=24, pairs=4, batch_size=4, train_examples=32, val_examples=8,
                 val_interval=2, no_tensorboard=True, quiet=True)  # fmt: skip
     train(SeqTrainConfig(mixer="softmax", rank=16, ham_memory="dict", iters=2, out=tmp_path / "s", **tiny))
-    train(SeqTrainConfig(mixer="softmax", rank=24, ham_memory="stats", iters=2, resume=True, out=tmp_path / "s",
-                         **tiny))  # fmt: skip  (no "changed recipe")
+    train(
+        SeqTrainConfig(mixer="softmax", rank=24, ham_memory="stats", iters=2, resume=True, out=tmp_path / "s", **tiny)
+    )  # fmt: skip  (no "changed recipe")
     assert json.loads((tmp_path / "s" / "checkpoint.json").read_text())["step"] == 2
     train(SeqTrainConfig(mixer="ham_nmf", rank=4, chunk=8, iters=2, out=tmp_path / "h", **tiny))
     with pytest.raises(ValueError, match=r"changed recipe \(rank: 4 -> 5\)"):

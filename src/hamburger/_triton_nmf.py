@@ -17,10 +17,16 @@ def codes_kernel(
     acc = tl.zeros((BLOCK_N, BLOCK_R), dtype=tl.float32)
     for k0 in range(0, dim, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
-        xt = tl.load(x_ptr + b * sxb + rk[None, :] * sxd + rn[:, None] * sxn,
-                     mask=(rn[:, None] < n) & (rk[None, :] < dim), other=0.0)  # (BLOCK_N, BLOCK_K): Xᵀ
-        dt = tl.load(d_ptr + b * sdb + rk[:, None] * sdd + rr[None, :] * sdr,
-                     mask=(rk[:, None] < dim) & (rr[None, :] < rank), other=0.0)  # (BLOCK_K, BLOCK_R)
+        xt = tl.load(
+            x_ptr + b * sxb + rk[None, :] * sxd + rn[:, None] * sxn,
+            mask=(rn[:, None] < n) & (rk[None, :] < dim),
+            other=0.0,
+        )  # (BLOCK_N, BLOCK_K): Xᵀ
+        dt = tl.load(
+            d_ptr + b * sdb + rk[:, None] * sdd + rr[None, :] * sdr,
+            mask=(rk[:, None] < dim) & (rr[None, :] < rank),
+            other=0.0,
+        )  # (BLOCK_K, BLOCK_R)
         if LOW:  # bf16 operands (X may be bf16 already), fp32 accumulation
             xt, dt = xt.to(tl.bfloat16), dt.to(tl.bfloat16)
             if UPCAST:  # the interpreter's bf16 dot is wrong: the same rounded values, in fp32
@@ -29,10 +35,14 @@ def codes_kernel(
     tile = (rn[:, None] < n) & (rr[None, :] < rank)
     c_at = c_ptr + b * scb + rn[:, None] * scn + rr[None, :] * scr
     c = tl.load(c_at, mask=tile, other=0.0)  # (BLOCK_N, BLOCK_R), fp32
-    g = tl.load(g_ptr + b * sgb + rr[:, None] * sgr + rr[None, :] * sgs,
-                mask=(rr[:, None] < rank) & (rr[None, :] < rank), other=0.0)  # (BLOCK_R, BLOCK_R)
+    g = tl.load(
+        g_ptr + b * sgb + rr[:, None] * sgr + rr[None, :] * sgs,
+        mask=(rr[:, None] < rank) & (rr[None, :] < rank),
+        other=0.0,
+    )  # (BLOCK_R, BLOCK_R)
     den = tl.dot(c, g, input_precision=SMALL_PRECISION) + eps
     tl.store(c_at, c * acc / den, mask=tile)
+
 
 def bases_kernel(
     x_ptr, d_ptr, c_ptr, h_ptr, w_ptr, eps, n, dim, rank, span, parts,
@@ -55,10 +65,16 @@ def bases_kernel(
         end = tl.minimum(n, (p + 1) * span)
         for n0 in range(p * span, end, BLOCK_N):
             rn = n0 + tl.arange(0, BLOCK_N)
-            x = tl.load(x_ptr + b * sxb + rd[:, None] * sxd + rn[None, :] * sxn,
-                        mask=(rd[:, None] < dim) & (rn[None, :] < end), other=0.0)  # (BLOCK_D, BLOCK_N)
-            c = tl.load(c_ptr + b * scb + rn[:, None] * scn + rr[None, :] * scr,
-                        mask=(rn[:, None] < end) & (rr[None, :] < rank), other=0.0)  # (BLOCK_N, BLOCK_R)
+            x = tl.load(
+                x_ptr + b * sxb + rd[:, None] * sxd + rn[None, :] * sxn,
+                mask=(rd[:, None] < dim) & (rn[None, :] < end),
+                other=0.0,
+            )  # (BLOCK_D, BLOCK_N)
+            c = tl.load(
+                c_ptr + b * scb + rn[:, None] * scn + rr[None, :] * scr,
+                mask=(rn[:, None] < end) & (rr[None, :] < rank),
+                other=0.0,
+            )  # (BLOCK_N, BLOCK_R)
             if LOW:
                 x, c = x.to(tl.bfloat16), c.to(tl.bfloat16)
                 if UPCAST:
@@ -69,7 +85,10 @@ def bases_kernel(
     else:
         d_at = d_ptr + b * sdb + rd[:, None] * sdd + rr[None, :] * sdr
         d = tl.load(d_at, mask=tile, other=0.0)
-        h = tl.load(h_ptr + b * shb + rr[:, None] * shr + rr[None, :] * shs,
-                    mask=(rr[:, None] < rank) & (rr[None, :] < rank), other=0.0)
+        h = tl.load(
+            h_ptr + b * shb + rr[:, None] * shr + rr[None, :] * shs,
+            mask=(rr[:, None] < rank) & (rr[None, :] < rank),
+            other=0.0,
+        )
         den = tl.dot(d, h, input_precision=SMALL_PRECISION) + eps
         tl.store(d_at, d * acc / den, mask=tile)

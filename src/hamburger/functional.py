@@ -131,6 +131,8 @@ def parse_grad(grad: str) -> GradSpec:
     if not 0 < spec.lam <= 1:
         raise ValueError(f"grad {grad!r}: the damping λ must be in (0, 1]")
     return spec
+
+
 PRECISIONS = ("fp32", "bf16", "tf32")
 
 

@@ -74,8 +74,11 @@ def register(sub) -> None:
     cross.add_argument("--repeats", type=positive_int, default=20)
     cross.add_argument("--no-compile", action="store_true", help="skip the compiled Hamburger")
     cross.add_argument("--capture", action="store_true", help="add the block under optimize(mode='reduce-overhead')")
-    cross.add_argument("--compile-attention", action="store_true",
-                       help="add the non-local block compiled with mode='reduce-overhead' (SDPA picks the backend)")
+    cross.add_argument(
+        "--compile-attention",
+        action="store_true",
+        help="add the non-local block compiled with mode='reduce-overhead' (SDPA picks the backend)",
+    )
     cross.add_argument("--math-limit-gib", type=positive_float, default=8.0, help="skip the math backend above this")
     cross.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     cross.add_argument("--out", type=Path, default=Path("results/bench-crossover"))

@@ -71,7 +71,7 @@ MODULE_EXTRAS = {"skimage": "demo", "sklearn": "gan", "torchmetrics": "gan", "sy
 
 def install_hint(command: str, module: str, extras: dict[str, str]) -> str:
     extra = MODULE_EXTRAS.get(module.split(".")[0], extras.get(command, command))
-    return f"{command} needs the optional dependency {module!r}: pip install \"hamburger[{extra}]\""
+    return f'{command} needs the optional dependency {module!r}: pip install "hamburger[{extra}]"'
 
 
 def missing_extra(sub, command: str, *, extra: str, error: ModuleNotFoundError) -> None:

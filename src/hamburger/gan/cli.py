@@ -59,8 +59,9 @@ def register(sub) -> None:
     c.add_argument("--seeds", type=integers, default=(0, 1, 2))
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: gan train's)")
     c.add_argument("--batch-size", type=positive_int, default=None, help="default: gan train's")
-    c.add_argument("--samples", type=int_between(2, MAX_SAMPLES), default=2000,
-                   help="generated images per final evaluation")
+    c.add_argument(
+        "--samples", type=int_between(2, MAX_SAMPLES), default=2000, help="generated images per final evaluation"
+    )
     c.add_argument("--ema", type=float, default=None, help="EMA decay of G for sampling (default: gan train's)")
     c.add_argument("--ham-grad", type=grad_spec, default=None, help="gradient through the Hamburger arms' solve")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")

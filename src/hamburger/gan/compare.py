@@ -107,7 +107,6 @@ def step_times(arms, *, repeats: int, kw) -> dict[str, float]:
     """Median seconds of one training step (D and G updates) per arm, the arms' steps interleaved."""
     from contextlib import nullcontext
 
-
     fns = {}
     for arm in arms:
         config = _config(arm, 0, out=Path("unused"), classifier=None, **{**kw, "quiet": True, "iters": repeats + 5})

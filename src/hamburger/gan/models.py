@@ -80,7 +80,11 @@ class Generator(nn.Module):
         for a, b in zip(widths[:-1], widths[1:]):
             self.blocks.append(GBlock(a * ch, b * ch, num_classes=num_classes))
         self.context = create_gan_context(
-            arm, widths[self.context_after + 1] * ch, discriminator=False, num_classes=num_classes, steps=steps,
+            arm,
+            widths[self.context_after + 1] * ch,
+            discriminator=False,
+            num_classes=num_classes,
+            steps=steps,
             grad=grad,
         )
         self.bn = nn.BatchNorm2d(ch, eps=1e-3)

@@ -197,7 +197,6 @@ def save_grid(images: torch.Tensor, columns: int, path: Path, *, scale: int = 2,
     """A PNG of ``images`` (N, C, S, S) in [-1, 1], ``columns`` per row, each pixel ``scale``x``scale``."""
     from PIL import Image
 
-
     n, c, s, _ = images.shape
     rows = -(-n // columns)
     cell = s + pad
@@ -235,7 +234,6 @@ def train(config: GANTrainConfig) -> dict:
 def load_run(run: Path, weights: Path | None = None):
     """(GANPair with the run's weights, its GANTrainConfig, number of classes) from a ``gan train`` run folder."""
     import json
-
 
     run = Path(run)
     config = load_run_config(run, GANTrainConfig, "gan train")

@@ -48,8 +48,11 @@ ROWS: tuple[tuple[str, str, str, dict], ...] = (
     ("ham type", "CD", "hamnet", {"ham_type": "cd"}),
     ("gradient", "one-step (the paper's)", "hamnet", {"ham_grad": "one-step"}),
     # the library's default gradient, when it is neither of the paper's two (the reference's runs)
-    *([("gradient", f"{DEFAULT_GRAD} (the default)", "hamnet", {"ham_grad": DEFAULT_GRAD})]
-      if DEFAULT_GRAD not in _PAPERS_GRADS else []),
+    *(
+        [("gradient", f"{DEFAULT_GRAD} (the default)", "hamnet", {"ham_grad": DEFAULT_GRAD})]
+        if DEFAULT_GRAD not in _PAPERS_GRADS
+        else []
+    ),
     ("gradient", "BPTT", "hamnet", {"ham_grad": "bptt"}),
     ("gradient", "no gradient", "hamnet", {"ham_grad": "none"}),
     ("version", "v1", "hamnet", {"ham_version": "v1"}),

@@ -149,8 +149,12 @@ def register(sub) -> None:
     abl.add_argument("--device", type=device_name, default="cpu")
     abl.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     abl.add_argument("--out", type=Path, default=Path("results/ablate"))
-    abl.add_argument("--ham-grad", type=grad_spec, default=None,
-                     help="gradient of every Hamburger row but the gradient rows (default: the models')")
+    abl.add_argument(
+        "--ham-grad",
+        type=grad_spec,
+        default=None,
+        help="gradient of every Hamburger row but the gradient rows (default: the models')",
+    )
     abl.add_argument("--groups", type=names, default=ablate.GROUPS,
                      help=f"row groups to train and report (default all: {','.join(ablate.GROUPS)})")  # fmt: skip
     abl.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")

@@ -235,7 +235,6 @@ def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int
     import matplotlib.pyplot as plt
     import numpy as np
 
-
     test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
     colours = palette(len(CLASSES))
     models = {}

@@ -43,9 +43,7 @@ class SegTrainConfig:
     # model
     model: str = option("hamnet_r50_d8", "a name of hamburger.list_models()")
     norm: str | None = option(None, "head norm layers (default: batch)", choices=NORMS)
-    context_norm: str | None = option(
-        None, "norm inside the context block (default: the head's)", choices=NORMS
-    )
+    context_norm: str | None = option(None, "norm inside the context block (default: the head's)", choices=NORMS)
     backbone_norm: str | None = option(None, "backbone norm (default: batch)", choices=NORMS)
     rank: int | None = option(None, "R of the Hamburger (default: the variant's)", minimum=1)
     ham_init: str | None = option(None, "bases init of the Hamburger", choices=INITS)
@@ -53,16 +51,13 @@ class SegTrainConfig:
     ham_steps: int | None = option(None, "K of the Hamburger in training (default: the variant's)", minimum=0)
     ham_eval_steps: int | None = option(None, "K of the Hamburger at evaluation (default: the variant's)", minimum=0)
     ham_grad: str | None = option(
-        None, "gradient through the Hamburger's solve: one-step (the paper's) | bptt | none | truncated:<k> | "
-        "phantom:<k>:<λ> | implicit[:<k>] (default: hamburger.functional.DEFAULT_GRAD, written into config.yaml)"
+        None,
+        "gradient through the Hamburger's solve: one-step (the paper's) | bptt | none | truncated:<k> | "
+        "phantom:<k>:<λ> | implicit[:<k>] (default: hamburger.functional.DEFAULT_GRAD, written into config.yaml)",
     )
     ham_type: str | None = option(None, "the Hamburger's ham (default: the variant's)", choices=tuple(HAMS))
-    ham_breads: str | None = option(
-        None, "which breads the Hamburger keeps (ablation)", choices=BREADS
-    )
-    ham_precision: str | None = option(
-        None, "precision of the hams' large products (default fp32)", choices=PRECISIONS
-    )
+    ham_breads: str | None = option(None, "which breads the Hamburger keeps (ablation)", choices=BREADS)
+    ham_precision: str | None = option(None, "precision of the hams' large products (default fp32)", choices=PRECISIONS)
     dropout: float | None = option(None, "dropout before the classifier", minimum=0.0, maximum=0.99)
     aux: bool | None = option(None, "FCN auxiliary head on stage 3 (default: the variant's)")
     pretrained: str | None = option(None, "'hub' for timm's weights, or a local weights file")

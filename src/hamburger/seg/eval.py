@@ -147,7 +147,6 @@ def predict_files(model: nn.Module, inputs, out: Path, *, num_classes: int, devi
     """Palette PNG masks (``<name>.png``) and overlays (``<name>_overlay.jpg``) for image files or folders."""
     from PIL import Image
 
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()

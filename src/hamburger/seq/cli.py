@@ -62,30 +62,64 @@ def register(sub) -> None:
     c.add_argument("--seeds", type=integers, default=None, help="lm: seeds (default 0,1,2)")
     c.add_argument("--lengths", type=positive_ints, default=(64, 256, 512), help="mqar: N")
     c.add_argument("--pairs", type=positive_ints, default=(8, 32), help="mqar: key-value pairs")
-    c.add_argument("--cells", type=_cells, default=None,
-                   help="mqar: the (N, pairs) cells, N:P,... (instead of every --lengths with every --pairs)")
+    c.add_argument(
+        "--cells",
+        type=_cells,
+        default=None,
+        help="mqar: the (N, pairs) cells, N:P,... (instead of every --lengths with every --pairs)",
+    )
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: the task's)")
     c.add_argument("--device", type=device_name, default="cpu")
     c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
-    c.add_argument("--ham-grad", type=_mixer_grad, default=DEFAULT_MIXER_GRAD,
-                   help=f"Ham mixers: gradient of the solve ({' | '.join(MIXER_GRADS)})")
-    c.add_argument("--ham-norm", choices=MIXER_NORMS, default=DEFAULT_MIXER_NORM,
-                   help="Ham mixers: scale of the causal NMF solve")
-    c.add_argument("--ham-memory", choices=MIXER_MEMORIES, default=DEFAULT_MIXER_MEMORY,
-                   help="Ham mixers: what a causal chunk's dictionary update starts from")
-    c.add_argument("--rank", type=positive_int, default=None,
-                   help="Ham mixers: R bases per head (default: seq train's)")
-    c.add_argument("--ham-width", type=positive_int, default=None,
-                   help="Ham mixers: W channels of the solve (default: seq train's)")
-    c.add_argument("--ham-keys", type=positive_int, default=None,
-                   help="Ham mixers: channels per head that code a token (default: seq train's)")
-    c.add_argument("--ham-fit", choices=MIXER_FITS, default=DEFAULT_MIXER_FIT,
-                   help="Ham mixers: how a causal NMF dictionary is fitted to the prefix statistics")
-    c.add_argument("--ham-local", choices=("none", *MIXER_LOCALS), default="none",
-                   help="Ham mixers: a read-out of the recent tokens (chunk: the chunk's earlier ones; window: the "
-                   "last chunk - 1)")
-    c.add_argument("--ham-decay", type=nonnegative_float, default=0.0,
-                   help="Ham mixers: start of a learned per-chunk decay of the prefix statistics (0: none)")
+    c.add_argument(
+        "--ham-grad",
+        type=_mixer_grad,
+        default=DEFAULT_MIXER_GRAD,
+        help=f"Ham mixers: gradient of the solve ({' | '.join(MIXER_GRADS)})",
+    )
+    c.add_argument(
+        "--ham-norm", choices=MIXER_NORMS, default=DEFAULT_MIXER_NORM, help="Ham mixers: scale of the causal NMF solve"
+    )
+    c.add_argument(
+        "--ham-memory",
+        choices=MIXER_MEMORIES,
+        default=DEFAULT_MIXER_MEMORY,
+        help="Ham mixers: what a causal chunk's dictionary update starts from",
+    )
+    c.add_argument(
+        "--rank", type=positive_int, default=None, help="Ham mixers: R bases per head (default: seq train's)"
+    )
+    c.add_argument(
+        "--ham-width",
+        type=positive_int,
+        default=None,
+        help="Ham mixers: W channels of the solve (default: seq train's)",
+    )
+    c.add_argument(
+        "--ham-keys",
+        type=positive_int,
+        default=None,
+        help="Ham mixers: channels per head that code a token (default: seq train's)",
+    )
+    c.add_argument(
+        "--ham-fit",
+        choices=MIXER_FITS,
+        default=DEFAULT_MIXER_FIT,
+        help="Ham mixers: how a causal NMF dictionary is fitted to the prefix statistics",
+    )
+    c.add_argument(
+        "--ham-local",
+        choices=("none", *MIXER_LOCALS),
+        default="none",
+        help="Ham mixers: a read-out of the recent tokens (chunk: the chunk's earlier ones; window: the "
+        "last chunk - 1)",
+    )
+    c.add_argument(
+        "--ham-decay",
+        type=nonnegative_float,
+        default=0.0,
+        help="Ham mixers: start of a learned per-chunk decay of the prefix statistics (0: none)",
+    )
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")

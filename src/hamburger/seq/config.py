@@ -25,8 +25,21 @@ from ..sequence import MIXERS
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "val_interval"})  # fmt: skip
 # the fields only a Ham mixer reads: they do not decide another mixer's result
-HAM_FIELDS = frozenset({"rank", "ham_width", "ham_keys", "ham_fit", "ham_local", "ham_decay", "ham_steps", "chunk",
-                        "ham_grad", "ham_norm", "ham_memory"})
+HAM_FIELDS = frozenset(
+    {
+        "rank",
+        "ham_width",
+        "ham_keys",
+        "ham_fit",
+        "ham_local",
+        "ham_decay",
+        "ham_steps",
+        "chunk",
+        "ham_grad",
+        "ham_norm",
+        "ham_memory",
+    }
+)
 
 
 def free_fields_of(config: SeqTrainConfig) -> frozenset:
@@ -40,9 +53,16 @@ class SeqTrainConfig:
     """Everything a sequence training run depends on (see ``hamburger seq train --help``)."""
 
     # what a saved run that lacks a field trained with: a changed default's earlier value, or a new option's off value
-    LEGACY_DEFAULTS: ClassVar[dict] = {"ham_grad": "one-step", "ham_norm": "none", "ham_memory": "dict",
-                                       "ham_width": 0, "ham_keys": 0, "ham_fit": "mult", "ham_local": "none",
-                                       "ham_decay": 0.0}
+    LEGACY_DEFAULTS: ClassVar[dict] = {
+        "ham_grad": "one-step",
+        "ham_norm": "none",
+        "ham_memory": "dict",
+        "ham_width": 0,
+        "ham_keys": 0,
+        "ham_fit": "mult",
+        "ham_local": "none",
+        "ham_decay": 0.0,
+    }
 
     # data
     task: str = option("lm", "mqar (associative recall) | lm (characters of sympy's source)", choices=("mqar", "lm"))
@@ -60,25 +80,51 @@ class SeqTrainConfig:
     # (docs/results/sequences.md); the state, D·R + R² + (L − 1)·D = 4,032 floats at C 64, one head and L 16, stays
     # within linear attention's 4,160
     rank: int = option(32, "Ham: R bases per head", minimum=1)
-    ham_width: int = option(0, "Ham: W channels of the solve, C -> W -> C (0: W = C); the recurrent state per head "
-                            "is D·R + R² + (chunk - 1)·D floats, D = W/heads", minimum=0)
-    ham_keys: int = option(0, "Ham: channels per head that code a token (its key part; the read-out returns all of "
-                           "them), 0: all", minimum=0)
-    ham_fit: str = option(DEFAULT_MIXER_FIT, "Ham: how a causal NMF dictionary is fitted to the prefix statistics "
-                          "(mult: K multiplicative updates; ridge: the closed-form least squares)", choices=MIXER_FITS)
-    ham_local: str = option("none", "Ham: a read-out of the recent tokens, weighted by code overlap (chunk: the "
-                            "chunk's earlier tokens; window: the last chunk - 1 tokens; causal, memory stats)",
-                            choices=("none", *MIXER_LOCALS))
-    ham_decay: float = option(0.0, "Ham: start of a learned per-chunk decay of the prefix statistics, in (0, 1) "
-                              "(0: none, equal weights; causal, memory stats)", minimum=0.0)
+    ham_width: int = option(
+        0,
+        "Ham: W channels of the solve, C -> W -> C (0: W = C); the recurrent state per head "
+        "is D·R + R² + (chunk - 1)·D floats, D = W/heads",
+        minimum=0,
+    )
+    ham_keys: int = option(
+        0,
+        "Ham: channels per head that code a token (its key part; the read-out returns all of them), 0: all",
+        minimum=0,
+    )
+    ham_fit: str = option(
+        DEFAULT_MIXER_FIT,
+        "Ham: how a causal NMF dictionary is fitted to the prefix statistics "
+        "(mult: K multiplicative updates; ridge: the closed-form least squares)",
+        choices=MIXER_FITS,
+    )
+    ham_local: str = option(
+        "none",
+        "Ham: a read-out of the recent tokens, weighted by code overlap (chunk: the "
+        "chunk's earlier tokens; window: the last chunk - 1 tokens; causal, memory stats)",
+        choices=("none", *MIXER_LOCALS),
+    )
+    ham_decay: float = option(
+        0.0,
+        "Ham: start of a learned per-chunk decay of the prefix statistics, in (0, 1) "
+        "(0: none, equal weights; causal, memory stats)",
+        minimum=0.0,
+    )
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix, but under --ham-local)", minimum=1)
     ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")
-    ham_norm: str = option(DEFAULT_MIXER_NORM, "Ham: scale of the causal NMF solve (unit: every chunk's dictionary "
-                           "rescaled to unit-norm columns; none: the earlier form)", choices=MIXER_NORMS)
-    ham_memory: str = option(DEFAULT_MIXER_MEMORY, "Ham: what a causal chunk's dictionary update starts from (dict: "
-                             "the previous dictionary; stats: the fixed start, so the prefix statistics are the "
-                             "memory)", choices=MIXER_MEMORIES)
+    ham_norm: str = option(
+        DEFAULT_MIXER_NORM,
+        "Ham: scale of the causal NMF solve (unit: every chunk's dictionary "
+        "rescaled to unit-norm columns; none: the earlier form)",
+        choices=MIXER_NORMS,
+    )
+    ham_memory: str = option(
+        DEFAULT_MIXER_MEMORY,
+        "Ham: what a causal chunk's dictionary update starts from (dict: "
+        "the previous dictionary; stats: the fixed start, so the prefix statistics are the "
+        "memory)",
+        choices=MIXER_MEMORIES,
+    )
     conv: int = option(3, "kernel of a short causal convolution before every mixer, in every arm (0: none)", minimum=0)
     init_weights: Path | None = option(None, "start from these weights")
     # optimisation

@@ -169,7 +169,6 @@ def photo(*, image: str = "camera", ham: str = "nmf", rank: int = 16, steps: int
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     if ham not in SOLVERS:
         raise ValueError(f"ham must be one of {tuple(SOLVERS)}, got {ham!r}")
     x = load_image(image)
