@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from hamburger.cli import main
 from hamburger.functional import DEFAULT_GRAD
+from hamburger.seg import ablate
 from hamburger.seg.ablate import ROWS, TEST_STEPS, findings, plan, run_tag, with_grad
 
 
@@ -31,8 +33,11 @@ def test_groups_train_and_report_their_rows_only(capsys):
     assert len(lines) == 2 and "*BPTT hurts where the one-step gradient does not*: **disagrees**" in lines[0]
     assert f"the default {DEFAULT_GRAD} beats the paper's one-step*: **agrees** — +9.0 over one-step, -1.0 over BPTT" \
         in lines[1]  # fmt: skip
-    with pytest.raises(SystemExit, match="unknown ablation group"):
+    with pytest.raises(SystemExit) as refused:  # a usage error naming the groups
         main(["ablate", "--groups", "gradient,nosuch"])
+    assert refused.value.code == 2
+    with pytest.raises(ValueError, match="unknown ablation group"):  # the Python API says so too
+        ablate.run(out=Path("unused"), groups=("gradient", "nosuch"))
 
 
 def test_ham_grad_sets_every_hamburger_row_but_the_gradient_rows():

@@ -186,7 +186,10 @@ def test_a_run_folder_holds_one_run(tmp_path):
     fit(ToyTask(), config)
     (tmp_path / "run" / "eval.json").write_text("{}")  # what an evaluation of the old run left beside it
     (tmp_path / "run" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match=r"already holds a run \(best.safetensors, checkpoint.json, .*--overwrite"):
+    with pytest.raises(
+        ValueError,
+        match=r"already holds a run \(best.safetensors, best.safetensors.sha256, checkpoint.json, .*--overwrite",
+    ):
         fit(ToyTask(), replace(config, iters=3, seed=5))
     fit(ToyTask(), replace(config, iters=3, seed=5, overwrite=True))
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

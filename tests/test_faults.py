@@ -93,7 +93,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     _one_line_exit(["seg", "train", "--config", str(recipe)], str(recipe), "YAML syntax error at line")
 
 
-@pytest.mark.parametrize("text, needle", [('iters: "two"', "key 'iters' must be int"),
+@pytest.mark.parametrize("text, needle", [('iters: "two"', "key 'iters' expected an integer"),
                                           ("iters: -5", "key 'iters' must be >= 1"),
                                           ("optimizer: lamb", "key 'optimizer' must be one of")])  # fmt: skip
 def test_yaml_value_errors_name_the_key(text, needle, tmp_path):
@@ -327,6 +327,8 @@ def test_user_errors_of_the_gan_and_seq_commands_are_one_line(tmp_path, capsys):
                 "16",
                 "--pairs",
                 "2",
+                "--chunk",
+                "4",
                 "--iters",
                 "1",
                 "--out",
@@ -379,6 +381,8 @@ def test_the_smaller_gan_and_seq_faults(tmp_path, capsys):
                 "16",
                 "--pairs",
                 "2",
+                "--chunk",
+                "4",
                 "--train-examples",
                 "4",
                 "--batch-size",

@@ -332,7 +332,7 @@ def test_config_round_trips_and_resume_refuses_a_changed_recipe(data, tmp_path):
     assert not (tmp_path / "failed" / "config.yaml").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: folder\niters: two\n")
-    with pytest.raises(SystemExit, match="key 'iters' must be int, got 'two'"):
+    with pytest.raises(SystemExit, match="key 'iters' expected an integer, got 'two'"):
         main(["seg", "train", "--config", str(bad)])
     bad.write_text("dataset: folder\noptimizer: lamb\n")
     with pytest.raises(SystemExit, match="key 'optimizer' must be one of"):

@@ -293,9 +293,9 @@ def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
     with pytest.raises(ValueError, match=r"ham_fit: mult -> ridge"):  # K multiplicative updates, before the option
         seq_compare._run_one(dataclasses.replace(ham, ham_fit="ridge"), progress=False)
     with pytest.raises(ValueError, match=r"ham_local: none -> chunk"):  # no local read-out before the option
-        seq_compare._run_one(dataclasses.replace(ham, ham_local="chunk"), progress=False)
+        seq_compare._run_one(dataclasses.replace(ham, ham_local="chunk", ham_memory="stats"), progress=False)
     with pytest.raises(ValueError, match=r"ham_decay: 0.0 -> 0.9"):  # equal weights before the option
-        seq_compare._run_one(dataclasses.replace(ham, ham_decay=0.9), progress=False)
+        seq_compare._run_one(dataclasses.replace(ham, ham_decay=0.9, ham_memory="stats"), progress=False)
 
 
 def test_resume_of_an_attention_run_ignores_the_hams_fields(tmp_path):

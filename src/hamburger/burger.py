@@ -141,6 +141,13 @@ class Hamburger(nn.Module):
             raise TypeError(f"Hamburger expects a floating-point input, got {x.dtype}")
         if x.numel() == 0:
             raise ValueError(f"Hamburger got an empty tensor of shape {tuple(x.shape)}")
+        if x.device.type == "meta":  # shape inference: the weights must be meta tensors too
+            where = {str(p.device) for p in self.parameters() if p.device.type != "meta"}
+            if where:
+                raise ValueError(
+                    f"Hamburger got a meta-device input but its weights are on {', '.join(sorted(where))}: build it "
+                    "under torch.device('meta') or call .to('meta') to infer shapes"
+                )
         shape = x.shape
         # a replaced ham (the segmentation heads' local control is an identity) has no precision of its own
         precision = self.ham.effective_precision() if hasattr(self.ham, "effective_precision") else "fp32"

@@ -69,7 +69,9 @@ Precision (``precision``) of the large products, the ones that touch X or produc
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import warnings
 from typing import NamedTuple
 
@@ -109,6 +111,9 @@ def damps_forward(grad: str) -> bool:
     return spec.kind == "phantom" and spec.lam < 1
 
 
+_ASCII_NUMBER = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
 def parse_grad(grad: str) -> GradSpec:
     """``"truncated:2"`` -> ``GradSpec("truncated", 2, 1.0)``; a ``ValueError`` naming the spellings otherwise."""
     if not isinstance(grad, str):
@@ -118,6 +123,8 @@ def parse_grad(grad: str) -> GradSpec:
     kind, _, rest = grad.partition(":")
     args = rest.split(":") if rest else []
     try:
+        if not all(_ASCII_NUMBER.fullmatch(a) for a in args):  # int() takes "2_0" and other scripts' digits
+            raise ValueError
         if kind in ("truncated", "implicit") and len(args) == 1:
             spec = GradSpec(kind, int(args[0]))
         elif kind == "phantom" and len(args) == 2:
@@ -282,6 +289,14 @@ class _TF32Scope:
             torch.set_float32_matmul_precision(self.saved)
 
 
+def no_autocast(device: torch.device):
+    """Autocast off on ``device`` (the solve chooses its own dtypes); a no-op on the ``meta`` device, which has no
+    autocast and only infers shapes."""
+    if device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)
+
+
 def _normalize_columns(bases: Tensor) -> Tensor:
     return F.normalize(bases, dim=1, eps=1e-6)  # (B, D, R): unit columns along D
 
@@ -296,7 +311,7 @@ def _run(
     out_dtype = x.dtype
     dtype = _solver_dtype(x.dtype)
     low = _low(precision)
-    with torch.autocast(x.device.type, enabled=False), _TF32Scope(precision, x.device):
+    with no_autocast(x.device), _TF32Scope(precision, x.device):
         xp = x.to(low) if low is not None else None
         x = x.to(dtype)
         xp = x if xp is None else xp
@@ -513,7 +528,7 @@ def _fused_verified(device: torch.device, precision: str) -> bool:
         tol = 1e-4 if precision == "fp32" else 3e-2
         # as the solve runs them: without autocast (under it the Gram matrices came out bf16, and Triton refused to
         # compile a dot of float32 and bfloat16 on the first H200 run)
-        with torch.no_grad(), torch.autocast(device.type, enabled=False), _TF32Scope(precision, device):
+        with torch.no_grad(), no_autocast(device), _TF32Scope(precision, device):
             ref_c = _NMF.codes(xp, d, ct, 1e-6, False, precision)
             ref_d = _NMF.bases(xp, d, ref_c, 1e-6, False, precision)
             try:

@@ -79,6 +79,14 @@ class GraphRunner:
         self.failed: set[tuple] = set()  # shapes whose capture raised: eager from then on
         self.warned = False
 
+    @property
+    def __code__(self):  # torch.export reads the forward's code object: it traces the eager forward
+        return self.forward.__code__
+
+    @property
+    def __wrapped__(self):  # inspect.signature: the eager forward's parameters
+        return self.forward
+
     def clear(self) -> None:
         """Drop every graph (and its memory); the next call at each shape captures again."""
         self.graphs.clear()
@@ -87,7 +95,7 @@ class GraphRunner:
     def _graphable(self, args: tuple, kwargs: dict) -> bool:
         if kwargs or len(args) != 1 or not isinstance(args[0], Tensor) or args[0].device.type not in self.devices:
             return False
-        if self.module.training or torch.compiler.is_compiling():
+        if self.module.training or torch.compiler.is_compiling() or torch.compiler.is_exporting():
             return False
         grads = args[0].requires_grad or any(p.requires_grad for p in self.module.parameters())
         return not (torch.is_grad_enabled() and grads)

@@ -122,7 +122,7 @@ class Ham(nn.Module):
             raise ValueError(f"check_input must be one of {CHECK_MODES}, got {check_input!r}")
         if precision not in HF.PRECISIONS:
             raise ValueError(f"precision must be one of {HF.PRECISIONS}, got {precision!r}")
-        if fused not in (None, True, False):
+        if fused is not None and not isinstance(fused, bool):
             raise ValueError(f"fused must be None (auto), True or False, got {fused!r}")
         self.channels = channels
         self.rank = rank

@@ -69,9 +69,9 @@ def optimize(
         raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if fused not in (None, True, False):
+    if fused is not None and not isinstance(fused, bool):  # 1 == True, but a stored 1 is not a flag
         raise ValueError(f"fused must be None (keep), True or False, got {fused!r}")
-    if check_input is not None and check_input not in CHECK_MODES:
+    if check_input is not None and (check_input not in CHECK_MODES or type(check_input) is int):
         raise ValueError(f"check_input must be one of {CHECK_MODES} or None, got {check_input!r}")
     hams = [m for m in model.modules() if isinstance(m, Ham)]
     if mode == GRAPHS and any((h.check_input if check_input is None else check_input) == "sync" for h in hams):

@@ -24,6 +24,7 @@ import json
 import os
 import pickle
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from ..ham import Ham
 from .common import atomic_write_bytes
 
 MANIFEST = "checkpoint.json"
+STEP_FILE = re.compile(r"last-[0-9]{8}\.(safetensors|pt)")  # a committed step's weights and state
 _KILL_COUNTS: dict[str, int] = {}
 
 
@@ -64,12 +66,40 @@ def atomic_save(obj, path: Path, *, point: str | None = None) -> None:
     _write(path, buffer.getvalue(), point)
 
 
-def save_weights(state_dict: dict, path: Path, *, metadata: dict[str, str] | None = None, point: str | None = None):
-    """Model weights as safetensors (atomic), with string ``metadata`` in the header."""
+def save_weights(
+    state_dict: dict,
+    path: Path,
+    *,
+    metadata: dict[str, str] | None = None,
+    point: str | None = None,
+    digest: bool = False,
+):
+    """Model weights as safetensors (atomic), with string ``metadata`` in the header; with ``digest``, their SHA-256
+    is recorded beside them (:func:`digest_path`, ``sha256sum -c`` format), written after the weights."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    _write(path, save(tensors, metadata=metadata), point)
+    data = save(tensors, metadata=metadata)
+    _write(path, data, point)
+    if digest:
+        atomic_write_bytes(digest_path(path), f"{hashlib.sha256(data).hexdigest()}  {Path(path).name}\n".encode())
+
+
+def digest_path(path: Path) -> Path:
+    """Where the recorded SHA-256 of a weights file lives: ``<name>.sha256`` beside it."""
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
+def verify_digest(path: Path) -> None:
+    """Compare a weights file with its recorded SHA-256 (when one was recorded); a ValueError naming the file if
+    they differ: the file was damaged or replaced after its run wrote it."""
+    record = digest_path(path)
+    if not record.is_file():
+        return  # weights from elsewhere, or a run written before digests were recorded
+    expected = record.read_text().split()[0] if record.read_text().split() else ""
+    if file_sha256(path) != expected:
+        raise ValueError(f"weights file {path} does not match the SHA-256 its run recorded in {record.name}: it was "
+                         "damaged or replaced; retrain, resume the run, or pass other weights")  # fmt: skip
 
 
 def file_sha256(path: Path) -> str:
@@ -124,6 +154,8 @@ def commit_checkpoint(out: Path, step: int, weights: dict, state: dict, *, metad
     _write(out / MANIFEST, json.dumps(manifest, indent=2).encode(), "manifest")
     fault_point("committed")
     _link_last(weights_path, out / "last.safetensors")
+    digest = manifest["sha256"][weights_path.name]
+    atomic_write_bytes(digest_path(out / "last.safetensors"), f"{digest}  last.safetensors\n".encode())
     remove_stale(out)
 
 
@@ -165,7 +197,7 @@ def remove_stale(out: Path) -> list[Path]:
     removed = []
     for path in out.iterdir():
         stale_tmp = path.name.startswith(".") and ".tmp" in path.name
-        stale_step = path.name.startswith("last-") and path.name not in keep
+        stale_step = STEP_FILE.fullmatch(path.name) is not None and path.name not in keep
         if path.is_file() and (stale_tmp or stale_step):
             path.unlink(missing_ok=True)
             removed.append(path)
@@ -288,8 +320,14 @@ def check_identity(saved: dict[str, str], expected: dict[str, str], path: Path) 
 
 
 def load_model_weights(model: torch.nn.Module, path: Path, identity: dict[str, str] | None = None) -> None:
-    """Load a weights file into ``model`` after checking its identity; mismatched keys are a ValueError naming it."""
+    """Load a weights file into ``model`` after checking its bytes against the SHA-256 its run recorded (when there
+    is one), its values (all finite) and its identity; a failed check or mismatched keys are a ValueError naming it."""
+    verify_digest(path)
     tensors, metadata = read_weights(path)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"weights file {path} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}: the run diverged or the file is damaged")  # fmt: skip
     if identity is not None:
         check_identity(metadata, identity, Path(path))
     try:

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 from pathlib import Path
 
 from ..functional import parse_grad
 from .common import atomic_write_text
 
+# the largest R a command accepts: a solve holds R x R Gram matrices (and a causal mixer's state one per head), 64 MiB
+# each in fp32 at 4,096; a larger R is refused before anything is allocated
+MAX_RANK = 4096
 
-def option(default, help: str, *, choices: tuple | None = None, minimum=None, above=None, maximum=None):
+
+def option(default, help: str, *, choices: tuple | None = None, minimum=None, above=None, maximum=None, parse=None):
     """A config field: its default, its one-line documentation (the flag's help), its allowed values and bounds
-    (``minimum`` and ``maximum`` inclusive, ``above`` exclusive; a tuple's every element is checked)."""
+    (``minimum`` and ``maximum`` inclusive, ``above`` exclusive; a tuple's every element is checked), and ``parse``,
+    the argparse type of a field whose value has structure (its errors are usage errors naming the flag). A float
+    field is finite."""
     bounds = {"minimum": minimum, "above": above, "maximum": maximum}
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, **bounds})
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "parse": parse, **bounds})
 
 
 def bound_error(field: dataclasses.Field, value) -> str | None:
@@ -29,6 +37,8 @@ def bound_error(field: dataclasses.Field, value) -> str | None:
         return None
     meta = field.metadata
     for v in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"must be a finite number, got {_show(value)}"
         if meta.get("minimum") is not None and v < meta["minimum"]:
             return f"must be >= {meta['minimum']}, got {_show(value)}"
         if meta.get("above") is not None and v <= meta["above"]:
@@ -70,20 +80,37 @@ def parse_bool(text) -> bool:
 
 
 def parse_floats(text) -> tuple[float, ...]:
-    if isinstance(text, (list, tuple)):
-        return tuple(float(v) for v in text)
+    """argparse type: comma-separated finite numbers."""
+    parts = text if isinstance(text, (list, tuple)) else [v for v in str(text).strip("[]() ").split(",") if v.strip()]
     try:
-        return tuple(float(v) for v in str(text).strip("[]() ").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        return tuple(finite_float(v) for v in parts)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}") from None
+
+
+_ASCII_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def finite_float(text) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` are refused: no flag of this package takes them)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def ascii_int(text) -> int:
+    """argparse type: an integer in ASCII digits (``int`` alone also takes ``2_0`` and other scripts' digits)."""
+    if isinstance(text, bool) or not isinstance(text, int) and not _ASCII_INT.fullmatch(str(text).strip()):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(text)
 
 
 def _number(kind, text, low: float, strict: bool):
-    try:
-        value = kind(text)
-    except (TypeError, ValueError):
-        what = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    value = (ascii_int if kind is int else finite_float)(text)
     if value < low or strict and value == low:
         raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text!r}")
     return value
@@ -195,12 +222,13 @@ def device_name(text) -> str:
 
 
 positive_ints = _list_of(positive_int, "integers >= 1")
+rank_int = int_between(1, MAX_RANK)
 nonnegative_ints = _list_of(nonnegative_int, "integers >= 0")
 positive_floats = _list_of(positive_float, "numbers > 0")
-integers = _list_of(lambda t: _number(int, t, -(2**63), False), "integers")
+integers = _list_of(ascii_int, "integers")
 
 
-_TYPES = {"device": device_name, "int": int, "float": float, "str": str, "bool": parse_bool, "Path": Path,
+_TYPES = {"device": device_name, "int": ascii_int, "float": finite_float, "str": str, "bool": parse_bool, "Path": Path,
           "tuple[float, ...]": parse_floats}  # fmt: skip
 
 
@@ -223,7 +251,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
     values outside a field's bounds are argparse errors naming the flag."""
     for f in dataclasses.fields(cls):
         annotation = str(f.type).replace(" | None", "")
-        kind = _TYPES["device" if f.name == "device" else annotation]
+        kind = f.metadata.get("parse") or _TYPES["device" if f.name == "device" else annotation]
         if any(f.metadata.get(k) is not None for k in ("minimum", "above", "maximum")):
             kind = _bounded(kind, f)
         help_text = f.metadata.get("help", "")
@@ -317,7 +345,7 @@ def parse_with_recipe(
                     except argparse.ArgumentTypeError as e:
                         raise ValueError(f"recipe {known.config}: key {action.dest!r} {e}") from None
                     except (ValueError, TypeError):
-                        names = {parse_bool: "true/false", parse_floats: "comma-separated numbers"}
+                        names = {parse_bool: "true/false", parse_floats: "comma-separated finite numbers"}
                         kind = names.get(action.type, getattr(action.type, "__name__", "a value"))
                         where = f"recipe {known.config}: key {action.dest!r}"
                         raise ValueError(f"{where} must be {kind}, got {value!r}") from None

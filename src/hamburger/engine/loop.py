@@ -172,7 +172,7 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
     history = []
     batches = iter(loader)  # may draw a seed from the global RNG: restore the checkpoint's RNG state after it
     if rng is not None:
-        set_rng_state(rng[rank] if isinstance(rng, list) else rng)
+        _restore("RNG", lambda: set_rng_state(rng[rank] if isinstance(rng, list) else rng), out / MANIFEST)
     model.train()
     t0 = time.perf_counter()
 
@@ -196,7 +196,8 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
             record.update({f"val_{k}": v for k, v in metrics.items()})
             if main and task.score in metrics and _improves(metrics[task.score], best, task):
                 best = metrics[task.score]
-                save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, point="best")
+                save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, point="best",
+                             digest=True)  # fmt: skip
         history.append(record)
         if main:
             bar.update(record, task)
@@ -222,7 +223,8 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
     if writer is not None:
         writer.close()
     if main and best == NO_SCORE:
-        save_weights(model.state_dict(), out / "best.safetensors", metadata=identity)  # no validation: the last
+        # no validation: the last weights
+        save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, digest=True)
     return {"history": history, "best_score": best, "out": str(out), "model": model}
 
 
@@ -241,6 +243,7 @@ def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> t
             _truncate_log(out / "log.jsonl", 0)  # a run killed before its first commit: its steps are trained again
         return 0, -1.0, None, None
     weights, metadata, state = checkpoint
+    _check_state(state, out / MANIFEST)
     changes = changed_fields(state.get("config", {}), config, task.free_fields | ENGINE_FREE)
     if changes and not config.allow_changed_config:  # before the identity: it names the fields that differ
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
@@ -250,8 +253,8 @@ def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> t
         )
     check_identity(metadata, identity, out / MANIFEST)
     model.load_state_dict(weights)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    _restore("optimizer", lambda: optimizer.load_state_dict(state["optimizer"]), out / MANIFEST)
+    _restore("scheduler", lambda: scheduler.load_state_dict(state["scheduler"]), out / MANIFEST)
     start = state["step"]
     if rank == 0:
         if changes:
@@ -261,6 +264,38 @@ def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> t
         _truncate_log(out / "log.jsonl", start)
         print(f"resumed from {out / MANIFEST} at step {start}", flush=True)
     return start, state["best_score"], state["rng"], state.get("scaler")
+
+
+def _restore(what: str, load, manifest: Path) -> None:
+    """Run ``load`` (restoring one part of a checkpoint's state); what it raises on a state that does not fit is a
+    ValueError naming the part."""
+    try:
+        load()
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+        problem = f"{type(e).__name__}: {str(e)[:120]}"
+        raise ValueError(
+            f"the checkpoint of {manifest}: its {what} state does not fit this run ({problem}); start over without "
+            "--resume"
+        ) from None
+
+
+def _check_state(state, manifest: Path) -> None:
+    """The structure of a checkpoint's state, checked before any of it is used (a hand-edited or foreign state file
+    whose hash was recomputed): a ValueError naming the entry."""
+    kinds = {"optimizer": dict, "scheduler": dict, "step": int, "best_score": (int, float), "rng": (dict, list)}
+    if not isinstance(state, dict):
+        raise ValueError(f"the checkpoint of {manifest}: its state is a {type(state).__name__}, not a mapping")
+    for key, kind in kinds.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"the checkpoint of {manifest}: its state's {key!r} is {type(value).__name__}, "
+                             "not what a run writes; start over without --resume")  # fmt: skip
+    if not isinstance(state.get("config", {}), dict):
+        raise ValueError(f"the checkpoint of {manifest}: its state's 'config' is not a mapping")
+    if state["step"] < 0:
+        raise ValueError(f"the checkpoint of {manifest}: its state's step is {state['step']} (< 0)")
+    if not state["optimizer"] or not state["scheduler"]:
+        raise ValueError(f"the checkpoint of {manifest}: its state's optimizer or scheduler is empty")
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -10,8 +10,10 @@ import torch
 from ..engine.cli import names
 from ..engine.config import (
     add_config_arguments,
+    ascii_int,
     config_from_args,
     device_name,
+    finite_float,
     grad_spec,
     int_between,
     integers,
@@ -40,13 +42,13 @@ def register(sub) -> None:
     s.add_argument("--run", type=Path, required=True, help="a run folder of gan train (its config.yaml is read)")
     s.add_argument("--weights", type=Path, default=None, help="default: <run>/last.safetensors")
     s.add_argument("--per-class", type=int_between(1, MAX_GRID_COLUMNS), default=8, help="samples per class (columns)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    s.add_argument("--seed", type=ascii_int, default=0, help="seed of the latents")
     s.add_argument("--out", type=Path, default=None, help="PNG to write (default: <run>/samples/sample-seed<N>.png)")
     e = gsub.add_parser("eval", help="offline metrics of a run: Fréchet classifier distance, KID, precision/recall")
     e.add_argument("--run", type=Path, required=True, help="a run folder of gan train")
     e.add_argument("--weights", type=Path, default=None, help="default: <run>/last.safetensors")
     e.add_argument("--samples", type=int_between(2, MAX_SAMPLES), default=2000, help="generated images")
-    e.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    e.add_argument("--seed", type=ascii_int, default=0, help="seed of the latents")
     e.add_argument("--classifier", type=Path, default=None, help="feature classifier (trained there if missing)")
     e.add_argument(
         "--inception-weights",
@@ -62,7 +64,7 @@ def register(sub) -> None:
     c.add_argument(
         "--samples", type=int_between(2, MAX_SAMPLES), default=2000, help="generated images per final evaluation"
     )
-    c.add_argument("--ema", type=float, default=None, help="EMA decay of G for sampling (default: gan train's)")
+    c.add_argument("--ema", type=finite_float, default=None, help="EMA decay of G for sampling (default: gan train's)")
     c.add_argument("--ham-grad", type=grad_spec, default=None, help="gradient through the Hamburger arms' solve")
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")

@@ -151,9 +151,16 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
     """
     arms, seeds = require_distinct(arms, "arms"), require_distinct(seeds, "seeds")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     kw = dict(iters=iters, batch=batch, dataset=dataset, data_root=data_root, device=device,
               curve_points=curve_points, quiet=not progress, ema=ema, ham_grad=ham_grad)  # fmt: skip
+    for arm in arms:  # every arm's networks built before the first one trains: a bad combination trains nothing
+        try:
+            build_pair(
+                _config(arm, seeds[0] if seeds else 0, out=out, classifier=None, **kw), num_classes=10, image_channels=1
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"arm {arm}: {e}; nothing was trained") from None
+    out.mkdir(parents=True, exist_ok=True)
     classifier, info, reference = get_classifier(dataset, data_root, 32, path=out / "classifier.safetensors",
                                                  progress=progress, epochs=classifier_epochs)  # fmt: skip
     if samples > 2 * len(reference) and progress:

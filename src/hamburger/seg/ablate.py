@@ -24,7 +24,7 @@ from ..engine.config import require_distinct
 from ..engine.results import load_result, save_result
 from ..functional import DEFAULT_GRAD, parse_grad
 from ..ham import Ham
-from .compare import run_one, train_args
+from .compare import check_runs, run_one, train_args
 from .data import build_dataset
 from .eval import evaluate
 from .scenes import cached
@@ -276,8 +276,10 @@ def run(
     finding_seeds, sweep_seeds = require_distinct(finding_seeds, "seeds"), require_distinct(sweep_seeds, "sweep seeds")
     groups = tuple(require_distinct(groups, "groups"))
     unknown = [g for g in groups if g not in GROUPS]
-    if unknown:
-        raise ValueError(f"unknown ablation group(s) {', '.join(map(repr, unknown))}; groups: {', '.join(GROUPS)}")
+    if unknown or not groups:
+        raise ValueError(f"unknown ablation group(s) {', '.join(map(repr, unknown)) or '(none given)'}; groups: "
+                         f"{', '.join(GROUPS)}")  # fmt: skip
+    check_runs([(head, over) for _, head, over, _ in plan(finding_seeds, sweep_seeds, ham_grad, groups)])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_root) if data_root else None

@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 from ..burger import BREADS, HAMS, VERSIONS
-from ..engine.cli import names
+from ..engine.cli import choices, names
 from ..engine.config import (
     add_config_arguments,
+    ascii_int,
     config_from_args,
     device_name,
+    finite_float,
     grad_spec,
     grad_specs,
     integers,
@@ -21,6 +23,7 @@ from ..engine.config import (
     positive_float,
     positive_floats,
     positive_int,
+    rank_int,
     shard_spec,
 )
 from ..functional import PRECISIONS
@@ -45,7 +48,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--norm", choices=NORMS, default=None, help="head norm layers (default: batch)")
     p.add_argument("--context-norm", choices=NORMS, default=None, help="as the weights were trained")
     p.add_argument("--backbone-norm", choices=NORMS, default=None, help="backbone norm (default: batch)")
-    p.add_argument("--rank", type=positive_int, default=None, help="R of the Hamburger (default: the variant's)")
+    p.add_argument("--rank", type=rank_int, default=None, help="R of the Hamburger (default: the variant's)")
     p.add_argument("--ham-init", choices=INITS, default=None, help="bases init of the ham")
     p.add_argument("--ham-version", choices=VERSIONS, default=None, help="as the weights were trained")
     p.add_argument("--ham-steps", type=nonnegative_int, default=None, help="K in training, as the weights were")
@@ -57,7 +60,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--ham-precision", choices=PRECISIONS, default=None,
         help="precision of the hams' large products (default fp32; see hamburger.functional)",
     )  # fmt: skip
-    p.add_argument("--dropout", type=float, default=None, help="dropout before the classifier")
+    p.add_argument("--dropout", type=finite_float, default=None, help="dropout before the classifier")
     p.add_argument("--aux", type=parse_bool, default=None, help="FCN auxiliary head on stage 3 (default: variant's)")
     p.add_argument("--pretrained", default=None, help="'hub' for timm's weights, or a local weights file")
 
@@ -79,7 +82,7 @@ def register(sub) -> None:
     )
     demo.add_argument("--quick", action="store_true", help="the same path in a couple of minutes (a smoke check)")
     demo.add_argument("--iters", type=positive_int, default=None, help="training iterations per model (default 800)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=ascii_int, default=0)
     demo.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     demo.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     demo.add_argument("--out", type=Path, default=Path("results/demo"))
@@ -155,7 +158,7 @@ def register(sub) -> None:
         default=None,
         help="gradient of every Hamburger row but the gradient rows (default: the models')",
     )
-    abl.add_argument("--groups", type=names, default=ablate.GROUPS,
+    abl.add_argument("--groups", type=choices(ablate.GROUPS), default=ablate.GROUPS,
                      help=f"row groups to train and report (default all: {','.join(ablate.GROUPS)})")  # fmt: skip
     abl.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     abl.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")

@@ -37,6 +37,10 @@ LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn
           "a2net": "A2-Net", "gcnet": "GCNet", "nonlocal_naive": "self-attention (naive)"}  # fmt: skip
 
 
+# the fields that configure the Hamburger (the heads without one ignore them)
+HAM_FIELDS = frozenset({f.name for f in dataclasses.fields(SegTrainConfig) if f.name.startswith("ham_")} | {"rank"})
+
+
 def has_ham(head: str) -> bool:
     """Whether the ``<head>_tiny`` model holds a Hamburger (``hamnet``, ``ham_nmf``, ``ham_vq``, ``ham_cd``)."""
     return holds_ham(f"{head}_tiny")
@@ -57,6 +61,23 @@ def train_args(head: str, seed: int, *, out: Path, data_root, iters: int, batch:
     )  # fmt: skip
 
 
+def check_runs(runs) -> None:
+    """Build the model of every distinct (head, overrides) run of a plan before the first one trains: a combination
+    that cannot be built (a Ham without the asked gradient, a bad override) is a ValueError naming the run."""
+    seen = []
+    for head, overrides in runs:
+        if (head, overrides) in seen:
+            continue
+        seen.append((head, overrides))
+        try:
+            args = train_args(head, 0, out=Path("."), data_root=None, iters=1, batch=1, lr=1e-3, val_interval=1,
+                              max_val=None, workers=0, quiet=True)  # fmt: skip
+            build_model(dataclasses.replace(args, **(overrides or {})), len(CLASSES), torch.device("cpu"))
+        except (TypeError, ValueError) as e:
+            over = f" with {overrides}" if overrides else ""
+            raise ValueError(f"{head}{over}: {e}; nothing was trained") from None
+
+
 def _train_ms(log: list[dict]) -> float:
     """Median milliseconds of a training iteration (steps followed by a validation are left out)."""
     diffs = [b["time"] - a["time"] for a, b in zip(log, log[1:]) if "val_miou" not in b]
@@ -75,7 +96,8 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
     if overrides:
         args = dataclasses.replace(args, **overrides)
     done, recipe = run_dir / "result.json", recipe_of(args, RESUME_FREE, test_split="test")
-    cached = load_result(done, recipe)  # refuses a result of another recipe, naming what differs
+    # refuses a result of another recipe, naming what differs; the Hamburger's fields do not reach a model without one
+    cached = load_result(done, recipe, ignore=frozenset() if has_ham(head) else HAM_FIELDS)
     if cached is not None:
         return cached
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +161,7 @@ def run(
     if unknown:
         choices = sorted(m[: -len("_tiny")] for m in list_models() if m.endswith("_tiny"))
         raise ValueError(f"unknown heads {unknown}; available: {', '.join(choices)}")
+    check_runs([(h, {"ham_grad": ham_grad} if ham_grad and has_ham(h) else None) for h in heads])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_root) if data_root else None

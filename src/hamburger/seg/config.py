@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..burger import BREADS, HAMS, VERSIONS
-from ..engine.config import option, validate_config
+from ..engine.config import MAX_RANK, option, validate_config
 from ..engine.loop import AMP_DTYPES
 from ..functional import DEFAULT_GRAD, PRECISIONS, parse_grad
 from ..ham import INITS
@@ -45,7 +45,9 @@ class SegTrainConfig:
     norm: str | None = option(None, "head norm layers (default: batch)", choices=NORMS)
     context_norm: str | None = option(None, "norm inside the context block (default: the head's)", choices=NORMS)
     backbone_norm: str | None = option(None, "backbone norm (default: batch)", choices=NORMS)
-    rank: int | None = option(None, "R of the Hamburger (default: the variant's)", minimum=1)
+    rank: int | None = option(
+        None, f"R of the Hamburger (default: the variant's; at most {MAX_RANK})", minimum=1, maximum=MAX_RANK
+    )
     ham_init: str | None = option(None, "bases init of the Hamburger", choices=INITS)
     ham_version: str | None = option(None, "Hamburger version (default: the variant's)", choices=VERSIONS)
     ham_steps: int | None = option(None, "K of the Hamburger in training (default: the variant's)", minimum=0)

@@ -154,7 +154,11 @@ def run(*, out: Path, estimators=SHORT, seeds=SEEDS, iters: int = 800, data_root
     estimators, seeds = require_distinct(tuple(estimators), "estimators"), require_distinct(tuple(seeds), "seeds")
     if "bptt" not in estimators:
         raise ValueError("the estimator table needs 'bptt' (the target is measured against it)")
-    for g in estimators:
+    if long is not None:
+        long = require_distinct(tuple(long), "--long estimators")
+        if "bptt" not in long:
+            raise ValueError("--long needs 'bptt' (the long phase's target is measured against it)")
+    for g in (*estimators, *(long or ())):
         parse_grad(g)  # a clear error before hours of training
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from ..engine.config import (
     nonnegative_float,
     positive_int,
     positive_ints,
+    rank_int,
     shard_spec,
 )
 from ..mixer import (
@@ -26,23 +27,13 @@ from ..mixer import (
     MIXER_LOCALS,
     MIXER_MEMORIES,
     MIXER_NORMS,
-    mixer_grad,
 )
 from . import bench, compare
-from .config import SeqTrainConfig
+from .config import SeqTrainConfig, mixer_grad_flag
 from .eval import evaluate_run
 from .train import train
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
-
-
-def _mixer_grad(text: str) -> str:
-    """argparse type: a token mixer's gradient."""
-    try:
-        mixer_grad(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
 
 
 def register(sub) -> None:
@@ -73,7 +64,7 @@ def register(sub) -> None:
     c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
     c.add_argument(
         "--ham-grad",
-        type=_mixer_grad,
+        type=mixer_grad_flag,
         default=DEFAULT_MIXER_GRAD,
         help=f"Ham mixers: gradient of the solve ({' | '.join(MIXER_GRADS)})",
     )
@@ -86,9 +77,7 @@ def register(sub) -> None:
         default=DEFAULT_MIXER_MEMORY,
         help="Ham mixers: what a causal chunk's dictionary update starts from",
     )
-    c.add_argument(
-        "--rank", type=positive_int, default=None, help="Ham mixers: R bases per head (default: seq train's)"
-    )
+    c.add_argument("--rank", type=rank_int, default=None, help="Ham mixers: R bases per head (default: seq train's)")
     c.add_argument(
         "--ham-width",
         type=positive_int,
@@ -127,7 +116,7 @@ def register(sub) -> None:
     b.add_argument("--mixers", default="ham_nmf,ham_vq,softmax,linear")
     b.add_argument("--dim", type=positive_int, default=128)
     b.add_argument("--heads", type=positive_int, default=4)
-    b.add_argument("--rank", type=positive_int, default=16)
+    b.add_argument("--rank", type=rank_int, default=16)
     b.add_argument("--ham-width", type=positive_int, default=None, help="Ham: W channels of the solve (default: --dim)")
     b.add_argument("--chunk", type=positive_int, default=64)
     b.add_argument("--repeats", type=positive_int, default=3)

@@ -22,9 +22,9 @@ from ..engine.config import require_distinct
 from ..engine.results import load_result, recipe_of, save_result
 from ..mixer import DEFAULT_MIXER_FIT, DEFAULT_MIXER_GRAD, DEFAULT_MIXER_MEMORY, DEFAULT_MIXER_NORM
 from ..sequence import MIXERS, create_mixer, state_floats
-from .config import SeqTrainConfig, free_fields_of
+from .config import SeqTrainConfig, free_fields_of, mixer_kwargs
 from .eval import load_run, test_metrics
-from .train import mixer_kwargs, train
+from .train import train
 
 THREE_SEED_CELL = (256, 32)
 
@@ -110,7 +110,6 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     if unknown or not mixers:
         raise ValueError(f"unknown mixers {unknown}; available: {', '.join(MIXERS)}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     iters = iters or (MQAR_ITERS if task == "mqar" else None)
     base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
                           ham_grad=ham_grad, ham_norm=ham_norm, ham_memory=ham_memory, ham_fit=ham_fit,
@@ -124,6 +123,7 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     if not runs:
         asked = f"cells {list(cells)}" if cells else f"lengths {list(lengths)}, pairs {list(pairs)}"
         raise ValueError(f"no (N, pairs) cell fits 3 x pairs <= N: {asked}")
+    out.mkdir(parents=True, exist_ok=True)  # only now: every run's configuration (and its mixer) was checked
     if jobs > 1 and shard is None:
         if overrides:
             raise ValueError(f"--jobs runs the command line's settings only, not {sorted(overrides)}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..engine.config import option, validate_config
+from ..engine.config import MAX_RANK, option, validate_config
 from ..engine.loop import AMP_DTYPES
 from ..mixer import (
     DEFAULT_MIXER_FIT,
@@ -20,7 +21,7 @@ from ..mixer import (
     MIXER_NORMS,
     mixer_grad,
 )
-from ..sequence import MIXERS
+from ..sequence import MIXERS, create_mixer
 
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
                          "allow_changed_config", "val_interval"})  # fmt: skip
@@ -40,6 +41,26 @@ HAM_FIELDS = frozenset(
         "ham_memory",
     }
 )
+
+
+def mixer_grad_flag(text: str) -> str:
+    """argparse type of ``--ham-grad``: a token mixer's gradient (a usage error naming the spellings)."""
+    try:
+        mixer_grad(str(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return str(text)
+
+
+def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
+    """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, width, keys, steps, chunk, gradient,
+    norm, memory, fit, local read-out and decay; none for the other mixers."""
+    if not (mixer or config.mixer).startswith("ham_"):
+        return {}
+    return {"rank": config.rank, "width": config.ham_width or None, "keys": config.ham_keys or None,
+            "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad, "norm": config.ham_norm,
+            "memory": config.ham_memory, "fit": config.ham_fit, "decay": config.ham_decay or None,
+            "local": None if config.ham_local == "none" else config.ham_local}  # fmt: skip
 
 
 def free_fields_of(config: SeqTrainConfig) -> frozenset:
@@ -79,7 +100,7 @@ class SeqTrainConfig:
     # R 32: MQAR N 256 / 32 pairs recalled 84.2% (test, seed 0) against R 24's 74.6% and R 16's 55.1%
     # (docs/results/sequences.md); the state, D·R + R² + (L − 1)·D = 4,032 floats at C 64, one head and L 16, stays
     # within linear attention's 4,160
-    rank: int = option(32, "Ham: R bases per head", minimum=1)
+    rank: int = option(32, f"Ham: R bases per head (at most {MAX_RANK})", minimum=1, maximum=MAX_RANK)
     ham_width: int = option(
         0,
         "Ham: W channels of the solve, C -> W -> C (0: W = C); the recurrent state per head "
@@ -111,7 +132,9 @@ class SeqTrainConfig:
     )
     ham_steps: int = option(6, "Ham: K steps", minimum=1)
     chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix, but under --ham-local)", minimum=1)
-    ham_grad: str = option(DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})")
+    ham_grad: str = option(
+        DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})", parse=mixer_grad_flag
+    )
     ham_norm: str = option(
         DEFAULT_MIXER_NORM,
         "Ham: scale of the causal NMF solve (unit: every chunk's dictionary "
@@ -159,3 +182,13 @@ class SeqTrainConfig:
             raise ValueError(f"ham_grad: {e}") from None
         if self.task == "mqar" and 3 * self.pairs > self.seq_len:
             raise ValueError(f"mqar needs seq_len >= 3 x pairs ({3 * self.pairs}), got seq_len {self.seq_len}")
+        if self.mixer.startswith("ham_"):
+            if self.chunk >= self.seq_len and self.ham_local == "none":
+                raise ValueError(
+                    f"chunk {self.chunk} >= seq_len {self.seq_len}: a causal Ham token reads only earlier chunks, so "
+                    "with one chunk it mixes nothing; lower --chunk or turn on --ham-local"
+                )
+            try:  # the mixer's own checks (options that do not go together) before any run starts
+                create_mixer(self.mixer, self.dim, heads=self.heads, causal=True, **mixer_kwargs(self))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{self.mixer}: {e}") from None

@@ -18,7 +18,7 @@ from torch import nn
 from ..engine.checkpoint import model_identity
 from ..engine.loop import fit, step_loader
 from ..engine.task import Task
-from .config import RESUME_FREE, SeqTrainConfig, free_fields_of
+from .config import RESUME_FREE, SeqTrainConfig, free_fields_of, mixer_kwargs
 from .data import IGNORE, bits, mqar, sympy_corpus, tiles
 from .model import SequenceModel
 
@@ -68,17 +68,6 @@ def split_data(config: SeqTrainConfig, split: str):
         return _Windows(corpus["train"], length=config.seq_len, seed=config.seed)
     w = tiles(corpus[split], length=config.seq_len, limit=config.val_examples if split == "val" else None)
     return _Pairs(w[:, :-1], w[:, 1:])
-
-
-def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
-    """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, width, keys, steps, chunk, gradient,
-    norm, memory, fit, local read-out and decay; none for the other mixers."""
-    if not (mixer or config.mixer).startswith("ham_"):
-        return {}
-    return {"rank": config.rank, "width": config.ham_width or None, "keys": config.ham_keys or None,
-            "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad, "norm": config.ham_norm,
-            "memory": config.ham_memory, "fit": config.ham_fit, "decay": config.ham_decay or None,
-            "local": None if config.ham_local == "none" else config.ham_local}  # fmt: skip
 
 
 def build_model(config: SeqTrainConfig) -> SequenceModel:
