@@ -4,8 +4,7 @@
     PYTHONPATH=src python3 benchmarks/import_graph.py --edges    # and every package-to-package edge
 
 Counts every ``import`` statement of the package's own modules, inside functions too (grimp, which import-linter
-uses). The 0.1 aliases (``hamburger.recipes``, ``hamburger.models``, ``hamburger.*_cli`` and ``hamburger.data``'s old
-modules) are left out: they import their targets by name at run time and hold no code.
+uses).
 """
 
 from __future__ import annotations
@@ -19,13 +18,6 @@ import grimp
 import hamburger
 
 SRC = Path(hamburger.__file__).parent
-OLD_DATA = ("animal_scenes", "check", "datasets", "gan_data", "seq_data", "transforms")
-ALIASES = ("hamburger.recipes", "hamburger.models", "hamburger.seg_cli", "hamburger.gan_cli", "hamburger.seq_cli",
-           *(f"hamburger.data.{m}" for m in OLD_DATA), "hamburger.deprecation")  # fmt: skip
-
-
-def is_alias(module: str) -> bool:
-    return any(module == a or module.startswith(a + ".") for a in ALIASES)
 
 
 def package_of(module: str) -> str:
@@ -81,7 +73,7 @@ def main() -> None:
     parser.add_argument("--edges", action="store_true", help="list the package-to-package edges")
     args = parser.parse_args()
     graph = grimp.build_graph("hamburger", cache_dir=None)
-    modules = {m for m in graph.modules if not is_alias(m)}
+    modules = set(graph.modules)
     edges = {m: set(graph.find_modules_directly_imported_by(m)) & modules for m in modules}
     n_edges = sum(len(v) for v in edges.values())
     cycles = strongly_connected(modules, edges)

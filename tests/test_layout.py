@@ -1,4 +1,4 @@
-"""The package's structure: import contracts kept, no import circle, the 0.1 module paths alive as warning aliases,
+"""The package's structure: import contracts kept, no import circle, no alias of the first layout's module paths,
 and a run folder written by the 0.1 layout resumed and evaluated by today's code (within a tolerance: it was
 computed on another CPU)."""
 
@@ -12,34 +12,10 @@ import pytest
 import torch
 
 from hamburger.cli import main
-from hamburger.deprecation import REMOVED_IN
 from hamburger.engine.checkpoint import load_checkpoint, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "seq-run-0.1"
-
-# old path -> where its names live now (the first target is the one the alias is)
-ALIASES = {
-    "hamburger.recipes.engine": "hamburger.engine.loop",
-    "hamburger.recipes.checkpoint": "hamburger.engine.checkpoint",
-    "hamburger.recipes.config": "hamburger.engine.config",
-    "hamburger.recipes.common": "hamburger.engine.common",
-    "hamburger.recipes.seg_config": "hamburger.seg.config",
-    "hamburger.recipes.seg_train": "hamburger.seg.train",
-    "hamburger.recipes.compare": "hamburger.seg.compare",
-    "hamburger.recipes.bench_ham": "hamburger.bench.ham",
-    "hamburger.recipes.viz": "hamburger.viz.figure2",
-    "hamburger.recipes.gan_train": "hamburger.gan.train",
-    "hamburger.recipes.seq_train": "hamburger.seq.train",
-    "hamburger.models.gan": "hamburger.gan.models",
-    "hamburger.models.registry": "hamburger.seg.models",
-    "hamburger.models.seq": "hamburger.seq.model",
-    "hamburger.data.gan_data": "hamburger.gan.data",
-    "hamburger.data.seq_data": "hamburger.seq.data",
-    "hamburger.data.transforms": "hamburger.seg.transforms",
-    "hamburger.seg_cli": "hamburger.seg.cli",
-}
-
 
 def test_import_contracts_are_kept():
     lint = Path(sys.executable).parent / "lint-imports"
@@ -52,40 +28,23 @@ def test_the_import_graph_has_no_cycle():
     import grimp
 
     graph = grimp.build_graph("hamburger", cache_dir=None)
-    modules = {m for m in graph.modules if not m.startswith(("hamburger.recipes", "hamburger.models"))}
+    modules = set(graph.modules)
     # a cycle through any two modules shows as each reaching the other
     for module in sorted(modules):
         for other in graph.find_modules_directly_imported_by(module) & modules:
             assert not graph.chain_exists(importer=other, imported=module), f"{module} <-> {other}"
 
 
-@pytest.mark.parametrize("old,new", sorted(ALIASES.items()))
-def test_old_module_paths_warn_and_are_the_new_modules(old, new):
-    sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new}.*removed in hamburger {REMOVED_IN}"):
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new)
+def test_no_alias_module_of_the_first_layout_remains():
+    """The package was never released: the first layout's module paths are gone, not aliased."""
+    for old in ("hamburger.recipes", "hamburger.models", "hamburger.seg_cli", "hamburger.deprecation",
+                "hamburger.data.animal_scenes", "hamburger.data.transforms"):  # fmt: skip
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)
+    import hamburger.data
 
-
-def test_split_modules_resolve_every_old_name():
-    for name in ("hamburger.data.animal_scenes", "hamburger.data.datasets", "hamburger.models"):
-        sys.modules.pop(name, None)
-    with pytest.warns(DeprecationWarning, match="moved to hamburger.seg.scenes and hamburger.data.silhouettes"):
-        animal_scenes = importlib.import_module("hamburger.data.animal_scenes")
-    from hamburger.data import silhouettes
-    from hamburger.seg import data, scenes
-
-    assert animal_scenes.generate is scenes.generate and animal_scenes.load_silhouettes is silhouettes.load_silhouettes
-    assert animal_scenes.AnimalScenes is data.AnimalScenes and animal_scenes.CLASSES[10] == "zebra"
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        animal_scenes.nothing  # noqa: B018
-    with pytest.warns(DeprecationWarning):
-        models = importlib.import_module("hamburger.models")
-    assert models.create_model is importlib.import_module("hamburger.seg.models").create_model
-    assert models.create_gan is importlib.import_module("hamburger.gan.models").create_gan
-    with pytest.warns(DeprecationWarning, match="hamburger.data.build_dataset moved to hamburger.seg.data"):
-        from hamburger.data import build_dataset
-    assert build_dataset is data.build_dataset
+    with pytest.raises(AttributeError):
+        hamburger.data.build_dataset  # noqa: B018  (it lives in hamburger.seg.data)
 
 
 def test_new_paths_do_not_warn():

@@ -1,5 +1,0 @@
-"""Deprecated alias of :mod:`hamburger.seg.heads` (the 0.1 layout); removed in 0.3."""
-
-from ..deprecation import alias
-
-alias(__name__, "hamburger.seg.heads")

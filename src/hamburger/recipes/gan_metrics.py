@@ -1,5 +1,0 @@
-"""Deprecated alias of :mod:`hamburger.gan.metrics` (the 0.1 layout); removed in 0.3."""
-
-from ..deprecation import alias
-
-alias(__name__, "hamburger.gan.metrics")
