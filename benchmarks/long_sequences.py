@@ -28,8 +28,19 @@ def run_one(grad: str, seed: int, *, out: Path, seq_len: int, pairs: int, iters:
     done = run_dir / "outcome.json"
     if done.exists():
         return json.loads(done.read_text())
-    config = SeqTrainConfig(task="mqar", seq_len=seq_len, pairs=pairs, iters=iters, ham_grad=grad, seed=seed,
-                            ham_norm=norm, out=run_dir, resume=True, quiet=True, no_tensorboard=True)  # fmt: skip
+    config = SeqTrainConfig(
+        task="mqar",
+        seq_len=seq_len,
+        pairs=pairs,
+        iters=iters,
+        ham_grad=grad,
+        seed=seed,
+        ham_norm=norm,
+        out=run_dir,
+        resume=True,
+        quiet=True,
+        no_tensorboard=True,
+    )
     failed_at = None
     try:
         train(config)
@@ -38,8 +49,15 @@ def run_one(grad: str, seed: int, *, out: Path, seq_len: int, pairs: int, iters:
         failed_at = int(found.group(1)) if found else -1
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     vals = [r["val_accuracy"] for r in log if "val_accuracy" in r]
-    outcome = {"grad": grad, "norm": norm, "seed": seed, "steps": log[-1]["step"] if log else 0, "nan_at": failed_at,
-               "final_val_recall": vals[-1] if vals else None, "max_loss": max(r["loss"] for r in log)}  # fmt: skip
+    outcome = {
+        "grad": grad,
+        "norm": norm,
+        "seed": seed,
+        "steps": log[-1]["step"] if log else 0,
+        "nan_at": failed_at,
+        "final_val_recall": vals[-1] if vals else None,
+        "max_loss": max(r["loss"] for r in log),
+    }
     atomic_write_text(done, json.dumps(outcome))
     return outcome
 
@@ -54,12 +72,19 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=1000)
     p.add_argument("--out", type=Path, default=Path("results/long-sequences"))
     args = p.parse_args()
-    rows = [run_one(g, int(s), out=args.out, seq_len=args.seq_len, pairs=args.pairs, iters=args.iters, norm=nm)
-            for g in args.grads.split(",") for nm in args.norms.split(",") for s in args.seeds.split(",")]  # fmt: skip
+    rows = [
+        run_one(g, int(s), out=args.out, seq_len=args.seq_len, pairs=args.pairs, iters=args.iters, norm=nm)
+        for g in args.grads.split(",")
+        for nm in args.norms.split(",")
+        for s in args.seeds.split(",")
+    ]
     md = [f"# Causal Ham, MQAR N {args.seq_len}, {args.pairs} pairs, {args.iters} steps", ""]
     md += [f"- {k}: {v}" for k, v in machine_info().items()]
-    md += ["", "| gradient | norm | seed | steps done | first non-finite loss at step | last validation recall |",
-           "|---|---|---:|---:|---|---:|"]  # fmt: skip
+    md += [
+        "",
+        "| gradient | norm | seed | steps done | first non-finite loss at step | last validation recall |",
+        "|---|---|---:|---:|---|---:|",
+    ]
     for r in rows:
         recall = f"{100 * r['final_val_recall']:.1f}%" if r["final_val_recall"] is not None else "-"
         cells = [r["grad"], r.get("norm", "none"), r["seed"], r["steps"], r["nan_at"] or "none", recall]

@@ -23,8 +23,16 @@ def main() -> None:
     p.add_argument("--mixers", default="ham_nmf,ham_vq,softmax")
     p.add_argument("--out", type=Path, default=Path("results/mixer-scaling"))
     args = p.parse_args()
-    seq_bench.run(ns=tuple(int(v) for v in args.ns.split(",")), mixers=tuple(args.mixers.split(",")), dim=args.dim,
-                  heads=args.heads, rank=args.rank, chunk=args.chunk, repeats=args.repeats, out=args.out)  # fmt: skip
+    seq_bench.run(
+        ns=tuple(int(v) for v in args.ns.split(",")),
+        mixers=tuple(args.mixers.split(",")),
+        dim=args.dim,
+        heads=args.heads,
+        rank=args.rank,
+        chunk=args.chunk,
+        repeats=args.repeats,
+        out=args.out,
+    )
 
 
 if __name__ == "__main__":

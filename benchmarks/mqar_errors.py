@@ -39,11 +39,14 @@ def analyse(run: Path, *, count: int = 500, seed: int = 12345, batch: int = 50) 
                 confusions += pred[i, t].item() in values
     total = int(by_pair[:, 1].sum())
     return {
-        "run": str(run), "queries": total, "recall": float(by_pair[:, 0].sum()) / total,
+        "run": str(run),
+        "queries": total,
+        "recall": float(by_pair[:, 0].sum()) / total,
         "recall_by_pair_position": (by_pair[:, 0] / by_pair[:, 1]).tolist(),
         "recall_by_query_position": {f"{b}-{b + 31}": c / n for b, (c, n) in sorted(by_query.items())},
-        "wrong": wrong, "wrong_that_name_another_value_of_the_sequence": confusions,
-    }  # fmt: skip
+        "wrong": wrong,
+        "wrong_that_name_another_value_of_the_sequence": confusions,
+    }
 
 
 def main(argv=None) -> dict:

@@ -53,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         variants["compiled"] = optimize(copy.deepcopy(block), dynamic=False)
     x = torch.rand(args.batch, args.channels, args.size, args.size, device=dev)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    md = [f"# The Hamburger block, eager against {list(variants)[1]}, B {args.batch}, {args.size}², C {args.channels}, "
-          f"R {args.rank}, bf16, eval ({dev.type}{', ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else ''}"
-          f", torch {torch.__version__})", ""]  # fmt: skip
+    md = [
+        f"# The Hamburger block, eager against {list(variants)[1]}, B {args.batch}, {args.size}², C {args.channels}, "
+        f"R {args.rank}, bf16, eval ({dev.type}{', ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else ''}"
+        f", torch {torch.__version__})",
+        "",
+    ]
     for name, module in variants.items():
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
             for _ in range(3):  # warm-up: compile, capture

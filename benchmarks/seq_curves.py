@@ -29,8 +29,12 @@ def read_run(folder: Path) -> dict:
         raise SystemExit(f"{folder}: the log has no validation points yet")
     points = [(r["step"], METRICS[metric][1] * r[metric]) for r in rows if metric in r]
     test = None
-    for name, key in (("result.json", "accuracy"), ("result.json", "bpc"), ("eval.json", "accuracy"),
-                      ("eval.json", "bpc")):  # fmt: skip
+    for name, key in (
+        ("result.json", "accuracy"),
+        ("result.json", "bpc"),
+        ("eval.json", "accuracy"),
+        ("eval.json", "bpc"),
+    ):
         path = folder / name
         if test is None and path.is_file() and key in (record := json.loads(path.read_text())):
             test = METRICS[metric][1] * record[key]
@@ -68,16 +72,19 @@ def main(argv=None) -> dict:
     ax.legend(fontsize=8)
     save_figure(fig, args.out)
     steps = sorted({s for run in runs.values() for s, _ in run["points"]})
-    md = [f"| run | steps done | test | {' | '.join(str(s) for s in steps)} |",
-          "|---|---:|---:|" + "---:|" * len(steps)]  # fmt: skip
+    md = [
+        f"| run | steps done | test | {' | '.join(str(s) for s in steps)} |",
+        "|---|---:|---:|" + "---:|" * len(steps),
+    ]
     for label, run in runs.items():
         at = dict(run["points"])
         digits = METRICS[metric][2]
         cells = [f"{at[s]:.{digits}f}" if s in at else "–" for s in steps]
         test = f"{run['test']:.{digits}f}" if run["test"] is not None else "–"
         md.append(f"| {label} | {run['steps']} | {test} | " + " | ".join(cells) + " |")
-    atomic_write_text(args.out.with_suffix(".md"), f"{METRICS[metric][0]} at each validation step\n\n" + "\n".join(md)
-                      + "\n")  # fmt: skip
+    atomic_write_text(
+        args.out.with_suffix(".md"), f"{METRICS[metric][0]} at each validation step\n\n" + "\n".join(md) + "\n"
+    )
     print("\n".join(md))
     return runs
 

@@ -34,8 +34,9 @@ HAMS = ("nmf", "vq", "cd")
 def load_old(commit: str | None, old_file: Path | None):
     """The earlier ``hamburger.functional`` as a module of its own."""
     if old_file is None:
-        text = subprocess.run(["git", "show", f"{commit}:src/hamburger/functional.py"], check=True,
-                              capture_output=True, text=True).stdout  # fmt: skip
+        text = subprocess.run(
+            ["git", "show", f"{commit}:src/hamburger/functional.py"], check=True, capture_output=True, text=True
+        ).stdout
         old_file = Path(tempfile.mkdtemp()) / "functional_old.py"
         old_file.write_text(text)
     spec = importlib.util.spec_from_file_location("hamburger_functional_old", old_file)
@@ -82,8 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
                         if plain:
                             HF._WIDE_XTD, HF._XT_BAND = False, 0
                         try:
-                            return getattr(module, ham)(xin, bases, args.steps, grad="none", precision=precision,
-                                                        **kw)  # fmt: skip
+                            return getattr(module, ham)(xin, bases, args.steps, grad="none", precision=precision, **kw)
                         finally:
                             HF._WIDE_XTD, HF._XT_BAND = wide, band
 
@@ -93,32 +93,52 @@ def main(argv: list[str] | None = None) -> dict:
             samples = interleaved_samples(fns, repeats=args.repeats)
             ms = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
             paired = {k: paired_ratio(samples, k, "old fp32") for k in samples}
-            rows.append({"ham": ham, "ms": ms, "error_vs_old_fp32": errors, "paired_over_old_fp32": paired,
-                         "new_bf16_over_old_fp32": ms["new bf16"] / ms["old fp32"],
-                         "new_fp32_over_old_fp32": ms["new fp32"] / ms["old fp32"]})  # fmt: skip
+            rows.append(
+                {
+                    "ham": ham,
+                    "ms": ms,
+                    "error_vs_old_fp32": errors,
+                    "paired_over_old_fp32": paired,
+                    "new_bf16_over_old_fp32": ms["new bf16"] / ms["old fp32"],
+                    "new_fp32_over_old_fp32": ms["new fp32"] / ms["old fp32"],
+                }
+            )
             print(f"{ham}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()), flush=True)
-    info = {**machine_info(),
-            "commit_old": args.commit if args.old_file is None else str(args.old_file),
-            "channels": args.channels, "size": args.size, "rank": args.rank, "steps": args.steps,
-            "repeats": args.repeats}  # fmt: skip
-    md = [f"# The solve against commit {info['commit_old']} (1 x {args.channels} x {args.size}², R {args.rank}, "
-          f"K {args.steps}, {args.threads} thread(s), no autograd)", "",
-          f"Machine: {info['cpu']} ({info['cpu_capability']}; bf16 units: {info['bf16_units']}), "
-          f"torch {info['torch']}. Interleaved medians of "
-          f"{args.repeats}, in one process.", "",
-          "'new plain' is today's code with XᵀD as the product of Xᵀ's view (as on GPUs): neither as (DᵀX)ᵀ (CPU fp32) "
-          "nor from Xᵀ's contiguous copy (CPU bf16). 'paired' is the median over rounds of the ratio to the old fp32 "
-          "solve timed beside it (a shared machine's slow spells hit both); errors are the reconstruction's relative "
-          "error against the old fp32 solve.", "",
-          "| ham | precision | old ms | new ms | new plain ms | new / old fp32 | paired | new plain / old fp32 | "
-          "new error | new plain error |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    info = {
+        **machine_info(),
+        "commit_old": args.commit if args.old_file is None else str(args.old_file),
+        "channels": args.channels,
+        "size": args.size,
+        "rank": args.rank,
+        "steps": args.steps,
+        "repeats": args.repeats,
+    }
+    md = [
+        f"# The solve against commit {info['commit_old']} (1 x {args.channels} x {args.size}², R {args.rank}, "
+        f"K {args.steps}, {args.threads} thread(s), no autograd)",
+        "",
+        f"Machine: {info['cpu']} ({info['cpu_capability']}; bf16 units: {info['bf16_units']}), "
+        f"torch {info['torch']}. Interleaved medians of "
+        f"{args.repeats}, in one process.",
+        "",
+        "'new plain' is today's code with XᵀD as the product of Xᵀ's view (as on GPUs): neither as (DᵀX)ᵀ (CPU fp32) "
+        "nor from Xᵀ's contiguous copy (CPU bf16). 'paired' is the median over rounds of the ratio to the old fp32 "
+        "solve timed beside it (a shared machine's slow spells hit both); errors are the reconstruction's relative "
+        "error against the old fp32 solve.",
+        "",
+        "| ham | precision | old ms | new ms | new plain ms | new / old fp32 | paired | new plain / old fp32 | "
+        "new error | new plain error |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ms, err, paired = r["ms"], r["error_vs_old_fp32"], r["paired_over_old_fp32"]
         for p in ("fp32", "bf16"):
-            md.append(f"| {r['ham']} | {p} | {ms[f'old {p}']:.1f} | {ms[f'new {p}']:.1f} | {ms[f'new plain {p}']:.1f} "
-                      f"| {ms[f'new {p}'] / ms['old fp32']:.2f} | {paired[f'new {p}']:.2f} "
-                      f"| {ms[f'new plain {p}'] / ms['old fp32']:.2f} | {err[f'new {p}']:.1e} "
-                      f"| {err[f'new plain {p}']:.1e} |")  # fmt: skip
+            md.append(
+                f"| {r['ham']} | {p} | {ms[f'old {p}']:.1f} | {ms[f'new {p}']:.1f} | {ms[f'new plain {p}']:.1f} "
+                f"| {ms[f'new {p}'] / ms['old fp32']:.2f} | {paired[f'new {p}']:.2f} "
+                f"| {ms[f'new plain {p}'] / ms['old fp32']:.2f} | {err[f'new {p}']:.1e} "
+                f"| {err[f'new plain {p}']:.1e} |"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "solve-vs-commit.md").write_text("\n".join(md) + "\n")
     result = {"machine": info, "rows": rows}

@@ -42,12 +42,14 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 
 # the screen is of the demo's recipe before docs/stability.md: no BatchNorm recalibration unless the variant says so
 BASE = {"bn_recalib": 0}
-VARIANTS.update({
-    "recalib": ("hamnet", {"bn_recalib": 10}),  # BatchNorm statistics recomputed before each evaluation
-    "attention-recalib": ("nonlocal", {"bn_recalib": 10}),
-    "fixed-recalib": ("hamnet", {"bn_recalib": 10, "ham_init": "fixed"}),
-    "bptt-recalib": ("hamnet", {"bn_recalib": 10, "ham_grad": "bptt"}),
-})  # fmt: skip
+VARIANTS.update(
+    {
+        "recalib": ("hamnet", {"bn_recalib": 10}),  # BatchNorm statistics recomputed before each evaluation
+        "attention-recalib": ("nonlocal", {"bn_recalib": 10}),
+        "fixed-recalib": ("hamnet", {"bn_recalib": 10, "ham_init": "fixed"}),
+        "bptt-recalib": ("hamnet", {"bn_recalib": 10, "ham_grad": "bptt"}),
+    }
+)
 
 
 def max_drop(steps: list[int], curve: list[float], iters: int) -> float:
@@ -77,10 +79,21 @@ def draw_spread(run_dir: Path, head: str, overrides: dict, seeds=(0, 1, 2, 3)) -
     from hamburger.seg.transforms import SegTransform
 
     args = dataclasses.replace(
-        train_args(head, 0, out=run_dir, data_root=None, iters=1, batch=16, lr=2e-3, val_interval=100, max_val=None,
-                   workers=0, quiet=True),
+        train_args(
+            head,
+            0,
+            out=run_dir,
+            data_root=None,
+            iters=1,
+            batch=16,
+            lr=2e-3,
+            val_interval=100,
+            max_val=None,
+            workers=0,
+            quiet=True,
+        ),
         **overrides,
-    )  # fmt: skip
+    )
     model = build_model(args, 11, torch.device("cpu"))
     load_model_weights(model, run_dir / "best.safetensors")
     hams = [m for m in model.modules() if hasattr(m, "eval_bases") and m.init == "random"]
@@ -113,15 +126,35 @@ def main() -> None:
         head, over = VARIANTS[name]
         over = {**BASE, **over}
         for seed in seeds:
-            r = run_one(head, seed, out=args.out, data_root=None, iters=args.iters, batch=16, lr=2e-3,
-                        val_interval=100, max_val=None, workers=1, progress=True, overrides=over,
-                        tag=name)  # fmt: skip
+            r = run_one(
+                head,
+                seed,
+                out=args.out,
+                data_root=None,
+                iters=args.iters,
+                batch=16,
+                lr=2e-3,
+                val_interval=100,
+                max_val=None,
+                workers=1,
+                progress=True,
+                overrides=over,
+                tag=name,
+            )
             curve = [m for _, m in r["val_curve"]]
             steps = r.get("val_steps") or [100 * (i + 1) for i in range(len(curve))]
-            rows.append({"variant": name, "seed": seed, "test_miou": 100 * r["test_miou"], "curve": curve,
-                         "steps": steps, "max_drop": max_drop(steps, curve, args.iters),
-                         "tail_spread": tail_spread(curve),
-                         "draws": draw_spread(args.out / name / f"seed{seed}", head, over)})  # fmt: skip
+            rows.append(
+                {
+                    "variant": name,
+                    "seed": seed,
+                    "test_miou": 100 * r["test_miou"],
+                    "curve": curve,
+                    "steps": steps,
+                    "max_drop": max_drop(steps, curve, args.iters),
+                    "tail_spread": tail_spread(curve),
+                    "draws": draw_spread(args.out / name / f"seed{seed}", head, over),
+                }
+            )
     md = [f"# Hamburger head stability screen ({args.iters} iterations)", ""]
     md += [f"- {k}: {v}" for k, v in machine_info().items()]
     md += [
@@ -147,8 +180,9 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, name in enumerate(names):
         for j, r in enumerate(r for r in rows if r["variant"] == name):
-            ax.plot(r["steps"], [100 * m for m in r["curve"]], color=f"C{i % 10}", alpha=0.8,
-                    label=name if j == 0 else None)  # fmt: skip
+            ax.plot(
+                r["steps"], [100 * m for m in r["curve"]], color=f"C{i % 10}", alpha=0.8, label=name if j == 0 else None
+            )
     ax.set_xlabel("iteration")
     ax.set_ylabel("validation mIoU")
     ax.legend(fontsize=8)

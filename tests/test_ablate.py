@@ -16,23 +16,35 @@ def test_plan_shares_identical_configurations():
     assert runs[0][:2] == ("hamnet-ref", "hamnet")
     assert run_tag("hamnet", {}) == "hamnet-ref" and run_tag("local", {}) == "local"
     refs = {label for _, label, head, over in ROWS if head == "hamnet" and not with_grad(head, over, None)}
-    assert refs == {"Hamburger (NMF)", "both breads", "NMF", f"{DEFAULT_GRAD} (the default)", "v2", "random", "K=6",
-                    "R=16"}  # fmt: skip
+    assert refs == {
+        "Hamburger (NMF)",
+        "both breads",
+        "NMF",
+        f"{DEFAULT_GRAD} (the default)",
+        "v2",
+        "random",
+        "K=6",
+        "R=16",
+    }
 
 
 def test_groups_train_and_report_their_rows_only(capsys):
     """``ablate --groups gradient``: the gradient row's 12 runs (3 seeds of one-step, the default, BPTT and none), its
     findings only."""
     runs = plan(groups=("gradient",))
-    assert sorted({t for t, *_ in runs}) == ["hamnet-grad=bptt", "hamnet-grad=none", "hamnet-grad=one-step",
-                                             "hamnet-ref"] and len(runs) == 12  # fmt: skip
+    assert (
+        sorted({t for t, *_ in runs}) == ["hamnet-grad=bptt", "hamnet-grad=none", "hamnet-grad=one-step", "hamnet-ref"]
+        and len(runs) == 12
+    )
     rows = {f"gradient/{label}": [50.0, 51.0, 52.0] for g, label, _, _ in ROWS if g == "gradient"}
     rows["gradient/BPTT"] = [60.0, 61.0, 62.0]
     rows[f"gradient/{DEFAULT_GRAD} (the default)"] = [59.0, 60.0, 61.0]
     lines = findings(rows, {})
     assert len(lines) == 2 and "*BPTT hurts where the one-step gradient does not*: **disagrees**" in lines[0]
-    assert f"the default {DEFAULT_GRAD} beats the paper's one-step*: **agrees** — +9.0 over one-step, -1.0 over BPTT" \
-        in lines[1]  # fmt: skip
+    assert (
+        f"the default {DEFAULT_GRAD} beats the paper's one-step*: **agrees** — +9.0 over one-step, -1.0 over BPTT"
+        in lines[1]
+    )
     with pytest.raises(SystemExit) as refused:  # a usage error naming the groups
         main(["ablate", "--groups", "gradient,nosuch"])
     assert refused.value.code == 2
@@ -82,8 +94,12 @@ def test_findings_read_the_numbers():
 
 
 def test_repeated_seeds_and_names_are_refused(capsys):
-    for argv in (["ablate", "--seeds", "0,0"], ["gan", "compare", "--seeds", "0,0"],
-                 ["seq", "compare", "--seeds", "1,2,1"], ["seg", "compare", "--seeds", "3,3"]):  # fmt: skip
+    for argv in (
+        ["ablate", "--seeds", "0,0"],
+        ["gan", "compare", "--seeds", "0,0"],
+        ["seq", "compare", "--seeds", "1,2,1"],
+        ["seg", "compare", "--seeds", "3,3"],
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and "must be distinct" in capsys.readouterr().err, argv
@@ -100,8 +116,19 @@ def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     monkeypatch.setattr(animal_scenes, "SPLITS", {"train": 32, "val": 8, "test": 8})
     monkeypatch.setattr(ablate, "TEST_STEPS", (1, 6))
     out = tmp_path / "ablate"
-    argv = ["ablate", "--seeds", "0", "--sweep-seeds", "0", "--iters", "2", "--data-root", str(tmp_path / "data"),
-            "--out", str(out)]  # fmt: skip
+    argv = [
+        "ablate",
+        "--seeds",
+        "0",
+        "--sweep-seeds",
+        "0",
+        "--iters",
+        "2",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+    ]
     main(argv)
     report = json.loads((out / "ablate.json").read_text())
     assert set(report["k_test"]) == {"1", "6"} and len(report["rows"]) == len(ROWS)

@@ -31,8 +31,13 @@ def _blocks(lang: str):
 def test_the_site_builds_strict_and_offline(tmp_path):
     mkdocs = str(Path(sys.executable).parent / "mkdocs")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    run = subprocess.run([mkdocs, "build", "--strict", "-q", "-d", str(tmp_path / "site")], cwd=ROOT, env=env,
-                         capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        [mkdocs, "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "site" / "api" / "functional" / "index.html").stat().st_size > 10_000  # the reference rendered
 

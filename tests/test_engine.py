@@ -54,8 +54,9 @@ class ToyTask(Task):
 
     def optimizer(self, model, config):
         opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, partial(lambda step, total: 1 - step / total,
-                                                                   total=config.iters))  # fmt: skip
+        return opt, torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(lambda step, total: 1 - step / total, total=config.iters)
+        )
 
     def batches(self, train_set, config, *, world, rank, start):
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed)).tolist()

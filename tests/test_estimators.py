@@ -33,11 +33,19 @@ def test_the_target_and_the_rule():
     bptt = _row(60.0, std=2.0, peak=300)
     assert meets_target(_row(58.0), bptt) and not meets_target(_row(57.9), bptt)  # max(1, std 2) below
     assert meets_target(_row(59.0), _row(60.0, std=0.2)) and not meets_target(_row(58.9), _row(60.0, std=0.2))
-    short = {"bptt": bptt, "one-step": _row(50), "truncated:2": _row(59.5, peak=120), "implicit": _row(61, peak=101),
-             "attention": _row(55)}  # fmt: skip
+    short = {
+        "bptt": bptt,
+        "one-step": _row(50),
+        "truncated:2": _row(59.5, peak=120),
+        "implicit": _row(61, peak=101),
+        "attention": _row(55),
+    }
     assert pick_long(short) == ["implicit", "truncated:2"]  # best means among the fixed-memory ones
-    long = {"bptt": _row(62.0, std=0.5, peak=500), "implicit": _row(61.2, peak=101, ms=70),
-            "truncated:2": _row(61.5, peak=100, ms=60)}  # fmt: skip
+    long = {
+        "bptt": _row(62.0, std=0.5, peak=500),
+        "implicit": _row(61.2, peak=101, ms=70),
+        "truncated:2": _row(61.5, peak=100, ms=60),
+    }
     # both meet it at K 6 and 12; memory within 5% is a tie, so time per step decides
     assert choose_default(short, long)[0] == "truncated:2"
     long["truncated:2"]["peak_mib"] = 150  # now implicit uses clearly less memory
@@ -70,8 +78,19 @@ def test_estimators_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
 
     monkeypatch.setattr(scenes, "SPLITS", {"train": 32, "val": 8, "test": 8})
     out = tmp_path / "est"
-    argv = ["estimators", "--estimators", "one-step,bptt", "--seeds", "0", "--iters", "2",
-            "--data-root", str(tmp_path / "data"), "--out", str(out)]  # fmt: skip
+    argv = [
+        "estimators",
+        "--estimators",
+        "one-step,bptt",
+        "--seeds",
+        "0",
+        "--iters",
+        "2",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+    ]
     main(argv)
     report = json.loads((out / "estimators.json").read_text())
     assert set(report["short"]) == {"one-step", "bptt", "attention"}

@@ -459,8 +459,13 @@ def test_crossover_logic():
     from hamburger.bench.crossover import crossover
 
     def row(size, ham, att):
-        return {"precision": "bf16", "batch": 1, "mode": "eval", "size": size,
-                "ms": {"ham eager": ham, "nonlocal flash": att}}  # fmt: skip
+        return {
+            "precision": "bf16",
+            "batch": 1,
+            "mode": "eval",
+            "size": size,
+            "ms": {"ham eager": ham, "nonlocal flash": att},
+        }
 
     rows = [row(32, 2.0, 1.0), row(64, 1.0, 1.5), row(96, 3.0, 2.0), row(128, 1.0, 4.0), row(192, 1.0, 9.0)]
     (c,) = crossover(rows)
@@ -473,9 +478,19 @@ def test_bench_crossover_on_cpu_measures_backends_and_writes_results(tmp_path):
     from hamburger.bench import crossover as bench_crossover
 
     res = bench_crossover.run(
-        device="cpu", sizes=(4,), batches=(1,), precisions=("fp32",), modes=("eval", "train"), channels=16, rank=2,
-        repeats=2, compile=True, math_limit_gib=1e-7, out=tmp_path / "c", progress=False,
-    )  # fmt: skip
+        device="cpu",
+        sizes=(4,),
+        batches=(1,),
+        precisions=("fp32",),
+        modes=("eval", "train"),
+        channels=16,
+        rank=2,
+        repeats=2,
+        compile=True,
+        math_limit_gib=1e-7,
+        out=tmp_path / "c",
+        progress=False,
+    )
     for r in res["rows"]:
         assert {"ham eager", "ham compiled", "nonlocal flash"} <= set(r["ms"]), r  # CPU's fused kernel runs
         assert all(v > 0 for v in r["ms"].values()) and set(r["peak_mib"]) == set(r["ms"])
@@ -487,14 +502,36 @@ def test_bench_crossover_on_cpu_measures_backends_and_writes_results(tmp_path):
     md = (tmp_path / "c" / "crossover.md").read_text()
     assert "| fp32 | 1 | train | 4 |" in md and "- cpu:" in md
     res = bench_crossover.run(
-        device="cpu", sizes=(4, 6), batches=(2,), precisions=("bf16",), modes=("eval",), backends=("flash", "math"),
-        channels=16, rank=2, repeats=1, compile=False, out=None, progress=False,
-    )  # fmt: skip
+        device="cpu",
+        sizes=(4, 6),
+        batches=(2,),
+        precisions=("bf16",),
+        modes=("eval",),
+        backends=("flash", "math"),
+        channels=16,
+        rank=2,
+        repeats=1,
+        compile=False,
+        out=None,
+        progress=False,
+    )
     assert [r["size"] for r in res["rows"]] == [4, 6] and "nonlocal math" in res["rows"][0]["ms"]
     res = bench_crossover.run(  # gpu.sh's variants: the captured block and the compiled attention
-        device="cpu", sizes=(4,), batches=(1,), precisions=("fp32",), modes=("eval",), backends=("flash",),
-        channels=16, rank=2, repeats=1, compile=False, capture=True, compile_attention=True, out=None, progress=False,
-    )  # fmt: skip
+        device="cpu",
+        sizes=(4,),
+        batches=(1,),
+        precisions=("fp32",),
+        modes=("eval",),
+        backends=("flash",),
+        channels=16,
+        rank=2,
+        repeats=1,
+        compile=False,
+        capture=True,
+        compile_attention=True,
+        out=None,
+        progress=False,
+    )
     names = {"ham eager", "ham captured", "ham graphed", "nonlocal flash", "nonlocal compiled"}
     assert names == set(res["rows"][0]["ms"])
     with pytest.raises(ValueError, match="precisions must be"):
@@ -504,8 +541,9 @@ def test_bench_crossover_on_cpu_measures_backends_and_writes_results(tmp_path):
 def test_bench_check_compares_device_cpu_determinism_and_capture(tmp_path):
     from hamburger.bench import check
 
-    res = check.run(device="cpu", hams=("nmf",), precisions=("bf16",), channels=16, rank=2, size=4,
-                    out=tmp_path, progress=False)  # fmt: skip
+    res = check.run(
+        device="cpu", hams=("nmf",), precisions=("bf16",), channels=16, rank=2, size=4, out=tmp_path, progress=False
+    )
     (row,) = res["rows"]
     assert res["ok"] and row["deterministic"] and row["device_vs_cpu"] == 0.0  # the CPU against itself
     assert 0 <= row["captured_vs_eager"] < 1e-2  # compiled under reduce-overhead: the same numbers
@@ -526,8 +564,9 @@ def test_bench_check_reports_a_failing_graphed_mode_without_stopping(tmp_path, m
     monkeypatch.setattr(GraphRunner, "__call__", broken)
     real = check.optimize  # reduce-overhead's compilation (10 s on a CPU) is not what this test is about
     monkeypatch.setattr(check, "optimize", lambda model, **kw: real(model, **{**kw, "compile": False}))
-    res = check.run(device="cpu", hams=("cd",), precisions=("fp32",), channels=16, rank=2, size=4,
-                    out=tmp_path, progress=False)  # fmt: skip
+    res = check.run(
+        device="cpu", hams=("cd",), precisions=("fp32",), channels=16, rank=2, size=4, out=tmp_path, progress=False
+    )
     (row,) = res["rows"]
     assert res["ok"] and row["graphed_ok"] is False and "ValueError" in row["graphed_error"]
     assert "failed: ValueError" in (tmp_path / "check.md").read_text()
@@ -601,9 +640,20 @@ def test_bench_crossover_keeps_every_finished_cell_when_stopped(tmp_path, monkey
 
     monkeypatch.setattr(bench_crossover, "_measure", measure_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        bench_crossover.run(device="cpu", sizes=(4, 6), batches=(1,), precisions=("fp32",), modes=("eval",),
-                            backends=("flash",), channels=16, rank=2, repeats=1, compile=False, out=tmp_path,
-                            progress=False)  # fmt: skip
+        bench_crossover.run(
+            device="cpu",
+            sizes=(4, 6),
+            batches=(1,),
+            precisions=("fp32",),
+            modes=("eval",),
+            backends=("flash",),
+            channels=16,
+            rank=2,
+            repeats=1,
+            compile=False,
+            out=tmp_path,
+            progress=False,
+        )
     saved = json.loads((tmp_path / "crossover.json").read_text())
     assert [r["size"] for r in saved["results"]["rows"]] == [4]  # the first cell, measured before the stop
 
@@ -634,8 +684,23 @@ def test_benchmark_scripts_for_the_gpu_and_the_solve_run_on_a_cpu(tmp_path):
     root = Path(__file__).parents[1] / "benchmarks"
     argv = sys.argv
     try:
-        sys.argv = ["profile_block.py", "--device", "cpu", "--batch", "1", "--size", "4", "--channels", "16",
-                    "--rank", "2", "--calls", "1", "--out", str(tmp_path / "p")]  # fmt: skip
+        sys.argv = [
+            "profile_block.py",
+            "--device",
+            "cpu",
+            "--batch",
+            "1",
+            "--size",
+            "4",
+            "--channels",
+            "16",
+            "--rank",
+            "2",
+            "--calls",
+            "1",
+            "--out",
+            str(tmp_path / "p"),
+        ]
         with pytest.raises(SystemExit) as done:
             runpy.run_path(str(root / "profile_block.py"), run_name="__main__")
         assert done.value.code == 0
@@ -643,8 +708,25 @@ def test_benchmark_scripts_for_the_gpu_and_the_solve_run_on_a_cpu(tmp_path):
         assert "## eager:" in text and "## compiled:" in text and "aten::bmm" in text
         old = tmp_path / "functional_old.py"
         old.write_text((Path(__file__).parents[1] / "src" / "hamburger" / "functional.py").read_text())
-        sys.argv = ["solve_vs_commit.py", "--old-file", str(old), "--threads", "1", "--channels", "16", "--size", "4",
-                    "--rank", "2", "--repeats", "1", "--hams", "nmf,cd", "--out", str(tmp_path / "s")]  # fmt: skip
+        sys.argv = [
+            "solve_vs_commit.py",
+            "--old-file",
+            str(old),
+            "--threads",
+            "1",
+            "--channels",
+            "16",
+            "--size",
+            "4",
+            "--rank",
+            "2",
+            "--repeats",
+            "1",
+            "--hams",
+            "nmf,cd",
+            "--out",
+            str(tmp_path / "s"),
+        ]
         with pytest.raises(SystemExit) as done:
             runpy.run_path(str(root / "solve_vs_commit.py"), run_name="__main__")
         assert done.value.code == 0
@@ -675,6 +757,9 @@ def test_a_compiled_bf16_block_copies_x_no_more_than_once():
         block(x)
         with profile(record_shapes=True) as prof:
             block(x)
-    copies = sum(e.count for e in prof.key_averages(group_by_input_shape=True)
-                 if e.key in ("aten::copy_", "aten::clone") and "1024, 64" in str(e.input_shapes))  # fmt: skip
+    copies = sum(
+        e.count
+        for e in prof.key_averages(group_by_input_shape=True)
+        if e.key in ("aten::copy_", "aten::clone") and "1024, 64" in str(e.input_shapes)
+    )
     assert copies <= 1, copies

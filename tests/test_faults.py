@@ -44,9 +44,29 @@ def _one_line_exit(argv, *needles):
 
 
 def _train(data, out, *extra):
-    return ["seg", "train", "--dataset", "folder", "--data-root", str(data), "--num-classes", "3", "--model",
-            "fcn_tiny", "--crop-size", "16", "--batch-size", "2", "--workers", "0", "--out", str(out),
-            "--no-tensorboard", "--quiet", *extra]  # fmt: skip
+    return [
+        "seg",
+        "train",
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(data),
+        "--num-classes",
+        "3",
+        "--model",
+        "fcn_tiny",
+        "--crop-size",
+        "16",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--no-tensorboard",
+        "--quiet",
+        *extra,
+    ]
 
 
 # -- arguments at the door -----------------------------------------------------------------------------------------
@@ -63,10 +83,20 @@ def test_eval_max_samples_must_be_positive(value, capsys):
 
 
 @pytest.mark.parametrize(
-    "flag, value", [("--iters", "-5"), ("--iters", "0"), ("--batch-size", "0"), ("--crop-size", "0"),
-                    ("--lr", "0"), ("--workers", "-1"), ("--accum-steps", "0"), ("--device", "cuda:7"),
-                    ("--device", "nosuch"), ("--scale-range", "0,1")],
-)  # fmt: skip
+    "flag, value",
+    [
+        ("--iters", "-5"),
+        ("--iters", "0"),
+        ("--batch-size", "0"),
+        ("--crop-size", "0"),
+        ("--lr", "0"),
+        ("--workers", "-1"),
+        ("--accum-steps", "0"),
+        ("--device", "cuda:7"),
+        ("--device", "nosuch"),
+        ("--scale-range", "0,1"),
+    ],
+)
 def test_train_flags_are_validated(flag, value, data, tmp_path, capsys):
     _usage_error(_train(data, tmp_path / "run", flag, value), capsys, flag)
     assert not (tmp_path / "run").exists()  # nothing was started
@@ -93,9 +123,14 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     _one_line_exit(["seg", "train", "--config", str(recipe)], str(recipe), "YAML syntax error at line")
 
 
-@pytest.mark.parametrize("text, needle", [('iters: "two"', "key 'iters' expected an integer"),
-                                          ("iters: -5", "key 'iters' must be >= 1"),
-                                          ("optimizer: lamb", "key 'optimizer' must be one of")])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('iters: "two"', "key 'iters' expected an integer"),
+        ("iters: -5", "key 'iters' must be >= 1"),
+        ("optimizer: lamb", "key 'optimizer' must be one of"),
+    ],
+)
 def test_yaml_value_errors_name_the_key(text, needle, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"dataset: folder\n{text}\n")
@@ -110,12 +145,19 @@ def test_decompose_bad_image_and_ranks(capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv, flag", [(["bench", "--sizes", "0"], "--sizes"), (["bench", "--repeats", "0"], "--repeats"),
-                   (["bench", "crossover", "--precisions", "fp64"], "--precisions"),
-                   (["bench", "precision", "--steps", "-2"], "--steps"), (["bench", "seg", "--crops", "0"], "--crops"),
-                   (["demo", "--iters", "0"], "--iters"), (["demo", "--device", "cuda"], "--device"),
-                   (["seg", "compare", "--seeds", "a"], "--seeds"), (["seg", "compare", "--iters", "0"], "--iters")],
-)  # fmt: skip
+    "argv, flag",
+    [
+        (["bench", "--sizes", "0"], "--sizes"),
+        (["bench", "--repeats", "0"], "--repeats"),
+        (["bench", "crossover", "--precisions", "fp64"], "--precisions"),
+        (["bench", "precision", "--steps", "-2"], "--steps"),
+        (["bench", "seg", "--crops", "0"], "--crops"),
+        (["demo", "--iters", "0"], "--iters"),
+        (["demo", "--device", "cuda"], "--device"),
+        (["seg", "compare", "--seeds", "a"], "--seeds"),
+        (["seg", "compare", "--iters", "0"], "--iters"),
+    ],
+)
 def test_bench_demo_compare_flags_are_validated(argv, flag, capsys):
     _usage_error(argv, capsys, flag)
 
@@ -340,8 +382,13 @@ def test_user_errors_of_the_gan_and_seq_commands_are_one_line(tmp_path, capsys):
     ]
     for text, name in (("a: [1\n", "syntax"), ("", "empty"), ("- 1\n- 2\n", "list"), ("extra_key: 1\n", "extra")):
         (bad / "config.yaml").write_text(text)
-        message = r"YAML syntax error at line 2" if name == "syntax" else r"not a mapping" if name != "extra" else \
-            r"settings a gan train run does not have \(extra_key\)"  # fmt: skip
+        message = (
+            r"YAML syntax error at line 2"
+            if name == "syntax"
+            else r"not a mapping"
+            if name != "extra"
+            else r"settings a gan train run does not have \(extra_key\)"
+        )
         with pytest.raises(SystemExit, match=message):
             main(["gan", "sample", "--run", str(bad)])
     for argv, message in probes:

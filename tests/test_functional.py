@@ -319,9 +319,15 @@ def test_saved_memory_of_a_fixed_k_does_not_grow_with_k_steps():
 
 @pytest.mark.parametrize(
     "grad, match",
-    [("truncated", "grad must be one of"), ("truncated:0", "k must be >= 1"), ("phantom:2", "grad must be one of"),
-     ("phantom:2:0", r"λ must be in \(0, 1\]"), ("phantom:2:1.5", r"λ must be in"), ("truncated:x", "one of")],
-)  # fmt: skip
+    [
+        ("truncated", "grad must be one of"),
+        ("truncated:0", "k must be >= 1"),
+        ("phantom:2", "grad must be one of"),
+        ("phantom:2:0", r"λ must be in \(0, 1\]"),
+        ("phantom:2:1.5", r"λ must be in"),
+        ("truncated:x", "one of"),
+    ],
+)
 def test_grad_spellings_are_checked(grad, match):
     with pytest.raises(ValueError, match=match):
         HF.nmf(torch.rand(1, 3, 4), torch.rand(1, 3, 2), 3, grad=grad)
@@ -420,8 +426,9 @@ def test_implicit_k_differentiates_the_nnls_solution_in_the_bases_too(monkeypatc
         lambda: HF.nmf(t, bases, 24, grad="implicit:1")
     )
     # k > K is clamped: implicit:2 on one step is implicit:1
-    torch.testing.assert_close(_grad_of(HF.nmf, xs, bases, 1, "implicit:2")[1], _grad_of(HF.nmf, xs, bases, 1,
-                               "implicit:1")[1], rtol=0, atol=0)  # fmt: skip
+    torch.testing.assert_close(
+        _grad_of(HF.nmf, xs, bases, 1, "implicit:2")[1], _grad_of(HF.nmf, xs, bases, 1, "implicit:1")[1], rtol=0, atol=0
+    )
 
 
 def test_cd_implicit_gradient_is_the_derivative_of_the_ridge_solution():

@@ -135,8 +135,22 @@ def test_a_corrupt_image_in_a_folder_stops_gan_train_before_it_starts(tmp_path):
 
     root = _write_folder(tmp_path / "pets")
     (root / "dog" / "img1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    args = ["gan", "train", "--dataset", "folder", "--data-root", str(root), "--ch", "4", "--batch-size", "2",
-            "--iters", "1", "--no-tensorboard", "--quiet"]  # fmt: skip
+    args = [
+        "gan",
+        "train",
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(root),
+        "--ch",
+        "4",
+        "--batch-size",
+        "2",
+        "--iters",
+        "1",
+        "--no-tensorboard",
+        "--quiet",
+    ]
     with pytest.raises(SystemExit, match=r"(?s)the data check found 1 bad sample.*cannot read image .*dog/img1.png"):
         main([*args, "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run" / "checkpoint.json").exists()

@@ -89,9 +89,30 @@ def test_inception_weights_are_never_downloaded(tmp_path):
 def test_gan_eval_and_compare_at_a_tiny_size(digits_classifier, tmp_path, capsys):
     path, *_ = digits_classifier
     run = tmp_path / "run"
-    main(["gan", "train", "--dataset", "digits", "--ch", "8", "--batch-size", "4", "--iters", "2", "--quiet",
-          "--no-tensorboard", "--out", str(run), "--eval-classifier", str(path), "--val-interval", "1",
-          "--eval-samples", "20"])  # fmt: skip
+    main(
+        [
+            "gan",
+            "train",
+            "--dataset",
+            "digits",
+            "--ch",
+            "8",
+            "--batch-size",
+            "4",
+            "--iters",
+            "2",
+            "--quiet",
+            "--no-tensorboard",
+            "--out",
+            str(run),
+            "--eval-classifier",
+            str(path),
+            "--val-interval",
+            "1",
+            "--eval-samples",
+            "20",
+        ]
+    )
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert all(r["val_frechet_distance"] > 0 for r in log)
     main(["gan", "eval", "--run", str(run), "--samples", "40", "--classifier", str(path)])
@@ -105,11 +126,22 @@ def test_gan_eval_and_compare_at_a_tiny_size(digits_classifier, tmp_path, capsys
     out = tmp_path / "compare"
     (out).mkdir()
     (out / "classifier.safetensors").write_bytes(path.read_bytes())
-    kw = dict(arms=("ham_nmf", "none"), seeds=(0, 1), iters=2, batch=4, out=out, dataset="digits", samples=40,
-              timing_repeats=2, progress=False)  # fmt: skip
+    kw = dict(
+        arms=("ham_nmf", "none"),
+        seeds=(0, 1),
+        iters=2,
+        batch=4,
+        out=out,
+        dataset="digits",
+        samples=40,
+        timing_repeats=2,
+        progress=False,
+    )
     assert gan_compare.run(**kw, shard=(1, 2)) == {"runs": 2}  # (seed 0, none), (seed 1, none); no tables
     assert sorted(p.parent.name + p.parent.parent.name for p in out.glob("*/seed*/result.json")) == [
-        "seed0none", "seed1none"]  # fmt: skip
+        "seed0none",
+        "seed1none",
+    ]
     assert not (out / "gan-compare.md").exists()
     with pytest.raises(ValueError, match="curve_points=3"):
         gan_compare.run(**kw, jobs=2, curve_points=3)

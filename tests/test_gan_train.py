@@ -28,8 +28,21 @@ def _train(out, *extra):
 
 def test_train_writes_log_checkpoints_and_class_rows(tmp_path, capsys):
     out = tmp_path / "run"
-    main(_train(out, "--iters", "4", "--val-interval", "2", "--ckpt-interval", "2", "--ema", "0.9",
-                "--samples-per-class", "3"))  # fmt: skip
+    main(
+        _train(
+            out,
+            "--iters",
+            "4",
+            "--val-interval",
+            "2",
+            "--ckpt-interval",
+            "2",
+            "--ema",
+            "0.9",
+            "--samples-per-class",
+            "3",
+        )
+    )
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert {"loss_d", "loss_g", "d_real", "d_fake", "lr"} <= set(log[0])
@@ -46,10 +59,23 @@ def test_train_writes_log_checkpoints_and_class_rows(tmp_path, capsys):
 
 def test_training_is_deterministic_and_resumes_bitwise(tmp_path):
     """Per machine: the killed, resumed and straight runs are all made here, in this test."""
-    cmd = [sys.executable, "-m", "hamburger.cli", "gan", "train", *TINY, "--iters", "8", "--ckpt-interval", "2",
-           "--ema", "0.99"]  # fmt: skip
-    killed = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], env={**ENV, "HAMBURGER_KILL_AT": "logged:5"},
-                            capture_output=True)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hamburger.cli",
+        "gan",
+        "train",
+        *TINY,
+        "--iters",
+        "8",
+        "--ckpt-interval",
+        "2",
+        "--ema",
+        "0.99",
+    ]
+    killed = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "killed")], env={**ENV, "HAMBURGER_KILL_AT": "logged:5"}, capture_output=True
+    )
     assert killed.returncode < 0  # SIGKILLed after step 5 was logged: the checkpoint holds step 4
     subprocess.run([*cmd, "--out", str(tmp_path / "killed"), "--resume"], check=True, env=ENV, capture_output=True)
     for name in ("a", "b"):

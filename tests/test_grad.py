@@ -82,8 +82,17 @@ def test_the_training_gradient_does_not_stop_evaluation_but_a_damped_phantom_doe
 def test_bench_grad_at_a_tiny_size(tmp_path):
     from hamburger.bench import grad as grad_bench
 
-    res = grad_bench.run(estimators=("one-step", "truncated:1", "bptt"), steps=(2, 6), sizes=(6,), channels=8, rank=2,
-                         repeats=1, tiny=False, out=tmp_path, progress=False)  # fmt: skip
+    res = grad_bench.run(
+        estimators=("one-step", "truncated:1", "bptt"),
+        steps=(2, 6),
+        sizes=(6,),
+        channels=8,
+        rank=2,
+        repeats=1,
+        tiny=False,
+        out=tmp_path,
+        progress=False,
+    )
     rows = {(r["grad"], r["steps"]): r for r in res["rows"]}
     assert len(rows) == 6 and all(r["ms"] > 0 and r["peak_mib"] >= 0 for r in rows.values())
     assert rows["bptt", 6]["peak_mib"] > rows["one-step", 6]["peak_mib"]  # BPTT's activations grow with K
@@ -91,5 +100,13 @@ def test_bench_grad_at_a_tiny_size(tmp_path):
     assert "| block | 6 | 6 |" in (tmp_path / "bench-grad.md").read_text()
     assert (tmp_path / "bench-grad.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="unrolls more steps than K"):
-        grad_bench.run(estimators=("truncated:3",), steps=(2,), sizes=(6,), channels=8, rank=2, tiny=False, out=None,
-                       progress=False)  # fmt: skip
+        grad_bench.run(
+            estimators=("truncated:3",),
+            steps=(2,),
+            sizes=(6,),
+            channels=8,
+            rank=2,
+            tiny=False,
+            out=None,
+            progress=False,
+        )

@@ -120,8 +120,29 @@ def test_bench_solve_times_each_variant(forced, tmp_path):
     from hamburger.cli import main
 
     out = tmp_path / "solve"
-    main(["bench", "solve", "--device", "cpu", "--sizes", "8", "--batches", "1,2", "--precisions", "fp32",
-          "--channels", "16", "--rank", "4", "--repeats", "1", "--no-compile", "--out", str(out)])  # fmt: skip
+    main(
+        [
+            "bench",
+            "solve",
+            "--device",
+            "cpu",
+            "--sizes",
+            "8",
+            "--batches",
+            "1,2",
+            "--precisions",
+            "fp32",
+            "--channels",
+            "16",
+            "--rank",
+            "4",
+            "--repeats",
+            "1",
+            "--no-compile",
+            "--out",
+            str(out),
+        ]
+    )
     rows = json.loads((out / "solve.json").read_text())["results"]["rows"]
     assert [(r["batch"], r["size"]) for r in rows] == [(1, 8), (2, 8)]
     assert all(set(r["ms"]) == {"pytorch", "fused"} and min(r["ms"].values()) > 0 for r in rows)

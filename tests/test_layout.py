@@ -17,6 +17,7 @@ from hamburger.engine.checkpoint import load_checkpoint, load_weights
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "seq-run-0.1"
 
+
 def test_import_contracts_are_kept():
     lint = Path(sys.executable).parent / "lint-imports"
     done = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
@@ -37,8 +38,14 @@ def test_the_import_graph_has_no_cycle():
 
 def test_no_alias_module_of_the_first_layout_remains():
     """The package was never released: the first layout's module paths are gone, not aliased."""
-    for old in ("hamburger.recipes", "hamburger.models", "hamburger.seg_cli", "hamburger.deprecation",
-                "hamburger.data.animal_scenes", "hamburger.data.transforms"):  # fmt: skip
+    for old in (
+        "hamburger.recipes",
+        "hamburger.models",
+        "hamburger.seg_cli",
+        "hamburger.deprecation",
+        "hamburger.data.animal_scenes",
+        "hamburger.data.transforms",
+    ):
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(old)
     import hamburger.data
@@ -48,8 +55,15 @@ def test_no_alias_module_of_the_first_layout_remains():
 
 
 def test_new_paths_do_not_warn():
-    names = ("hamburger.seg.train", "hamburger.gan.train", "hamburger.seq.train", "hamburger.bench.cli",
-             "hamburger.viz.cli", "hamburger.data.silhouettes", "hamburger.cli")  # fmt: skip
+    names = (
+        "hamburger.seg.train",
+        "hamburger.gan.train",
+        "hamburger.seq.train",
+        "hamburger.bench.cli",
+        "hamburger.viz.cli",
+        "hamburger.data.silhouettes",
+        "hamburger.cli",
+    )
     code = "; ".join(f"import {n}" for n in names)
     cmd = [sys.executable, "-W", "error::DeprecationWarning", "-c", code]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -88,11 +102,40 @@ def test_a_run_folder_of_the_old_layout_resumes_and_evaluates(tmp_path, one_thre
         r"ham_memory: 'dict' -> 'stats'",
     ):
         main(["seq", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume"])
-    main(["seq", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume", "--ham-grad",
-          "one-step", "--ham-norm", "none", "--ham-memory", "dict"])  # fmt: skip
+    main(
+        [
+            "seq",
+            "train",
+            "--config",
+            str(run / "config.yaml"),
+            "--out",
+            str(run),
+            "--resume",
+            "--ham-grad",
+            "one-step",
+            "--ham-norm",
+            "none",
+            "--ham-memory",
+            "dict",
+        ]
+    )
     assert load_checkpoint(run)[2]["step"] == 6
-    main(["seq", "train", "--config", str(FIXTURE / "config.yaml"), "--out", str(tmp_path / "straight"),
-          "--ham-grad", "one-step", "--ham-norm", "none", "--ham-memory", "dict"])  # fmt: skip
+    main(
+        [
+            "seq",
+            "train",
+            "--config",
+            str(FIXTURE / "config.yaml"),
+            "--out",
+            str(tmp_path / "straight"),
+            "--ham-grad",
+            "one-step",
+            "--ham-norm",
+            "none",
+            "--ham-memory",
+            "dict",
+        ]
+    )
     resumed, straight = load_weights(run / "last.safetensors"), load_weights(tmp_path / "straight" / "last.safetensors")
     assert resumed.keys() == straight.keys()
     for key in straight:

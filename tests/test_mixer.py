@@ -37,8 +37,16 @@ def test_causal_outputs_ignore_the_future(ham, n):
         assert not torch.allclose(mixer(earlier)[:, -1], y[:, -1])
 
 
-@pytest.mark.parametrize("ham, norm, memory", [("nmf", "unit", "dict"), ("nmf", "none", "dict"), ("vq", "unit", "dict"),
-                                               ("nmf", "unit", "stats"), ("vq", "unit", "stats")])  # fmt: skip
+@pytest.mark.parametrize(
+    "ham, norm, memory",
+    [
+        ("nmf", "unit", "dict"),
+        ("nmf", "none", "dict"),
+        ("vq", "unit", "dict"),
+        ("nmf", "unit", "stats"),
+        ("vq", "unit", "stats"),
+    ],
+)
 @pytest.mark.parametrize("n, chunk", [(11, 4), (3, 4), (8, 1), (9, 3)])
 def test_recurrent_form_equals_the_parallel_form(ham, norm, memory, n, chunk):
     mixer = hb.HamMixer(16, ham=ham, rank=4, heads=2, causal=True, chunk=chunk, norm=norm, memory=memory).eval()
@@ -140,9 +148,10 @@ def _grads(mixer, x, loss):
 @pytest.mark.parametrize("causal, memory", [(True, "dict"), (True, "stats"), (False, "stats")])
 def test_truncated_k_equals_bptt_and_every_gradient_keeps_the_forward(ham, causal, memory):
     x = _tokens(n=12, seed=3).abs()
-    mixers = {g: hb.HamMixer(16, ham=ham, rank=4, steps=3, heads=2, causal=causal, chunk=4, grad=g,
-                             memory=memory).double()
-              for g in ("one-step", "bptt", "truncated:3", "truncated:1", "chunkwise")}  # fmt: skip
+    mixers = {
+        g: hb.HamMixer(16, ham=ham, rank=4, steps=3, heads=2, causal=causal, chunk=4, grad=g, memory=memory).double()
+        for g in ("one-step", "bptt", "truncated:3", "truncated:1", "chunkwise")
+    }
     for m in mixers.values():
         m.load_state_dict(mixers["bptt"].state_dict())
     x = x.double()

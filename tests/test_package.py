@@ -112,9 +112,15 @@ def test_bench_context_tiny_every_field_present_and_positive(tmp_path):
     from hamburger.bench import context as bench_context
 
     res = bench_context.run(
-        modules=("ham_nmf", "nonlocal", "nonlocal_naive", "ccnet"), channels=16, sizes=(6, 10), repeats=2,
-        train_size=6, train_steps=(1, 4), out=tmp_path, progress=False,
-    )  # fmt: skip
+        modules=("ham_nmf", "nonlocal", "nonlocal_naive", "ccnet"),
+        channels=16,
+        sizes=(6, 10),
+        repeats=2,
+        train_size=6,
+        train_steps=(1, 4),
+        out=tmp_path,
+        progress=False,
+    )
     assert len(res["rows"]) == 8 and not res["skipped"]
     for row in res["rows"]:
         for field in bench_context.FIELDS[3:]:
@@ -134,9 +140,16 @@ def test_bench_context_skips_instead_of_crashing(tmp_path):
     from hamburger.bench import context as bench_context
 
     res = bench_context.run(
-        modules=("nonlocal_naive",), channels=8, sizes=(4, 8, 64), repeats=1, memory_limit_gib=1e-4,
-        train_size=4, train_steps=(1,), out=None, progress=False,
-    )  # fmt: skip
+        modules=("nonlocal_naive",),
+        channels=8,
+        sizes=(4, 8, 64),
+        repeats=1,
+        memory_limit_gib=1e-4,
+        train_size=4,
+        train_steps=(1,),
+        out=None,
+        progress=False,
+    )
     assert [s["size"] for s in res["skipped"]] == [64]
     assert "predicted peak memory" in res["skipped"][0]["reason"]
     with pytest.raises(ValueError, match="unknown modules"):

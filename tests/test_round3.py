@@ -16,15 +16,40 @@ from hamburger.cli import main
 from hamburger.engine.checkpoint import load_checkpoint, load_weights, save_weights
 
 FIXTURE = Path(__file__).parent / "fixtures" / "seq-run-0.1"
-T = ["--task", "mqar", "--seq-len", "16", "--pairs", "2", "--train-examples", "8", "--val-examples", "4",
-     "--dim", "8", "--rank", "2", "--iters", "2", "--batch-size", "4", "--no-tensorboard", "--quiet",
-     "--val-interval", "0"]  # fmt: skip
+T = [
+    "--task",
+    "mqar",
+    "--seq-len",
+    "16",
+    "--pairs",
+    "2",
+    "--train-examples",
+    "8",
+    "--val-examples",
+    "4",
+    "--dim",
+    "8",
+    "--rank",
+    "2",
+    "--iters",
+    "2",
+    "--batch-size",
+    "4",
+    "--no-tensorboard",
+    "--quiet",
+    "--val-interval",
+    "0",
+]
 T4 = [*T, "--chunk", "4"]  # T with a chunk shorter than the sequence
 
 
 def _user_folder(root: Path) -> dict[Path, str]:
-    files = {root / "config.yaml": "x", root / "last-minute-todo.txt": "x", root / "result.json": "x",
-             root / "samples" / "cat.png": "x"}  # fmt: skip
+    files = {
+        root / "config.yaml": "x",
+        root / "last-minute-todo.txt": "x",
+        root / "result.json": "x",
+        root / "samples" / "cat.png": "x",
+    }
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -35,8 +60,11 @@ def test_overwrite_removes_only_what_a_run_recorded_as_its_own(tmp_path):
     """Finding 1: a folder without a run record is refused by --overwrite, naming its files, and keeps them all; in a
     run's own folder --overwrite removes the run's files and leaves the user's (beside them and inside samples/)."""
     files = _user_folder(tmp_path / "O")
-    with pytest.raises(SystemExit, match=r"is not a run folder \(.hamburger-run.json is missing\) but holds "
-                                         r"config.yaml, result.json, samples.*--overwrite removes only"):  # fmt: skip
+    with pytest.raises(
+        SystemExit,
+        match=r"is not a run folder \(.hamburger-run.json is missing\) but holds "
+        r"config.yaml, result.json, samples.*--overwrite removes only",
+    ):
         main(["seq", "train", *T4, "--out", str(tmp_path / "O"), "--overwrite"])
     assert all(path.read_text() == text for path, text in files.items())
     assert sorted(p.name for p in (tmp_path / "O").iterdir()) == [
@@ -44,7 +72,7 @@ def test_overwrite_removes_only_what_a_run_recorded_as_its_own(tmp_path):
         "last-minute-todo.txt",
         "result.json",
         "samples",
-    ]  # fmt: skip  (not even a .lock left)
+    ]  # (not even a .lock left)
     run = tmp_path / "run"
     main(["seq", "train", *T4, "--out", str(run)])
     assert json.loads((run / ".hamburger-run.json").read_text())["files"][:2] == ["checkpoint.json", "config.yaml"]
@@ -137,8 +165,22 @@ def test_a_chunk_as_long_as_the_sequence_is_refused(tmp_path):
             main(["seq", "train", *T, "--chunk", chunk, "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit, match=r"chunk 16 >= seq_len 16"):
-        main(["seq", "compare", "--task", "mqar", "--cells", "16:2", "--mixers", "none,ham_nmf", "--iters", "2",
-              "--out", str(tmp_path / "c")])  # fmt: skip
+        main(
+            [
+                "seq",
+                "compare",
+                "--task",
+                "mqar",
+                "--cells",
+                "16:2",
+                "--mixers",
+                "none,ham_nmf",
+                "--iters",
+                "2",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
     assert not (tmp_path / "c" / "none").exists()
     main(["seq", "train", *T, "--ham-local", "window", "--out", str(tmp_path / "local")])
 
@@ -167,8 +209,26 @@ def test_eval_refuses_damaged_or_non_finite_weights(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"holds non-finite values \(NaN or inf\) in embed.weight"):
         main(["seq", "eval", "--run", str(run)])
     gan = tmp_path / "gan"
-    main(["gan", "train", "--dataset", "digits", "--ch", "4", "--batch-size", "4", "--iters", "1", "--val-interval",
-          "0", "--no-tensorboard", "--quiet", "--out", str(gan)])  # fmt: skip
+    main(
+        [
+            "gan",
+            "train",
+            "--dataset",
+            "digits",
+            "--ch",
+            "4",
+            "--batch-size",
+            "4",
+            "--iters",
+            "1",
+            "--val-interval",
+            "0",
+            "--no-tensorboard",
+            "--quiet",
+            "--out",
+            str(gan),
+        ]
+    )
     _flip_last_byte(gan / "last.safetensors")  # what gan eval and gan sample read
     with pytest.raises(SystemExit, match=r"does not match the SHA-256 its run recorded in last.safetensors.sha256"):
         main(["gan", "sample", "--run", str(gan), "--per-class", "1", "--out", str(tmp_path / "g.png")])
@@ -197,17 +257,23 @@ def test_multi_run_commands_check_their_whole_plan_first(tmp_path):
     take: refused before the first run trains (no run folder is made)."""
     probes = [
         (["estimators", "--long", "truncated:2", "--iters", "2"], r"--long needs 'bptt'"),
-        (["seg", "compare", "--heads", "fcn,ham_vq", "--ham-grad", "implicit", "--iters", "2"],
-         r"ham_vq with \{'ham_grad': 'implicit'\}: VQ has no implicit gradient.*nothing was trained"),
+        (
+            ["seg", "compare", "--heads", "fcn,ham_vq", "--ham-grad", "implicit", "--iters", "2"],
+            r"ham_vq with \{'ham_grad': 'implicit'\}: VQ has no implicit gradient.*nothing was trained",
+        ),
         (["ablate", "--ham-grad", "implicit", "--iters", "2"], r"VQ has no implicit gradient.*nothing was trained"),
-        (["gan", "compare", "--arms", "none,ham_vq", "--ham-grad", "implicit", "--iters", "2"],
-         r"arm ham_vq: VQ has no implicit gradient"),
-        (["seq", "compare", "--mixers", "none,ham_nmf", "--ham-local", "chunk", "--ham-memory", "dict"],
-         r"ham_nmf: local is the causal stats form's read-out"),
+        (
+            ["gan", "compare", "--arms", "none,ham_vq", "--ham-grad", "implicit", "--iters", "2"],
+            r"arm ham_vq: VQ has no implicit gradient",
+        ),
+        (
+            ["seq", "compare", "--mixers", "none,ham_nmf", "--ham-local", "chunk", "--ham-memory", "dict"],
+            r"ham_nmf: local is the causal stats form's read-out",
+        ),
         (["seq", "compare", "--mixers", "none,ham_nmf", "--ham-decay", "1"], r"decay must be None or a float in"),
         (["seq", "compare", "--mixers", "none,ham_nmf", "--ham-keys", "999"], r"keys must be an integer in"),
         (["seq", "compare", "--mixers", "none,ham_vq", "--ham-fit", "ridge"], r"ham_vq: fit='ridge'"),
-    ]  # fmt: skip
+    ]
     for i, (argv, message) in enumerate(probes):
         with pytest.raises(SystemExit, match=message):
             main([*argv, "--out", str(tmp_path / str(i))])
@@ -304,7 +370,10 @@ def test_a_head_without_a_ham_ignores_the_hams_fields_in_its_recipe(tmp_path):
     got = compare.run_one("fcn", 0, out=tmp_path, progress=False, ham_precision="bf16", **kw)
     assert got["miou"] == 0.5
     args = compare.train_args("ham_nmf", 0, out=tmp_path / "ham_nmf_tiny" / "seed0", quiet=True, **kw)
-    save_result(tmp_path / "ham_nmf_tiny" / "seed0" / "result.json", recipe_of(args, RESUME_FREE, test_split="test"),
-                {"miou": 0.5})  # fmt: skip
+    save_result(
+        tmp_path / "ham_nmf_tiny" / "seed0" / "result.json",
+        recipe_of(args, RESUME_FREE, test_split="test"),
+        {"miou": 0.5},
+    )
     with pytest.raises(ValueError, match=r"another recipe \(ham_precision: \(none\) -> bf16\)"):
         compare.run_one("ham_nmf", 0, out=tmp_path, progress=False, ham_precision="bf16", **kw)

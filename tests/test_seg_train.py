@@ -26,10 +26,29 @@ def data(tmp_path_factory):
 
 def _train_args(data, out, *extra):
     return [
-        "seg", "train", "--dataset", "folder", "--data-root", str(data), "--num-classes", "3",
-        "--model", "hamnet_r18_d8", "--crop-size", "32", "--batch-size", "2", "--workers", "1", "--rank", "8",
-        "--out", str(out), "--no-tensorboard", *extra,
-    ]  # fmt: skip
+        "seg",
+        "train",
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(data),
+        "--num-classes",
+        "3",
+        "--model",
+        "hamnet_r18_d8",
+        "--crop-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--rank",
+        "8",
+        "--out",
+        str(out),
+        "--no-tensorboard",
+        *extra,
+    ]
 
 
 def test_train_eval_predict_from_the_command_line(data, tmp_path, capsys):
@@ -40,8 +59,20 @@ def test_train_eval_predict_from_the_command_line(data, tmp_path, capsys):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and "val_miou" in log[1] and log[-1]["lr"] == 0.0
     weights = out / "best.safetensors"
-    base = ["--dataset", "folder", "--data-root", str(data), "--num-classes", "3", "--model", "hamnet_r18_d8",
-            "--rank", "8", "--weights", str(weights)]  # fmt: skip
+    base = [
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(data),
+        "--num-classes",
+        "3",
+        "--model",
+        "hamnet_r18_d8",
+        "--rank",
+        "8",
+        "--weights",
+        str(weights),
+    ]
     main(["seg", "eval", *base, "--scales", "0.5,0.75,1,1.25,1.5,1.75", "--flip", "true", "--out", str(tmp_path / "e")])
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert 0 <= metrics["miou"] <= 1 and set(metrics["iou"]) == {"0", "1", "2"} and metrics["samples"] == 2
@@ -102,16 +133,46 @@ def test_killed_run_resumes_bitwise(data, tmp_path):
 
 
 def test_two_process_ddp_equals_one_process(data, tmp_path):
-    common = ["--dataset", "folder", "--data-root", str(data), "--num-classes", "3", "--model", "hamnet_r18_d8",
-              "--rank", "8", "--crop-size", "32", "--batch-size", "4", "--iters", "3", "--workers", "1",
-              "--norm", "group", "--backbone-norm", "group", "--ham-init", "online", "--dropout", "0",
-              "--aux", "false", "--lr", "0.01",
-              "--no-tensorboard", "--quiet"]  # fmt: skip
+    common = [
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(data),
+        "--num-classes",
+        "3",
+        "--model",
+        "hamnet_r18_d8",
+        "--rank",
+        "8",
+        "--crop-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--iters",
+        "3",
+        "--workers",
+        "1",
+        "--norm",
+        "group",
+        "--backbone-norm",
+        "group",
+        "--ham-init",
+        "online",
+        "--dropout",
+        "0",
+        "--aux",
+        "false",
+        "--lr",
+        "0.01",
+        "--no-tensorboard",
+        "--quiet",
+    ]
     worker = str(ROOT / "tests" / "ddp_worker.py")
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker]
     subprocess.run([*run, *common, "--out", str(tmp_path / "ddp")], check=True, env=ENV, capture_output=True)
-    subprocess.run([sys.executable, worker, *common, "--out", str(tmp_path / "one")], check=True, env=ENV,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, worker, *common, "--out", str(tmp_path / "one")], check=True, env=ENV, capture_output=True
+    )
     r0, r1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
     single = torch.load(tmp_path / "one" / "rank0.pt")
     for key in single:
@@ -168,9 +229,29 @@ def test_multiscale_flip_and_sliding_window_inference():
 
 def test_bf16_autocast_accumulation_warmup_and_adamw_run(data, tmp_path):
     out = tmp_path / "amp"
-    main(_train_args(data, out, "--iters", "2", "--amp", "bf16", "--accum-steps", "2", "--batch-size", "4",
-                     "--optimizer", "adamw", "--lr", "1e-4", "--head-lr-mult", "10", "--warmup-iters", "2",
-                     "--quiet"))  # fmt: skip
+    main(
+        _train_args(
+            data,
+            out,
+            "--iters",
+            "2",
+            "--amp",
+            "bf16",
+            "--accum-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "1e-4",
+            "--head-lr-mult",
+            "10",
+            "--warmup-iters",
+            "2",
+            "--quiet",
+        )
+    )
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(r["loss"] == r["loss"] for r in log)
     assert log[0]["lr"] < 1e-4  # warm-up
@@ -184,15 +265,29 @@ def test_bf16_autocast_accumulation_warmup_and_adamw_run(data, tmp_path):
 
 
 def _fault_args(data, out):
-    return _train_args(data, out, "--iters", "6", "--ckpt-interval", "2", "--val-interval", "3", "--lr", "0.02",
-                       "--workers", "0", "--quiet")  # fmt: skip
+    return _train_args(
+        data,
+        out,
+        "--iters",
+        "6",
+        "--ckpt-interval",
+        "2",
+        "--val-interval",
+        "3",
+        "--lr",
+        "0.02",
+        "--workers",
+        "0",
+        "--quiet",
+    )
 
 
 @pytest.fixture(scope="module")
 def straight_run(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight") / "run"
-    subprocess.run([sys.executable, "-m", "hamburger.cli", *_fault_args(data, out)], check=True, env=ENV,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "hamburger.cli", *_fault_args(data, out)], check=True, env=ENV, capture_output=True
+    )
     return out
 
 
@@ -241,15 +336,35 @@ def test_corrupt_or_truncated_checkpoint_is_an_error_naming_the_file(data, tmp_p
         with pytest.raises(SystemExit, match=match):
             main([*_fault_args(data, out), "--resume"])
     (tmp_path / "text.safetensors").write_text("this is not a weights file")
-    base = ["--dataset", "folder", "--data-root", str(data), "--num-classes", "3", "--model", "hamnet_r18_d8",
-            "--rank", "8"]  # fmt: skip
+    base = [
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(data),
+        "--num-classes",
+        "3",
+        "--model",
+        "hamnet_r18_d8",
+        "--rank",
+        "8",
+    ]
     with pytest.raises(SystemExit, match="text.safetensors is not a readable safetensors file"):
         main(["seg", "eval", *base, "--weights", str(tmp_path / "text.safetensors")])
 
 
 def test_weights_know_their_model(data, straight_run):
-    base = ["seg", "eval", "--dataset", "folder", "--data-root", str(data), "--num-classes", "3",
-            "--weights", str(straight_run / "best.safetensors")]  # fmt: skip
+    base = [
+        "seg",
+        "eval",
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(data),
+        "--num-classes",
+        "3",
+        "--weights",
+        str(straight_run / "best.safetensors"),
+    ]
     with pytest.raises(SystemExit, match="rank = 8, but this model has 4"):
         main([*base, "--model", "hamnet_r18_d8", "--rank", "4"])
     from hamburger.engine import checkpoint
@@ -303,9 +418,20 @@ def test_config_round_trips_and_resume_refuses_a_changed_recipe(data, tmp_path):
     from hamburger.seg.train import train
 
     out = tmp_path / "run"
-    config = SegTrainConfig(dataset="folder", data_root=data, num_classes=3, model="fcn_r18_d8", crop_size=32,
-                            batch_size=2, iters=2, workers=0, out=out, no_tensorboard=True, quiet=True,
-                            scale_range=(0.75, 1.25))  # fmt: skip
+    config = SegTrainConfig(
+        dataset="folder",
+        data_root=data,
+        num_classes=3,
+        model="fcn_r18_d8",
+        crop_size=32,
+        batch_size=2,
+        iters=2,
+        workers=0,
+        out=out,
+        no_tensorboard=True,
+        quiet=True,
+        scale_range=(0.75, 1.25),
+    )
     train(config)
     # the run's own config.yaml is a valid --config: the same run again, field for field
     again = tmp_path / "again"
@@ -315,8 +441,10 @@ def test_config_round_trips_and_resume_refuses_a_changed_recipe(data, tmp_path):
 
     reread = yaml.safe_load((again / "config.yaml").read_text())
     assert {k: v for k, v in reread.items() if k != "out"} == saved
-    assert torch.equal(load_weights(out / "last.safetensors")["head.classifier.weight"],
-                       load_weights(again / "last.safetensors")["head.classifier.weight"])  # fmt: skip
+    assert torch.equal(
+        load_weights(out / "last.safetensors")["head.classifier.weight"],
+        load_weights(again / "last.safetensors")["head.classifier.weight"],
+    )
     # --resume with another LR is refused before anything is written; allowed with the flag, and logged
     before = (out / "config.yaml").read_text()
     with pytest.raises(SystemExit, match=r"changed recipe \(lr: 0.009 -> 0.5\).*--allow-changed-config"):
@@ -327,8 +455,20 @@ def test_config_round_trips_and_resume_refuses_a_changed_recipe(data, tmp_path):
     assert "lr" in (out / "config_changes.jsonl").read_text()
     # a failed start leaves no config.yaml behind; a bad YAML value names its key
     with pytest.raises(SystemExit):
-        main(["seg", "train", "--dataset", "folder", "--data-root", str(tmp_path / "nowhere"), "--num-classes", "3",
-              "--out", str(tmp_path / "failed")])  # fmt: skip
+        main(
+            [
+                "seg",
+                "train",
+                "--dataset",
+                "folder",
+                "--data-root",
+                str(tmp_path / "nowhere"),
+                "--num-classes",
+                "3",
+                "--out",
+                str(tmp_path / "failed"),
+            ]
+        )
     assert not (tmp_path / "failed" / "config.yaml").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: folder\niters: two\n")
@@ -345,8 +485,15 @@ def test_ham_flags_reach_the_block():
     from hamburger.seg.config import SegTrainConfig
     from hamburger.seg.train import build_model
 
-    config = SegTrainConfig(model="hamnet_tiny", ham_version="v2+", ham_steps=3, ham_eval_steps=9, ham_grad="bptt",
-                            rank=8, ham_init="online")  # fmt: skip
+    config = SegTrainConfig(
+        model="hamnet_tiny",
+        ham_version="v2+",
+        ham_steps=3,
+        ham_eval_steps=9,
+        ham_grad="bptt",
+        rank=8,
+        ham_init="online",
+    )
     block = build_model(config, 4, torch.device("cpu")).head.context
     assert block.version == "v2+" and hasattr(block, "coef_ham")
     ham = block.ham
@@ -389,8 +536,22 @@ def test_viz_writes_figure_2_for_a_checkpoint_and_a_photo(data, tmp_path):
 
     out = tmp_path / "run"
     main(_train_args(data, out, "--iters", "1", "--quiet"))
-    base = ["--dataset", "folder", "--data-root", str(data), "--num-classes", "3", "--model", "hamnet_r18_d8",
-            "--rank", "8", "--weights", str(out / "last.safetensors"), "--split", "val"]  # fmt: skip
+    base = [
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(data),
+        "--num-classes",
+        "3",
+        "--model",
+        "hamnet_r18_d8",
+        "--rank",
+        "8",
+        "--weights",
+        str(out / "last.safetensors"),
+        "--split",
+        "val",
+    ]
     main(["viz", *base, "--images", "0,1", "--out", str(tmp_path / "v")])
     for name in ("viz-0.png", "viz-1.png", "contact-sheet.png"):
         assert (tmp_path / "v" / name).stat().st_size > 5000, name

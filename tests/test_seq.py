@@ -97,8 +97,10 @@ def test_a_sympy_with_other_files_is_refused_by_the_corpus_hash(monkeypatch):
         seq_data.sympy_corpus.__wrapped__()
 
 
-@pytest.mark.parametrize("mixer,conv", [("ham_nmf", 0), ("ham_nmf", 3), ("ham_vq", 0), ("softmax", 0), ("softmax", 4),
-                                        ("linear", 0), ("none", 2)])  # fmt: skip
+@pytest.mark.parametrize(
+    "mixer,conv",
+    [("ham_nmf", 0), ("ham_nmf", 3), ("ham_vq", 0), ("softmax", 0), ("softmax", 4), ("linear", 0), ("none", 2)],
+)
 def test_generation_uses_the_recurrent_form_and_matches_teacher_forcing(mixer, conv):
     torch.manual_seed(0)
     kw = {"rank": 4, "chunk": 4} if mixer.startswith("ham_") else {}
@@ -118,16 +120,48 @@ def test_generation_uses_the_recurrent_form_and_matches_teacher_forcing(mixer, c
 
 
 def _train_argv(out, *extra):
-    return ["seq", "train", "--dim", "16", "--depth", "1", "--rank", "4", "--chunk", "8", "--batch-size", "4",
-            "--no-tensorboard", "--quiet", "--out", str(out), *extra]  # fmt: skip
+    return [
+        "seq",
+        "train",
+        "--dim",
+        "16",
+        "--depth",
+        "1",
+        "--rank",
+        "4",
+        "--chunk",
+        "8",
+        "--batch-size",
+        "4",
+        "--no-tensorboard",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_mqar_train_eval_and_determinism(tmp_path, capsys):
     from hamburger.engine.checkpoint import load_weights
 
     def argv(out):
-        return _train_argv(out, "--task", "mqar", "--seq-len", "32", "--pairs", "4", "--iters", "6",
-                           "--train-examples", "64", "--val-examples", "16", "--val-interval", "3")  # fmt: skip
+        return _train_argv(
+            out,
+            "--task",
+            "mqar",
+            "--seq-len",
+            "32",
+            "--pairs",
+            "4",
+            "--iters",
+            "6",
+            "--train-examples",
+            "64",
+            "--val-examples",
+            "16",
+            "--val-interval",
+            "3",
+        )
 
     main(argv(tmp_path / "run"))
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -142,8 +176,27 @@ def test_mqar_train_eval_and_determinism(tmp_path, capsys):
 
 
 def test_lm_train_eval_generates_text(tmp_path, capsys):
-    main(_train_argv(tmp_path / "lm", "--task", "lm", "--seq-len", "32", "--iters", "4", "--val-interval", "2",
-                     "--val-examples", "8", "--mixer", "ham_nmf", "--ham-width", "8", "--ham-keys", "4"))  # fmt: skip
+    main(
+        _train_argv(
+            tmp_path / "lm",
+            "--task",
+            "lm",
+            "--seq-len",
+            "32",
+            "--iters",
+            "4",
+            "--val-interval",
+            "2",
+            "--val-examples",
+            "8",
+            "--mixer",
+            "ham_nmf",
+            "--ham-width",
+            "8",
+            "--ham-keys",
+            "4",
+        )
+    )
     from hamburger.engine.checkpoint import load_weights
 
     weights = load_weights(tmp_path / "lm" / "last.safetensors")
@@ -163,21 +216,53 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
     from hamburger.seq import bench as seq_bench
     from hamburger.seq import compare as seq_compare
 
-    tiny = dict(dim=16, depth=1, rank=4, ham_width=8, ham_keys=4, ham_fit="ridge", ham_local="window", ham_decay=0.9,
-                chunk=8, batch_size=4, train_examples=32, val_examples=8, val_interval=2)  # fmt: skip
-    part = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
-                           out=tmp_path / "cmp", progress=False, shard=(1, 2), **tiny)  # fmt: skip
+    tiny = dict(
+        dim=16,
+        depth=1,
+        rank=4,
+        ham_width=8,
+        ham_keys=4,
+        ham_fit="ridge",
+        ham_local="window",
+        ham_decay=0.9,
+        chunk=8,
+        batch_size=4,
+        train_examples=32,
+        val_examples=8,
+        val_interval=2,
+    )
+    part = seq_compare.run(
+        task="mqar",
+        mixers=("ham_nmf", "softmax", "none"),
+        lengths=(24,),
+        pairs=(4, 9),
+        iters=2,
+        out=tmp_path / "cmp",
+        progress=False,
+        shard=(1, 2),
+        **tiny,
+    )
     assert [r["mixer"] for r in part["runs"]] == ["softmax"] and not (tmp_path / "cmp" / "seq-compare-mqar.md").exists()
     with pytest.raises(ValueError, match="--jobs runs the command line"):
         seq_compare.run(task="mqar", out=tmp_path / "cmp", progress=False, jobs=2, **tiny)
-    result = seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9),
-                             iters=2, out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip
+    result = seq_compare.run(
+        task="mqar",
+        mixers=("ham_nmf", "softmax", "none"),
+        lengths=(24,),
+        pairs=(4, 9),
+        iters=2,
+        out=tmp_path / "cmp",
+        progress=False,
+        **tiny,
+    )
     assert len(result["runs"]) == 3  # 3 x 9 > 24: that cell is skipped
-    cells = seq_compare.plan("mqar", ("ham_nmf", "none"), lengths=(24, 48), pairs=(4,), base=SeqTrainConfig(),
-                             out=tmp_path / "p")  # fmt: skip
+    cells = seq_compare.plan(
+        "mqar", ("ham_nmf", "none"), lengths=(24, 48), pairs=(4,), base=SeqTrainConfig(), out=tmp_path / "p"
+    )
     assert [(c.mixer, c.seq_len) for c in cells] == [("ham_nmf", 24), ("none", 24), ("ham_nmf", 48)]
-    listed = seq_compare.plan("mqar", ("ham_nmf", "none"), cells=((48, 4), (24, 4), (24, 9)), base=SeqTrainConfig(),
-                              out=tmp_path / "p")  # fmt: skip
+    listed = seq_compare.plan(
+        "mqar", ("ham_nmf", "none"), cells=((48, 4), (24, 4), (24, 9)), base=SeqTrainConfig(), out=tmp_path / "p"
+    )
     # only the listed cells, in their order, 3 x 9 > 24 skipped, the control at the shortest listed N
     assert [(c.mixer, c.seq_len, c.pairs) for c in listed] == [("ham_nmf", 48, 4), ("ham_nmf", 24, 4), ("none", 24, 4)]
     with pytest.raises(SystemExit):
@@ -192,23 +277,64 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
     assert '"ham_keys": 4' in json.dumps(info) and '"ham_fit": "ridge"' in json.dumps(info)
     assert '"ham_local": "window"' in json.dumps(info) and '"ham_decay": 0.9' in json.dumps(info)
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").glob("**/result.json")}
-    seq_compare.run(task="mqar", mixers=("ham_nmf", "softmax", "none"), lengths=(24,), pairs=(4, 9), iters=2,
-                    out=tmp_path / "cmp", progress=False, **tiny)  # fmt: skip
+    seq_compare.run(
+        task="mqar",
+        mixers=("ham_nmf", "softmax", "none"),
+        lengths=(24,),
+        pairs=(4, 9),
+        iters=2,
+        out=tmp_path / "cmp",
+        progress=False,
+        **tiny,
+    )
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").glob("**/result.json")} == done
     with pytest.raises(SystemExit, match="unknown mixers"):
         main(["seq", "compare", "--mixers", "ham_nmf,mamba", "--out", str(tmp_path / "x")])
     # another recipe on the same --out: the stored results are refused, naming what differs (the probe of issue 25)
     with pytest.raises(ValueError, match=r"another recipe \(iters: 2 -> 3\)"):
-        seq_compare.run(task="mqar", mixers=("ham_nmf",), lengths=(24,), pairs=(4,), iters=3, out=tmp_path / "cmp",
-                        progress=False, **tiny)  # fmt: skip
-    cli = ["seq", "compare", "--task", "mqar", "--lengths", "16", "--pairs", "4", "--mixers", "none", "--out",
-           str(tmp_path / "sc")]  # fmt: skip
+        seq_compare.run(
+            task="mqar",
+            mixers=("ham_nmf",),
+            lengths=(24,),
+            pairs=(4,),
+            iters=3,
+            out=tmp_path / "cmp",
+            progress=False,
+            **tiny,
+        )
+    cli = [
+        "seq",
+        "compare",
+        "--task",
+        "mqar",
+        "--lengths",
+        "16",
+        "--pairs",
+        "4",
+        "--mixers",
+        "none",
+        "--out",
+        str(tmp_path / "sc"),
+    ]
     main([*cli, "--iters", "2"])
-    with pytest.raises(SystemExit, match=r"hamburger seq compare: .*result.json holds the result of another recipe "
-                                         r"\(iters: 2 -> 5\)"):  # fmt: skip
+    with pytest.raises(
+        SystemExit,
+        match=r"hamburger seq compare: .*result.json holds the result of another recipe "
+        r"\(iters: 2 -> 5\)",
+    ):
         main([*cli, "--iters", "5"])
-    bench = seq_bench.run(ns=(64, 128), mixers=("ham_nmf", "softmax"), dim=16, heads=2, rank=4, width=8, chunk=16,
-                          repeats=1, out=tmp_path / "bench", progress=False)  # fmt: skip
+    bench = seq_bench.run(
+        ns=(64, 128),
+        mixers=("ham_nmf", "softmax"),
+        dim=16,
+        heads=2,
+        rank=4,
+        width=8,
+        chunk=16,
+        repeats=1,
+        out=tmp_path / "bench",
+        progress=False,
+    )
     assert len(bench["rows"]) == 4 and (tmp_path / "bench" / "seq-bench.png").is_file()
     assert "faster forward from N" in (tmp_path / "bench" / "seq-bench.md").read_text()
     assert "Ham R 4, W 8, chunk 16" in (tmp_path / "bench" / "seq-bench.md").read_text()
@@ -227,8 +353,14 @@ def test_short_conv_sees_only_the_last_k_tokens():
     x = torch.arange(12.0).reshape(1, 4, 3)  # (B, N, C)
     y = conv(x)
     # channel 0: 1·x[t-1] + 10·x[t]; channel 1: x[t]; channel 2: 2·x[t-1] (zero before the first token)
-    expected = torch.stack([x[0, :, 0] * 10 + torch.cat([torch.zeros(1), x[0, :-1, 0]]), x[0, :, 1],
-                            2 * torch.cat([torch.zeros(1), x[0, :-1, 2]])], -1)  # fmt: skip
+    expected = torch.stack(
+        [
+            x[0, :, 0] * 10 + torch.cat([torch.zeros(1), x[0, :-1, 0]]),
+            x[0, :, 1],
+            2 * torch.cat([torch.zeros(1), x[0, :-1, 2]]),
+        ],
+        -1,
+    )
     torch.testing.assert_close(y[0], expected)
     assert torch.equal(ShortConv(3, 2)(x), torch.zeros_like(x))  # zero at init: a block starts as without it
     with pytest.raises(ValueError, match="kernel"):
@@ -301,21 +433,61 @@ def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
 def test_resume_of_an_attention_run_ignores_the_hams_fields(tmp_path):
     """A softmax run checkpointed under other Ham defaults (rank, memory) resumes: those fields do not change it. A
     Ham run with a changed Ham field is still refused."""
-    tiny = dict(task="mqar", dim=16, depth=1, seq_len=24, pairs=4, batch_size=4, train_examples=32, val_examples=8,
-                val_interval=2, no_tensorboard=True, quiet=True)  # fmt: skip
+    tiny = dict(
+        task="mqar",
+        dim=16,
+        depth=1,
+        seq_len=24,
+        pairs=4,
+        batch_size=4,
+        train_examples=32,
+        val_examples=8,
+        val_interval=2,
+        no_tensorboard=True,
+        quiet=True,
+    )
     train(SeqTrainConfig(mixer="softmax", rank=16, ham_memory="dict", iters=2, out=tmp_path / "s", **tiny))
     train(
         SeqTrainConfig(mixer="softmax", rank=24, ham_memory="stats", iters=2, resume=True, out=tmp_path / "s", **tiny)
-    )  # fmt: skip  (no "changed recipe")
+    )  # (no "changed recipe")
     assert json.loads((tmp_path / "s" / "checkpoint.json").read_text())["step"] == 2
     train(SeqTrainConfig(mixer="ham_nmf", rank=4, chunk=8, iters=2, out=tmp_path / "h", **tiny))
     with pytest.raises(ValueError, match=r"changed recipe \(rank: 4 -> 5\)"):
         train(SeqTrainConfig(mixer="ham_nmf", rank=5, chunk=8, iters=2, resume=True, out=tmp_path / "h", **tiny))
 
 
-SEQ_RUN = ["--task", "mqar", "--seq-len", "16", "--pairs", "2", "--train-examples", "64", "--val-examples", "8",
-           "--dim", "4", "--depth", "1", "--rank", "2", "--chunk", "4", "--batch-size", "8", "--iters", "6",
-           "--ckpt-interval", "2", "--val-interval", "2", "--warmup", "2", "--no-tensorboard", "--quiet"]  # fmt: skip
+SEQ_RUN = [
+    "--task",
+    "mqar",
+    "--seq-len",
+    "16",
+    "--pairs",
+    "2",
+    "--train-examples",
+    "64",
+    "--val-examples",
+    "8",
+    "--dim",
+    "4",
+    "--depth",
+    "1",
+    "--rank",
+    "2",
+    "--chunk",
+    "4",
+    "--batch-size",
+    "8",
+    "--iters",
+    "6",
+    "--ckpt-interval",
+    "2",
+    "--val-interval",
+    "2",
+    "--warmup",
+    "2",
+    "--no-tensorboard",
+    "--quiet",
+]
 
 
 def test_a_killed_sequence_run_resumes_bitwise_on_this_machine(tmp_path):
@@ -325,8 +497,9 @@ def test_a_killed_sequence_run_resumes_bitwise_on_this_machine(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "hamburger.cli", "seq", "train", *SEQ_RUN]
-    killed = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], env={**env, "HAMBURGER_KILL_AT": "logged:5"},
-                            capture_output=True)  # fmt: skip
+    killed = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "killed")], env={**env, "HAMBURGER_KILL_AT": "logged:5"}, capture_output=True
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert json.loads((tmp_path / "killed" / "checkpoint.json").read_text())["step"] == 4
     resumed = subprocess.run([*cmd, "--out", str(tmp_path / "killed"), "--resume"], env=env, capture_output=True)
@@ -388,8 +561,25 @@ def test_mqar_errors_counts_every_query_once(tmp_path):
     spec = importlib.util.spec_from_file_location("mqar_errors", path)
     errors = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(errors)
-    main(_train_argv(tmp_path / "run", "--task", "mqar", "--seq-len", "40", "--pairs", "4", "--iters", "2",
-                     "--train-examples", "16", "--val-examples", "8", "--val-interval", "2"))  # fmt: skip
+    main(
+        _train_argv(
+            tmp_path / "run",
+            "--task",
+            "mqar",
+            "--seq-len",
+            "40",
+            "--pairs",
+            "4",
+            "--iters",
+            "2",
+            "--train-examples",
+            "16",
+            "--val-examples",
+            "8",
+            "--val-interval",
+            "2",
+        )
+    )
     report = errors.main([str(tmp_path / "run"), "--count", "6", "--seed", "1"])
     assert report["queries"] == 6 * 4 and len(report["recall_by_pair_position"]) == 4
     assert set(report["recall_by_query_position"]) <= {"0-31", "32-63"}  # queries sit at 8 … 39 (after 2P tokens)

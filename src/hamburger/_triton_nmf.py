@@ -5,11 +5,34 @@ import triton.language as tl
 
 
 def codes_kernel(
-    x_ptr, d_ptr, c_ptr, g_ptr, eps, n, dim, rank,
-    sxb, sxd, sxn, sdb, sdd, sdr, scb, scn, scr, sgb, sgr, sgs,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, LOW: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, SMALL_PRECISION: tl.constexpr,
-):  # fmt: skip
+    x_ptr,
+    d_ptr,
+    c_ptr,
+    g_ptr,
+    eps,
+    n,
+    dim,
+    rank,
+    sxb,
+    sxd,
+    sxn,
+    sdb,
+    sdd,
+    sdr,
+    scb,
+    scn,
+    scr,
+    sgb,
+    sgr,
+    sgs,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    LOW: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    SMALL_PRECISION: tl.constexpr,
+):
     # Cᵀ (N, R) <- Cᵀ ⊙ (XᵀD) ⊘ (Cᵀ G + ε) for BLOCK_N positions of batch b
     b = tl.program_id(1)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -45,11 +68,42 @@ def codes_kernel(
 
 
 def bases_kernel(
-    x_ptr, d_ptr, c_ptr, h_ptr, w_ptr, eps, n, dim, rank, span, parts,
-    sxb, sxd, sxn, sdb, sdd, sdr, scb, scn, scr, shb, shr, shs, swp, swb, swd, swr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, LOW: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, SMALL_PRECISION: tl.constexpr, MODE: tl.constexpr,
-):  # fmt: skip
+    x_ptr,
+    d_ptr,
+    c_ptr,
+    h_ptr,
+    w_ptr,
+    eps,
+    n,
+    dim,
+    rank,
+    span,
+    parts,
+    sxb,
+    sxd,
+    sxn,
+    sdb,
+    sdd,
+    sdr,
+    scb,
+    scn,
+    scr,
+    shb,
+    shr,
+    shs,
+    swp,
+    swb,
+    swd,
+    swr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    LOW: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    SMALL_PRECISION: tl.constexpr,
+    MODE: tl.constexpr,
+):
     # for BLOCK_D channels of batch b, by MODE: 0, D (dim, R) <- D ⊙ (XCᵀ) ⊘ (D H + ε), H = CᵀC, the product over all
     # N; 1, the p-th slice of that product (positions p·span …) to the workspace W[p]; 2, the update from the sum of
     # the ``parts`` slices in W, taken in order (deterministic)

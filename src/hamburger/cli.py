@@ -23,8 +23,17 @@ import sys
 from .engine.cli import dispatch, missing_extra
 
 # command -> the extra that holds what it needs, in the order of ``hamburger --help``
-EXTRAS = {"demo": "demo", "seg": "seg", "ablate": "demo", "estimators": "demo", "decompose": "demo", "viz": "demo",
-          "bench": "bench", "gan": "gan", "seq": "seq"}  # fmt: skip
+EXTRAS = {
+    "demo": "demo",
+    "seg": "seg",
+    "ablate": "demo",
+    "estimators": "demo",
+    "decompose": "demo",
+    "viz": "demo",
+    "bench": "bench",
+    "gan": "gan",
+    "seq": "seq",
+}
 MISSING: dict[str, ModuleNotFoundError] = {}  # a task's CLI that could not be imported: its commands say why
 
 

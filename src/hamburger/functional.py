@@ -80,10 +80,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "Decomposition", "nmf", "vq", "cd", "spd_inverse", "default_solver_steps", "product", "GRAD_MODES",
+    "Decomposition",
+    "nmf",
+    "vq",
+    "cd",
+    "spd_inverse",
+    "default_solver_steps",
+    "product",
+    "GRAD_MODES",
     "SOLVE_GRADIENTS",
-    "PRECISIONS", "GradSpec", "parse_grad", "IMPLICIT_STATS",
-]  # fmt: skip
+    "PRECISIONS",
+    "GradSpec",
+    "parse_grad",
+    "IMPLICIT_STATS",
+]
 
 # the hams', the block's and the presets' default, by the rule of `hamburger estimators` (docs/results/gradients.md):
 # the cheapest fixed-memory estimator that keeps the forward and trains within BPTT's spread at K 6 and 12
@@ -330,11 +340,14 @@ def _run(
             d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
         elif spec.kind == "implicit":
             if solver is _VQ:
-                raise ValueError("grad 'implicit' needs codes that solve a well-posed problem given the bases: "
-                                 "NMF (least squares) or CD (ridge); VQ's soft assignment is not one")  # fmt: skip
+                raise ValueError(
+                    "grad 'implicit' needs codes that solve a well-posed problem given the bases: "
+                    "NMF (least squares) or CD (ridge); VQ's soft assignment is not one"
+                )
             with torch.no_grad():
-                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps - spec.k, inplace=True,
-                                     xp=xp.detach(), **kw)  # fmt: skip
+                d, ct = solver.steps(
+                    x.detach(), bases.detach().clone(), steps - spec.k, inplace=True, xp=xp.detach(), **kw
+                )
             if spec.k:  # implicit:k: the last k steps with autograd, the bases of the last one differentiable
                 d, ct = solver.steps(x, d, spec.k, inplace=False, xp=xp, ct=ct, **kw)
             if solver is _CD:  # the ridge solve is the closed form: its derivative is the implicit one
@@ -346,8 +359,9 @@ def _run(
                     ct = _NNLSCodes.apply(x, d, ct)
         elif spec.kind in ("truncated", "phantom"):
             with torch.no_grad():  # the first K - k steps: no graph
-                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps - spec.k, inplace=True,
-                                     xp=xp.detach(), **kw)  # fmt: skip
+                d, ct = solver.steps(
+                    x.detach(), bases.detach().clone(), steps - spec.k, inplace=True, xp=xp.detach(), **kw
+                )
             for _ in range(spec.k):  # the last k with autograd, damped for phantom (λ = 1: plain steps)
                 d_next, ct_next = solver.steps(x, d, 1, inplace=False, xp=xp, ct=ct, **kw)
                 d = d_next if spec.lam == 1 else (1 - spec.lam) * d + spec.lam * d_next
@@ -540,9 +554,12 @@ def _fused_verified(device: torch.device, precision: str) -> bool:
                 errors, why = [math.nan], f"failed ({type(error).__name__}: {str(error).splitlines()[-1][:200]})"
         _FUSED_VERIFIED[key] = ok = all(e <= tol for e in errors)  # NaN fails too
         if not ok:
-            warnings.warn(f"hamburger: the fused Triton NMF steps {why} on {device} ({precision}); using PyTorch's "
-                          "steps there. Please report it with your GPU and Triton version.", RuntimeWarning,
-                          stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"hamburger: the fused Triton NMF steps {why} on {device} ({precision}); using PyTorch's "
+                "steps there. Please report it with your GPU and Triton version.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     return _FUSED_VERIFIED[key]
 
 

@@ -113,9 +113,12 @@ class GraphRunner:
             if len(self.graphs) >= self.limit:
                 if not self.warned:
                     self.warned = True
-                    warnings.warn(f"hamburger: {len(self.graphs)} CUDA graphs (the limit) already held; the input "
-                                  f"shape {tuple(x.shape)} runs eagerly. See hamburger.optimize on shapes.",
-                                  RuntimeWarning, stacklevel=2)  # fmt: skip
+                    warnings.warn(
+                        f"hamburger: {len(self.graphs)} CUDA graphs (the limit) already held; the input "
+                        f"shape {tuple(x.shape)} runs eagerly. See hamburger.optimize on shapes.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                 return self.forward(x)
             with torch.inference_mode(False):  # a plain tensor: later calls outside inference mode copy into it
                 static_in = x.clone()
@@ -123,9 +126,12 @@ class GraphRunner:
                 static_out, replay = self.capture(self.forward, static_in, self.warmup)
             except RuntimeError as error:  # an operation a graph cannot hold: eager for this shape, not a crash
                 self.failed.add(key)
-                warnings.warn(f"hamburger: capturing a CUDA graph at input shape {tuple(x.shape)} failed "
-                              f"({str(error).splitlines()[0][:200]}); that shape runs eagerly.", RuntimeWarning,
-                              stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"hamburger: capturing a CUDA graph at input shape {tuple(x.shape)} failed "
+                    f"({str(error).splitlines()[0][:200]}); that shape runs eagerly.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 return self.forward(x)
             entry = self.graphs[key] = (static_in, static_out, replay)
         static_in, static_out, replay = entry

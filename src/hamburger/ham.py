@@ -107,8 +107,10 @@ class Ham(nn.Module):
             raise ValueError(f"channels ({channels}) must be divisible by groups S ({groups})")
         spec = HF.parse_grad(grad)  # a ValueError naming the spellings
         if spec.kind == "implicit" and not self.has_implicit_gradient:
-            raise ValueError(f"{type(self).__name__} has no implicit gradient: its codes solve no well-posed problem "
-                             "given the bases (NMF and CD do)")  # fmt: skip
+            raise ValueError(
+                f"{type(self).__name__} has no implicit gradient: its codes solve no well-posed problem "
+                "given the bases (NMF and CD do)"
+            )
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if init == "online" and not spatial:
@@ -377,9 +379,15 @@ class NMF(Ham):
 
     def _decompose(self, x, bases, steps, reconstruct):
         return HF.nmf(
-            x, bases, steps, grad=self.grad, eps=self.eps, reconstruct=reconstruct,
-            precision=self.effective_precision(), fused=self.fused,
-        )  # fmt: skip
+            x,
+            bases,
+            steps,
+            grad=self.grad,
+            eps=self.eps,
+            reconstruct=reconstruct,
+            precision=self.effective_precision(),
+            fused=self.fused,
+        )
 
 
 class VQ(Ham):
@@ -398,9 +406,15 @@ class VQ(Ham):
 
     def _decompose(self, x, bases, steps, reconstruct):
         return HF.vq(
-            x, bases, steps, inv_t=self.inv_t, grad=self.grad, eps=self.eps, reconstruct=reconstruct,
+            x,
+            bases,
+            steps,
+            inv_t=self.inv_t,
+            grad=self.grad,
+            eps=self.eps,
+            reconstruct=reconstruct,
             precision=self.effective_precision(),
-        )  # fmt: skip
+        )
 
 
 class CD(Ham):

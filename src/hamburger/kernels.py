@@ -96,10 +96,25 @@ def _launch(xp: Tensor, d: Tensor, ct: Tensor, gram: Tensor, eps: float, precisi
     low, big, small = _precisions(precision)
     grid = (-(-n // blocks["BLOCK_N"]), batch)
     _kernels()[0][grid](
-        xp, d, ct, gram, eps, n, dim, d.shape[-1], *xp.stride(), *d.stride(), *ct.stride(), *gram.stride(),
-        **blocks, BLOCK_R=_tile(d.shape[-1], 16, _MAX_RANK), LOW=low, UPCAST=_interpreting(), PRECISION=big,
+        xp,
+        d,
+        ct,
+        gram,
+        eps,
+        n,
+        dim,
+        d.shape[-1],
+        *xp.stride(),
+        *d.stride(),
+        *ct.stride(),
+        *gram.stride(),
+        **blocks,
+        BLOCK_R=_tile(d.shape[-1], 16, _MAX_RANK),
+        LOW=low,
+        UPCAST=_interpreting(),
+        PRECISION=big,
         SMALL_PRECISION=small,
-    )  # fmt: skip
+    )
 
 
 def nmf_codes_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: str = "fp32") -> Tensor:
@@ -132,8 +147,9 @@ def _slices(blocks: int, parts: int) -> tuple[int, int]:
     return per, -(-blocks // per)
 
 
-def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: str = "fp32",
-                   parts: int | None = None) -> Tensor:  # fmt: skip
+def nmf_bases_step(
+    xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: str = "fp32", parts: int | None = None
+) -> Tensor:
     """One bases update in place on ``d`` (B, D, R), float32, from X ``xp`` (B, D, N) and the codes ``ct``
     (B, N, R), float32. Returns ``d``. ``parts`` (default :func:`bases_parts`) > 1 splits the product over N: one
     launch writes each slice's XCᵀ to a float32 workspace, a second sums the slices in order (deterministic) and
@@ -149,10 +165,33 @@ def nmf_bases_step(xp: Tensor, d: Tensor, ct: Tensor, *, eps: float, precision: 
     block_r, tiles = _tile(rank, 16, _MAX_RANK), -(-dim // block_d)
     bases = _kernels()[1]
     work = d if parts == 1 else torch.empty(parts, batch, dim, rank, device=d.device, dtype=torch.float32)
-    args = (xp, d, ct, gram, work, eps, n, dim, rank, span, parts, *xp.stride(), *d.stride(), *ct.stride(),
-            *gram.stride(), *((0, *d.stride()) if parts == 1 else work.stride()))  # fmt: skip
-    meta = dict(BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_R=block_r, LOW=low, UPCAST=_interpreting(), PRECISION=big,
-                SMALL_PRECISION=small)  # fmt: skip
+    args = (
+        xp,
+        d,
+        ct,
+        gram,
+        work,
+        eps,
+        n,
+        dim,
+        rank,
+        span,
+        parts,
+        *xp.stride(),
+        *d.stride(),
+        *ct.stride(),
+        *gram.stride(),
+        *((0, *d.stride()) if parts == 1 else work.stride()),
+    )
+    meta = dict(
+        BLOCK_D=block_d,
+        BLOCK_N=block_n,
+        BLOCK_R=block_r,
+        LOW=low,
+        UPCAST=_interpreting(),
+        PRECISION=big,
+        SMALL_PRECISION=small,
+    )
     if parts == 1:  # one kernel: the product over all N and the update
         bases[(tiles, batch, 1)](*args, **meta, MODE=0)
     else:  # the slices' products to the workspace (P, B, D, R), then their sum and the update

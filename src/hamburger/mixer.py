@@ -75,9 +75,19 @@ from torch import Tensor, nn
 from .functional import GradSpec, parse_grad
 
 __all__ = [
-    "HamMixer", "MIXER_HAMS", "MIXER_GRADS", "DEFAULT_MIXER_GRAD", "MIXER_NORMS", "DEFAULT_MIXER_NORM", "mixer_grad",
-    "MIXER_MEMORIES", "DEFAULT_MIXER_MEMORY", "MIXER_FITS", "DEFAULT_MIXER_FIT", "MIXER_LOCALS",
-]  # fmt: skip
+    "HamMixer",
+    "MIXER_HAMS",
+    "MIXER_GRADS",
+    "DEFAULT_MIXER_GRAD",
+    "MIXER_NORMS",
+    "DEFAULT_MIXER_NORM",
+    "mixer_grad",
+    "MIXER_MEMORIES",
+    "DEFAULT_MIXER_MEMORY",
+    "MIXER_FITS",
+    "DEFAULT_MIXER_FIT",
+    "MIXER_LOCALS",
+]
 
 MIXER_HAMS = ("nmf", "vq")
 MIXER_GRADS = ("one-step", "bptt", "chunkwise", "truncated:<k>")  # the gradients the token mixer trains with
@@ -278,8 +288,9 @@ class HamMixer(nn.Module):
             if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
                 raise ValueError(f"decay must be None or a float in (0, 1), got {decay!r}")
             if not causal or memory != "stats":  # it weighs the prefix statistics of the stats form
-                raise ValueError(f"decay weighs the causal stats form's statistics; got causal={causal}, "
-                                 f"memory={memory!r}")  # fmt: skip
+                raise ValueError(
+                    f"decay weighs the causal stats form's statistics; got causal={causal}, memory={memory!r}"
+                )
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
         keys = width // heads if keys is None else keys

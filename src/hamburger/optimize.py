@@ -75,8 +75,10 @@ def optimize(
         raise ValueError(f"check_input must be one of {CHECK_MODES} or None, got {check_input!r}")
     hams = [m for m in model.modules() if isinstance(m, Ham)]
     if mode == GRAPHS and any((h.check_input if check_input is None else check_input) == "sync" for h in hams):
-        raise ValueError('check_input="sync" synchronises the host, which a CUDA graph cannot hold: pass '
-                         'check_input="async" (or True) with mode="graphs"')  # fmt: skip
+        raise ValueError(
+            'check_input="sync" synchronises the host, which a CUDA graph cannot hold: pass '
+            'check_input="async" (or True) with mode="graphs"'
+        )
     for ham in hams:
         if precision is not None:
             ham.precision = precision

@@ -13,8 +13,18 @@ from torch import Tensor, nn
 
 from .mixer import HamMixer
 
-__all__ = ["SoftmaxMixer", "LinearMixer", "NoMixer", "ShortConv", "create_mixer", "MIXERS", "HamTransformerBlock",
-           "HamEncoder", "HamDecoder", "state_floats"]  # fmt: skip
+__all__ = [
+    "SoftmaxMixer",
+    "LinearMixer",
+    "NoMixer",
+    "ShortConv",
+    "create_mixer",
+    "MIXERS",
+    "HamTransformerBlock",
+    "HamEncoder",
+    "HamDecoder",
+    "state_floats",
+]
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -114,8 +124,10 @@ class LinearMixer(nn.Module):
 
     def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
         d = self.dim // self.heads
-        return {"kv": torch.zeros(batch, self.heads, d, d, device=device, dtype=dtype),
-                "z": torch.zeros(batch, self.heads, d, device=device, dtype=dtype)}  # fmt: skip
+        return {
+            "kv": torch.zeros(batch, self.heads, d, d, device=device, dtype=dtype),
+            "z": torch.zeros(batch, self.heads, d, device=device, dtype=dtype),
+        }
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         q, k, v = (t[:, :, 0] for t in self._features(x[:, None]))  # (B, H, d)
@@ -216,8 +228,17 @@ class HamTransformerBlock(nn.Module):
     difference, so every arm has the same parameter count (within 1%). ``conv=k`` adds a :class:`ShortConv` of
     kernel k before the mixer (x + mixer(h + conv(h)), h = LN(x)) in every arm alike."""
 
-    def __init__(self, dim: int, *, mixer: str = "ham_nmf", heads: int = 1, causal: bool = False,
-                 mlp_ratio: float = 4.0, conv: int = 0, **mixer_kwargs) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dim: int,
+        *,
+        mixer: str = "ham_nmf",
+        heads: int = 1,
+        causal: bool = False,
+        mlp_ratio: float = 4.0,
+        conv: int = 0,
+        **mixer_kwargs,
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.conv = ShortConv(dim, conv) if conv else None
@@ -258,8 +279,18 @@ class HamEncoder(nn.Module):
 
     causal = False
 
-    def __init__(self, dim: int, *, depth: int = 2, max_len: int = 1024, mixer: str = "ham_nmf", heads: int = 1,
-                 mlp_ratio: float = 4.0, conv: int = 0, **mixer_kwargs) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dim: int,
+        *,
+        depth: int = 2,
+        max_len: int = 1024,
+        mixer: str = "ham_nmf",
+        heads: int = 1,
+        mlp_ratio: float = 4.0,
+        conv: int = 0,
+        **mixer_kwargs,
+    ) -> None:
         super().__init__()
         self.max_len = max_len
         self.pos = nn.Parameter(torch.zeros(max_len, dim))
@@ -267,7 +298,7 @@ class HamEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             HamTransformerBlock(
                 dim, mixer=mixer, heads=heads, causal=self.causal, mlp_ratio=mlp_ratio, conv=conv, **mixer_kwargs
-            )  # fmt: skip
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)

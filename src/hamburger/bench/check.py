@@ -32,9 +32,19 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
 
 
-def run(*, device: str = "cuda", hams=HAMS, precisions=PRECISIONS, channels: int = 64, rank: int = 8, size: int = 16,
-        batch: int = 2, capture: bool = True, out: Path | None = Path("results/bench-check"),
-        progress: bool = True) -> dict:  # fmt: skip
+def run(
+    *,
+    device: str = "cuda",
+    hams=HAMS,
+    precisions=PRECISIONS,
+    channels: int = 64,
+    rank: int = 8,
+    size: int = 16,
+    batch: int = 2,
+    capture: bool = True,
+    out: Path | None = Path("results/bench-check"),
+    progress: bool = True,
+) -> dict:
     """One row per (ham, precision): the relative errors and whether each check passed."""
     dev, dev_info = bench_device(device)
     # fp32 is fp32 on both sides: cuDNN runs the breads' 1x1 convolutions in TF32 by default (torch's
@@ -60,8 +70,12 @@ def _rows(dev, hams, precisions, channels, rank, size, batch, capture) -> list[d
                 ref = block(x)
                 on_dev = block.to(dev)
                 y1, y2 = on_dev(x.to(dev)), on_dev(x.to(dev))
-                row = {"ham": ham, "precision": precision, "device_vs_cpu": _rel(y1.cpu(), ref),
-                       "deterministic": bool(torch.equal(y1, y2))}  # fmt: skip
+                row = {
+                    "ham": ham,
+                    "precision": precision,
+                    "device_vs_cpu": _rel(y1.cpu(), ref),
+                    "deterministic": bool(torch.equal(y1, y2)),
+                }
                 if ham == "nmf" and dev.type == "cuda":  # y1 ran the fused Triton steps (auto): against PyTorch's
                     plain = optimize(copy.deepcopy(on_dev), fused=False, compile=False)
                     row["fused_vs_pytorch"] = _rel(y1, plain(x.to(dev)))
@@ -93,20 +107,27 @@ def _report(rows: list[dict], dev_info: dict, out: Path | None, progress: bool) 
         for row in rows:
             print(row, flush=True)
     name = dev_info.get("gpu", dev_info.get("device", "the device"))
-    md = [f"# Correctness on {name}", "", "| ham | precision | device vs CPU (rel.) | "
-          "deterministic | captured vs eager (rel.) | graphed vs eager (rel.) | fused vs PyTorch (rel.) | ok |",
-          "|---|---|---:|---|---:|---:|---:|---|"]  # fmt: skip
+    md = [
+        f"# Correctness on {name}",
+        "",
+        "| ham | precision | device vs CPU (rel.) | "
+        "deterministic | captured vs eager (rel.) | graphed vs eager (rel.) | fused vs PyTorch (rel.) | ok |",
+        "|---|---|---:|---|---:|---:|---:|---|",
+    ]
     for r in rows:
-        cap, gra, fus = (f"{r[k]:.1e}" if k in r else "-"
-                         for k in ("captured_vs_eager", "graphed_vs_eager", "fused_vs_pytorch"))  # fmt: skip
+        cap, gra, fus = (
+            f"{r[k]:.1e}" if k in r else "-" for k in ("captured_vs_eager", "graphed_vs_eager", "fused_vs_pytorch")
+        )
         if r.get("graphs_held") == 0 and str(dev_info.get("device", "")).startswith("cuda"):
             gra += " (no graph: eager)"
         if "graphed_error" in r:
             gra = f"failed: {r['graphed_error'][:80]}"
         elif r.get("graphed_ok") is False:
             gra += " **wrong**"
-        md.append(f"| {r['ham']} | {r['precision']} | {r['device_vs_cpu']:.1e} | {r['deterministic']} | {cap} | "
-                  f"{gra} | {fus} | {'yes' if r['ok'] else '**no**'} |")  # fmt: skip
+        md.append(
+            f"| {r['ham']} | {r['precision']} | {r['device_vs_cpu']:.1e} | {r['deterministic']} | {cap} | "
+            f"{gra} | {fus} | {'yes' if r['ok'] else '**no**'} |"
+        )
     result = {"machine": {**machine_info(), **dev_info}, "rows": rows, "ok": all(r["ok"] for r in rows)}
     if out is not None:
         out = Path(out)

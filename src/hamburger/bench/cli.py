@@ -102,8 +102,12 @@ def register(sub) -> None:
     seg.add_argument("--device", type=device_name, default="cpu")
     seg.add_argument("--out", type=Path, default=Path("results/bench-seg"))
     grad = bsub.add_parser("grad", help="each gradient through the solve: time and peak memory of a training step vs K")
-    grad.add_argument("--estimators", type=grad_specs, default=grad_bench.ESTIMATORS,
-                      help="comma-separated: one-step, bptt, none, truncated:<k>, phantom:<k>:<λ>")  # fmt: skip
+    grad.add_argument(
+        "--estimators",
+        type=grad_specs,
+        default=grad_bench.ESTIMATORS,
+        help="comma-separated: one-step, bptt, none, truncated:<k>, phantom:<k>:<λ>",
+    )
     grad.add_argument("--steps", type=positive_ints, default=grad_bench.STEPS, help="comma-separated K")
     grad.add_argument("--sizes", type=positive_ints, default=(64, 128), help="H = W of the block")
     grad.add_argument("--channels", type=positive_int, default=512)
@@ -141,9 +145,16 @@ def register(sub) -> None:
 def _grad(args) -> None:
     set_threads(args.threads)
     grad_bench.run(
-        estimators=args.estimators, steps=args.steps, sizes=args.sizes, channels=args.channels, rank=args.rank,
-        repeats=args.repeats, device=args.device, tiny=not args.no_tiny, out=args.out,
-    )  # fmt: skip
+        estimators=args.estimators,
+        steps=args.steps,
+        sizes=args.sizes,
+        channels=args.channels,
+        rank=args.rank,
+        repeats=args.repeats,
+        device=args.device,
+        tiny=not args.no_tiny,
+        out=args.out,
+    )
 
 
 def _check(args) -> None:
@@ -156,52 +167,94 @@ def _check(args) -> None:
 def _solve(args) -> None:
     set_threads(args.threads)
     solve_bench.run(
-        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), sizes=args.sizes,
-        batches=args.batches, precisions=args.precisions, channels=args.channels, rank=args.rank,
-        repeats=args.repeats, compile=not args.no_compile, out=args.out,
-    )  # fmt: skip
+        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        sizes=args.sizes,
+        batches=args.batches,
+        precisions=args.precisions,
+        channels=args.channels,
+        rank=args.rank,
+        repeats=args.repeats,
+        compile=not args.no_compile,
+        out=args.out,
+    )
 
 
 def _context(args) -> None:
     set_threads(args.threads)
     context_bench.run(
-        modules=names(args.modules) if args.modules else None, channels=args.channels, batch=args.batch,
-        sizes=args.sizes, repeats=args.repeats, device=args.device, dtype=args.dtype,
-        memory_limit_gib=args.memory_limit_gib, time_limit_s=args.time_limit_s, train_size=args.train_size,
-        train_steps=args.train_steps, out=args.out,
-    )  # fmt: skip
+        modules=names(args.modules) if args.modules else None,
+        channels=args.channels,
+        batch=args.batch,
+        sizes=args.sizes,
+        repeats=args.repeats,
+        device=args.device,
+        dtype=args.dtype,
+        memory_limit_gib=args.memory_limit_gib,
+        time_limit_s=args.time_limit_s,
+        train_size=args.train_size,
+        train_steps=args.train_steps,
+        out=args.out,
+    )
 
 
 def _ham(args) -> None:
     set_threads(args.threads)
     ham_bench.run(
-        channels=args.channels, size=args.size, rank=args.rank, steps=args.steps, repeats=args.repeats,
-        train_size=args.train_size, train_steps=args.train_steps, denormal_size=args.denormal_size,
-        denormal_steps=args.denormal_steps, out=args.out,
-    )  # fmt: skip
+        channels=args.channels,
+        size=args.size,
+        rank=args.rank,
+        steps=args.steps,
+        repeats=args.repeats,
+        train_size=args.train_size,
+        train_steps=args.train_steps,
+        denormal_size=args.denormal_size,
+        denormal_steps=args.denormal_steps,
+        out=args.out,
+    )
 
 
 def _crossover(args) -> None:
     set_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     crossover_bench.run(
-        device=device, sizes=args.sizes, batches=args.batches, precisions=args.precisions, modes=args.modes,
-        backends=args.backends, channels=args.channels, rank=args.rank, repeats=args.repeats,
-        compile=not args.no_compile, capture=args.capture, compile_attention=args.compile_attention,
-        math_limit_gib=args.math_limit_gib, out=args.out,
-    )  # fmt: skip
+        device=device,
+        sizes=args.sizes,
+        batches=args.batches,
+        precisions=args.precisions,
+        modes=args.modes,
+        backends=args.backends,
+        channels=args.channels,
+        rank=args.rank,
+        repeats=args.repeats,
+        compile=not args.no_compile,
+        capture=args.capture,
+        compile_attention=args.compile_attention,
+        math_limit_gib=args.math_limit_gib,
+        out=args.out,
+    )
 
 
 def _precision(args) -> None:
     set_threads(args.threads)
     precision_bench.run(
-        channels=args.channels, sizes=args.sizes, rank=args.rank, steps=args.steps, repeats=args.repeats,
-        precisions=args.precisions, device=args.device, block_size=args.block_size, out=args.out,
-    )  # fmt: skip
+        channels=args.channels,
+        sizes=args.sizes,
+        rank=args.rank,
+        steps=args.steps,
+        repeats=args.repeats,
+        precisions=args.precisions,
+        device=args.device,
+        block_size=args.block_size,
+        out=args.out,
+    )
 
 
 def _seg(args) -> None:
     seg_bench.run(
-        models=names(args.models), crops=args.crops, train_batch=args.train_batch, repeats=args.repeats,
-        device=args.device, out=args.out,
-    )  # fmt: skip
+        models=names(args.models),
+        crops=args.crops,
+        train_batch=args.train_batch,
+        repeats=args.repeats,
+        device=args.device,
+        out=args.out,
+    )

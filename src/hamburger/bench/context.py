@@ -20,9 +20,19 @@ from ..engine.measure import bench_device, count_flops, median_time, peak_memory
 from ..functional import SOLVE_GRADIENTS
 
 FIELDS = (
-    "module", "size", "n", "params", "gflop_fwd", "gflop_train", "fwd_ms", "train_ms", "fwd_gflops_per_s",
-    "train_gflops_per_s", "fwd_peak_mib", "train_peak_mib",
-)  # fmt: skip
+    "module",
+    "size",
+    "n",
+    "params",
+    "gflop_fwd",
+    "gflop_train",
+    "fwd_ms",
+    "train_ms",
+    "fwd_gflops_per_s",
+    "train_gflops_per_s",
+    "fwd_peak_mib",
+    "train_peak_mib",
+)
 
 
 def _build(name: str, channels: int, device, dtype):
@@ -57,11 +67,19 @@ def measure_one(name, *, channels, size, batch, repeats, device, dtype) -> dict:
     gflop_train = count_flops(train_step) / 1e9
     train_peak = peak_memory(train_step, device)
     return {
-        "module": name, "size": size, "n": size * size, "params": params, "gflop_fwd": gflop_fwd,
-        "gflop_train": gflop_train, "fwd_ms": fwd_ms, "train_ms": train_ms,
-        "fwd_gflops_per_s": gflop_fwd / fwd_ms * 1e3, "train_gflops_per_s": gflop_train / train_ms * 1e3,
-        "fwd_peak_mib": fwd_peak / 2**20, "train_peak_mib": train_peak / 2**20,
-    }  # fmt: skip
+        "module": name,
+        "size": size,
+        "n": size * size,
+        "params": params,
+        "gflop_fwd": gflop_fwd,
+        "gflop_train": gflop_train,
+        "fwd_ms": fwd_ms,
+        "train_ms": train_ms,
+        "fwd_gflops_per_s": gflop_fwd / fwd_ms * 1e3,
+        "train_gflops_per_s": gflop_train / train_ms * 1e3,
+        "fwd_peak_mib": fwd_peak / 2**20,
+        "train_peak_mib": train_peak / 2**20,
+    }
 
 
 def _predicted_over(rows: list[dict], n: int, key: str, limit: float) -> bool:
@@ -135,9 +153,14 @@ def run(
             if reason is None:
                 try:
                     row = measure_one(
-                        name, channels=channels, size=size, batch=batch, repeats=repeats, device=dev,
+                        name,
+                        channels=channels,
+                        size=size,
+                        batch=batch,
+                        repeats=repeats,
+                        device=dev,
                         dtype=torch_dtype,
-                    )  # fmt: skip
+                    )
                     done.append(row)
                     rows.append(row)
                 except (RuntimeError, MemoryError) as e:  # out of memory on the device

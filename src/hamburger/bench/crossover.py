@@ -92,8 +92,16 @@ def _step_fn(module, x, mode: str, precision: str, device, backend=None):
     return fn
 
 
-def _variants(channels: int, rank: int, precision: str, device, compile: bool, backends, capture: bool = False,
-              compile_attention: bool = False) -> dict:  # fmt: skip
+def _variants(
+    channels: int,
+    rank: int,
+    precision: str,
+    device,
+    compile: bool,
+    backends,
+    capture: bool = False,
+    compile_attention: bool = False,
+) -> dict:
     """name -> (module, SDPA backend or None). ``ham eager``: PyTorch's kernels; ``ham fused`` (CUDA): the steps
     without autograd in :mod:`hamburger.kernels`. ``capture``: the block through ``optimize(mode="reduce-overhead")``
     (compiled, CUDA graphs, one static graph per shape) and ``optimize(mode="graphs")`` (the eager kernels in one CUDA
@@ -114,8 +122,10 @@ def _variants(channels: int, rank: int, precision: str, device, compile: bool, b
     for name in backends:
         out[f"nonlocal {name}"] = (attention, BACKENDS[name])
     if compile_attention:
-        out["nonlocal compiled"] = (torch.compile(copy.deepcopy(attention), mode="reduce-overhead", dynamic=False),
-                                    None)  # fmt: skip
+        out["nonlocal compiled"] = (
+            torch.compile(copy.deepcopy(attention), mode="reduce-overhead", dynamic=False),
+            None,
+        )
     return out
 
 
@@ -138,15 +148,25 @@ def run(
     progress: bool = True,
 ) -> dict:
     dev, device_info = bench_device(device)
-    for name, values, allowed in (("precisions", precisions, PRECISIONS), ("modes", modes, MODES),
-                                  ("backends", backends, tuple(BACKENDS))):  # fmt: skip
+    for name, values, allowed in (
+        ("precisions", precisions, PRECISIONS),
+        ("modes", modes, MODES),
+        ("backends", backends, tuple(BACKENDS)),
+    ):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {tuple(values)}")
     if not sizes or min(sizes) < 1 or not batches or min(batches) < 1 or repeats < 1:
         raise ValueError(f"sizes, batches and repeats must be positive, got {sizes}, {batches}, {repeats}")
-    info = {**machine_info(), **device_info, "channels": channels, "rank": rank, "eval_steps": 7, "train_steps": 6,
-            "repeats": repeats}  # fmt: skip
+    info = {
+        **machine_info(),
+        **device_info,
+        "channels": channels,
+        "rank": rank,
+        "eval_steps": 7,
+        "train_steps": 6,
+        "repeats": repeats,
+    }
     jobs = [(p, b, m, s) for p in precisions for b in batches for m in modes for s in sorted(sizes)]
     bar = progress_bar(len(jobs), progress, unit="cell")
     rows = []
@@ -180,8 +200,7 @@ def run(
 def _measure(variants, precision, batch, mode, size, channels, dev, repeats, math_limit_gib) -> dict:
     x = torch.randn(batch, channels, size, size, device=dev)
     n = size * size
-    row = {"precision": precision, "batch": batch, "mode": mode, "size": size, "ms": {}, "peak_mib": {},
-           "skipped": {}}  # fmt: skip
+    row = {"precision": precision, "batch": batch, "mode": mode, "size": size, "ms": {}, "peak_mib": {}, "skipped": {}}
     for name, (module, backend) in variants.items():
         if name == "ham graphed" and mode == "train":
             row["skipped"][name] = "inference only (a training step runs eagerly)"
@@ -210,8 +229,10 @@ def crossover(rows: list[dict]) -> list[dict]:
     out = []
     keys = sorted({(r["precision"], r["batch"], r["mode"]) for r in rows})
     for precision, batch, mode in keys:
-        mine = sorted((r for r in rows if (r["precision"], r["batch"], r["mode"]) == (precision, batch, mode)),
-                      key=lambda r: r["size"])  # fmt: skip
+        mine = sorted(
+            (r for r in rows if (r["precision"], r["batch"], r["mode"]) == (precision, batch, mode)),
+            key=lambda r: r["size"],
+        )
         speedups, first = {}, None
         for r in mine:
             ham = [v for k, v in r["ms"].items() if k.startswith("ham")]
@@ -224,8 +245,7 @@ def crossover(rows: list[dict]) -> list[dict]:
             if speedups[size] <= 1.0:
                 break
             first = size
-        out.append({"precision": precision, "batch": batch, "mode": mode, "crossover_size": first,
-                    "speedup": speedups})  # fmt: skip
+        out.append({"precision": precision, "batch": batch, "mode": mode, "crossover_size": first, "speedup": speedups})
     return out
 
 
@@ -245,15 +265,28 @@ def markdown(result: dict) -> list[str]:
     for r in rows:
         cells = [f"{r['ms'][k]:.2f}" if k in r["ms"] else "-" for k in names]
         s = speed[(r["precision"], r["batch"], r["mode"])].get(r["size"])
-        md.append(f"| {r['precision']} | {r['batch']} | {r['mode']} | {r['size']} | " + " | ".join(cells)
-                  + f" | {'-' if s is None else f'{s:.2f}x'} |")  # fmt: skip
-    md += ["", "## Crossover: the Hamburger is faster from this size on", "",
-           "| precision | B | mode | crossover H=W |", "|---|---:|---|---:|"]  # fmt: skip
+        md.append(
+            f"| {r['precision']} | {r['batch']} | {r['mode']} | {r['size']} | "
+            + " | ".join(cells)
+            + f" | {'-' if s is None else f'{s:.2f}x'} |"
+        )
+    md += [
+        "",
+        "## Crossover: the Hamburger is faster from this size on",
+        "",
+        "| precision | B | mode | crossover H=W |",
+        "|---|---:|---|---:|",
+    ]
     for c in result["crossover"]:
         size = c["crossover_size"]
         md.append(f"| {c['precision']} | {c['batch']} | {c['mode']} | {'never (in range)' if size is None else size} |")
-    md += ["", "## Peak memory (MiB) at the largest size", "", "| precision | B | mode | " + " | ".join(names) + " |",
-           "|---|---:|---|" + "---:|" * len(names)]  # fmt: skip
+    md += [
+        "",
+        "## Peak memory (MiB) at the largest size",
+        "",
+        "| precision | B | mode | " + " | ".join(names) + " |",
+        "|---|---:|---|" + "---:|" * len(names),
+    ]
     top = max(r["size"] for r in rows)
     for r in rows:
         if r["size"] == top:

@@ -75,13 +75,27 @@ def _input_grad(x: torch.Tensor, bases: torch.Tensor, w: torch.Tensor, steps: in
     return torch.autograd.grad((recon * w).sum(), x)[0].flatten()
 
 
-def run(*, estimators=ESTIMATORS, steps=STEPS, sizes=(64, 128), channels: int = 512, rank: int = 64, batch: int = 1,
-        repeats: int = 3, device: str = "cpu", tiny: bool = True, out: Path | None = Path("results/bench-grad"),
-        progress: bool = True) -> dict:  # fmt: skip
+def run(
+    *,
+    estimators=ESTIMATORS,
+    steps=STEPS,
+    sizes=(64, 128),
+    channels: int = 512,
+    rank: int = 64,
+    batch: int = 1,
+    repeats: int = 3,
+    device: str = "cpu",
+    tiny: bool = True,
+    out: Path | None = Path("results/bench-grad"),
+    progress: bool = True,
+) -> dict:
     """Time and peak memory of one training step for every (estimator, K, size) of the block (C, R), and of the
     demo's ``hamnet_tiny`` (batch 16 of 128² images) when ``tiny``; NMF's forward residual at each K."""
-    estimators, steps, sizes = require_distinct(estimators, "estimators"), require_distinct(steps, "steps"), \
-        require_distinct(sizes, "sizes")  # fmt: skip
+    estimators, steps, sizes = (
+        require_distinct(estimators, "estimators"),
+        require_distinct(steps, "steps"),
+        require_distinct(sizes, "sizes"),
+    )
     for e in estimators:
         parse_grad(e)
     too_few = [(e, k) for e in estimators for k in steps if parse_grad(e).k > k]
@@ -104,8 +118,16 @@ def run(*, estimators=ESTIMATORS, steps=STEPS, sizes=(64, 128), channels: int = 
                     x = torch.randn(16, 3, size, size, device=dev)
                 step = _train_step(model, x)
                 seconds = median_time(step, repeats=repeats, sync=sync)
-                rows.append({"model": what, "size": size, "steps": k, "grad": grad, "ms": 1e3 * seconds,
-                             "peak_mib": peak_memory(step, dev) / 2**20})  # fmt: skip
+                rows.append(
+                    {
+                        "model": what,
+                        "size": size,
+                        "steps": k,
+                        "grad": grad,
+                        "ms": 1e3 * seconds,
+                        "peak_mib": peak_memory(step, dev) / 2**20,
+                    }
+                )
                 bar.update(1)
     bar.close()
     residuals = {k: residual(channels, min(sizes), rank, k) for k in sorted({*steps, 6, 7})}
@@ -123,21 +145,33 @@ def run(*, estimators=ESTIMATORS, steps=STEPS, sizes=(64, 128), channels: int = 
 
 
 def markdown(rows: list[dict], residuals: dict, estimators, cosines: dict | None = None) -> list[str]:
-    md = ["| model | H = W | K | " + " | ".join(f"{e} ms / MiB" for e in estimators) + " |",
-          "|---|---:|---:|" + "---:|" * len(estimators)]  # fmt: skip
+    md = [
+        "| model | H = W | K | " + " | ".join(f"{e} ms / MiB" for e in estimators) + " |",
+        "|---|---:|---:|" + "---:|" * len(estimators),
+    ]
     cells = sorted({(r["model"], r["size"], r["steps"]) for r in rows}, key=lambda c: (c[0] != "block", c[1], c[2]))
     for model, size, k in cells:
         got = {r["grad"]: r for r in rows if (r["model"], r["size"], r["steps"]) == (model, size, k)}
         cost = " | ".join(f"{got[e]['ms']:.0f} / {got[e]['peak_mib']:.0f}" for e in estimators)
         md.append(f"| {model} | {size} | {k} | {cost} |")
-    md += ["", "NMF's forward residual ‖X̄_{K+1} − X̄_K‖ / ‖X̄_K‖ (how much one more step moves the reconstruction):",
-           "", "| K | " + " | ".join(str(k) for k in residuals) + " |", "|---|" + "---:|" * len(residuals),
-           "| residual | " + " | ".join(f"{v:.2%}" for v in residuals.values()) + " |"]  # fmt: skip
+    md += [
+        "",
+        "NMF's forward residual ‖X̄_{K+1} − X̄_K‖ / ‖X̄_K‖ (how much one more step moves the reconstruction):",
+        "",
+        "| K | " + " | ".join(str(k) for k in residuals) + " |",
+        "|---|" + "---:|" * len(residuals),
+        "| residual | " + " | ".join(f"{v:.2%}" for v in residuals.values()) + " |",
+    ]
     if cosines:
         ks = sorted(next(iter(cosines.values())))
-        md += ["", "Direction of each estimator's ∂L/∂X against BPTT's (cosine similarity; NMF, float64, D 64, N 256, "
-               "R 16, mean of 3 draws):", "", "| gradient | " + " | ".join(f"K = {k}" for k in ks) + " |",
-               "|---|" + "---:|" * len(ks)]  # fmt: skip
+        md += [
+            "",
+            "Direction of each estimator's ∂L/∂X against BPTT's (cosine similarity; NMF, float64, D 64, N 256, "
+            "R 16, mean of 3 draws):",
+            "",
+            "| gradient | " + " | ".join(f"K = {k}" for k in ks) + " |",
+            "|---|" + "---:|" * len(ks),
+        ]
         md += [f"| {e} | " + " | ".join(f"{c[k]:.3f}" for k in ks) + " |" for e, c in cosines.items()]
     return md
 
@@ -152,8 +186,11 @@ def _plot(rows: list[dict], estimators, path: Path) -> None:
     fig, axes = plt.subplots(2, len(cells), figsize=(4.2 * len(cells), 6.4), squeeze=False)
     for j, (model, size) in enumerate(cells):
         for e in estimators:
-            pts = sorted((r["steps"], r["ms"], r["peak_mib"]) for r in rows
-                         if (r["model"], r["size"], r["grad"]) == (model, size, e))  # fmt: skip
+            pts = sorted(
+                (r["steps"], r["ms"], r["peak_mib"])
+                for r in rows
+                if (r["model"], r["size"], r["grad"]) == (model, size, e)
+            )
             axes[0, j].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=e)
             axes[1, j].plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=e)
         axes[0, j].set_title(f"{model} {size}²", fontsize=9)

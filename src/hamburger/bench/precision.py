@@ -139,18 +139,22 @@ def markdown(result: dict) -> list[str]:
         "Relative reconstruction error against the fp32 solve; the perturbation column is the fp32 solve's own "
         "sensitivity to a 0.2% change of its input (one bf16 rounding).",
         "",
-        "| ham | H=W | input | 0.2% perturbation | " + " | ".join(f"{p} error" for p in others)
-        + " | " + " | ".join(f"{p} ms" for p in precisions) + " | fp32 / fastest |",
+        "| ham | H=W | input | 0.2% perturbation | "
+        + " | ".join(f"{p} error" for p in others)
+        + " | "
+        + " | ".join(f"{p} ms" for p in precisions)
+        + " | fp32 / fastest |",
         "|---|---:|---|---:|" + "---:|" * (len(others) + len(precisions) + 1),
-    ]  # fmt: skip
+    ]
     for r in result["solvers"]:
         for i, (kind, errors) in enumerate(r["error"].items()):
             pert = errors["0.2% input perturbation, fp32"]
             cells = [f"{errors[p]:.2%}" for p in others]
             times = [f"{r['ms'][p]:.1f}" if i == 0 else "" for p in precisions]
             speed = f"{r['ms']['fp32'] / min(r['ms'].values()):.2f}x" if i == 0 else ""
-            md.append(f"| {r['ham']} | {r['size']} | {kind} | {pert:.2%} | " + " | ".join(cells + times)
-                      + f" | {speed} |")  # fmt: skip
+            md.append(
+                f"| {r['ham']} | {r['size']} | {kind} | {pert:.2%} | " + " | ".join(cells + times) + f" | {speed} |"
+            )
     b = result["block"]
     att = min(b["ms"]["non-local SDPA fp32"], b["ms"]["non-local SDPA bf16"])
     md += [

@@ -56,11 +56,17 @@ def run(
                     return model(x1)
 
             eval_s = median_time(infer, repeats=repeats, sync=sync)
-            rows.append({
-                "model": name, "crop": crop, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-                "train_images_per_s": train_batch / train_s, "eval_images_per_s": 1.0 / eval_s,
-                "train_step_s": train_s, "eval_image_s": eval_s,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "crop": crop,
+                    "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+                    "train_images_per_s": train_batch / train_s,
+                    "eval_images_per_s": 1.0 / eval_s,
+                    "train_step_s": train_s,
+                    "eval_image_s": eval_s,
+                }
+            )
     md = [
         f"## Segmentation throughput ({info['device']}, fp32, {info['threads']} threads, train batch {train_batch})",
         "",

@@ -27,9 +27,20 @@ def _variants(device: torch.device, precision: str, steps: int) -> dict:
     return out
 
 
-def run(*, device: str = "cuda", sizes=(64, 128), batches=(1, 8), precisions=("bf16", "fp32"), channels: int = 512,
-        rank: int = 64, steps: int = 7, repeats: int = 20, compile: bool = True,
-        out: Path | None = Path("results/bench-solve"), progress: bool = True) -> dict:  # fmt: skip
+def run(
+    *,
+    device: str = "cuda",
+    sizes=(64, 128),
+    batches=(1, 8),
+    precisions=("bf16", "fp32"),
+    channels: int = 512,
+    rank: int = 64,
+    steps: int = 7,
+    repeats: int = 20,
+    compile: bool = True,
+    out: Path | None = Path("results/bench-solve"),
+    progress: bool = True,
+) -> dict:
     """One row per (precision, batch, size): milliseconds of each variant, and the fused solve's speed-up."""
     dev, dev_info = bench_device(device)
     rows = []
@@ -50,13 +61,21 @@ def run(*, device: str = "cuda", sizes=(64, 128), batches=(1, 8), precisions=("b
                 if progress:
                     print(rows[-1], flush=True)
     names = sorted({k for r in rows for k in r["ms"]})
-    md = [f"## The NMF solve alone (C {channels}, R {rank}, K {steps} + the final code update, no autograd) on "
-          f"{dev_info.get('gpu', machine_info()['cpu'])}", "", "Milliseconds (median of "
-          f"{repeats}).", "", "| precision | B | H=W | " + " | ".join(names) + " |",
-          "|---|---:|---:|" + "---:|" * len(names)]  # fmt: skip
+    md = [
+        f"## The NMF solve alone (C {channels}, R {rank}, K {steps} + the final code update, no autograd) on "
+        f"{dev_info.get('gpu', machine_info()['cpu'])}",
+        "",
+        f"Milliseconds (median of {repeats}).",
+        "",
+        "| precision | B | H=W | " + " | ".join(names) + " |",
+        "|---|---:|---:|" + "---:|" * len(names),
+    ]
     for r in rows:
-        md.append(f"| {r['precision']} | {r['batch']} | {r['size']} | "
-                  + " | ".join(f"{r['ms'][k]:.3f}" if k in r["ms"] else "-" for k in names) + " |")  # fmt: skip
+        md.append(
+            f"| {r['precision']} | {r['batch']} | {r['size']} | "
+            + " | ".join(f"{r['ms'][k]:.3f}" if k in r["ms"] else "-" for k in names)
+            + " |"
+        )
     info = {**machine_info(), **dev_info, "channels": channels, "rank": rank, "steps": steps, "repeats": repeats}
     result = {"machine": info, "rows": rows}
     if out is not None:

@@ -98,8 +98,10 @@ def verify_digest(path: Path) -> None:
         return  # weights from elsewhere, or a run written before digests were recorded
     expected = record.read_text().split()[0] if record.read_text().split() else ""
     if file_sha256(path) != expected:
-        raise ValueError(f"weights file {path} does not match the SHA-256 its run recorded in {record.name}: it was "
-                         "damaged or replaced; retrain, resume the run, or pass other weights")  # fmt: skip
+        raise ValueError(
+            f"weights file {path} does not match the SHA-256 its run recorded in {record.name}: it was "
+            "damaged or replaced; retrain, resume the run, or pass other weights"
+        )
 
 
 def file_sha256(path: Path) -> str:
@@ -238,14 +240,21 @@ def load_state(path: Path) -> dict:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = str(e).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
-        raise ValueError(f"checkpoint state {path} holds more than tensors and plain data ({reason}); it is refused "
-                         "because loading it could run code") from None  # fmt: skip
+        raise ValueError(
+            f"checkpoint state {path} holds more than tensors and plain data ({reason}); it is refused "
+            "because loading it could run code"
+        ) from None
 
 
 def rng_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}  # fmt: skip
+    numpy_state = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -258,8 +267,13 @@ def set_rng_state(state: dict) -> None:
     numpy_state = state["numpy"]
     if isinstance(numpy_state, dict):  # since 0.2: tensors and numbers (a weights_only load)
         keys = numpy_state["keys"].numpy().astype(np.uint32)
-        numpy_state = (numpy_state["kind"], keys, numpy_state["pos"], numpy_state["has_gauss"],
-                       numpy_state["cached_gaussian"])  # fmt: skip
+        numpy_state = (
+            numpy_state["kind"],
+            keys,
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
     np.random.set_state(numpy_state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -269,8 +283,21 @@ def set_rng_state(state: dict) -> None:
 # model identity: what changes the numbers beyond the weights, stored in every weights file and checked on load
 
 IDENTITY_KEY = "hamburger.identity"
-_HAM_FIELDS = ("rank", "groups", "train_steps", "eval_steps", "grad", "init", "spatial", "seed", "precision", "eps",
-               "inv_t", "beta", "solver_steps")  # fmt: skip
+_HAM_FIELDS = (
+    "rank",
+    "groups",
+    "train_steps",
+    "eval_steps",
+    "grad",
+    "init",
+    "spatial",
+    "seed",
+    "precision",
+    "eps",
+    "inv_t",
+    "beta",
+    "solver_steps",
+)
 
 
 def model_identity(model: torch.nn.Module, *, name: str, num_classes: int) -> dict[str, str]:
@@ -326,8 +353,10 @@ def load_model_weights(model: torch.nn.Module, path: Path, identity: dict[str, s
     tensors, metadata = read_weights(path)
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise ValueError(f"weights file {path} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}"
-                         f"{', ...' if len(bad) > 3 else ''}: the run diverged or the file is damaged")  # fmt: skip
+        raise ValueError(
+            f"weights file {path} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}: the run diverged or the file is damaged"
+        )
     if identity is not None:
         check_identity(metadata, identity, Path(path))
     try:

@@ -77,8 +77,9 @@ def install_hint(command: str, module: str, extras: dict[str, str]) -> str:
 def missing_extra(sub, command: str, *, extra: str, error: ModuleNotFoundError) -> None:
     """Register ``command`` (whose CLI could not be imported) so that it says what to install instead of failing."""
     # every word after the command, flags included, is only collected (no flag is known): the handler explains
-    p = sub.add_parser(command, help=f"(not installed: pip install \"hamburger[{extra}]\")", add_help=False,
-                       prefix_chars="\x00")  # fmt: skip
+    p = sub.add_parser(
+        command, help=f'(not installed: pip install "hamburger[{extra}]")', add_help=False, prefix_chars="\x00"
+    )
     p.add_argument("rest", nargs="*")
 
     def handler(_args) -> None:

@@ -228,8 +228,15 @@ positive_floats = _list_of(positive_float, "numbers > 0")
 integers = _list_of(ascii_int, "integers")
 
 
-_TYPES = {"device": device_name, "int": ascii_int, "float": finite_float, "str": str, "bool": parse_bool, "Path": Path,
-          "tuple[float, ...]": parse_floats}  # fmt: skip
+_TYPES = {
+    "device": device_name,
+    "int": ascii_int,
+    "float": finite_float,
+    "str": str,
+    "bool": parse_bool,
+    "Path": Path,
+    "tuple[float, ...]": parse_floats,
+}
 
 
 def _bounded(kind, field: dataclasses.Field):
@@ -375,8 +382,10 @@ def load_run_config(run: Path, cls, command: str):
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
     if unknown:
-        raise ValueError(f"{path} has settings a {command} run does not have ({', '.join(map(str, unknown[:5]))}): "
-                         f"is {run} a run of another command?")  # fmt: skip
+        raise ValueError(
+            f"{path} has settings a {command} run does not have ({', '.join(map(str, unknown[:5]))}): "
+            f"is {run} a run of another command?"
+        )
     legacy = {k: v for k, v in getattr(cls, "LEGACY_DEFAULTS", {}).items() if k not in data}
     return cls(**legacy, **data)
 

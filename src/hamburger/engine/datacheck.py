@@ -41,9 +41,12 @@ def check_dataset(dataset, *, workers: int = 0, progress: bool = False) -> list[
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     indices = list(range(len(dataset)))[rank::world]
     loader = DataLoader(
-        _Probe(dataset, indices), batch_size=64, num_workers=workers, collate_fn=list,
+        _Probe(dataset, indices),
+        batch_size=64,
+        num_workers=workers,
+        collate_fn=list,
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
     if progress:
         from tqdm import tqdm
 

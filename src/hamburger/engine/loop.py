@@ -98,18 +98,28 @@ class StepBatches(torch.utils.data.Sampler):
         return (self.total - self.start) * self.accum
 
 
-def step_loader(dataset, config, *, world: int, rank: int, start: int, batch_size: int | None = None,
-                accum: int | None = None) -> torch.utils.data.DataLoader:  # fmt: skip
+def step_loader(
+    dataset, config, *, world: int, rank: int, start: int, batch_size: int | None = None, accum: int | None = None
+) -> torch.utils.data.DataLoader:
     """The usual ``batches`` of a task: :class:`StepBatches` over ``dataset`` (which takes ``(index, epoch)`` keys)
     for steps ``start..iters-1``, with a seeded generator for the workers' seeds."""
     sampler = StepBatches(
-        len(dataset), batch_size=batch_size or config.batch_size, world=world, rank=rank,
-        accum=accum or config.accum_steps, seed=config.seed, start=start, total=config.iters,
-    )  # fmt: skip
+        len(dataset),
+        batch_size=batch_size or config.batch_size,
+        world=world,
+        rank=rank,
+        accum=accum or config.accum_steps,
+        seed=config.seed,
+        start=start,
+        total=config.iters,
+    )
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=config.workers,
-        generator=torch.Generator().manual_seed(config.seed), pin_memory=torch.device(config.device).type == "cuda",
-    )  # fmt: skip
+        dataset,
+        batch_sampler=sampler,
+        num_workers=config.workers,
+        generator=torch.Generator().manual_seed(config.seed),
+        pin_memory=torch.device(config.device).type == "cuda",
+    )
 
 
 def init_distributed(device: str) -> tuple[int, int, torch.device]:
@@ -157,9 +167,10 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=task.ddp_find_unused,
-        )  # fmt: skip
+        )
     loader = task.batches(train_set, config, world=world, rank=rank, start=start)
     if main:
         save_config(config, out / "config.yaml")  # only now: a failed start (data, model, resume, loader) leaves none
@@ -196,8 +207,7 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
             record.update({f"val_{k}": v for k, v in metrics.items()})
             if main and task.score in metrics and _improves(metrics[task.score], best, task):
                 best = metrics[task.score]
-                save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, point="best",
-                             digest=True)  # fmt: skip
+                save_weights(model.state_dict(), out / "best.safetensors", metadata=identity, point="best", digest=True)
         history.append(record)
         if main:
             bar.update(record, task)
@@ -212,9 +222,15 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
         if (step + 1) % config.ckpt_interval == 0 or step + 1 == config.iters:
             rngs = _gather_rng(world)
             if main:
-                state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "step": step + 1, "best_score": best, "rng": rngs, "config": config_dict(config),
-                         "scaler": scaler.state_dict()}  # fmt: skip
+                state = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step + 1,
+                    "best_score": best,
+                    "rng": rngs,
+                    "config": config_dict(config),
+                    "scaler": scaler.state_dict(),
+                }
                 commit_checkpoint(out, step + 1, model.state_dict(), state, metadata=identity)
                 if not config.quiet:
                     bar.write(f"checkpoint step {step + 1}")
@@ -288,8 +304,10 @@ def _check_state(state, manifest: Path) -> None:
     for key, kind in kinds.items():
         value = state.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"the checkpoint of {manifest}: its state's {key!r} is {type(value).__name__}, "
-                             "not what a run writes; start over without --resume")  # fmt: skip
+            raise ValueError(
+                f"the checkpoint of {manifest}: its state's {key!r} is {type(value).__name__}, "
+                "not what a run writes; start over without --resume"
+            )
     if not isinstance(state.get("config", {}), dict):
         raise ValueError(f"the checkpoint of {manifest}: its state's 'config' is not a mapping")
     if state["step"] < 0:

@@ -44,15 +44,18 @@ def load_result(
         raise ValueError(f"{path} is not valid JSON ({e}); delete it to recompute") from None
     saved = stored.get(RECIPE_KEY) if isinstance(stored, dict) else None
     if saved is None:
-        raise ValueError(f"{path} records no recipe (written by an older version): delete it to recompute, or "
-                         "use another --out")  # fmt: skip
+        raise ValueError(
+            f"{path} records no recipe (written by an older version): delete it to recompute, or use another --out"
+        )
     recipe = json.loads(json.dumps(recipe, default=str))
     saved = {**{k: v for k, v in (legacy or {}).items() if k in recipe}, **saved}
     keys = sorted((set(saved) | set(recipe)) - set(ignore))
     changed = [f"{k}: {_show(saved.get(k))} -> {_show(recipe.get(k))}" for k in keys if saved.get(k) != recipe.get(k)]
     if changed:
-        raise ValueError(f"{path} holds the result of another recipe ({'; '.join(changed)}): use another --out, or "
-                         "delete it to recompute")  # fmt: skip
+        raise ValueError(
+            f"{path} holds the result of another recipe ({'; '.join(changed)}): use another --out, or "
+            "delete it to recompute"
+        )
     return stored
 
 

@@ -71,8 +71,10 @@ def read_record(out: Path) -> dict | None:
         record = json.loads(path.read_text())
         _owned(record)
     except (ValueError, KeyError, TypeError, AttributeError, re.error) as e:
-        raise ValueError(f"run record {path} is unreadable ({type(e).__name__}); it is not this package's: remove it "
-                         "or choose another --out") from None  # fmt: skip
+        raise ValueError(
+            f"run record {path} is unreadable ({type(e).__name__}); it is not this package's: remove it "
+            "or choose another --out"
+        ) from None
     return record
 
 
@@ -83,8 +85,9 @@ def run_files(out: Path, record: dict | None = None) -> list[Path]:
     if not out.is_dir():
         return []
     files, steps, folders = _owned(record or OWNED)
-    return sorted(p for p in out.iterdir() if p.name in files or steps.fullmatch(p.name)
-                  or p.name in folders and p.is_dir())  # fmt: skip
+    return sorted(
+        p for p in out.iterdir() if p.name in files or steps.fullmatch(p.name) or p.name in folders and p.is_dir()
+    )
 
 
 def _names(found: list[Path]) -> str:
@@ -115,18 +118,25 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
     found = run_files(out)
     if record is None:
         if found and not (resume and (out / MANIFEST).is_file()):
-            what = "--overwrite removes only the files a run recorded as its own" if overwrite else "a run would " \
-                "write over them"  # fmt: skip
-            raise ValueError(f"{out} is not a run folder ({RECORD} is missing) but holds {_names(found)}: {what}; "
-                             "move them away or choose another --out")  # fmt: skip
+            what = (
+                "--overwrite removes only the files a run recorded as its own"
+                if overwrite
+                else "a run would write over them"
+            )
+            raise ValueError(
+                f"{out} is not a run folder ({RECORD} is missing) but holds {_names(found)}: {what}; "
+                "move them away or choose another --out"
+            )
         atomic_write_text(out / RECORD, json.dumps({"format": 1, **OWNED}, indent=1) + "\n")
         return
     found = run_files(out, record)
     if not found or resume:
         return
     if not overwrite:
-        raise ValueError(f"{out} already holds a run ({_names(found)}); pass --resume to continue it, --overwrite to "
-                         "replace it, or choose another --out")  # fmt: skip
+        raise ValueError(
+            f"{out} already holds a run ({_names(found)}); pass --resume to continue it, --overwrite to "
+            "replace it, or choose another --out"
+        )
     _remove_owned(out, record)
     atomic_write_text(out / RECORD, json.dumps({"format": 1, **OWNED}, indent=1) + "\n")
 
@@ -160,8 +170,10 @@ class RunLock:
                 raise
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise ValueError(f"{self.path.parent} is in use by another run (PID {holder}); wait for it to end or "
-                             "choose another --out") from None  # fmt: skip
+            raise ValueError(
+                f"{self.path.parent} is in use by another run (PID {holder}); wait for it to end or "
+                "choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd

@@ -230,8 +230,9 @@ def create_gan_context(
     if arm == "none":
         return None
     if arm.startswith("ham_"):
-        return GANHamburger(channels, ham=arm[4:], steps=steps, grad=grad, num_classes=num_classes,
-                            norm=not discriminator)  # fmt: skip
+        return GANHamburger(
+            channels, ham=arm[4:], steps=steps, grad=grad, num_classes=num_classes, norm=not discriminator
+        )
     if arm == "sagan":
         return SAGANAttention(channels)
 

@@ -80,8 +80,14 @@ def register(sub) -> None:
 
 
 def _eval(args) -> None:
-    report = evaluate_run(args.run, weights=args.weights, samples=args.samples, seed=args.seed,
-                          classifier=args.classifier, inception_weights=args.inception_weights)  # fmt: skip
+    report = evaluate_run(
+        args.run,
+        weights=args.weights,
+        samples=args.samples,
+        seed=args.seed,
+        classifier=args.classifier,
+        inception_weights=args.inception_weights,
+    )
     print(format_report(report))
     print(f"wrote {Path(args.run) / 'eval.json'}")
 
@@ -98,11 +104,20 @@ def _compare(args) -> None:
         raise ValueError(f"unknown arms {unknown}; available: {', '.join(ARMS)}")
     defaults = GANTrainConfig()
     compare.run(
-        arms=arms, seeds=tuple(args.seeds), iters=args.iters or defaults.iters,
-        batch=args.batch_size or defaults.batch_size, out=args.out, dataset=args.dataset, data_root=args.data_root,
-        device=args.device, samples=args.samples, ema=args.ema, ham_grad=args.ham_grad, jobs=args.jobs,
+        arms=arms,
+        seeds=tuple(args.seeds),
+        iters=args.iters or defaults.iters,
+        batch=args.batch_size or defaults.batch_size,
+        out=args.out,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        device=args.device,
+        samples=args.samples,
+        ema=args.ema,
+        ham_grad=args.ham_grad,
+        jobs=args.jobs,
         shard=args.shard,
-    )  # fmt: skip
+    )
 
 
 def _train(args) -> None:

@@ -33,25 +33,58 @@ from .train import GANTask, build_pair, train
 
 DEFAULT_ARMS = ("ham_nmf", "sagan", "none")
 CURVE_POINTS = 6  # distances on the training curve; the command line has no flag for it
-LABELS = {"ham_nmf": "Hamburger (NMF)", "ham_vq": "Hamburger (VQ)", "ham_cd": "Hamburger (CD)",
-          "sagan": "self-attention (SAGAN)", "linear": "linear attention", "none": "no context block"}  # fmt: skip
+LABELS = {
+    "ham_nmf": "Hamburger (NMF)",
+    "ham_vq": "Hamburger (VQ)",
+    "ham_cd": "Hamburger (CD)",
+    "sagan": "self-attention (SAGAN)",
+    "linear": "linear attention",
+    "none": "no context block",
+}
 
 
-def _config(arm: str, seed: int, *, out: Path, iters: int, batch: int, dataset: str, data_root, device: str,
-            classifier: Path | None, curve_points: int, quiet: bool,
-            ema: float | None = None, ham_grad: str | None = None) -> GANTrainConfig:  # fmt: skip
+def _config(
+    arm: str,
+    seed: int,
+    *,
+    out: Path,
+    iters: int,
+    batch: int,
+    dataset: str,
+    data_root,
+    device: str,
+    classifier: Path | None,
+    curve_points: int,
+    quiet: bool,
+    ema: float | None = None,
+    ham_grad: str | None = None,
+) -> GANTrainConfig:
     interval = max(1, iters // curve_points)
-    extra = ({} if ema is None else {"ema": ema}) | ({"ham_grad": ham_grad} if ham_grad and arm.startswith("ham_")
-                                                     else {})  # fmt: skip
+    extra = ({} if ema is None else {"ema": ema}) | (
+        {"ham_grad": ham_grad} if ham_grad and arm.startswith("ham_") else {}
+    )
     return GANTrainConfig(
-        dataset=dataset, data_root=data_root, arm=arm, seed=seed, iters=iters, batch_size=batch, out=out,
-        device=device, val_interval=interval, ckpt_interval=interval, eval_classifier=classifier, resume=True,
-        no_tensorboard=True, quiet=quiet, **extra,
-    )  # fmt: skip
+        dataset=dataset,
+        data_root=data_root,
+        arm=arm,
+        seed=seed,
+        iters=iters,
+        batch_size=batch,
+        out=out,
+        device=device,
+        val_interval=interval,
+        ckpt_interval=interval,
+        eval_classifier=classifier,
+        resume=True,
+        no_tensorboard=True,
+        quiet=quiet,
+        **extra,
+    )
 
 
-def run_one(arm: str, seed: int, *, out: Path, classifier, reference, classifier_info: dict, samples: int,
-            **kw) -> dict:  # fmt: skip
+def run_one(
+    arm: str, seed: int, *, out: Path, classifier, reference, classifier_info: dict, samples: int, **kw
+) -> dict:
     """Train (or resume) and evaluate one (arm, seed); cached in ``result.json``."""
     run_dir = out / arm / f"seed{seed}"
     config = _config(arm, seed, out=run_dir, classifier=out / "classifier.safetensors", **kw)
@@ -65,16 +98,27 @@ def run_one(arm: str, seed: int, *, out: Path, classifier, reference, classifier
     metrics = evaluate_samples(fake, labels, reference, classifier, classifier_info=classifier_info, seed=0)
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     curve = [(r["step"], r["time"], r["val_frechet_distance"]) for r in log if "val_frechet_distance" in r]
-    record = {"arm": arm, "seed": seed, "iters": config.iters, "batch": config.batch_size, **metrics,
-              "train_seconds": log[-1]["time"], "curve": curve}  # fmt: skip
+    record = {
+        "arm": arm,
+        "seed": seed,
+        "iters": config.iters,
+        "batch": config.batch_size,
+        **metrics,
+        "train_seconds": log[-1]["time"],
+        "curve": curve,
+    }
     return save_result(done, recipe, record)
 
 
 def _recipe(config: GANTrainConfig, *, samples: int, classifier_info: dict) -> dict:
     """What decides a run's numbers: its training recipe (the curve's interval and sample count included), the
     evaluation's sample count and the classifier's weights."""
-    return recipe_of(config, RESUME_FREE - {"val_interval", "eval_samples"}, samples=samples,
-                     classifier_sha256=classifier_info["sha256"])  # fmt: skip
+    return recipe_of(
+        config,
+        RESUME_FREE - {"val_interval", "eval_samples"},
+        samples=samples,
+        classifier_sha256=classifier_info["sha256"],
+    )
 
 
 def _cached_or_none(path: Path, recipe: dict) -> dict | None:
@@ -117,8 +161,9 @@ def step_times(arms, *, repeats: int, kw) -> dict[str, float]:
         opt, _ = task.optimizer(pair, config)
         batches = iter(task.batches(train_set, config, world=1, rank=0, start=0))
         scaler = torch.amp.GradScaler(enabled=False)
-        fns[arm] = (lambda t=task, p=pair, o=opt, b=batches, c=config, s=scaler:
-                    t.train_step(p, b, o, s, c, torch.device(c.device), nullcontext))  # fmt: skip
+        fns[arm] = lambda t=task, p=pair, o=opt, b=batches, c=config, s=scaler: t.train_step(
+            p, b, o, s, c, torch.device(c.device), nullcontext
+        )
     return interleaved_medians(fns, repeats=repeats, warmup=2)
 
 
@@ -139,11 +184,26 @@ def costs(arms, *, kw, num_classes: int, channels: int) -> dict[str, dict]:
     return out
 
 
-def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters, batch: int = 32,
-        out: Path = Path("results/gan"), dataset: str = "silhouettes", data_root=None, device: str = "cpu",
-        samples: int = 2000, curve_points: int = CURVE_POINTS, timing_repeats: int = 10, classifier_epochs: int = 4,
-        ema: float | None = None, ham_grad: str | None = None, progress: bool = True, jobs: int = 1,
-        shard: tuple[int, int] | None = None) -> dict:  # fmt: skip
+def run(
+    *,
+    arms=DEFAULT_ARMS,
+    seeds=(0, 1, 2),
+    iters: int = GANTrainConfig.iters,
+    batch: int = 32,
+    out: Path = Path("results/gan"),
+    dataset: str = "silhouettes",
+    data_root=None,
+    device: str = "cpu",
+    samples: int = 2000,
+    curve_points: int = CURVE_POINTS,
+    timing_repeats: int = 10,
+    classifier_epochs: int = 4,
+    ema: float | None = None,
+    ham_grad: str | None = None,
+    progress: bool = True,
+    jobs: int = 1,
+    shard: tuple[int, int] | None = None,
+) -> dict:
     """Train and evaluate every (arm, seed) (resumable), then write the tables, curves and grids.
 
     ``shard=(i, n)`` trains only every n-th (seed, arm) from the i-th and writes no tables (several processes can
@@ -151,8 +211,17 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
     """
     arms, seeds = require_distinct(arms, "arms"), require_distinct(seeds, "seeds")
     out = Path(out)
-    kw = dict(iters=iters, batch=batch, dataset=dataset, data_root=data_root, device=device,
-              curve_points=curve_points, quiet=not progress, ema=ema, ham_grad=ham_grad)  # fmt: skip
+    kw = dict(
+        iters=iters,
+        batch=batch,
+        dataset=dataset,
+        data_root=data_root,
+        device=device,
+        curve_points=curve_points,
+        quiet=not progress,
+        ema=ema,
+        ham_grad=ham_grad,
+    )
     for arm in arms:  # every arm's networks built before the first one trains: a bad combination trains nothing
         try:
             build_pair(
@@ -161,16 +230,34 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
         except (TypeError, ValueError) as e:
             raise ValueError(f"arm {arm}: {e}; nothing was trained") from None
     out.mkdir(parents=True, exist_ok=True)
-    classifier, info, reference = get_classifier(dataset, data_root, 32, path=out / "classifier.safetensors",
-                                                 progress=progress, epochs=classifier_epochs)  # fmt: skip
+    classifier, info, reference = get_classifier(
+        dataset, data_root, 32, path=out / "classifier.safetensors", progress=progress, epochs=classifier_epochs
+    )
     if samples > 2 * len(reference) and progress:
         print(f"note: {samples} generated images against {len(reference)} reference images", flush=True)
     if jobs > 1 and shard is None:
         if curve_points != CURVE_POINTS:  # the shards run the command line
             raise ValueError(f"--jobs runs the command line's settings only, not curve_points={curve_points}")
-        argv = ["gan", "compare", "--arms", ",".join(arms), "--seeds", ",".join(map(str, seeds)), "--iters",
-                str(iters), "--batch-size", str(batch), "--samples", str(samples), "--dataset", dataset, "--device",
-                device, "--out", str(out)]  # fmt: skip
+        argv = [
+            "gan",
+            "compare",
+            "--arms",
+            ",".join(arms),
+            "--seeds",
+            ",".join(map(str, seeds)),
+            "--iters",
+            str(iters),
+            "--batch-size",
+            str(batch),
+            "--samples",
+            str(samples),
+            "--dataset",
+            dataset,
+            "--device",
+            device,
+            "--out",
+            str(out),
+        ]
         argv += ["--data-root", str(data_root)] if data_root else []
         argv += ["--ema", str(ema)] if ema is not None else []
         argv += ["--ham-grad", ham_grad] if ham_grad else []
@@ -184,15 +271,19 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
     for seed, arm in todo:
         if progress:
             print(f"== {LABELS.get(arm, arm)}, seed {seed}: {iters} steps", flush=True)
-        results[arm, seed] = run_one(arm, seed, out=out, classifier=classifier, reference=reference,
-                                     classifier_info=info, samples=samples, **kw)  # fmt: skip
+        results[arm, seed] = run_one(
+            arm, seed, out=out, classifier=classifier, reference=reference, classifier_info=info, samples=samples, **kw
+        )
     if shard is not None:
         return {"runs": len(todo)}
-    untrained = untrained_distances(arms, out=out, classifier=classifier, reference=reference,
-                                    classifier_info=info, samples=samples, kw=kw)  # fmt: skip
+    untrained = untrained_distances(
+        arms, out=out, classifier=classifier, reference=reference, classifier_info=info, samples=samples, kw=kw
+    )
     times_path = out / "step_times.json"
-    times_recipe = {"repeats": timing_repeats, **{arm: recipe_of(_config(arm, 0, out=out, classifier=None, **kw),
-                                                                 RESUME_FREE) for arm in arms}}  # fmt: skip
+    times_recipe = {
+        "repeats": timing_repeats,
+        **{arm: recipe_of(_config(arm, 0, out=out, classifier=None, **kw), RESUME_FREE) for arm in arms},
+    }
     times = _cached_or_none(times_path, times_recipe)
     if times is None:
         times = save_result(times_path, times_recipe, step_times(arms, repeats=timing_repeats, kw=kw), indent=None)
@@ -203,13 +294,27 @@ def run(*, arms=DEFAULT_ARMS, seeds=(0, 1, 2), iters: int = GANTrainConfig.iters
         if src.is_file():
             shutil.copyfile(src, out / f"grid-{arm}.png")
     rows = {arm: [results[arm, s] for s in seeds] for arm in arms}
-    info_all = {**machine_info(), "dataset": dataset, "iters": iters, "batch": batch,
-                "lr_decay_from": GANTrainConfig.lr_decay_from, "ema": ema or 0.0, "seeds": list(seeds),
-                "generated": samples, "reference": len(reference), "classifier_accuracy": info["accuracy"],
-                "classifier_sha256": info["sha256"]}  # fmt: skip
+    info_all = {
+        **machine_info(),
+        "dataset": dataset,
+        "iters": iters,
+        "batch": batch,
+        "lr_decay_from": GANTrainConfig.lr_decay_from,
+        "ema": ema or 0.0,
+        "seeds": list(seeds),
+        "generated": samples,
+        "reference": len(reference),
+        "classifier_accuracy": info["accuracy"],
+        "classifier_sha256": info["sha256"],
+    }
     md = report(rows, untrained, times, cost, info)
-    write_results(out, "gan-compare", info_all, {"runs": {a: r for a, r in rows.items()}, "untrained": untrained,
-                                                 "step_seconds": times, "costs": cost}, md)  # fmt: skip
+    write_results(
+        out,
+        "gan-compare",
+        info_all,
+        {"runs": {a: r for a, r in rows.items()}, "untrained": untrained, "step_seconds": times, "costs": cost},
+        md,
+    )
     _curves(rows, out)
     if progress:
         print("\n".join(md))
@@ -224,12 +329,15 @@ def _fmt(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 def report(rows: dict, untrained: dict, times: dict, cost: dict, info: dict) -> list[str]:
     """The comparison table and the acceptance checks, as Markdown lines."""
     n = len(next(iter(rows.values())))
-    md = [f"Fréchet classifier distance (**not FID**: features of a classifier trained here on the GAN's training "
-          f"split; held-out accuracy {100 * info['accuracy']:.1f}%, sha256 {info['sha256'][:16]}…), mean ± std over "
-          f"{n} seed(s); lower is better.", "",
-          "| arm | Fréchet cls. dist. | KID ×100 | precision | recall | cls. acc. on samples | rel. to real | "
-          "ms/step | G+D params (M) | G+D GFLOPs/sample |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    md = [
+        f"Fréchet classifier distance (**not FID**: features of a classifier trained here on the GAN's training "
+        f"split; held-out accuracy {100 * info['accuracy']:.1f}%, sha256 {info['sha256'][:16]}…), mean ± std over "
+        f"{n} seed(s); lower is better.",
+        "",
+        "| arm | Fréchet cls. dist. | KID ×100 | precision | recall | cls. acc. on samples | rel. to real | "
+        "ms/step | G+D params (M) | G+D GFLOPs/sample |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for arm, runs in rows.items():
         c = cost[arm]
         md.append(
@@ -246,10 +354,12 @@ def report(rows: dict, untrained: dict, times: dict, cost: dict, info: dict) -> 
         start = untrained[arm]["frechet_distance"]
         rel = min(r["relative_accuracy"] for r in runs)
         mean = sum(r["relative_accuracy"] for r in runs) / len(runs)
-        md.append(f"- {LABELS.get(arm, arm)}: worst trained distance {worst:.2f} vs untrained {start:.2f} "
-                  f"({'≤' if worst <= start / 4 else '>'} a quarter); class accuracy on samples {100 * mean:.0f}% "
-                  f"of real over the seeds ({'≥' if mean >= 0.6 else '<'} 60%), the worst seed's {100 * rel:.1f}% "
-                  f"({'≥' if rel >= 0.6 else '<'} 60%)")  # fmt: skip
+        md.append(
+            f"- {LABELS.get(arm, arm)}: worst trained distance {worst:.2f} vs untrained {start:.2f} "
+            f"({'≤' if worst <= start / 4 else '>'} a quarter); class accuracy on samples {100 * mean:.0f}% "
+            f"of real over the seeds ({'≥' if mean >= 0.6 else '<'} 60%), the worst seed's {100 * rel:.1f}% "
+            f"({'≥' if rel >= 0.6 else '<'} 60%)"
+        )
     return md
 
 

@@ -16,9 +16,24 @@ from ..functional import DEFAULT_GRAD, parse_grad
 from .blocks import ARMS
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
-RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
-                         "allow_changed_config", "val_interval", "samples_per_class", "eval_classifier",
-                         "eval_samples", "skip_data_check"})  # fmt: skip
+RESUME_FREE = frozenset(
+    {
+        "out",
+        "resume",
+        "overwrite",
+        "quiet",
+        "no_tensorboard",
+        "workers",
+        "device",
+        "ckpt_interval",
+        "allow_changed_config",
+        "val_interval",
+        "samples_per_class",
+        "eval_classifier",
+        "eval_samples",
+        "skip_data_check",
+    }
+)
 
 
 @dataclass
@@ -37,13 +52,18 @@ class GANTrainConfig:
     ch: int = option(16, "base width (the paper's 64)", minimum=1)
     z_dim: int = option(128, "latent size", minimum=1)
     conditional: bool = option(True, "class-conditional G (cBN) and D (projection)")
-    context_resolution: int | None = option(None, "resolution of the context slot (default 32 at 128², else 16)",
-                                            minimum=4)  # fmt: skip
+    context_resolution: int | None = option(
+        None, "resolution of the context slot (default 32 at 128², else 16)", minimum=4
+    )
     ham_steps: int = option(6, "K of a Hamburger arm in training and sampling", minimum=0)
-    ham_grad: str = option(DEFAULT_GRAD, "gradient through a Hamburger arm's solve: one-step (the paper's) | bptt | "
-                           "none | truncated:<k> | phantom:<k>:<λ> | implicit[:<k>]")  # fmt: skip
-    ema: float = option(0.0, "decay of an exponential moving average of G, used for samples (0: none)",
-                        minimum=0.0, maximum=0.99999)  # fmt: skip
+    ham_grad: str = option(
+        DEFAULT_GRAD,
+        "gradient through a Hamburger arm's solve: one-step (the paper's) | bptt | "
+        "none | truncated:<k> | phantom:<k>:<λ> | implicit[:<k>]",
+    )
+    ema: float = option(
+        0.0, "decay of an exponential moving average of G, used for samples (0: none)", minimum=0.0, maximum=0.99999
+    )
     init_weights: Path | None = option(None, "start from these weights")
     # optimisation
     batch_size: int = option(32, "global batch of real images per D step", minimum=1)
@@ -52,8 +72,13 @@ class GANTrainConfig:
     iters: int = option(2000, "G updates", minimum=1)
     lr: float = option(2e-4, "learning rate of G", above=0.0)
     lr_d: float = option(4e-4, "learning rate of D", above=0.0)
-    lr_decay_from: float = option(1.0, "fraction of the steps after which both learning rates fall linearly to 0 "
-                                  "at the last step (1: constant, the paper's)", minimum=0.0, maximum=1.0)  # fmt: skip
+    lr_decay_from: float = option(
+        1.0,
+        "fraction of the steps after which both learning rates fall linearly to 0 "
+        "at the last step (1: constant, the paper's)",
+        minimum=0.0,
+        maximum=1.0,
+    )
     beta1: float = option(0.0, "Adam β1", minimum=0.0, maximum=0.999)
     beta2: float = option(0.999, "Adam β2", minimum=0.0, maximum=0.99999)
     amp: str = option("none", "autocast dtype", choices=tuple(AMP_DTYPES))

@@ -48,8 +48,9 @@ CIFAR_LAYOUT = "root/cifar-10-batches-py/{data_batch_1, ..., data_batch_5, test_
 class ImageClassDataset(Dataset):
     """Images (N, S, S, C) uint8 in memory, or file paths read on access, with labels (N,) and class names."""
 
-    def __init__(self, images, labels: np.ndarray, classes: tuple[str, ...], *, name: str, size: int,
-                 channels: int) -> None:  # fmt: skip
+    def __init__(
+        self, images, labels: np.ndarray, classes: tuple[str, ...], *, name: str, size: int, channels: int
+    ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{name}: {len(images)} images but {len(labels)} labels")
         if len(images) == 0:
@@ -123,8 +124,9 @@ def silhouettes(root=None, split: str = "train", *, size: int = 32, seed: int = 
         if labels[i] == ZEBRA:  # photos: their silhouette instead
             out[j] = fill_holes(images[i] >= 48).astype(np.uint8) * 255
     out = np.pad(out, ((0, 0), (2, 2), (2, 2)))  # (n, 32, 32)
-    return ImageClassDataset(_resize(out, size)[..., None], labels[picked], CLASSES[1:], name="silhouettes",
-                             size=size, channels=1)  # fmt: skip
+    return ImageClassDataset(
+        _resize(out, size)[..., None], labels[picked], CLASSES[1:], name="silhouettes", size=size, channels=1
+    )
 
 
 def digits(root=None, split: str = "train", *, size: int = 32, seed: int = 0) -> ImageClassDataset:
@@ -133,8 +135,14 @@ def digits(root=None, split: str = "train", *, size: int = 32, seed: int = 0) ->
     data = load_digits()
     images = np.rint(data.images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8), 0..16 -> 0..255
     picked = _held_out(data.target, split, seed)
-    return ImageClassDataset(_resize(images[picked], size)[..., None], data.target[picked],
-                             tuple(str(d) for d in range(10)), name="digits", size=size, channels=1)  # fmt: skip
+    return ImageClassDataset(
+        _resize(images[picked], size)[..., None],
+        data.target[picked],
+        tuple(str(d) for d in range(10)),
+        name="digits",
+        size=size,
+        channels=1,
+    )
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -168,8 +176,9 @@ def folder(root, split: str = "train", *, size: int = 32, seed: int = 0) -> Imag
         labels += [c] * len(files)
     labels = np.array(labels, dtype=np.int64)
     picked = _held_out(labels, split, seed)
-    return ImageClassDataset([paths[i] for i in picked], labels[picked], classes, name=f"folder {root}", size=size,
-                             channels=3)  # fmt: skip
+    return ImageClassDataset(
+        [paths[i] for i in picked], labels[picked], classes, name=f"folder {root}", size=size, channels=3
+    )
 
 
 class _Primitives(pickle.Unpickler):
@@ -209,8 +218,9 @@ def cifar10(root, split: str = "train", *, size: int = 32, seed: int = 0) -> Ima
     if size != 32:
         images = np.stack([_square(a, size) for a in images])
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    return ImageClassDataset(images, np.concatenate([p[1] for p in parts]), classes, name="cifar10", size=size,
-                             channels=3)  # fmt: skip
+    return ImageClassDataset(
+        images, np.concatenate([p[1] for p in parts]), classes, name="cifar10", size=size, channels=3
+    )
 
 
 GAN_DATASETS = {"silhouettes": silhouettes, "digits": digits, "folder": folder, "cifar10": cifar10}

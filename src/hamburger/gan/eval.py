@@ -20,8 +20,9 @@ def default_classifier_path(dataset: str, data_root, size: int) -> Path:
     return default_root() / f"gan-classifier-{dataset}-{size}{tag}.safetensors"
 
 
-def get_classifier(dataset: str, data_root, size: int, *, path: Path | None = None, progress: bool = True,
-                   epochs: int = 4):  # fmt: skip
+def get_classifier(
+    dataset: str, data_root, size: int, *, path: Path | None = None, progress: bool = True, epochs: int = 4
+):
     """Load the feature classifier at ``path`` (default :func:`default_classifier_path`), or train it on the
     dataset's training split (seed 0), record its held-out accuracy and hash, and save it there."""
     path = Path(path) if path else default_classifier_path(dataset, data_root, size)
@@ -41,21 +42,35 @@ def get_classifier(dataset: str, data_root, size: int, *, path: Path | None = No
     return model, info, reference
 
 
-def evaluate_run(run: Path, *, weights: Path | None = None, samples: int = 2000, seed: int = 0,
-                 classifier: Path | None = None, inception_weights=None, progress: bool = True) -> dict:  # fmt: skip
+def evaluate_run(
+    run: Path,
+    *,
+    weights: Path | None = None,
+    samples: int = 2000,
+    seed: int = 0,
+    classifier: Path | None = None,
+    inception_weights=None,
+    progress: bool = True,
+) -> dict:
     """Every metric of the run's generator (``last.safetensors`` unless ``weights``), written to ``eval.json``."""
     if inception_weights is not None:  # before the minutes of sampling and the other metrics
         check_inception(inception_weights)
     pair, config, num_classes = load_run(run, weights)
     size = resolution_of(config.model)
-    model, info, reference = get_classifier(config.dataset, config.data_root, size, path=classifier,
-                                            progress=progress)  # fmt: skip
+    model, info, reference = get_classifier(config.dataset, config.data_root, size, path=classifier, progress=progress)
     fake, labels = generate(pair, samples, num_classes=num_classes, conditional=config.conditional, seed=seed)
-    report = evaluate_samples(fake, labels, reference, model, classifier_info=info,
-                              inception_weights=inception_weights, seed=seed)  # fmt: skip
+    report = evaluate_samples(
+        fake, labels, reference, model, classifier_info=info, inception_weights=inception_weights, seed=seed
+    )
     used = Path(weights) if weights else Path(run) / "last.safetensors"
-    report.update(run=str(run), arm=config.arm, seed_of_samples=seed, classifier_test_images=info["reference_images"],
-                  weights=str(used), weights_sha256=file_sha256(used))  # fmt: skip
+    report.update(
+        run=str(run),
+        arm=config.arm,
+        seed_of_samples=seed,
+        classifier_test_images=info["reference_images"],
+        weights=str(used),
+        weights_sha256=file_sha256(used),
+    )
     (Path(run) / "eval.json").write_text(json.dumps(report, indent=1))
     return report
 
@@ -70,8 +85,10 @@ def format_report(report: dict) -> str:
     ]
     if "classifier_accuracy_fake" in report:
         fake, rel = 100 * report["classifier_accuracy_fake"], 100 * report["relative_accuracy"]
-        lines.append(f"classifier accuracy on class-conditional samples {fake:.1f}% ({rel:.0f}% of its accuracy on "
-                     "real held-out images)")  # fmt: skip
+        lines.append(
+            f"classifier accuracy on class-conditional samples {fake:.1f}% ({rel:.0f}% of its accuracy on "
+            "real held-out images)"
+        )
     if "fid" in report:
         lines.append(f"FID {report['fid']:.2f}, Inception Score {report['inception_score']:.2f}")
     lines.append(f"counts: {report['generated']} generated vs {report['reference']} held-out reference images")

@@ -38,14 +38,21 @@ class FeatureClassifier(nn.Module):
 
         def stage(a: int, b: int) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True),
-                nn.Conv2d(b, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True),
-            )  # fmt: skip
+                nn.Conv2d(a, b, 3, padding=1, bias=False),
+                nn.BatchNorm2d(b),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(b, b, 3, padding=1, bias=False),
+                nn.BatchNorm2d(b),
+                nn.ReLU(inplace=True),
+            )
 
         self.body = nn.Sequential(
-            stage(in_channels, width), nn.MaxPool2d(2), stage(width, 2 * width), nn.MaxPool2d(2),
+            stage(in_channels, width),
+            nn.MaxPool2d(2),
+            stage(width, 2 * width),
+            nn.MaxPool2d(2),
             stage(2 * width, 4 * width),
-        )  # fmt: skip
+        )
         self.num_features = 4 * width
         self.head = nn.Linear(self.num_features, num_classes)
 
@@ -97,8 +104,9 @@ def accuracy(classifier: nn.Module, images: Tensor, labels: Tensor, *, batch: in
     return correct / len(images)
 
 
-def train_classifier(train_set, reference_set, *, seed: int = 0, epochs: int = 4, batch: int = 64,
-                     progress: bool = False) -> tuple[FeatureClassifier, dict]:  # fmt: skip
+def train_classifier(
+    train_set, reference_set, *, seed: int = 0, epochs: int = 4, batch: int = 64, progress: bool = False
+) -> tuple[FeatureClassifier, dict]:
     """Train the feature classifier on ``train_set`` (seeded; shifts and flips), freeze it, and return it with
     ``{"accuracy": held-out accuracy on reference_set, "sha256": weights hash, "epochs", "train_images"}``."""
     torch.manual_seed(seed)
@@ -129,8 +137,13 @@ def train_classifier(train_set, reference_set, *, seed: int = 0, epochs: int = 4
         bar.close()
     model.eval().requires_grad_(False)
     ref_images, ref_labels = reference_set.tensors()
-    info = {"accuracy": accuracy(model, ref_images, ref_labels), "sha256": weights_hash(model), "epochs": epochs,
-            "train_images": len(images), "reference_images": len(ref_images)}  # fmt: skip
+    info = {
+        "accuracy": accuracy(model, ref_images, ref_labels),
+        "sha256": weights_hash(model),
+        "epochs": epochs,
+        "train_images": len(images),
+        "reference_images": len(ref_images),
+    }
     return model, info
 
 
@@ -157,8 +170,9 @@ def knn_precision_recall(real: Tensor, fake: Tensor, *, k: int = 3) -> tuple[flo
     return covered(real, radii(real), fake), covered(fake, radii(fake), real)
 
 
-def frechet_and_kid(extractor: nn.Module, real: Tensor, fake: Tensor, *, subsets: int = 50,
-                    subset_size: int = 1000, batch: int = 500) -> dict:  # fmt: skip
+def frechet_and_kid(
+    extractor: nn.Module, real: Tensor, fake: Tensor, *, subsets: int = 50, subset_size: int = 1000, batch: int = 500
+) -> dict:
     """Fréchet distance and KID (mean, std over ``subsets`` subsets, ``subset_size`` capped at the smaller count)
     through torchmetrics with ``extractor`` as the feature module."""
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -175,21 +189,40 @@ def frechet_and_kid(extractor: nn.Module, real: Tensor, fake: Tensor, *, subsets
         for i in range(0, len(fake), batch):
             metric.update(fake[i : i + batch], real=False)
     kid_mean, kid_std = kid.compute()
-    return {"frechet_distance": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
-            "kid_subset_size": size}  # fmt: skip
+    return {
+        "frechet_distance": float(fid.compute()),
+        "kid": float(kid_mean),
+        "kid_std": float(kid_std),
+        "kid_subset_size": size,
+    }
 
 
-def evaluate_samples(fake: Tensor, fake_labels: Tensor | None, reference, classifier: FeatureClassifier, *,
-                     classifier_info: dict, k: int = 3, inception_weights=None, seed: int = 0) -> dict:  # fmt: skip
+def evaluate_samples(
+    fake: Tensor,
+    fake_labels: Tensor | None,
+    reference,
+    classifier: FeatureClassifier,
+    *,
+    classifier_info: dict,
+    k: int = 3,
+    inception_weights=None,
+    seed: int = 0,
+) -> dict:
     """Every metric of generated images ``fake`` (M, C, S, S) in [-1, 1] against the reference split."""
     torch.manual_seed(seed)  # KID's subset draws
     real, real_labels = reference.tensors()
     extractor = ClassifierFeatures(classifier)
-    out = {"generated": len(fake), "reference": len(real), "classifier_accuracy_real": classifier_info["accuracy"],
-           "classifier_sha256": classifier_info["sha256"], "knn_k": k}  # fmt: skip
+    out = {
+        "generated": len(fake),
+        "reference": len(real),
+        "classifier_accuracy_real": classifier_info["accuracy"],
+        "classifier_sha256": classifier_info["sha256"],
+        "knn_k": k,
+    }
     out.update(frechet_and_kid(extractor, real, fake))
-    out["knn_precision"], out["knn_recall"] = knn_precision_recall(features(extractor, real), features(extractor, fake),
-                                                                   k=k)  # fmt: skip
+    out["knn_precision"], out["knn_recall"] = knn_precision_recall(
+        features(extractor, real), features(extractor, fake), k=k
+    )
     if fake_labels is not None:
         out["classifier_accuracy_fake"] = accuracy(classifier, fake, fake_labels)
         out["relative_accuracy"] = out["classifier_accuracy_fake"] / max(classifier_info["accuracy"], 1e-12)
@@ -233,14 +266,24 @@ def inception_metrics(real: Tensor, fake: Tensor, weights_path) -> dict:
 
 
 @torch.no_grad()
-def generate(pair, count: int, *, num_classes: int, conditional: bool, seed: int, batch: int = 250,
-             device="cpu", standing_batches: int = STANDING_BATCHES) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+def generate(
+    pair,
+    count: int,
+    *,
+    num_classes: int,
+    conditional: bool,
+    seed: int,
+    batch: int = 250,
+    device="cpu",
+    standing_batches: int = STANDING_BATCHES,
+) -> tuple[Tensor, Tensor | None]:
     """``count`` samples from the sampling generator (EMA when kept) in eval mode with standing BN statistics
     (:func:`hamburger.gan.models.standing_statistics`, 0: the running ones), classes balanced (label
     i % num_classes), from a private generator seeded with ``seed`` (the global RNG is not touched)."""
     if not 2 <= count <= MAX_SAMPLES:
-        raise ValueError(f"samples must be in 2..{MAX_SAMPLES} (a distance needs two; more are held in memory), "
-                         f"got {count}")  # fmt: skip
+        raise ValueError(
+            f"samples must be in 2..{MAX_SAMPLES} (a distance needs two; more are held in memory), got {count}"
+        )
     gen_model = pair.sampler(standing_batches=standing_batches)
     was = gen_model.training
     gen_model.eval()
@@ -272,8 +315,9 @@ def load_classifier(path: Path) -> tuple[FeatureClassifier, dict]:
 
 
 @torch.no_grad()
-def frechet_during_training(pair, classifier, reference_features, *, count: int, num_classes: int,
-                            conditional: bool, device) -> float:  # fmt: skip
+def frechet_during_training(
+    pair, classifier, reference_features, *, count: int, num_classes: int, conditional: bool, device
+) -> float:
     """The Fréchet classifier distance of ``count`` samples (fixed seed) against precomputed reference features:
     the training curve's point (cheaper than :func:`evaluate_samples`)."""
     fake, _ = generate(pair, count, num_classes=num_classes, conditional=conditional, seed=1, device=device)

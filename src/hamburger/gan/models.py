@@ -269,11 +269,29 @@ def create_gan(name: str, **overrides) -> GANPair:
     return builder(**{**defaults, **overrides})
 
 
-def _build(*, resolution: int, arm: str = "ham_nmf", ch: int = 64, z_dim: int = 128, num_classes: int | None = None,
-           context_resolution: int | None = None, image_channels: int = 3, steps: int = 6, grad: str = DEFAULT_GRAD,
-           ema: bool = False) -> GANPair:  # fmt: skip
-    shared = dict(resolution=resolution, ch=ch, num_classes=num_classes, arm=arm, context_resolution=context_resolution,
-                  image_channels=image_channels, steps=steps, grad=grad)  # fmt: skip
+def _build(
+    *,
+    resolution: int,
+    arm: str = "ham_nmf",
+    ch: int = 64,
+    z_dim: int = 128,
+    num_classes: int | None = None,
+    context_resolution: int | None = None,
+    image_channels: int = 3,
+    steps: int = 6,
+    grad: str = DEFAULT_GRAD,
+    ema: bool = False,
+) -> GANPair:
+    shared = dict(
+        resolution=resolution,
+        ch=ch,
+        num_classes=num_classes,
+        arm=arm,
+        context_resolution=context_resolution,
+        image_channels=image_channels,
+        steps=steps,
+        grad=grad,
+    )
     return GANPair(Generator(z_dim=z_dim, **shared), Discriminator(**shared), ema=ema)
 
 

@@ -65,10 +65,17 @@ def resolution_of(model: str) -> int:
 
 def build_pair(config: GANTrainConfig, *, num_classes: int, image_channels: int) -> GANPair:
     return create_gan(
-        config.model, arm=config.arm, ch=config.ch, z_dim=config.z_dim,
-        num_classes=num_classes if config.conditional else None, context_resolution=config.context_resolution,
-        image_channels=image_channels, steps=config.ham_steps, grad=config.ham_grad, ema=config.ema > 0,
-    )  # fmt: skip
+        config.model,
+        arm=config.arm,
+        ch=config.ch,
+        z_dim=config.z_dim,
+        num_classes=num_classes if config.conditional else None,
+        context_resolution=config.context_resolution,
+        image_channels=image_channels,
+        steps=config.ham_steps,
+        grad=config.ham_grad,
+        ema=config.ema > 0,
+    )
 
 
 def identity_of(pair: GANPair, config: GANTrainConfig, num_classes: int) -> dict[str, str]:
@@ -111,8 +118,15 @@ class GANTask(Task):
         # each rank its own stream of z, fake labels and ham bases (the engine restores it on resume)
         torch.manual_seed(config.seed + 1_000_003 * (rank + 1))
         # d_steps full batches per step: StepBatches' accumulation micro-batches
-        return step_loader(_Keyed(train_set), config, world=world, rank=rank, start=start,
-                           batch_size=config.batch_size * config.d_steps, accum=config.d_steps)  # fmt: skip
+        return step_loader(
+            _Keyed(train_set),
+            config,
+            world=world,
+            rank=rank,
+            start=start,
+            batch_size=config.batch_size * config.d_steps,
+            accum=config.d_steps,
+        )
 
     def train_step(self, net, batches, optimizer, scaler, config: GANTrainConfig, device, autocast) -> dict:
         pair: GANPair = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
@@ -164,9 +178,14 @@ class GANTask(Task):
         if self.classifier is None:
             return {}
         distance = frechet_during_training(
-            model, self.classifier, self.reference_features, count=config.eval_samples,  # images come back on CPU
-            num_classes=self.num_classes, conditional=config.conditional, device=device,
-        )  # fmt: skip
+            model,
+            self.classifier,
+            self.reference_features,
+            count=config.eval_samples,  # images come back on CPU
+            num_classes=self.num_classes,
+            conditional=config.conditional,
+            device=device,
+        )
         return {"frechet_distance": distance}
 
 
@@ -180,8 +199,9 @@ def grid_inputs(config: GANTrainConfig, num_classes: int, device) -> tuple[torch
 
 
 @torch.no_grad()
-def sample_grid(pair: GANPair, z: torch.Tensor, labels: torch.Tensor | None, *,
-                standing_batches: int = STANDING_BATCHES) -> torch.Tensor:  # fmt: skip
+def sample_grid(
+    pair: GANPair, z: torch.Tensor, labels: torch.Tensor | None, *, standing_batches: int = STANDING_BATCHES
+) -> torch.Tensor:
     """Images (N, C, S, S) in [-1, 1] from the sampling generator (EMA when kept) in eval mode, with standing BN
     statistics as in :func:`hamburger.gan.metrics.generate`."""
     gen = pair.sampler(standing_batches=standing_batches)

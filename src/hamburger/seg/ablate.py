@@ -121,8 +121,19 @@ def test_steps_sweep(out: Path, seeds, *, data_root, device: str, ham_grad: str 
             for k in TEST_STEPS:
                 scores[k].append(cached[str(k)])
             continue
-        args = train_args("hamnet", seed, out=run_dir, data_root=data_root, iters=1, batch=16, lr=2e-3,
-                          val_interval=1, max_val=None, workers=0, quiet=True)  # fmt: skip
+        args = train_args(
+            "hamnet",
+            seed,
+            out=run_dir,
+            data_root=data_root,
+            iters=1,
+            batch=16,
+            lr=2e-3,
+            val_interval=1,
+            max_val=None,
+            workers=0,
+            quiet=True,
+        )
         args = dataclasses.replace(args, **reference)  # a damped phantom gradient changes the forward
         model = build_model(args, len(CLASSES), torch.device(device))
         load_model_weights(model, weights)
@@ -177,38 +188,48 @@ def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> lis
 def _ham_finding(rows, gap, verdict) -> list[str]:
     out = []
     pairs = [gap("ham/Hamburger (NMF)", "ham/no ham: breads only")]
-    out.append(f"- *The ham is essential*: {verdict(pairs)} — {pairs[0][0]:+.1f} mIoU over breads only "
-               f"(largest seed std {pairs[0][1]:.1f}).")  # fmt: skip
+    out.append(
+        f"- *The ham is essential*: {verdict(pairs)} — {pairs[0][0]:+.1f} mIoU over breads only "
+        f"(largest seed std {pairs[0][1]:.1f})."
+    )
     return out
 
 
 def _bread_finding(rows, gap, verdict) -> list[str]:
     out = []
     pairs = [gap("breads/both breads", "breads/no lower bread"), gap("breads/both breads", "breads/no upper bread")]
-    out.append(f"- *Both breads help*: {verdict(pairs)} — {pairs[0][0]:+.1f} over no lower bread, {pairs[1][0]:+.1f} "
-               f"over no upper bread (largest std {max(p[1] for p in pairs):.1f}).")  # fmt: skip
+    out.append(
+        f"- *Both breads help*: {verdict(pairs)} — {pairs[0][0]:+.1f} over no lower bread, {pairs[1][0]:+.1f} "
+        f"over no upper bread (largest std {max(p[1] for p in pairs):.1f})."
+    )
     return out
 
 
 def _type_finding(rows, gap, verdict) -> list[str]:
     out = []
     pairs = [gap("ham type/NMF", "ham type/VQ"), gap("ham type/NMF", "ham type/CD")]
-    out.append(f"- *NMF beats VQ and CD*: {verdict(pairs)} — NMF {pairs[0][0]:+.1f} over VQ, {pairs[1][0]:+.1f} "
-               f"over CD (largest std {max(p[1] for p in pairs):.1f}).")  # fmt: skip
+    out.append(
+        f"- *NMF beats VQ and CD*: {verdict(pairs)} — NMF {pairs[0][0]:+.1f} over VQ, {pairs[1][0]:+.1f} "
+        f"over CD (largest std {max(p[1] for p in pairs):.1f})."
+    )
     return out
 
 
 def _grad_finding(rows, gap, verdict) -> list[str]:
     out = []
     pairs = [gap("gradient/one-step (the paper's)", "gradient/BPTT")]
-    out.append(f"- *BPTT hurts where the one-step gradient does not*: {verdict(pairs)} — one-step "
-               f"{pairs[0][0]:+.1f} over BPTT (largest std {pairs[0][1]:.1f}).")  # fmt: skip
+    out.append(
+        f"- *BPTT hurts where the one-step gradient does not*: {verdict(pairs)} — one-step "
+        f"{pairs[0][0]:+.1f} over BPTT (largest std {pairs[0][1]:.1f})."
+    )
     default = f"gradient/{DEFAULT_GRAD} (the default)"
     if default in rows:  # the library's default against the paper's gradient, and against BPTT
         ours, bptt = gap(default, "gradient/one-step (the paper's)"), gap(default, "gradient/BPTT")
         spread = max(ours[1], bptt[1])
-        out.append(f"- *(ours) the default {DEFAULT_GRAD} beats the paper's one-step*: {verdict([ours])} — "
-                   f"{ours[0]:+.1f} over one-step, {bptt[0]:+.1f} over BPTT (largest std {spread:.1f}).")  # fmt: skip
+        out.append(
+            f"- *(ours) the default {DEFAULT_GRAD} beats the paper's one-step*: {verdict([ours])} — "
+            f"{ours[0]:+.1f} over one-step, {bptt[0]:+.1f} over BPTT (largest std {spread:.1f})."
+        )
     return out
 
 
@@ -230,19 +251,45 @@ def _k_finding(rows, ktest) -> list[str]:
         kv = "agrees within the seed spread (the best K lies outside 3–6, K of 3–6 within one std of it)"
     else:
         kv = "**disagrees**"
-    out.append(f"- *K of 3–6 for training and testing*: {kv} — best K in training {best_train} "
-               f"({ktrain[best_train]:.1f}; K 3 {ktrain[3]:.1f}, K 6 {ktrain[6]:.1f}), best K at test {best_test}"
-               + (f" ({means[best_test]:.1f}; K 3–6 up to {max(v for k, v in means.items() if 3 <= k <= 6):.1f})"
-                  if best_test is not None else "")
-               + f"; yardstick: the reference's seed std {spread:.1f}.")  # fmt: skip
+    out.append(
+        f"- *K of 3–6 for training and testing*: {kv} — best K in training {best_train} "
+        f"({ktrain[best_train]:.1f}; K 3 {ktrain[3]:.1f}, K 6 {ktrain[6]:.1f}), best K at test {best_test}"
+        + (
+            f" ({means[best_test]:.1f}; K 3–6 up to {max(v for k, v in means.items() if 3 <= k <= 6):.1f})"
+            if best_test is not None
+            else ""
+        )
+        + f"; yardstick: the reference's seed std {spread:.1f}."
+    )
     return out
 
 
-def run_jobs(*, jobs: int, out: Path, finding_seeds, sweep_seeds, iters: int, data_root, device: str,
-             ham_grad: str | None = None, groups=GROUPS) -> None:  # fmt: skip
+def run_jobs(
+    *,
+    jobs: int,
+    out: Path,
+    finding_seeds,
+    sweep_seeds,
+    iters: int,
+    data_root,
+    device: str,
+    ham_grad: str | None = None,
+    groups=GROUPS,
+) -> None:
     """Train the plan in ``jobs`` processes at once (``--shard i/jobs`` each, the cores split between them)."""
-    argv = ["ablate", "--seeds", ",".join(map(str, finding_seeds)), "--sweep-seeds", ",".join(map(str, sweep_seeds)),
-            "--iters", str(iters), "--device", device, "--out", str(out)]  # fmt: skip
+    argv = [
+        "ablate",
+        "--seeds",
+        ",".join(map(str, finding_seeds)),
+        "--sweep-seeds",
+        ",".join(map(str, sweep_seeds)),
+        "--iters",
+        str(iters),
+        "--device",
+        device,
+        "--out",
+        str(out),
+    ]
     if data_root:
         argv += ["--data-root", str(data_root)]
     if ham_grad:
@@ -277,8 +324,9 @@ def run(
     groups = tuple(require_distinct(groups, "groups"))
     unknown = [g for g in groups if g not in GROUPS]
     if unknown or not groups:
-        raise ValueError(f"unknown ablation group(s) {', '.join(map(repr, unknown)) or '(none given)'}; groups: "
-                         f"{', '.join(GROUPS)}")  # fmt: skip
+        raise ValueError(
+            f"unknown ablation group(s) {', '.join(map(repr, unknown)) or '(none given)'}; groups: {', '.join(GROUPS)}"
+        )
     check_runs([(head, over) for _, head, over, _ in plan(finding_seeds, sweep_seeds, ham_grad, groups)])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,8 +334,17 @@ def run(
     cached(data_root, progress=progress)
     if jobs > 1 and shard is None:
         print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
-        run_jobs(jobs=jobs, out=out, finding_seeds=finding_seeds, sweep_seeds=sweep_seeds, iters=iters,
-                 data_root=data_root, device=device, ham_grad=ham_grad, groups=groups)  # fmt: skip
+        run_jobs(
+            jobs=jobs,
+            out=out,
+            finding_seeds=finding_seeds,
+            sweep_seeds=sweep_seeds,
+            iters=iters,
+            data_root=data_root,
+            device=device,
+            ham_grad=ham_grad,
+            groups=groups,
+        )
     results = {}
     runs = plan(finding_seeds, sweep_seeds, ham_grad, groups)
     if shard is not None:
@@ -296,9 +353,22 @@ def run(
     for i, (tag, head, over, seed) in enumerate(runs, 1):
         if progress:
             print(f"[{i}/{len(runs)}] {tag} seed {seed}", flush=True)
-        results[tag, seed] = run_one(head, seed, out=out, data_root=data_root, iters=iters, batch=16, lr=2e-3,
-                                     val_interval=100, max_val=None, workers=1, progress=progress, overrides=over,
-                                     tag=tag, device=device)  # fmt: skip
+        results[tag, seed] = run_one(
+            head,
+            seed,
+            out=out,
+            data_root=data_root,
+            iters=iters,
+            batch=16,
+            lr=2e-3,
+            val_interval=100,
+            max_val=None,
+            workers=1,
+            progress=progress,
+            overrides=over,
+            tag=tag,
+            device=device,
+        )
     if shard is not None:
         return {"runs": len(runs)}
     rows: dict[str, list[float]] = {}
@@ -311,8 +381,14 @@ def run(
     ktest = {}
     if "K train" in groups:
         ktest = test_steps_sweep(out, finding_seeds, data_root=data_root, device=device, ham_grad=ham_grad)
-    info = {**machine_info(), "iters": iters, "finding_seeds": list(finding_seeds), "sweep_seeds": list(sweep_seeds),
-            "ham_grad": ham_grad or f"the models' default ({DEFAULT_GRAD})", "groups": list(groups)}  # fmt: skip
+    info = {
+        **machine_info(),
+        "iters": iters,
+        "finding_seeds": list(finding_seeds),
+        "sweep_seeds": list(sweep_seeds),
+        "ham_grad": ham_grad or f"the models' default ({DEFAULT_GRAD})",
+        "groups": list(groups),
+    }
     md = ["# ablate", ""] + [f"- {k}: {v}" for k, v in info.items()]
     md += ["", "## The seed's findings on animal-scenes", "", *findings(rows, ktest)]
     for group in groups:

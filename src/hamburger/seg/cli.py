@@ -57,9 +57,11 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ham-type", choices=tuple(HAMS), default=None, help="as the weights were trained")
     p.add_argument("--ham-breads", choices=BREADS, default=None, help="as trained")
     p.add_argument(
-        "--ham-precision", choices=PRECISIONS, default=None,
+        "--ham-precision",
+        choices=PRECISIONS,
+        default=None,
         help="precision of the hams' large products (default fp32; see hamburger.functional)",
-    )  # fmt: skip
+    )
     p.add_argument("--dropout", type=finite_float, default=None, help="dropout before the classifier")
     p.add_argument("--aux", type=parse_bool, default=None, help="FCN auxiliary head on stage 3 (default: variant's)")
     p.add_argument("--pretrained", default=None, help="'hub' for timm's weights, or a local weights file")
@@ -134,9 +136,11 @@ def register(sub) -> None:
     c.add_argument("--ham-grad", type=grad_spec, default=None, help="gradient through the hams' solve")
     c.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     c.add_argument(
-        "--bn-recalib", type=nonnegative_int, default=10,
+        "--bn-recalib",
+        type=nonnegative_int,
+        default=10,
         help="BatchNorm statistics recomputed from N training batches before each evaluation (0: off)",
-    )  # fmt: skip
+    )
     c.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     c.add_argument("--out", type=Path, default=Path("results/compare"))
     t.set_defaults(handler=_train)
@@ -158,8 +162,12 @@ def register(sub) -> None:
         default=None,
         help="gradient of every Hamburger row but the gradient rows (default: the models')",
     )
-    abl.add_argument("--groups", type=choices(ablate.GROUPS), default=ablate.GROUPS,
-                     help=f"row groups to train and report (default all: {','.join(ablate.GROUPS)})")  # fmt: skip
+    abl.add_argument(
+        "--groups",
+        type=choices(ablate.GROUPS),
+        default=ablate.GROUPS,
+        help=f"row groups to train and report (default all: {','.join(ablate.GROUPS)})",
+    )
     abl.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     abl.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     abl.set_defaults(handler=_ablate)
@@ -188,34 +196,65 @@ def register(sub) -> None:
 def _demo(args) -> None:
     iters = args.iters or (20 if args.quick else 800)
     compare.run(
-        heads=compare.DEMO_HEADS, seeds=(args.seed,), iters=iters, val_interval=10 if args.quick else 100,
-        max_val=40 if args.quick else None, data_root=args.data_root, out=args.out, title="demo", device=args.device,
+        heads=compare.DEMO_HEADS,
+        seeds=(args.seed,),
+        iters=iters,
+        val_interval=10 if args.quick else 100,
+        max_val=40 if args.quick else None,
+        data_root=args.data_root,
+        out=args.out,
+        title="demo",
+        device=args.device,
         ham_grad=args.ham_grad,
-    )  # fmt: skip
+    )
 
 
 def _ablate(args) -> None:
     ablate.run(
-        out=args.out, finding_seeds=args.seeds, sweep_seeds=args.sweep_seeds, iters=args.iters,
-        data_root=args.data_root, device=args.device, shard=args.shard, jobs=args.jobs, ham_grad=args.ham_grad,
+        out=args.out,
+        finding_seeds=args.seeds,
+        sweep_seeds=args.sweep_seeds,
+        iters=args.iters,
+        data_root=args.data_root,
+        device=args.device,
+        shard=args.shard,
+        jobs=args.jobs,
+        ham_grad=args.ham_grad,
         groups=args.groups,
-    )  # fmt: skip
+    )
 
 
 def _estimators(args) -> None:
     estimators.run(
-        out=args.out, estimators=args.estimators, seeds=args.seeds, iters=args.iters, data_root=args.data_root,
-        device=args.device, shard=args.shard, jobs=args.jobs, long=args.long,
-    )  # fmt: skip
+        out=args.out,
+        estimators=args.estimators,
+        seeds=args.seeds,
+        iters=args.iters,
+        data_root=args.data_root,
+        device=args.device,
+        shard=args.shard,
+        jobs=args.jobs,
+        long=args.long,
+    )
 
 
 def _compare(args) -> None:
     compare.run(
-        heads=names(args.heads), seeds=tuple(args.seeds),
-        iters=args.iters, batch=args.batch_size, lr=args.lr, val_interval=args.val_interval,
-        max_val=args.max_val_samples, workers=args.workers, data_root=args.data_root, out=args.out,
-        ham_precision=args.ham_precision, device=args.device, bn_recalib=args.bn_recalib, ham_grad=args.ham_grad,
-    )  # fmt: skip
+        heads=names(args.heads),
+        seeds=tuple(args.seeds),
+        iters=args.iters,
+        batch=args.batch_size,
+        lr=args.lr,
+        val_interval=args.val_interval,
+        max_val=args.max_val_samples,
+        workers=args.workers,
+        data_root=args.data_root,
+        out=args.out,
+        ham_precision=args.ham_precision,
+        device=args.device,
+        bn_recalib=args.bn_recalib,
+        ham_grad=args.ham_grad,
+    )
 
 
 def _train(args) -> None:
@@ -232,9 +271,16 @@ def _eval(args) -> None:
     dataset = build_dataset(args.dataset, args.data_root, args.split, transform=SegTransform(train=False), **kw)
     model = load_trained_model(args, dataset.num_classes)
     res = evaluate(
-        model, dataset, device=args.device, scales=args.scales, flip=args.flip, crop=args.crop, stride=args.stride,
-        max_samples=args.max_samples, progress=True,
-    )  # fmt: skip
+        model,
+        dataset,
+        device=args.device,
+        scales=args.scales,
+        flip=args.flip,
+        crop=args.crop,
+        stride=args.stride,
+        max_samples=args.max_samples,
+        progress=True,
+    )
     print("\n".join(res["table"]))
     print(f"mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}  ({res['samples']} images)")
     if args.out:
@@ -253,7 +299,14 @@ def _predict(args) -> None:
         raise ValueError("--num-classes is required")
     model = load_trained_model(args, args.num_classes)
     written = predict_files(
-        model, args.inputs, args.out, num_classes=args.num_classes, device=args.device, scales=args.scales,
-        flip=args.flip, crop=args.crop, stride=args.stride,
-    )  # fmt: skip
+        model,
+        args.inputs,
+        args.out,
+        num_classes=args.num_classes,
+        device=args.device,
+        scales=args.scales,
+        flip=args.flip,
+        crop=args.crop,
+        stride=args.stride,
+    )
     print(f"wrote {len(written)} masks and overlays to {args.out}")

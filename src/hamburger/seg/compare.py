@@ -31,10 +31,22 @@ from .transforms import SegTransform
 
 DEMO_HEADS = ("hamnet", "nonlocal", "fcn")
 BN_RECALIB = 10  # batches; 0 reproduces the demo's figures before docs/stability.md
-LABELS = {"hamnet": "Hamburger (NMF)", "nonlocal": "self-attention (SDPA)", "fcn": "no context (matched convs)",
-          "local": "local control (breads, no ham)", "ham_nmf": "Hamburger v1 NMF", "ham_vq": "Hamburger v1 VQ",
-          "ham_cd": "Hamburger v1 CD", "danet": "DANet", "ema": "EMANet", "ccnet": "CCNet", "linear": "linear attn",
-          "a2net": "A2-Net", "gcnet": "GCNet", "nonlocal_naive": "self-attention (naive)"}  # fmt: skip
+LABELS = {
+    "hamnet": "Hamburger (NMF)",
+    "nonlocal": "self-attention (SDPA)",
+    "fcn": "no context (matched convs)",
+    "local": "local control (breads, no ham)",
+    "ham_nmf": "Hamburger v1 NMF",
+    "ham_vq": "Hamburger v1 VQ",
+    "ham_cd": "Hamburger v1 CD",
+    "danet": "DANet",
+    "ema": "EMANet",
+    "ccnet": "CCNet",
+    "linear": "linear attn",
+    "a2net": "A2-Net",
+    "gcnet": "GCNet",
+    "nonlocal_naive": "self-attention (naive)",
+}
 
 
 # the fields that configure the Hamburger (the heads without one ignore them)
@@ -46,19 +58,51 @@ def has_ham(head: str) -> bool:
     return holds_ham(f"{head}_tiny")
 
 
-def train_args(head: str, seed: int, *, out: Path, data_root, iters: int, batch: int, lr: float, val_interval: int,
-               max_val: int | None, workers: int, quiet: bool,
-               ham_precision: str | None = None, device: str = "cpu",
-               bn_recalib: int = BN_RECALIB) -> SegTrainConfig:  # fmt: skip
+def train_args(
+    head: str,
+    seed: int,
+    *,
+    out: Path,
+    data_root,
+    iters: int,
+    batch: int,
+    lr: float,
+    val_interval: int,
+    max_val: int | None,
+    workers: int,
+    quiet: bool,
+    ham_precision: str | None = None,
+    device: str = "cpu",
+    bn_recalib: int = BN_RECALIB,
+) -> SegTrainConfig:
     """The `hamburger seg train` configuration of one run: the demo's recipe on animal-scenes (BatchNorm statistics
     recomputed from ``bn_recalib`` training batches before each evaluation: docs/stability.md)."""
     return SegTrainConfig(
-        dataset="animal-scenes", data_root=data_root, model=f"{head}_tiny", ham_precision=ham_precision, out=out,
-        crop_size=128, scale_range=(1.0, 1.0), batch_size=batch, iters=iters, optimizer="adamw", lr=lr,
-        weight_decay=0.0, bias_lr_mult=1.0, aux_weight=0.0, workers=workers, seed=seed, val_interval=val_interval,
-        max_val_samples=max_val, ckpt_interval=val_interval, resume=True, no_tensorboard=True, quiet=quiet,
-        device=device, bn_recalib=bn_recalib,
-    )  # fmt: skip
+        dataset="animal-scenes",
+        data_root=data_root,
+        model=f"{head}_tiny",
+        ham_precision=ham_precision,
+        out=out,
+        crop_size=128,
+        scale_range=(1.0, 1.0),
+        batch_size=batch,
+        iters=iters,
+        optimizer="adamw",
+        lr=lr,
+        weight_decay=0.0,
+        bias_lr_mult=1.0,
+        aux_weight=0.0,
+        workers=workers,
+        seed=seed,
+        val_interval=val_interval,
+        max_val_samples=max_val,
+        ckpt_interval=val_interval,
+        resume=True,
+        no_tensorboard=True,
+        quiet=quiet,
+        device=device,
+        bn_recalib=bn_recalib,
+    )
 
 
 def check_runs(runs) -> None:
@@ -70,8 +114,19 @@ def check_runs(runs) -> None:
             continue
         seen.append((head, overrides))
         try:
-            args = train_args(head, 0, out=Path("."), data_root=None, iters=1, batch=1, lr=1e-3, val_interval=1,
-                              max_val=None, workers=0, quiet=True)  # fmt: skip
+            args = train_args(
+                head,
+                0,
+                out=Path("."),
+                data_root=None,
+                iters=1,
+                batch=1,
+                lr=1e-3,
+                val_interval=1,
+                max_val=None,
+                workers=0,
+                quiet=True,
+            )
             build_model(dataclasses.replace(args, **(overrides or {})), len(CLASSES), torch.device("cpu"))
         except (TypeError, ValueError) as e:
             over = f" with {overrides}" if overrides else ""
@@ -84,15 +139,44 @@ def _train_ms(log: list[dict]) -> float:
     return 1e3 * statistics.median(diffs) if diffs else float("nan")
 
 
-def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val_interval, max_val, workers,
-            progress: bool, ham_precision: str | None = None, overrides: dict | None = None,
-            tag: str | None = None, device: str = "cpu", bn_recalib: int = BN_RECALIB) -> dict:  # fmt: skip
+def run_one(
+    head: str,
+    seed: int,
+    *,
+    out: Path,
+    data_root,
+    iters,
+    batch,
+    lr,
+    val_interval,
+    max_val,
+    workers,
+    progress: bool,
+    ham_precision: str | None = None,
+    overrides: dict | None = None,
+    tag: str | None = None,
+    device: str = "cpu",
+    bn_recalib: int = BN_RECALIB,
+) -> dict:
     """Train, select on validation and test one (head, seed); ``overrides`` replace fields of the demo's
     :class:`SegTrainConfig` (a variant, stored under ``out/tag``)."""
     run_dir = out / (tag or f"{head}_tiny") / f"seed{seed}"
-    args = train_args(head, seed, out=run_dir, data_root=data_root, iters=iters, batch=batch, lr=lr,
-                      val_interval=val_interval, max_val=max_val, workers=workers, quiet=not progress,
-                      ham_precision=ham_precision, device=device, bn_recalib=bn_recalib)  # fmt: skip
+    args = train_args(
+        head,
+        seed,
+        out=run_dir,
+        data_root=data_root,
+        iters=iters,
+        batch=batch,
+        lr=lr,
+        val_interval=val_interval,
+        max_val=max_val,
+        workers=workers,
+        quiet=not progress,
+        ham_precision=ham_precision,
+        device=device,
+        bn_recalib=bn_recalib,
+    )
     if overrides:
         args = dataclasses.replace(args, **overrides)
     done, recipe = run_dir / "result.json", recipe_of(args, RESUME_FREE, test_split="test")
@@ -123,15 +207,24 @@ def run_one(head: str, seed: int, *, out: Path, data_root, iters, batch, lr, val
 
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     result = {
-        "head": head, "model": f"{head}_tiny", "seed": seed, "iters": iters, "batch": batch, "variant": tag,
+        "head": head,
+        "model": f"{head}_tiny",
+        "seed": seed,
+        "iters": iters,
+        "batch": batch,
+        "variant": tag,
         "overrides": {k: str(v) for k, v in (overrides or {}).items()},
-        "test_miou": metrics["miou"], "test_iou": metrics["iou"], "ham_precision": ham_precision or "fp32",
-        "params": sum(p.numel() for p in model.parameters()), "gflops": count_flops(infer) / 1e9,
-        "train_ms_per_iter": _train_ms(log), "infer_ms_per_image": 1e3 * median_time(infer, repeats=5),
+        "test_miou": metrics["miou"],
+        "test_iou": metrics["iou"],
+        "ham_precision": ham_precision or "fp32",
+        "params": sum(p.numel() for p in model.parameters()),
+        "gflops": count_flops(infer) / 1e9,
+        "train_ms_per_iter": _train_ms(log),
+        "infer_ms_per_image": 1e3 * median_time(infer, repeats=5),
         "infer_peak_mib": peak_memory(infer, torch.device("cpu")) / 2**20,
         "val_curve": [(r["time"], r["val_miou"]) for r in log if "val_miou" in r],
         "val_steps": [r["step"] for r in log if "val_miou" in r],
-    }  # fmt: skip
+    }
     return save_result(done, recipe, result, indent=2)
 
 
@@ -167,11 +260,26 @@ def run(
     data_root = Path(data_root) if data_root else None
     cached(data_root, progress=progress)
     results = [
-        run_one(h, s, out=out, data_root=data_root, iters=iters, batch=batch, lr=lr, val_interval=val_interval,
-                max_val=max_val, workers=workers, progress=progress, ham_precision=ham_precision, device=device,
-                bn_recalib=bn_recalib, overrides={"ham_grad": ham_grad} if ham_grad and has_ham(h) else None)
-        for s in seeds for h in heads
-    ]  # fmt: skip
+        run_one(
+            h,
+            s,
+            out=out,
+            data_root=data_root,
+            iters=iters,
+            batch=batch,
+            lr=lr,
+            val_interval=val_interval,
+            max_val=max_val,
+            workers=workers,
+            progress=progress,
+            ham_precision=ham_precision,
+            device=device,
+            bn_recalib=bn_recalib,
+            overrides={"ham_grad": ham_grad} if ham_grad and has_ham(h) else None,
+        )
+        for s in seeds
+        for h in heads
+    ]
     summary = summarise(results, heads)
     info = {
         **machine_info(),
@@ -200,12 +308,19 @@ def summarise(results: list[dict], heads) -> list[dict]:
     for h in heads:
         mine = [r for r in results if r["head"] == h]
         mious = [100 * r["test_miou"] for r in mine]
-        rows.append({
-            "head": h, "label": LABELS.get(h, h), "seeds": len(mine), "miou_mean": statistics.mean(mious),
-            "miou_std": statistics.stdev(mious) if len(mious) > 1 else 0.0,
-            **{k: statistics.mean(r[k] for r in mine) for k in
-               ("params", "gflops", "train_ms_per_iter", "infer_ms_per_image", "infer_peak_mib")},
-        })  # fmt: skip
+        rows.append(
+            {
+                "head": h,
+                "label": LABELS.get(h, h),
+                "seeds": len(mine),
+                "miou_mean": statistics.mean(mious),
+                "miou_std": statistics.stdev(mious) if len(mious) > 1 else 0.0,
+                **{
+                    k: statistics.mean(r[k] for r in mine)
+                    for k in ("params", "gflops", "train_ms_per_iter", "infer_ms_per_image", "infer_peak_mib")
+                },
+            }
+        )
     return rows
 
 
@@ -240,8 +355,15 @@ def _plot_curves(results, heads, path: Path) -> None:
     for h, colour in zip(heads, colours):
         for i, r in enumerate(x for x in results if x["head"] == h):
             t, m = zip(*r["val_curve"]) if r["val_curve"] else ((), ())
-            ax.plot(t, [100 * v for v in m], "-o", color=colour, markersize=3, alpha=0.8,
-                    label=LABELS.get(h, h) if i == 0 else None)  # fmt: skip
+            ax.plot(
+                t,
+                [100 * v for v in m],
+                "-o",
+                color=colour,
+                markersize=3,
+                alpha=0.8,
+                label=LABELS.get(h, h) if i == 0 else None,
+            )
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("validation mIoU (%)")
     ax.grid(alpha=0.3)
@@ -262,8 +384,19 @@ def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int
     colours = palette(len(CLASSES))
     models = {}
     for h in heads:
-        args = train_args(h, seed, out=out, data_root=data_root, iters=1, batch=1, lr=2e-3, val_interval=1,
-                          max_val=None, workers=0, quiet=True)  # fmt: skip
+        args = train_args(
+            h,
+            seed,
+            out=out,
+            data_root=data_root,
+            iters=1,
+            batch=1,
+            lr=2e-3,
+            val_interval=1,
+            max_val=None,
+            workers=0,
+            quiet=True,
+        )
         model = build_model(args, len(CLASSES), torch.device("cpu"))
         load_model_weights(model, out / f"{h}_tiny" / f"seed{seed}" / "best.safetensors")
         models[h] = model.eval()

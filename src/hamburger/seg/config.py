@@ -21,8 +21,20 @@ from .models import holds_ham
 NORMS = ("batch", "group")  # the norm layers a segmentation head or backbone can be built with
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
-RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
-                         "allow_changed_config", "skip_data_check"})  # fmt: skip
+RESUME_FREE = frozenset(
+    {
+        "out",
+        "resume",
+        "overwrite",
+        "quiet",
+        "no_tensorboard",
+        "workers",
+        "device",
+        "ckpt_interval",
+        "allow_changed_config",
+        "skip_data_check",
+    }
+)
 
 
 @dataclass

@@ -19,9 +19,28 @@ from . import scenes
 from .transforms import IGNORE_INDEX
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 
 def _read_lines(path: Path, layout: str) -> list[str]:
@@ -212,8 +231,14 @@ def folder(root, split: str = "train", *, num_classes: int | None = None, **kw) 
     names = _read_lines(root / "splits" / f"{split}.txt", FOLDER_LAYOUT)
     pairs = []
     for n in names:
-        image = next((root / "images" / f"{n}{ext}" for ext in (".jpg", ".png", ".jpeg")
-                      if (root / "images" / f"{n}{ext}").is_file()), root / "images" / f"{n}.jpg")  # fmt: skip
+        image = next(
+            (
+                root / "images" / f"{n}{ext}"
+                for ext in (".jpg", ".png", ".jpeg")
+                if (root / "images" / f"{n}{ext}").is_file()
+            ),
+            root / "images" / f"{n}.jpg",
+        )
         pairs.append((image, root / "masks" / f"{n}.png"))
     return SegmentationDataset(pairs, num_classes=num_classes, name=f"folder/{split}", **kw)
 
@@ -239,9 +264,12 @@ class AnimalScenes(SegmentationDataset):
                 raise ValueError(f"cache {root} holds {found}, expected {expected}: delete it to regenerate")
             self.images, self.masks = f[f"{split}_images"], f[f"{split}_masks"]
         super().__init__(
-            [(Path(f"{split}/{i}"), Path(f"{split}/{i}")) for i in range(len(self.images))], num_classes=11,
-            transform=transform, class_names=CLASSES, name=f"animal-scenes/{split}",
-        )  # fmt: skip
+            [(Path(f"{split}/{i}"), Path(f"{split}/{i}")) for i in range(len(self.images))],
+            num_classes=11,
+            transform=transform,
+            class_names=CLASSES,
+            name=f"animal-scenes/{split}",
+        )
 
     def read(self, index: int):
         return self.images[index], self.masks[index].astype(np.int64)

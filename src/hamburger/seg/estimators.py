@@ -60,8 +60,19 @@ def train_cost(grad: str | None, steps: int, *, batch: int = 16, repeats: int = 
     configuration, one after another in this process — not from the training logs, whose times depend on whatever
     else shared the machine."""
     head = ATTENTION if grad is None else "hamnet"
-    args = train_args(head, 0, out=Path("."), data_root=None, iters=1, batch=batch, lr=2e-3, val_interval=1,
-                      max_val=None, workers=0, quiet=True)  # fmt: skip
+    args = train_args(
+        head,
+        0,
+        out=Path("."),
+        data_root=None,
+        iters=1,
+        batch=batch,
+        lr=2e-3,
+        val_interval=1,
+        max_val=None,
+        workers=0,
+        quiet=True,
+    )
     if grad is not None:
         import dataclasses
 
@@ -87,10 +98,21 @@ def _train(runs, *, out: Path, seeds, iters: int, data_root, device: str, progre
         if progress:
             print(f"[{i}/{len(runs)}] {tag} seed {seed}", flush=True)
         results[tag, seed] = run_one(
-            ATTENTION if grad is None else "hamnet", seed, out=out, data_root=data_root, iters=iters, batch=16,
-            lr=2e-3, val_interval=100, max_val=None, workers=1, progress=progress,
-            overrides=None if grad is None else _overrides(grad, steps), tag=tag, device=device,
-        )  # fmt: skip
+            ATTENTION if grad is None else "hamnet",
+            seed,
+            out=out,
+            data_root=data_root,
+            iters=iters,
+            batch=16,
+            lr=2e-3,
+            val_interval=100,
+            max_val=None,
+            workers=1,
+            progress=progress,
+            overrides=None if grad is None else _overrides(grad, steps),
+            tag=tag,
+            device=device,
+        )
     return results
 
 
@@ -121,9 +143,11 @@ def _summary(results: dict, grads, steps: int, seeds) -> dict[str, dict]:
             continue
         mean, std = mean_std([100 * r["test_miou"] for r in mine])
         rows[grad or "attention"] = {
-            "miou_mean": mean, "miou_std": std, "mious": [100 * r["test_miou"] for r in mine],
+            "miou_mean": mean,
+            "miou_std": std,
+            "mious": [100 * r["test_miou"] for r in mine],
             "train_ms_per_iter": sum(r["train_ms_per_iter"] for r in mine) / len(mine),
-        }  # fmt: skip
+        }
     return rows
 
 
@@ -135,20 +159,38 @@ def meets_target(row: dict, bptt: dict) -> bool:
 def choose_default(short: dict[str, dict], long: dict[str, dict]) -> tuple[str, str]:
     """The rule: of the fixed-memory estimators that keep the forward and meet the target at both K, the cheapest at
     K = 12 (peak memory, ties within 5% broken by time per step); BPTT if none. Returns (estimator, the reason)."""
-    ok = [g for g in long if g not in ("attention", "bptt") and keeps_forward(g)
-          and meets_target(long[g], long["bptt"]) and g in short and meets_target(short[g], short["bptt"])]  # fmt: skip
+    ok = [
+        g
+        for g in long
+        if g not in ("attention", "bptt")
+        and keeps_forward(g)
+        and meets_target(long[g], long["bptt"])
+        and g in short
+        and meets_target(short[g], short["bptt"])
+    ]
     if not ok:
-        return "bptt", ("no estimator with fixed memory in K that keeps the forward met the target at both K = 6 and "
-                        "K = 12")  # fmt: skip
+        return "bptt", (
+            "no estimator with fixed memory in K that keeps the forward met the target at both K = 6 and K = 12"
+        )
     least = min(long[g]["peak_mib"] for g in ok)
     tied = [g for g in ok if long[g]["peak_mib"] <= least * (1 + MEMORY_TIE)]
     best = min(tied, key=lambda g: long[g]["step_ms"])
     return best, f"meets the target at K = 6 and 12 ({', '.join(ok)} do), least memory then time per step of those"
 
 
-def run(*, out: Path, estimators=SHORT, seeds=SEEDS, iters: int = 800, data_root=None, device: str = "cpu",
-        progress: bool = True, shard: tuple[int, int] | None = None, jobs: int = 1,
-        long: tuple[str, ...] | None = None) -> dict:  # fmt: skip
+def run(
+    *,
+    out: Path,
+    estimators=SHORT,
+    seeds=SEEDS,
+    iters: int = 800,
+    data_root=None,
+    device: str = "cpu",
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    jobs: int = 1,
+    long: tuple[str, ...] | None = None,
+) -> dict:
     """Both phases (resumable), the tables and the plot. ``shard=(i, n)`` trains every n-th run of a phase only (phase 2
     when ``long`` is given); ``jobs=n`` runs each phase in n such processes, the cores split between them."""
     estimators, seeds = require_distinct(tuple(estimators), "estimators"), require_distinct(tuple(seeds), "seeds")
@@ -165,8 +207,19 @@ def run(*, out: Path, estimators=SHORT, seeds=SEEDS, iters: int = 800, data_root
     data_root = Path(data_root) if data_root else None
     cached(data_root, progress=progress)
     kw = {"out": out, "seeds": seeds, "iters": iters, "data_root": data_root, "device": device, "progress": progress}
-    argv = ["estimators", "--estimators", ",".join(estimators), "--seeds", ",".join(map(str, seeds)),
-            "--iters", str(iters), "--device", device, "--out", str(out)]  # fmt: skip
+    argv = [
+        "estimators",
+        "--estimators",
+        ",".join(estimators),
+        "--seeds",
+        ",".join(map(str, seeds)),
+        "--iters",
+        str(iters),
+        "--device",
+        device,
+        "--out",
+        str(out),
+    ]
     if data_root:
         argv += ["--data-root", str(data_root)]
     if shard is not None:
@@ -194,8 +247,15 @@ def run(*, out: Path, estimators=SHORT, seeds=SEEDS, iters: int = 800, data_root
     info = {**machine_info(), "iters": iters, "seeds": list(seeds), "threads": torch.get_num_threads()}
     md = markdown(short, long_rows, default, why, info)
     atomic_write_text(out / "estimators.md", "\n".join(md) + "\n")
-    payload = {"machine": info, "short_steps": SHORT_STEPS, "long_steps": LONG_STEPS, "short": short,
-               "long": long_rows, "default": default, "why": why}  # fmt: skip
+    payload = {
+        "machine": info,
+        "short_steps": SHORT_STEPS,
+        "long_steps": LONG_STEPS,
+        "short": short,
+        "long": long_rows,
+        "default": default,
+        "why": why,
+    }
     atomic_write_text(out / "estimators.json", json.dumps(payload, indent=1))
     plot(short, long_rows, out / "estimators.png")
     if progress:
@@ -208,20 +268,27 @@ def markdown(short: dict, long: dict, default: str, why: str, info: dict) -> lis
     md += [f"- {k}: {v}" for k, v in info.items()]
     for steps, rows in ((SHORT_STEPS, short), (LONG_STEPS, long)):
         bptt = rows["bptt"]
-        md += ["", f"## K = {steps}", "", f"target: mean ≥ BPTT's mean − max(1.0, BPTT's std) = "
-               f"{bptt['miou_mean'] - max(1.0, bptt['miou_std']):.1f}", "",
-               "| gradient | test mIoU (mean ± std) | seeds | ms / step (alone) | ms / iteration (training log) "
-               "| peak training MiB | fixed memory in K | keeps the forward | meets the target |",
-               "|---|---:|---|---:|---:|---:|---|---|---|"]  # fmt: skip
+        md += [
+            "",
+            f"## K = {steps}",
+            "",
+            f"target: mean ≥ BPTT's mean − max(1.0, BPTT's std) = {bptt['miou_mean'] - max(1.0, bptt['miou_std']):.1f}",
+            "",
+            "| gradient | test mIoU (mean ± std) | seeds | ms / step (alone) | ms / iteration (training log) "
+            "| peak training MiB | fixed memory in K | keeps the forward | meets the target |",
+            "|---|---:|---|---:|---:|---:|---|---|---|",
+        ]
         for grad, r in sorted(rows.items(), key=lambda kv: -kv[1]["miou_mean"]):
             seeds = " / ".join(f"{v:.1f}" for v in r["mious"])
             target = "—" if grad in ("attention", "bptt") else ("yes" if meets_target(r, bptt) else "no")
             label = "self-attention (SDPA)" if grad == "attention" else grad
             fixed = "—" if grad == "attention" else ("yes" if r["fixed_memory"] else "no")
             forward = "—" if grad == "attention" else ("yes" if keeps_forward(grad) else "no (damped)")
-            md.append(f"| {label} | {r['miou_mean']:.1f} ± {r['miou_std']:.1f} | {seeds} | "
-                      f"{r['step_ms']:.0f} | {r['train_ms_per_iter']:.0f} | {r['peak_mib']:.0f} | {fixed} "
-                      f"| {forward} | {target} |")  # fmt: skip
+            md.append(
+                f"| {label} | {r['miou_mean']:.1f} ± {r['miou_std']:.1f} | {seeds} | "
+                f"{r['step_ms']:.0f} | {r['train_ms_per_iter']:.0f} | {r['peak_mib']:.0f} | {fixed} "
+                f"| {forward} | {target} |"
+            )
     md += ["", f"**Default by the rule: `{default}`** — {why}."]
     return md
 
@@ -236,8 +303,15 @@ def plot(short: dict, long: dict, path: Path) -> None:
     colors = {g: f"C{i}" for i, g in enumerate(dict.fromkeys([*short, *long]))}  # one colour per estimator
     for ax, (steps, rows) in zip(axes, ((SHORT_STEPS, short), (LONG_STEPS, long))):
         for grad, r in rows.items():
-            ax.errorbar(r["peak_mib"], r["miou_mean"], yerr=r["miou_std"], marker="o", capsize=3, color=colors[grad],
-                        label="self-attention" if grad == "attention" else grad)  # fmt: skip
+            ax.errorbar(
+                r["peak_mib"],
+                r["miou_mean"],
+                yerr=r["miou_std"],
+                marker="o",
+                capsize=3,
+                color=colors[grad],
+                label="self-attention" if grad == "attention" else grad,
+            )
         bptt = rows["bptt"]
         ax.axhline(bptt["miou_mean"] - max(1.0, bptt["miou_std"]), color="gray", ls="--", lw=1, label="target")
         ax.set_title(f"K = {steps}")

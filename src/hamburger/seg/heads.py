@@ -152,8 +152,9 @@ class LightHamHead(nn.Module):
     def forward(self, features: list[Tensor]) -> Tensor:
         feats = [features[i] for i in self.in_index]
         size = feats[0].shape[2:]
-        feats = [f if f.shape[2:] == size else F.interpolate(f, size, mode="bilinear", align_corners=False)
-                 for f in feats]  # fmt: skip
+        feats = [
+            f if f.shape[2:] == size else F.interpolate(f, size, mode="bilinear", align_corners=False) for f in feats
+        ]
         x = self.squeeze(torch.cat(feats, dim=1))
         x = self.align(self.hamburger(x))
         return self.conv_seg(self.dropout(x))
@@ -162,8 +163,9 @@ class LightHamHead(nn.Module):
 class AuxHead(nn.Module):
     """FCN auxiliary head (mmseg ``FCNHead``, one conv): 3x3 conv-norm-ReLU (in -> 256) -> dropout -> classifier."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, channels: int = 256, dropout: float = 0.1,
-                 norm_layer="batch") -> None:  # fmt: skip
+    def __init__(
+        self, in_channels: int, num_classes: int, *, channels: int = 256, dropout: float = 0.1, norm_layer="batch"
+    ) -> None:
         super().__init__()
         self.conv = ConvNormAct(in_channels, channels, kernel_size=3, norm_layer=norm_layer)
         self.dropout = nn.Dropout2d(dropout)

@@ -15,9 +15,17 @@ BACKBONES = {"r18": "resnet18d", "r50": "resnet50c", "r101": "resnet101c"}
 
 
 def _context_model(
-    *, backbone: str, context: str, num_classes: int, pretrained=False, aux: bool = True, norm_layer="batch",
-    output_stride: int = 8, backbone_norm=None, **head_kwargs,
-) -> SegmentationModel:  # fmt: skip
+    *,
+    backbone: str,
+    context: str,
+    num_classes: int,
+    pretrained=False,
+    aux: bool = True,
+    norm_layer="batch",
+    output_stride: int = 8,
+    backbone_norm=None,
+    **head_kwargs,
+) -> SegmentationModel:
     if backbone == "tiny":
         if pretrained:
             raise ValueError("the tiny backbone has no pretrained weights")

@@ -30,9 +30,23 @@ from ..data.silhouettes import (
 VERSION = "animal-scenes-v1"
 # scikit-image images used as backgrounds and fills (not `chelsea` or `horse`: cat and horse are classes)
 TEXTURES = (
-    "brick", "grass", "gravel", "camera", "coins", "coffee", "moon", "page", "text", "astronaut", "rocket",
-    "hubble_deep_field", "immunohistochemistry", "retina", "cell", "clock",
-)  # fmt: skip
+    "brick",
+    "grass",
+    "gravel",
+    "camera",
+    "coins",
+    "coffee",
+    "moon",
+    "page",
+    "text",
+    "astronaut",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "cell",
+    "clock",
+)
 SPLITS = {"train": 2000, "val": 300, "test": 500}
 SIZE = 128
 

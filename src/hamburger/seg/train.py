@@ -72,9 +72,12 @@ def poly_lambda(step: int, *, total: int, power: float, warmup: int, warmup_rati
 
 def build_optimizer(model, args):
     groups = param_groups(
-        model, lr=args.lr, weight_decay=args.weight_decay, bias_lr_mult=args.bias_lr_mult,
+        model,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        bias_lr_mult=args.bias_lr_mult,
         head_lr_mult=args.head_lr_mult,
-    )  # fmt: skip
+    )
     if args.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum)
     elif args.optimizer == "adamw":
@@ -102,9 +105,18 @@ def model_overrides(args) -> dict:
         over["context_norm"] = args.context_norm
     if getattr(args, "backbone_norm", None) == "group":
         over["backbone_norm"] = group_norm
-    flags = (("rank", "rank"), ("ham_type", "ham"), ("ham_init", "init"), ("ham_version", "version"),
-             ("ham_steps", "train_steps"), ("ham_eval_steps", "eval_steps"), ("ham_grad", "grad"),
-             ("ham_breads", "breads"), ("dropout", "dropout"), ("aux", "aux"))  # fmt: skip
+    flags = (
+        ("rank", "rank"),
+        ("ham_type", "ham"),
+        ("ham_init", "init"),
+        ("ham_version", "version"),
+        ("ham_steps", "train_steps"),
+        ("ham_eval_steps", "eval_steps"),
+        ("ham_grad", "grad"),
+        ("ham_breads", "breads"),
+        ("dropout", "dropout"),
+        ("aux", "aux"),
+    )
     for flag, key in flags:
         value = getattr(args, flag, None)
         if value is not None:
@@ -149,8 +161,9 @@ class SegTask(Task):
 
     def build(self, config: SegTrainConfig, device: torch.device):
         kw = {"num_classes": config.num_classes} if config.dataset == "folder" else {}
-        transform = SegTransform(train=True, crop_size=config.crop_size, seed=config.seed,
-                                 scale_range=tuple(config.scale_range))  # fmt: skip
+        transform = SegTransform(
+            train=True, crop_size=config.crop_size, seed=config.seed, scale_range=tuple(config.scale_range)
+        )
         train_set = build_dataset(config.dataset, config.data_root, config.train_split, transform=transform, **kw)
         val_set = None
         if config.val_interval:

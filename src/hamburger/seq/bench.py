@@ -29,9 +29,20 @@ def crossover(rows: list[dict], mixer: str, key: str, reference: str = "softmax"
     return best
 
 
-def run(*, ns=(512, 1024, 2048, 4096, 8192, 16384), mixers=("ham_nmf", "ham_vq", "softmax", "linear"), dim=128,
-        heads=4, rank=16, width=None, chunk=64, repeats=3, device="cpu", out=Path("results/seq-bench"),
-        progress=True) -> dict:  # fmt: skip
+def run(
+    *,
+    ns=(512, 1024, 2048, 4096, 8192, 16384),
+    mixers=("ham_nmf", "ham_vq", "softmax", "linear"),
+    dim=128,
+    heads=4,
+    rank=16,
+    width=None,
+    chunk=64,
+    repeats=3,
+    device="cpu",
+    out=Path("results/seq-bench"),
+    progress=True,
+) -> dict:
     mixers = require_distinct(mixers, "mixers")
     if "none" in mixers:
         raise ValueError("seq bench times token mixers; 'none' has no mixer (and nothing to back-propagate)")
@@ -54,11 +65,15 @@ def run(*, ns=(512, 1024, 2048, 4096, 8192, 16384), mixers=("ham_nmf", "ham_vq",
                 mixer.zero_grad(set_to_none=True)
                 mixer(x).square().mean().backward()
 
-            rows.append({
-                "mixer": name, "n": n, "forward_ms": 1e3 * median_time(forward, repeats=repeats, sync=sync),
-                "train_ms": 1e3 * median_time(train_step, repeats=repeats, sync=sync),
-                "train_peak_mib": peak_memory(train_step, dev) / 2**20,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "mixer": name,
+                    "n": n,
+                    "forward_ms": 1e3 * median_time(forward, repeats=repeats, sync=sync),
+                    "train_ms": 1e3 * median_time(train_step, repeats=repeats, sync=sync),
+                    "train_peak_mib": peak_memory(train_step, dev) / 2**20,
+                }
+            )
             if progress:
                 print(rows[-1], flush=True)
     info = {**machine_info(), **dev_info}
@@ -66,17 +81,25 @@ def run(*, ns=(512, 1024, 2048, 4096, 8192, 16384), mixers=("ham_nmf", "ham_vq",
     md = [f"# One causal mixer layer against N (C {dim}, {heads} heads, Ham {ham}, chunk {chunk}, batch 1)", ""]
     md += [f"- {k}: {v}" for k, v in info.items()]
     md += ["", "| mixer | N | forward ms | train step ms | train peak MiB |", "|---|---:|---:|---:|---:|"]
-    md += [f"| {r['mixer']} | {r['n']} | {r['forward_ms']:.1f} | {r['train_ms']:.1f} | {r['train_peak_mib']:.1f} |"
-           for r in rows]  # fmt: skip
-    md += ["", "Power-law exponent over N >= 2048 (cost ∝ N^e) and the crossover against causal SDPA (the smallest N "
-           "from which the mixer is faster at every longer N measured):", "",
-           "| mixer | forward e | train e | memory e | faster forward from N | faster train step from N |",
-           "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    md += [
+        f"| {r['mixer']} | {r['n']} | {r['forward_ms']:.1f} | {r['train_ms']:.1f} | {r['train_peak_mib']:.1f} |"
+        for r in rows
+    ]
+    md += [
+        "",
+        "Power-law exponent over N >= 2048 (cost ∝ N^e) and the crossover against causal SDPA (the smallest N "
+        "from which the mixer is faster at every longer N measured):",
+        "",
+        "| mixer | forward e | train e | memory e | faster forward from N | faster train step from N |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     summary = {}
     for name in mixers:
         rs = [r for r in rows if r["mixer"] == name and r["n"] >= 2048]
-        e = [power_law_exponent([r["n"] for r in rs], [r[k] for r in rs])
-             for k in ("forward_ms", "train_ms", "train_peak_mib")]  # fmt: skip
+        e = [
+            power_law_exponent([r["n"] for r in rs], [r[k] for r in rs])
+            for k in ("forward_ms", "train_ms", "train_peak_mib")
+        ]
         cross = [crossover(rows, name, k) if name != "softmax" else None for k in ("forward_ms", "train_ms")]
         summary[name] = {"exponents": e, "crossover_forward": cross[0], "crossover_train": cross[1]}
         cells = [f"{v:.2f}" if v is not None else "-" for v in e] + [str(c) if c else "-" for c in cross]

@@ -150,17 +150,39 @@ def _eval(args) -> None:
 
 def _compare(args) -> None:
     compare.run(
-        task=args.task, mixers=names(args.mixers), seeds=args.seeds, lengths=tuple(args.lengths),
-        pairs=tuple(args.pairs), iters=args.iters, device=args.device, out=args.out or Path(f"results/seq-{args.task}"),
-        jobs=args.jobs, shard=args.shard, ham_grad=args.ham_grad,
-        ham_norm=args.ham_norm, ham_memory=args.ham_memory, rank=args.rank,
-        ham_width=args.ham_width, ham_keys=args.ham_keys, ham_fit=args.ham_fit, cells=args.cells,
-        ham_local=args.ham_local, ham_decay=args.ham_decay,
-    )  # fmt: skip
+        task=args.task,
+        mixers=names(args.mixers),
+        seeds=args.seeds,
+        lengths=tuple(args.lengths),
+        pairs=tuple(args.pairs),
+        iters=args.iters,
+        device=args.device,
+        out=args.out or Path(f"results/seq-{args.task}"),
+        jobs=args.jobs,
+        shard=args.shard,
+        ham_grad=args.ham_grad,
+        ham_norm=args.ham_norm,
+        ham_memory=args.ham_memory,
+        rank=args.rank,
+        ham_width=args.ham_width,
+        ham_keys=args.ham_keys,
+        ham_fit=args.ham_fit,
+        cells=args.cells,
+        ham_local=args.ham_local,
+        ham_decay=args.ham_decay,
+    )
 
 
 def _bench(args) -> None:
     bench.run(
-        ns=tuple(args.ns), mixers=names(args.mixers), dim=args.dim, heads=args.heads, rank=args.rank,
-        width=args.ham_width, chunk=args.chunk, repeats=args.repeats, device=args.device, out=args.out,
-    )  # fmt: skip
+        ns=tuple(args.ns),
+        mixers=names(args.mixers),
+        dim=args.dim,
+        heads=args.heads,
+        rank=args.rank,
+        width=args.ham_width,
+        chunk=args.chunk,
+        repeats=args.repeats,
+        device=args.device,
+        out=args.out,
+    )

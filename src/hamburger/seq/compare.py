@@ -56,10 +56,17 @@ def _run_one(config: SeqTrainConfig, *, progress: bool) -> dict:
     log = [json.loads(line) for line in (config.out / "log.jsonl").read_text().splitlines()]
     key = "val_accuracy" if config.task == "mqar" else "val_bpc"
     curve = [(r["step"], r["time"], r[key]) for r in log if key in r]
-    record = {"mixer": config.mixer, "seed": config.seed, "seq_len": config.seq_len, "pairs": config.pairs,
-              "iters": config.iters, "params": sum(p.numel() for p in model.parameters()),
-              "train_seconds": log[-1]["time"], "curve": curve,
-              **{k: v for k, v in test_metrics(model, config).items() if k != "corpus_files"}}  # fmt: skip
+    record = {
+        "mixer": config.mixer,
+        "seed": config.seed,
+        "seq_len": config.seq_len,
+        "pairs": config.pairs,
+        "iters": config.iters,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_seconds": log[-1]["time"],
+        "curve": curve,
+        **{k: v for k, v in test_metrics(model, config).items() if k != "corpus_files"},
+    }
     return save_result(done, recipe, record)
 
 
@@ -68,8 +75,9 @@ def _run_one(config: SeqTrainConfig, *, progress: bool) -> dict:
 MQAR_ITERS = 3000
 
 
-def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32), base: SeqTrainConfig,
-         out: Path, cells=None) -> list[SeqTrainConfig]:  # fmt: skip
+def plan(
+    task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32), base: SeqTrainConfig, out: Path, cells=None
+) -> list[SeqTrainConfig]:
     """Every run of the comparison, seeds outermost within a cell so a partial sweep stays balanced. MQAR's cells:
     ``cells`` ((N, pairs), ...) when given, else every N in ``lengths`` with every count in ``pairs``; a cell needs
     3 x pairs <= N."""
@@ -82,8 +90,16 @@ def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32)
                 for mixer in mixers:
                     if mixer == "none" and n != shortest:  # the control: at chance everywhere, kept where cheap
                         continue
-                    runs.append(dataclasses.replace(base, seq_len=n, pairs=p, mixer=mixer, seed=seed,
-                                                    out=out / f"N{n}-P{p}" / mixer / f"seed{seed}"))  # fmt: skip
+                    runs.append(
+                        dataclasses.replace(
+                            base,
+                            seq_len=n,
+                            pairs=p,
+                            mixer=mixer,
+                            seed=seed,
+                            out=out / f"N{n}-P{p}" / mixer / f"seed{seed}",
+                        )
+                    )
     else:
         for seed in seeds or (0, 1, 2):
             for mixer in mixers:
@@ -91,12 +107,31 @@ def plan(task: str, mixers, *, seeds=None, lengths=(64, 256, 512), pairs=(8, 32)
     return runs
 
 
-def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), seeds=None, lengths=(64, 256, 512),
-        pairs=(8, 32), iters: int | None = None, device: str = "cpu", out=Path("results/seq-mqar"),
-        progress: bool = True, jobs: int = 1, shard: tuple[int, int] | None = None, ham_grad: str = DEFAULT_MIXER_GRAD,
-        ham_norm: str = DEFAULT_MIXER_NORM, ham_memory: str = DEFAULT_MIXER_MEMORY, rank: int | None = None,
-        ham_width: int | None = None, ham_keys: int | None = None, ham_fit: str = DEFAULT_MIXER_FIT, cells=None,
-        ham_local: str = "none", ham_decay: float = 0.0, **overrides) -> dict:  # fmt: skip
+def run(
+    *,
+    task: str = "mqar",
+    mixers=("ham_nmf", "softmax", "linear", "none"),
+    seeds=None,
+    lengths=(64, 256, 512),
+    pairs=(8, 32),
+    iters: int | None = None,
+    device: str = "cpu",
+    out=Path("results/seq-mqar"),
+    progress: bool = True,
+    jobs: int = 1,
+    shard: tuple[int, int] | None = None,
+    ham_grad: str = DEFAULT_MIXER_GRAD,
+    ham_norm: str = DEFAULT_MIXER_NORM,
+    ham_memory: str = DEFAULT_MIXER_MEMORY,
+    rank: int | None = None,
+    ham_width: int | None = None,
+    ham_keys: int | None = None,
+    ham_fit: str = DEFAULT_MIXER_FIT,
+    cells=None,
+    ham_local: str = "none",
+    ham_decay: float = 0.0,
+    **overrides,
+) -> dict:
     """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``,
     ``rank``, ``ham_width``, ``ham_keys``, ``ham_fit``, ``ham_local`` and ``ham_decay`` (default: seq train's) set
     the Ham arms' solve.
@@ -111,13 +146,24 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
         raise ValueError(f"unknown mixers {unknown}; available: {', '.join(MIXERS)}")
     out = Path(out)
     iters = iters or (MQAR_ITERS if task == "mqar" else None)
-    base = SeqTrainConfig(task=task, device=device, resume=True, no_tensorboard=True, quiet=not progress,
-                          ham_grad=ham_grad, ham_norm=ham_norm, ham_memory=ham_memory, ham_fit=ham_fit,
-                          ham_local=ham_local, ham_decay=ham_decay,
-                          **({"iters": iters} if iters else {}),
-                          **({"rank": rank} if rank else {}), **({"ham_width": ham_width} if ham_width else {}),
-                          **({"ham_keys": ham_keys} if ham_keys else {}),
-                          **overrides)  # fmt: skip
+    base = SeqTrainConfig(
+        task=task,
+        device=device,
+        resume=True,
+        no_tensorboard=True,
+        quiet=not progress,
+        ham_grad=ham_grad,
+        ham_norm=ham_norm,
+        ham_memory=ham_memory,
+        ham_fit=ham_fit,
+        ham_local=ham_local,
+        ham_decay=ham_decay,
+        **({"iters": iters} if iters else {}),
+        **({"rank": rank} if rank else {}),
+        **({"ham_width": ham_width} if ham_width else {}),
+        **({"ham_keys": ham_keys} if ham_keys else {}),
+        **overrides,
+    )
     cells = require_distinct(tuple(tuple(c) for c in cells), "cells") if cells else None
     runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out, cells=cells)
     if not runs:
@@ -127,9 +173,24 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     if jobs > 1 and shard is None:
         if overrides:
             raise ValueError(f"--jobs runs the command line's settings only, not {sorted(overrides)}")
-        argv = ["seq", "compare", "--task", task, "--mixers", ",".join(mixers), "--lengths",
-                ",".join(map(str, lengths)), "--pairs", ",".join(map(str, pairs)), "--iters", str(base.iters),
-                "--device", device, "--out", str(out)]  # fmt: skip
+        argv = [
+            "seq",
+            "compare",
+            "--task",
+            task,
+            "--mixers",
+            ",".join(mixers),
+            "--lengths",
+            ",".join(map(str, lengths)),
+            "--pairs",
+            ",".join(map(str, pairs)),
+            "--iters",
+            str(base.iters),
+            "--device",
+            device,
+            "--out",
+            str(out),
+        ]
         argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
         argv += ["--cells", ",".join(f"{n}:{p}" for n, p in cells)] if cells else []
         argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--ham-memory", ham_memory, "--rank", str(base.rank)]
@@ -146,11 +207,26 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
     if shard is not None:
         return {"runs": results}
     md = _table(task, results, mixers) + state_table(mixers, sorted({r["seq_len"] for r in results}), base)
-    info = {**machine_info(), "task": task, "iters": base.iters, "dim": base.dim, "depth": base.depth,
-            "batch": base.batch_size, "heads": base.heads, "conv": base.conv, "lr": base.lr, "rank": base.rank,
-            "ham_width": base.ham_width, "ham_keys": base.ham_keys, "ham_grad": base.ham_grad,
-            "ham_norm": base.ham_norm, "ham_memory": base.ham_memory, "ham_fit": base.ham_fit,
-            "ham_local": base.ham_local, "ham_decay": base.ham_decay}  # fmt: skip
+    info = {
+        **machine_info(),
+        "task": task,
+        "iters": base.iters,
+        "dim": base.dim,
+        "depth": base.depth,
+        "batch": base.batch_size,
+        "heads": base.heads,
+        "conv": base.conv,
+        "lr": base.lr,
+        "rank": base.rank,
+        "ham_width": base.ham_width,
+        "ham_keys": base.ham_keys,
+        "ham_grad": base.ham_grad,
+        "ham_norm": base.ham_norm,
+        "ham_memory": base.ham_memory,
+        "ham_fit": base.ham_fit,
+        "ham_local": base.ham_local,
+        "ham_decay": base.ham_decay,
+    }
     write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
     _plot(task, results, mixers, out)
     if progress:
@@ -160,9 +236,14 @@ def run(*, task: str = "mqar", mixers=("ham_nmf", "softmax", "linear", "none"), 
 
 def state_table(mixers, lengths, config: SeqTrainConfig) -> list[str]:
     """Each mixer's recurrent state per layer after N tokens (floats, batch 1), measured by stepping it."""
-    md = ["", f"Recurrent state per layer after N tokens (floats, batch 1; C {config.dim}, {config.heads} head(s), "
-          f"Ham R {config.rank}{f', W {config.ham_width}' if config.ham_width else ''}, chunk {config.chunk}):", "",
-          "| mixer | " + " | ".join(f"N {n}" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]  # fmt: skip
+    md = [
+        "",
+        f"Recurrent state per layer after N tokens (floats, batch 1; C {config.dim}, {config.heads} head(s), "
+        f"Ham R {config.rank}{f', W {config.ham_width}' if config.ham_width else ''}, chunk {config.chunk}):",
+        "",
+        "| mixer | " + " | ".join(f"N {n}" for n in lengths) + " |",
+        "|---|" + "---:|" * len(lengths),
+    ]
     for m in mixers:
         mixer = create_mixer(m, config.dim, heads=config.heads, causal=True, **mixer_kwargs(config, m))
         md.append(f"| {m} | " + " | ".join(f"{state_floats(mixer, n):,}" for n in lengths) + " |")
@@ -177,13 +258,18 @@ def _mean_std(values: list[float]) -> str:
 def _table(task: str, results: list[dict], mixers) -> list[str]:
     params = {m: next(r["params"] for r in results if r["mixer"] == m) for m in mixers}
     spread = (max(params.values()) - min(params.values())) / max(params.values())
-    md = [f"Parameters per arm: {', '.join(f'{m} {params[m] / 1e3:.1f}k' for m in mixers)} "
-          f"(spread {100 * spread:.1f}%).", ""]  # fmt: skip
+    md = [
+        f"Parameters per arm: {', '.join(f'{m} {params[m] / 1e3:.1f}k' for m in mixers)} (spread {100 * spread:.1f}%).",
+        "",
+    ]
     if task == "mqar":
         cells = sorted({(r["seq_len"], r["pairs"]) for r in results})
-        md += ["Test recall accuracy (%, mean ± std where several seeds):", "",
-               "| mixer | " + " | ".join(f"N {n}, {p} pairs" for n, p in cells) + " |",
-               "|---|" + "---:|" * len(cells)]  # fmt: skip
+        md += [
+            "Test recall accuracy (%, mean ± std where several seeds):",
+            "",
+            "| mixer | " + " | ".join(f"N {n}, {p} pairs" for n, p in cells) + " |",
+            "|---|" + "---:|" * len(cells),
+        ]
         for m in mixers:
             row = []
             for n, p in cells:
@@ -192,13 +278,18 @@ def _table(task: str, results: list[dict], mixers) -> list[str]:
             md.append(f"| {m} | " + " | ".join(row) + " |")
     else:
         first = results[0]
-        md += [f"Test bits per character on sympy {first.get('corpus_sha256', '')[:16]}… (unigram "
-               f"{first['unigram_bpc']:.3f}, bigram {first['bigram_bpc']:.3f}):", "",
-               "| mixer | test bpc | train minutes |", "|---|---:|---:|"]  # fmt: skip
+        md += [
+            f"Test bits per character on sympy {first.get('corpus_sha256', '')[:16]}… (unigram "
+            f"{first['unigram_bpc']:.3f}, bigram {first['bigram_bpc']:.3f}):",
+            "",
+            "| mixer | test bpc | train minutes |",
+            "|---|---:|---:|",
+        ]
         for m in mixers:
             rs = [r for r in results if r["mixer"] == m]
-            md.append(f"| {m} | {_mean_std([r['bpc'] for r in rs])} | "
-                      f"{_mean_std([r['train_seconds'] / 60 for r in rs])} |")  # fmt: skip
+            md.append(
+                f"| {m} | {_mean_std([r['bpc'] for r in rs])} | {_mean_std([r['train_seconds'] / 60 for r in rs])} |"
+            )
     return md
 
 

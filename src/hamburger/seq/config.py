@@ -23,8 +23,20 @@ from ..mixer import (
 )
 from ..sequence import MIXERS, create_mixer
 
-RESUME_FREE = frozenset({"out", "resume", "overwrite", "quiet", "no_tensorboard", "workers", "device", "ckpt_interval",
-                         "allow_changed_config", "val_interval"})  # fmt: skip
+RESUME_FREE = frozenset(
+    {
+        "out",
+        "resume",
+        "overwrite",
+        "quiet",
+        "no_tensorboard",
+        "workers",
+        "device",
+        "ckpt_interval",
+        "allow_changed_config",
+        "val_interval",
+    }
+)
 # the fields only a Ham mixer reads: they do not decide another mixer's result
 HAM_FIELDS = frozenset(
     {
@@ -57,10 +69,19 @@ def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
     norm, memory, fit, local read-out and decay; none for the other mixers."""
     if not (mixer or config.mixer).startswith("ham_"):
         return {}
-    return {"rank": config.rank, "width": config.ham_width or None, "keys": config.ham_keys or None,
-            "steps": config.ham_steps, "chunk": config.chunk, "grad": config.ham_grad, "norm": config.ham_norm,
-            "memory": config.ham_memory, "fit": config.ham_fit, "decay": config.ham_decay or None,
-            "local": None if config.ham_local == "none" else config.ham_local}  # fmt: skip
+    return {
+        "rank": config.rank,
+        "width": config.ham_width or None,
+        "keys": config.ham_keys or None,
+        "steps": config.ham_steps,
+        "chunk": config.chunk,
+        "grad": config.ham_grad,
+        "norm": config.ham_norm,
+        "memory": config.ham_memory,
+        "fit": config.ham_fit,
+        "decay": config.ham_decay or None,
+        "local": None if config.ham_local == "none" else config.ham_local,
+    }
 
 
 def free_fields_of(config: SeqTrainConfig) -> frozenset:

@@ -66,9 +66,10 @@ def _sympy_files():
             f"its files differ, so its numbers would not be comparable (pip install sympy=={SYMPY_VERSION})"
         )
     files = sorted(
-        str(f) for f in dist.files or () if str(f).startswith("sympy/") and str(f).endswith(".py")
-        and "tests" not in str(f).split("/")[:-1]
-    )  # fmt: skip
+        str(f)
+        for f in dist.files or ()
+        if str(f).startswith("sympy/") and str(f).endswith(".py") and "tests" not in str(f).split("/")[:-1]
+    )
     if not files:
         raise ValueError("sympy's file list is empty: reinstall sympy")
     return dist, files

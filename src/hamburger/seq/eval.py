@@ -29,11 +29,12 @@ def baselines() -> dict:
     """The character corpus's hash and file counts and the unigram / bigram test bits per character."""
     corpus = sympy_corpus()
     return {
-        "corpus_sha256": corpus["sha256"], "corpus_files": corpus["files"],
+        "corpus_sha256": corpus["sha256"],
+        "corpus_files": corpus["files"],
         "corpus_chars": {k: len(corpus[k]) for k in ("train", "val", "test")},
         "unigram_bpc": ngram_bits_per_char(corpus["train"], corpus["test"], order=1),
         "bigram_bpc": ngram_bits_per_char(corpus["train"], corpus["test"], order=2),
-    }  # fmt: skip
+    }
 
 
 def test_metrics(model, config: SeqTrainConfig, *, device="cpu") -> dict:
@@ -53,8 +54,10 @@ def evaluate_run(run: Path, *, weights: Path | None = None, generate: int = 200)
     if config.task == "mqar":
         lines.append(f"test recall accuracy {100 * metrics['accuracy']:.1f}% ({config.pairs} pairs)")
     else:
-        lines.append(f"test bits per character {metrics['bpc']:.3f} (unigram {metrics['unigram_bpc']:.3f}, bigram "
-                     f"{metrics['bigram_bpc']:.3f}; corpus sha256 {metrics['corpus_sha256'][:16]}…)")  # fmt: skip
+        lines.append(
+            f"test bits per character {metrics['bpc']:.3f} (unigram {metrics['unigram_bpc']:.3f}, bigram "
+            f"{metrics['bigram_bpc']:.3f}; corpus sha256 {metrics['corpus_sha256'][:16]}…)"
+        )
         prompt = torch.tensor([list(b"def ")], dtype=torch.int64)
         length = min(generate, config.seq_len - prompt.shape[1])
         out = model.generate(prompt, length)  # the recurrent form, greedy

@@ -29,14 +29,25 @@ class SequenceModel(nn.Module):
         **mixer_kwargs: the Ham's ``rank``, ``steps``, ``chunk``, ``grad``.
     """
 
-    def __init__(self, vocab: int, *, dim: int = 64, depth: int = 2, mixer: str = "ham_nmf", heads: int = 1,
-                 max_len: int = 1024, conv: int = 0, **mixer_kwargs) -> None:  # fmt: skip
+    def __init__(
+        self,
+        vocab: int,
+        *,
+        dim: int = 64,
+        depth: int = 2,
+        mixer: str = "ham_nmf",
+        heads: int = 1,
+        max_len: int = 1024,
+        conv: int = 0,
+        **mixer_kwargs,
+    ) -> None:
         super().__init__()
         self.vocab, self.mixer = vocab, mixer
         self.embed = nn.Embedding(vocab, dim)
         nn.init.normal_(self.embed.weight, std=0.02)
-        self.decoder = HamDecoder(dim, depth=depth, max_len=max_len, mixer=mixer, heads=heads, conv=conv,
-                                  **mixer_kwargs)  # fmt: skip
+        self.decoder = HamDecoder(
+            dim, depth=depth, max_len=max_len, mixer=mixer, heads=heads, conv=conv, **mixer_kwargs
+        )
         self.head = nn.Linear(dim, vocab)
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -56,8 +67,9 @@ class SequenceModel(nn.Module):
         return torch.stack(out, 1)  # (B, N, vocab)
 
     @torch.no_grad()
-    def generate(self, prompt: Tensor, length: int, *, temperature: float = 0.0,
-                 generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    def generate(
+        self, prompt: Tensor, length: int, *, temperature: float = 0.0, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Continue ``prompt`` (B, P) by ``length`` tokens with the recurrent form (greedy at temperature 0)."""
         if prompt.shape[1] < 1:
             raise ValueError("generate needs a prompt of at least one token")

@@ -71,8 +71,16 @@ def split_data(config: SeqTrainConfig, split: str):
 
 
 def build_model(config: SeqTrainConfig) -> SequenceModel:
-    return SequenceModel(VOCAB, dim=config.dim, depth=config.depth, mixer=config.mixer, heads=config.heads,
-                         max_len=config.seq_len, conv=config.conv, **mixer_kwargs(config))  # fmt: skip
+    return SequenceModel(
+        VOCAB,
+        dim=config.dim,
+        depth=config.depth,
+        mixer=config.mixer,
+        heads=config.heads,
+        max_len=config.seq_len,
+        conv=config.conv,
+        **mixer_kwargs(config),
+    )
 
 
 def identity_of(model: nn.Module, config: SeqTrainConfig) -> dict[str, str]:

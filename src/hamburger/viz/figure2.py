@@ -72,8 +72,14 @@ def ham_views(model: nn.Module, image: Tensor) -> dict:
     for k in range(ham.eval_steps + 1):
         dec = fn(x, start, k, grad="none")
         errors.append(((x - dec.recon).norm() / x.norm().clamp_min(1e-12)).item())
-    return {"x": x[0], "recon": dec.recon[0], "codes": dec.codes[0], "errors": errors, "size": captured["size"],
-            "pred": logits.argmax(1)[0]}  # fmt: skip
+    return {
+        "x": x[0],
+        "recon": dec.recon[0],
+        "codes": dec.codes[0],
+        "errors": errors,
+        "size": captured["size"],
+        "pred": logits.argmax(1)[0],
+    }
 
 
 def _figure(image: Tensor, label: Tensor | None, views: dict, title: str, num_classes: int):
@@ -91,14 +97,22 @@ def _figure(image: Tensor, label: Tensor | None, views: dict, title: str, num_cl
     fig = plt.figure(figsize=(2.1 * cols, 2.2 * rows))
     grid = fig.add_gridspec(rows, cols)
     rgb = (image * STD[:, None, None] + MEAN[:, None, None]).clamp(0, 1).permute(1, 2, 0)
-    panels = [("input", rgb.numpy(), {}), ("prediction", views["pred"].numpy(), {"cmap": "tab20", "vmin": 0,
-              "vmax": max(num_classes - 1, 1), "interpolation": "nearest"})]  # fmt: skip
+    panels = [
+        ("input", rgb.numpy(), {}),
+        (
+            "prediction",
+            views["pred"].numpy(),
+            {"cmap": "tab20", "vmin": 0, "vmax": max(num_classes - 1, 1), "interpolation": "nearest"},
+        ),
+    ]
     if label is not None:
         shown = label.clone()
         shown[shown == 255] = 0
         panels.insert(1, ("ground truth", shown.numpy(), panels[1][2]))
-    panels += [("ham input X (PCA)", feat.T.reshape(h, w, 3).numpy(), {}),
-               ("reconstruction DC (same PCA)", recon.T.reshape(h, w, 3).numpy(), {})]  # fmt: skip
+    panels += [
+        ("ham input X (PCA)", feat.T.reshape(h, w, 3).numpy(), {}),
+        ("reconstruction DC (same PCA)", recon.T.reshape(h, w, 3).numpy(), {}),
+    ]
     for i, (name, arr, kw) in enumerate(panels):
         ax = fig.add_subplot(grid[0, i])
         ax.imshow(arr, **kw)
