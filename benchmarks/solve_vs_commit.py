@@ -41,6 +41,7 @@ def load_old(commit: str | None, old_file: Path | None):
         old_file.write_text(text)
     spec = importlib.util.spec_from_file_location("hamburger_functional_old", old_file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a dataclass in the module looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -79,13 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
 
                     def solve(module=module, precision=precision, kw=kw, ham=ham, xin=xin, plain=who == "new plain"):
                         # "new plain": XᵀD as the bmm of Xᵀ's view, as on GPUs: not (DᵀX)ᵀ (fp32), not Xᵀ's copy (bf16)
-                        wide, band = HF._WIDE_XTD, HF._XT_BAND
-                        if plain:
-                            HF._WIDE_XTD, HF._XT_BAND = False, 0
-                        try:
+                        with HF.cpu_settings(**({"wide_xtd": False, "xt_band": 0} if plain else {})):
                             return getattr(module, ham)(xin, bases, args.steps, grad="none", precision=precision, **kw)
-                        finally:
-                            HF._WIDE_XTD, HF._XT_BAND = wide, band
 
                     fns[f"{who} {precision}"] = solve
                     recon = solve().recon

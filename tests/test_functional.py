@@ -371,9 +371,17 @@ def test_implicit_gradient_is_the_derivative_of_the_nnls_solution_on_the_support
     assert left_out >= 3
     torch.testing.assert_close(ours[0], expected, rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(out.recon, HF.nmf(x, bases, 30, grad="one-step").recon, rtol=0, atol=0)
-    before = dict(HF.IMPLICIT_STATS)
+    with HF.implicit_stats() as stats:
+        HF.nmf(t, bases, 30, grad="implicit").recon.sum().backward()
+    assert stats == {"solves": 7, "unconverged": 0}
     HF.nmf(t, bases, 30, grad="implicit").recon.sum().backward()
-    assert HF.IMPLICIT_STATS["solves"] == before["solves"] + 7 and HF.IMPLICIT_STATS["unconverged"] == 0
+    assert stats == {"solves": 7, "unconverged": 0}  # counted only inside the block
+    with HF.cpu_settings(flush_denormals=False) as settings:
+        assert settings.flush_denormals is False and settings.xt_band == 32
+    with HF.cpu_settings() as settings:
+        assert settings.flush_denormals is True  # restored
+    with pytest.raises(TypeError, match="unknown CPU settings"), HF.cpu_settings(nosuch=1):
+        pass
     a = _grad_of(HF.cd, x, bases, 4, "implicit", inv_t=5.0)
     b = _grad_of(HF.cd, x, bases, 4, "one-step", inv_t=5.0)
     for u, v in zip(a, b):

@@ -110,3 +110,28 @@ def test_bench_grad_at_a_tiny_size(tmp_path):
             out=None,
             progress=False,
         )
+
+
+def test_a_gradient_is_a_typed_value_parsed_once():
+    """``GradSpec`` is the gradient inside the library: ``str()`` gives the flag back, a ``GradSpec`` passes the parser
+    unchanged, the block's and the mixer's gradients go through the one parser (each with its kinds), and a ham keeps
+    the parsed value (its ``grad`` is the spelling)."""
+    from hamburger.functional import GradSpec, parse_grad
+    from hamburger.mixer import mixer_grad
+
+    for text in ("one-step", "bptt", "none", "implicit", "implicit:2", "truncated:3", "phantom:2:0.5"):
+        spec = parse_grad(text)
+        assert str(spec) == text and parse_grad(spec) is spec
+    assert str(mixer_grad("chunkwise")) == "chunkwise" and mixer_grad(GradSpec("truncated", 2)).k == 2
+    with pytest.raises(ValueError, match="grad must be one of"):
+        parse_grad("chunkwise")  # the mixer's kind, not a ham's
+    with pytest.raises(ValueError, match="grad of a token mixer must be one of"):
+        mixer_grad("implicit")
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        parse_grad(GradSpec("truncated", 0))
+    ham = hb.NMF(8, rank=2, grad=GradSpec("phantom", 2, 0.5))
+    assert ham.grad == "phantom:2:0.5" and ham._grad == GradSpec("phantom", 2, 0.5)
+    ham.grad = "truncated:1"
+    assert ham._grad == GradSpec("truncated", 1)
+    with pytest.raises(ValueError, match="VQ has no implicit gradient"):
+        hb.VQ(8, rank=2).grad = "implicit"

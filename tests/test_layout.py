@@ -2,6 +2,7 @@
 and a run folder written by the 0.1 layout resumed and evaluated by today's code (within a tolerance: it was
 computed on another CPU)."""
 
+import argparse
 import importlib
 import shutil
 import subprocess
@@ -16,6 +17,23 @@ from hamburger.engine.checkpoint import load_checkpoint, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "seq-run-0.1"
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        ["ruff", "format", "--check", "src", "tests", "benchmarks"],
+        ["ruff", "check", "src", "tests", "benchmarks"],
+        ["mypy", "--no-incremental"],
+    ],
+    ids=["format", "ruff", "mypy"],
+)
+def test_lint_is_clean(tool):
+    """`make lint`'s formatter check, linter and type checker (its import contracts: the next test) pass, so
+    `make test` fails when they do."""
+    command = [str(Path(sys.executable).parent / tool[0]), *tool[1:]]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
 
 def test_import_contracts_are_kept():
@@ -175,3 +193,54 @@ def test_a_command_without_its_extra_says_what_to_install():
     assert "hamburger gan needs the optional dependency 'numpy': pip install \"hamburger[gan]\"" in out
     assert "hamburger bench needs the optional dependency" in out and 'pip install "hamburger[bench]"' in out
     assert "Traceback" not in done.stderr
+
+
+def _flags(parser, path=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _flags(sub, (*path, name))
+        else:
+            yield " ".join(path), action
+
+
+def test_the_block_and_mixer_options_are_declared_once():
+    """Every flag of the Hamburger's and the token mixer's options (R, L, every ``--ham-*``), in every command, is
+    generated from its declaration in a task's config (type, bounds, help): none is written by hand."""
+    from hamburger.cli import build_parser
+
+    checked = []
+    for command, action in _flags(build_parser()):
+        if action.dest in ("rank", "chunk") or action.dest.startswith("ham_"):
+            assert getattr(action, "declared", None), f"hamburger {command} --{action.dest.replace('_', '-')}"
+            checked.append(command)
+    assert {
+        "seq compare",
+        "seq bench",
+        "seg eval",
+        "seg compare",
+        "ablate",
+        "demo",
+        "gan compare",
+        "bench solve",
+    } <= set(checked)
+
+
+def test_the_tasks_share_one_set_of_run_fields():
+    """The three tasks' configs subclass one base of run fields and extend one resume-free set."""
+    import dataclasses
+
+    from hamburger.engine.config import RUN_FIELDS, RUN_FREE, RunConfig
+    from hamburger.engine.loop import ENGINE_FREE
+    from hamburger.gan.config import RESUME_FREE as GAN_FREE
+    from hamburger.gan.config import GANTrainConfig
+    from hamburger.seg.config import RESUME_FREE as SEG_FREE
+    from hamburger.seg.config import SegTrainConfig
+    from hamburger.seq.config import RESUME_FREE as SEQ_FREE
+    from hamburger.seq.config import SeqTrainConfig
+
+    assert ENGINE_FREE <= RUN_FREE <= set(RUN_FIELDS)
+    for cls, free in ((SegTrainConfig, SEG_FREE), (GANTrainConfig, GAN_FREE), (SeqTrainConfig, SEQ_FREE)):
+        assert issubclass(cls, RunConfig) and RUN_FREE <= free
+        assert set(RUN_FIELDS) <= {f.name for f in dataclasses.fields(cls)}
+    assert SegTrainConfig().workers == 2 and SeqTrainConfig().workers == 0  # a task redeclares a default it changes

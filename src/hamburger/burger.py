@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -165,8 +166,10 @@ class Hamburger(nn.Module):
                 # eval: BN is affine, so it folds into the bases too, and its shift becomes one more rank-1 term;
                 # the residual is the GEMM's accumulator. One pass writes ReLU(z + BN(W·DC)).
                 wd, codes = folded
-                scale = self.norm.weight / torch.sqrt(self.norm.running_var + self.norm.eps)  # (C,)
-                shift = self.norm.bias - self.norm.running_mean * scale
+                norm = cast(nn.modules.batchnorm._BatchNorm, self.norm)  # _frozen_batchnorm checked its statistics
+                assert norm.running_var is not None and norm.running_mean is not None
+                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)  # (C,)
+                shift = norm.bias - norm.running_mean * scale
                 wd = torch.cat([wd * scale[:, None].to(wd.dtype), shift[None, :, None].expand(wd.shape[0], -1, 1)], 2)
                 ones = codes.new_ones(codes.shape[0], 1, codes.shape[2])
                 codes = torch.cat([codes, ones], 1)  # (B, S*R+1, N)

@@ -10,66 +10,16 @@ Notation (Geng et al., *Is Attention Better Than Matrix Decomposition?*, ICLR 20
     X  data, (B, D, N);  D bases (dictionary), (B, D, R);  C codes, (B, R, N);  X̄ = DC, (B, D, N)
 
 Every solver starts from the given bases, runs K steps, then makes one final code update and returns
-``Decomposition(recon=D @ C, bases=D, codes=C)``.
-
-Gradient modes (``grad``):
-
-* ``"one-step"`` (the paper's): the K steps run without autograd; only the final code update and the
-  product D·C carry gradient, to X, with D and the codes of step K held constant. Backward memory and time do
-  not depend on K.
-* ``"bptt"``: autograd through every step (back-propagation through time), as the mmseg/SegNeXt copies do. Memory
-  grows with K.
-* ``"none"``: nothing is differentiated; no gradient reaches X through the decomposition.
-* ``"implicit"``: the forward of one-step; the gradient of the exact solution of the codes' sub-problem given the
-  final bases (held constant, as one-step holds them), not of the unrolled update. NMF: the non-negative least
-  squares solution on its support S (codes >= ``SUPPORT`` x their column's largest), C_S = (D_SᵀD_S)⁻¹D_SᵀX, whose
-  adjoint is solved per column by conjugate gradients (tolerance 1e-6 in float32, 1e-12 in float64, at most 2R + 10
-  iterations; ``IMPLICIT_STATS`` counts the solves that hit the cap). CD: the final ridge solve is already that
-  closed form, so ``"implicit"`` is one-step. VQ's soft assignment solves no such problem: refused. Why not the
-  whole alternating solve: at the paper's K it has not settled, and every (D·S, S⁻¹·C) is again a solution, so its
-  fixed-point adjoint is singular along the scale directions.
-* ``"implicit:k"`` (1 <= k <= K): the last k steps unrolled with autograd, as ``"truncated:k"``, then the final code
-  solve differentiated implicitly — its NNLS solution's derivative with respect to X *and* the bases, so the gradient
-  reaches X also through the bases of the last k steps (∂C_S/∂D = the least-squares derivative, (x − D_S c_S) yᵀ −
-  D_S y c_Sᵀ with the adjoint y). NMF only, as ``"implicit"``; CD's is ``"truncated:k"``. Memory grows with k, not K.
-* ``"truncated:k"`` (1 <= k <= K): the first K - k steps without autograd, the last k with it (Factorizer's
-  ``num_grad_steps``); ``"truncated:K"`` is BPTT. Memory grows with k, not K. **``"truncated:2"`` is the default**
-  (:data:`DEFAULT_GRAD`): the rule of ``hamburger estimators`` chose it (docs/results/gradients.md).
-* ``"phantom:k:λ"`` (1 <= k <= K, 0 < λ <= 1): the first K - k steps without autograd, then k damped steps
-  z <- (1 - λ) z + λ step(z) on the state z = (D, C) with autograd (Geng et al., NeurIPS 2021, phantom gradients).
-  λ = 1 is ``"truncated:k"``; **λ < 1 changes the forward value too**, in training and evaluation alike (the last k
-  steps are damped), so a model trained with it must be evaluated with it.
-
-A k larger than a solve's K is clamped to K: the last k of K steps are all of them (``"truncated:k"`` is then BPTT),
-so one ``grad`` serves every K, including K = 0 (the final code update alone).
-
-Implementation notes. Codes are held internally as Cᵀ, (B, N, R), because the two products that touch X (XᵀD and
-XCᵀ) are fastest in that layout; ``codes`` is returned as a (B, R, N) view. Outside autograd the updates run in
-place on reused buffers. The multiplicative NMF updates and the sharp softmax of VQ/CD drive entries towards zero;
-entries below ``2**24 * finfo.tiny`` (~2e-31 in float32) are set to zero so that no denormal float (10-100x slower
-arithmetic on CPUs) ever enters a product. That changes X̄ by far less than one unit of rounding.
-Half-precision inputs are solved in float32 (the paper's code overflows to NaN in float16); autocast is disabled.
-The flush runs on CPUs only: GPUs handle denormals at full speed, and skipping it there saves a kernel per update.
-
-Precision (``precision``) of the large products, the ones that touch X or produce the D x N reconstruction
-(XᵀD, XCᵀ, DC), and of NMF's two products over the codes' N columns (CᵀDᵀD, CCᵀ):
-
-* ``"fp32"`` (default): everything in the solver dtype (float32, or float64 for float64 input). Exact to the paper.
-* ``"bf16"``: X is rounded to bfloat16 once per solve, the other operand of each large product at each use; the
-  GEMM accumulates in float32 and its result is converted back to float32 at once (on CPU ``bmm`` returns the
-  product rounded to bfloat16). NMF's codes are rounded once per step, and that copy serves XCᵀ, CCᵀ and the next
-  code update's CᵀDᵀD: sums of non-negative terms, which do not cancel, so those two carry XᵀD's relative error
-  (the reconstruction's error against fp32 went from 2.49e-3 to 2.56e-3 at 1 x 512 x 128², R 64, K 7). DᵀD, the
-  D x R x R and R x R products, the element-wise updates, codes and bases stay in float32 (as do CᵀDᵀD and CCᵀ in
-  the fused CUDA kernels). On CPUs a solve of K >= 2 steps also copies Xᵀ once, contiguous, for its XᵀD products
-  (:func:`_contiguous_xt`). Fastest on GPUs and on CPUs with bf16 matrix units (AMX, AVX512-BF16).
-* ``"tf32"``: on CUDA, float32 storage with TF32 tensor-core products (scoped to the solve in eager mode; under
-  ``torch.compile`` the global ``torch.set_float32_matmul_precision`` applies). Elsewhere the same as ``"fp32"``.
+``Decomposition(recon=D @ C, bases=D, codes=C)``. ``grad`` chooses what is differentiated (``"one-step"``, the paper's;
+``"bptt"``; ``"none"``; ``"implicit[:k]"``; ``"truncated:k"``, the default ``DEFAULT_GRAD = "truncated:2"``;
+``"phantom:k:λ"``) and ``precision`` the large products' precision (``"fp32"``, ``"bf16"``, ``"tf32"``): docs/solve.md
+says what each computes, what it rounds and how the solve is laid out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import re
 import warnings
@@ -92,7 +42,11 @@ __all__ = [
     "PRECISIONS",
     "GradSpec",
     "parse_grad",
-    "IMPLICIT_STATS",
+    "DEFAULT_GRAD",
+    "damps_forward",
+    "CpuSettings",
+    "cpu_settings",
+    "implicit_stats",
 ]
 
 # the hams', the block's and the presets' default, by the rule of `hamburger estimators` (docs/results/gradients.md):
@@ -102,16 +56,38 @@ GRAD_MODES = ("one-step", "bptt", "none", "implicit")  # named; "truncated:k" an
 SOLVE_GRADIENTS = ("one-step", "bptt")  # the named modes every solver and the causal token mixer train with
 GRAD_SPELLINGS = '"one-step", "bptt", "none", "implicit", "implicit:<k>", "truncated:<k>" or "phantom:<k>:<λ>"'
 SUPPORT = 1e-3  # implicit: a code belongs to the NNLS support when it is >= SUPPORT x its column's largest code
-IMPLICIT_STATS = {"solves": 0, "unconverged": 0}  # implicit: adjoint solves run, and those that hit the iteration cap
+_IMPLICIT_COUNTERS: list[dict[str, int]] = []  # the open implicit_stats() counters (none: no host sync for them)
+
+
+@contextlib.contextmanager
+def implicit_stats():
+    """Count the implicit gradient's adjoint solves while the block runs: yields ``{"solves": n, "unconverged": m}``
+    (the columns solved, and those that hit the iteration cap). Counting reads the GPU's result on the host once per
+    solve; outside this block nothing is counted."""
+    counter = {"solves": 0, "unconverged": 0}
+    _IMPLICIT_COUNTERS.append(counter)
+    try:
+        yield counter
+    finally:
+        _IMPLICIT_COUNTERS.remove(counter)
 
 
 class GradSpec(NamedTuple):
-    """A parsed ``grad``: ``kind`` one of one-step | bptt | none | truncated | phantom, with the unrolled steps k and
-    the damping λ of the last two (k 0 and λ 1 otherwise)."""
+    """A gradient through a solve, parsed once (:func:`parse_grad`): ``kind`` one of one-step | bptt | none |
+    implicit | truncated | phantom (| chunkwise, the token mixer's), with the unrolled steps k (implicit:k, truncated,
+    phantom) and the damping λ of phantom (k 0 and λ 1 otherwise). ``str()`` gives its spelling back, the flag's
+    value: ``str(parse_grad("phantom:2:0.5")) == "phantom:2:0.5"``."""
 
     kind: str
     k: int = 0
     lam: float = 1.0
+
+    def __str__(self) -> str:
+        if self.kind == "phantom":
+            return f"phantom:{self.k}:{self.lam:g}"
+        if self.kind == "truncated" or self.kind == "implicit" and self.k:
+            return f"{self.kind}:{self.k}"
+        return self.kind
 
 
 def damps_forward(grad: str) -> bool:
@@ -124,29 +100,47 @@ def damps_forward(grad: str) -> bool:
 _ASCII_NUMBER = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
-def parse_grad(grad: str) -> GradSpec:
-    """``"truncated:2"`` -> ``GradSpec("truncated", 2, 1.0)``; a ``ValueError`` naming the spellings otherwise."""
-    if not isinstance(grad, str):
-        raise ValueError(f"grad must be one of {GRAD_SPELLINGS}, got {grad!r}")
-    if grad in GRAD_MODES:
-        return GradSpec(grad)
-    kind, _, rest = grad.partition(":")
-    args = rest.split(":") if rest else []
-    try:
-        if not all(_ASCII_NUMBER.fullmatch(a) for a in args):  # int() takes "2_0" and other scripts' digits
-            raise ValueError
-        if kind in ("truncated", "implicit") and len(args) == 1:
-            spec = GradSpec(kind, int(args[0]))
-        elif kind == "phantom" and len(args) == 2:
-            spec = GradSpec(kind, int(args[0]), float(args[1]))
-        else:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"grad must be one of {GRAD_SPELLINGS}, got {grad!r}") from None
-    if spec.k < 1:
-        raise ValueError(f"grad {grad!r}: the unrolled steps k must be >= 1")
+SOLVE_KINDS = ("one-step", "bptt", "none", "implicit", "truncated", "phantom")  # the kinds a ham's solve takes
+
+
+def parse_grad(
+    grad: str | GradSpec,
+    *,
+    kinds: tuple[str, ...] = SOLVE_KINDS,
+    what: str = "grad",
+    spellings: str = GRAD_SPELLINGS,
+) -> GradSpec:
+    """``"truncated:2"`` -> ``GradSpec("truncated", 2, 1.0)``; a ``GradSpec`` is checked and returned as it is. A
+    ``ValueError`` naming the ``spellings`` when it is none of them or its kind is not one of ``kinds`` (the token
+    mixer's parser passes its own: :func:`hamburger.mixer.mixer_grad`)."""
+    args: list[str] = []  # the spelling's numbers (k, λ): a kind that takes them needs k >= 1
+    if isinstance(grad, GradSpec):
+        spec = grad
+        args = [str(grad.k)] if grad.k or grad.kind in ("truncated", "phantom") else []
+    elif isinstance(grad, str):
+        kind, _, rest = grad.partition(":")
+        args = rest.split(":") if rest else []
+        try:
+            if not all(_ASCII_NUMBER.fullmatch(a) for a in args):  # int() takes "2_0" and other scripts' digits
+                raise ValueError
+            if kind in ("one-step", "bptt", "none", "implicit", "chunkwise") and not args:
+                spec = GradSpec(kind)
+            elif kind in ("truncated", "implicit") and len(args) == 1:
+                spec = GradSpec(kind, int(args[0]))
+            elif kind == "phantom" and len(args) == 2:
+                spec = GradSpec(kind, int(args[0]), float(args[1]))
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{what} must be one of {spellings}, got {grad!r}") from None
+    else:
+        raise ValueError(f"{what} must be one of {spellings}, got {grad!r}")
+    if spec.kind not in kinds:
+        raise ValueError(f"{what} must be one of {spellings}, got {str(grad)!r}")
+    if args and spec.k < 1:
+        raise ValueError(f"grad {str(grad)!r}: the unrolled steps k must be >= 1")
     if not 0 < spec.lam <= 1:
-        raise ValueError(f"grad {grad!r}: the damping λ must be in (0, 1]")
+        raise ValueError(f"grad {str(grad)!r}: the damping λ must be in (0, 1]")
     return spec
 
 
@@ -156,7 +150,7 @@ PRECISIONS = ("fp32", "bf16", "tf32")
 class Decomposition(NamedTuple):
     """Result of a decomposition X ≈ DC."""
 
-    recon: Tensor  # X̄ = DC, (B, D, N)
+    recon: Tensor | None  # X̄ = DC, (B, D, N); None when the solve was asked not to reconstruct
     bases: Tensor  # D, (B, D, R)
     codes: Tensor  # C, (B, R, N)
 
@@ -165,7 +159,8 @@ class Decomposition(NamedTuple):
 # helpers
 
 
-def _check(x: Tensor, bases: Tensor, steps: int, grad: str, eps: float, precision: str) -> None:
+def _check(x: Tensor, bases: Tensor, steps: int, grad: str | GradSpec, eps: float, precision: str) -> GradSpec:
+    """Check a solve's arguments (a ValueError or TypeError saying what was expected); the parsed ``grad``."""
     if not isinstance(x, Tensor) or not isinstance(bases, Tensor):
         raise TypeError(f"x and bases must be tensors, got {type(x).__name__} and {type(bases).__name__}")
     if x.ndim != 3:
@@ -180,31 +175,65 @@ def _check(x: Tensor, bases: Tensor, steps: int, grad: str, eps: float, precisio
         raise TypeError(f"x and bases must be floating point, got {x.dtype} and {bases.dtype}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps (K) must be an integer >= 0, got {steps!r}")
-    parse_grad(grad)  # a ValueError naming the spellings
+    spec = parse_grad(grad)  # a ValueError naming the spellings
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return spec
 
 
 def _solver_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-_FLUSH_DENORMALS = True  # private switch, turned off only by the benchmark that shows what it saves
+@dataclasses.dataclass
+class CpuSettings:
+    """How the solve runs on a CPU (speed only: the maths is the same; a setting may change the last bits).
+
+    Attributes:
+        flush_denormals: zero the NMF factors' entries too small to stay normal floats after one more product (a
+            denormal operand makes CPU arithmetic 10-100x slower).
+        wide_xtd: in fp32, compute XᵀD as (DᵀX)ᵀ, the GEMM with the wide output (off: as on GPUs).
+        xt_band: in bf16, the rows of X per band of XᵀD's contiguous copy of Xᵀ (0: no copy, the transposed view).
+    """
+
+    flush_denormals: bool = True
+    wide_xtd: bool = True
+    xt_band: int = 32
+
+
+_CPU = CpuSettings()
+
+
+@contextlib.contextmanager
+def cpu_settings(**changes):
+    """Run the block with some :class:`CpuSettings` changed (``cpu_settings(xt_band=0)``), restored after; yields
+    the settings in force. What the benchmarks that time each setting use."""
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(CpuSettings)})
+    if unknown:
+        raise TypeError(f"unknown CPU settings {unknown}; known: {[f.name for f in dataclasses.fields(CpuSettings)]}")
+    saved = dataclasses.replace(_CPU)
+    for name, value in changes.items():
+        setattr(_CPU, name, value)
+    try:
+        yield _CPU
+    finally:
+        for f in dataclasses.fields(CpuSettings):
+            setattr(_CPU, f.name, getattr(saved, f.name))
 
 
 def _tiny(t: Tensor) -> float:
-    return torch.finfo(t.dtype).tiny * 2.0**24 if _FLUSH_DENORMALS else 0.0
+    return torch.finfo(t.dtype).tiny * 2.0**24 if _CPU.flush_denormals else 0.0
 
 
 def _flush(t: Tensor, inplace: bool) -> Tensor:
     """Zero the entries of a non-negative tensor that are too small to be normal floats after one more product.
 
     CPUs only: there a denormal operand makes arithmetic 10-100x slower; GPUs flush or handle them at full speed."""
-    if t.device.type != "cpu" or not _FLUSH_DENORMALS:
+    if t.device.type != "cpu" or not _CPU.flush_denormals:
         return t
-    return F.threshold_(t, _tiny(t), 0.0) if inplace else F.threshold(t, _tiny(t), 0.0)
+    return torch.threshold_(t, _tiny(t), 0.0) if inplace else F.threshold(t, _tiny(t), 0.0)
 
 
 def _low(precision: str) -> torch.dtype | None:
@@ -228,54 +257,43 @@ def _product_raw(a: Tensor, b: Tensor, precision: str) -> Tensor:
     return torch.bmm(a, b) if low is None else torch.bmm(a.to(low), b.to(low))
 
 
-_WIDE_XTD = True  # private switch: off, CPUs compute XᵀD as GPUs do (benchmarks/solve_vs_commit.py times both)
-
-
 def _xtd(xp: Tensor, d: Tensor, precision: str, *, raw: bool = True, xt: Tensor | None = None) -> Tensor:
     """XᵀD, (B, N, R), as :func:`_product_raw` (``raw``) or :func:`product` returns it.
 
     ``xt``: Xᵀ as a contiguous (B, N, D) copy (:func:`_contiguous_xt`), used where no gradient has to reach X
-    through this product.
-
-    On CPUs in fp32 computed as (DᵀX)ᵀ, a transposed view: MKL's GEMM with the wide (R, N) output ran 2.4x faster
-    than the one with the tall (N, R) output (1 x 512 x 128², R 64, Intel Xeon without AMX, one thread: 8.1 vs
-    19.6 ms), and the update that reads the view costs ~1 ms more; the fp32 NMF solve took 0.75x of its time there
-    and 0.96x on a Xeon with AMX (2 threads), bit-identical (benchmarks/solve-vs-c38adf9-*.md). Not for bf16: there
-    the strided softmax and updates cost more than the wide product saved (0.53x against 0.45x of the old fp32
-    solve with AMX), and ``xt``, Xᵀ's contiguous copy, is faster still. Not on GPUs (a transposed operand is a flag
-    of the GEMM; coalesced updates need the tall layout), nor under ``torch.compile``: inductor (torch 2.14, CPU)
-    returned NaN codes from a bf16 solve with the view (tests/test_fastpath.py checks the compiled bf16 solve)."""
+    through this product. On CPUs in fp32 (``CpuSettings.wide_xtd``) computed as (DᵀX)ᵀ, a transposed view of the
+    GEMM with the wide (R, N) output, which MKL runs faster than the tall one. Not for bf16 (the strided updates cost
+    more than it saves; the copy is faster), not on GPUs (a transposed operand is a flag of the GEMM), nor under
+    ``torch.compile`` (inductor returned NaN codes from a bf16 solve with the view; tests/test_fastpath.py checks the
+    compiled solve). Timings: docs/results/precision.md."""
     if xt is not None and not (torch.is_grad_enabled() and xp.requires_grad):
         return _product_raw(xt, d, precision) if raw else product(xt, d, precision=precision)  # (B, N, R)
-    if xp.device.type == "cpu" and precision != "bf16" and _WIDE_XTD and not torch.compiler.is_compiling():
+    if xp.device.type == "cpu" and precision != "bf16" and _CPU.wide_xtd and not torch.compiler.is_compiling():
         dtx = _product_raw(d.mT, xp, precision) if raw else product(d.mT, xp, precision=precision)
         return dtx.mT  # (B, R, D) @ (B, D, N) -> (B, R, N), viewed (B, N, R)
     # compiled: Xᵀ made contiguous in the graph, one node per product that the graph's CSE merges into one copy per
-    # solve — left to itself inductor copied Xᵀ before every XᵀD (K + 1 copies of X per solve in the CPU profile of a
-    # compiled block; the same graph is what the H200's captured block runs)
+    # solve — left to itself inductor copies Xᵀ before every XᵀD (K + 1 copies of X per solve)
     xt = xp.mT.contiguous() if torch.compiler.is_compiling() else xp.mT
     return _product_raw(xt, d, precision) if raw else product(xt, d, precision=precision)  # (B, N, R)
-
-
-_XT_BAND = 32  # rows of X per band of the transposed copy (0: no copy; benchmarks/solve_vs_commit.py times both)
 
 
 def _contiguous_xt(xp: Tensor, steps: int, precision: str) -> Tensor | None:
     """Xᵀ (B, N, D) as a contiguous bfloat16 copy for the solve's XᵀD products, or None where it does not pay.
 
-    CPUs, ``"bf16"``, at least two steps, eager: oneDNN's bf16 GEMM with a transposed (N, D) operand ran 3.3x slower
-    than with a contiguous one (1 x 512 x 128², R 64, Intel Xeon with AMX, 2 threads: 4.9 vs 1.5 ms), and a solve of
-    K steps takes K + 1 of them. The copy is made in bands of rows: a plain ``.mT.contiguous()`` took 42 ms there
-    (rows 2**k elements apart alias in the cache), bands of 32 rows 6.9 ms. Costs one more bfloat16 copy of X.
-    ``steps``: the steps whose products pass no gradient to X (none under BPTT to X: no copy then)."""
-    if xp.device.type != "cpu" or precision != "bf16" or steps < 2 or not _XT_BAND:
+    CPUs, ``"bf16"``, at least two steps, eager: oneDNN's bf16 GEMM runs faster with a contiguous (N, D) operand than
+    with the transposed view, and a solve of K steps takes K + 1 of them. The copy is made in bands of
+    ``CpuSettings.xt_band`` rows (a plain ``.mT.contiguous()`` is slower: rows 2**k elements apart alias in the
+    cache). Costs one more bfloat16 copy of X. ``steps``: the steps whose products pass no gradient to X (none under
+    BPTT: no copy then). Timings: docs/results/precision.md."""
+    band = _CPU.xt_band
+    if xp.device.type != "cpu" or precision != "bf16" or steps < 2 or not band:
         return None
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return None
     with torch.no_grad():
         xt = xp.new_empty(xp.shape[0], xp.shape[2], xp.shape[1])  # (B, N, D)
-        for i in range(0, xp.shape[1], _XT_BAND):
-            xt[:, :, i : i + _XT_BAND].copy_(xp[:, i : i + _XT_BAND].mT)
+        for i in range(0, xp.shape[1], band):
+            xt[:, :, i : i + band].copy_(xp[:, i : i + band].mT)
     return xt
 
 
@@ -311,8 +329,68 @@ def _normalize_columns(bases: Tensor) -> Tensor:
     return F.normalize(bases, dim=1, eps=1e-6)  # (B, D, R): unit columns along D
 
 
+def _unrolled(solver, x: Tensor, xp: Tensor, bases: Tensor, steps: int, spec: GradSpec, kw: dict):
+    """BPTT (and ``truncated:K``): every step and the final update with autograd."""
+    d, ct = solver.steps(x, bases, steps, inplace=False, xp=xp, **kw)
+    return solver.final(x, d, ct, inplace=False, xp=xp, **kw)
+
+
+def _implicit(solver, x: Tensor, xp: Tensor, bases: Tensor, steps: int, spec: GradSpec, kw: dict):
+    """``implicit[:k]``: the first K − k steps without graph, the last k with it, then the final codes differentiated
+    as the exact solution of their sub-problem (NMF: :class:`_NNLSCodes`; CD: its ridge solve is that closed form)."""
+    if solver is _VQ:
+        raise ValueError(
+            "grad 'implicit' needs codes that solve a well-posed problem given the bases: "
+            "NMF (least squares) or CD (ridge); VQ's soft assignment is not one"
+        )
+    with torch.no_grad():
+        d, ct = solver.steps(x.detach(), bases.detach().clone(), steps - spec.k, inplace=True, xp=xp.detach(), **kw)
+    if spec.k:  # implicit:k: the last k steps with autograd, the bases of the last one differentiable
+        d, ct = solver.steps(x, d, spec.k, inplace=False, xp=xp, ct=ct, **kw)
+    if solver is _CD:  # the ridge solve is the closed form: its derivative is the implicit one
+        return solver.final(x, d, ct, inplace=False, xp=xp, **kw)
+    with torch.no_grad():
+        _, ct = solver.final(x.detach(), d.detach(), ct.detach(), inplace=False, xp=xp.detach(), **kw)
+    if torch.is_grad_enabled() and (x.requires_grad or d.requires_grad):
+        ct = _NNLSCodes.apply(x, d, ct)
+    return d, ct
+
+
+def _tail(solver, x: Tensor, xp: Tensor, bases: Tensor, steps: int, spec: GradSpec, kw: dict):
+    """``truncated:k`` and ``phantom:k:λ``: the first K − k steps without graph, the last k with it (damped by λ for
+    phantom), then the final update."""
+    with torch.no_grad():  # the first K - k steps: no graph
+        d, ct = solver.steps(x.detach(), bases.detach().clone(), steps - spec.k, inplace=True, xp=xp.detach(), **kw)
+    for _ in range(spec.k):  # the last k with autograd, damped for phantom (λ = 1: plain steps)
+        d_next, ct_next = solver.steps(x, d, 1, inplace=False, xp=xp, ct=ct, **kw)
+        d = d_next if spec.lam == 1 else (1 - spec.lam) * d + spec.lam * d_next
+        # VQ / CD recompute the codes from the bases (their state is D; ct is None before their first step)
+        ct = ct_next if spec.lam == 1 or ct is None else (1 - spec.lam) * ct + spec.lam * ct_next
+    return solver.final(x, d, ct, inplace=False, xp=xp, **kw)
+
+
+def _last_update(solver, x: Tensor, xp: Tensor, bases: Tensor, steps: int, spec: GradSpec, kw: dict):
+    """``one-step`` (the paper's) and ``none``: the K steps without graph; the final update with autograd under
+    one-step only."""
+    with torch.no_grad():
+        d, ct = solver.steps(x.detach(), bases.detach().clone(), steps, inplace=True, xp=xp.detach(), **kw)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and spec.kind == "one-step"):
+        return solver.final(x, d, ct, inplace=not torch.is_grad_enabled(), xp=xp, **kw)
+
+
+# one function per gradient kind: how the K steps and the final update run
+_SOLVES = {
+    "bptt": _unrolled,
+    "implicit": _implicit,
+    "truncated": _tail,
+    "phantom": _tail,
+    "one-step": _last_update,
+    "none": _last_update,
+}
+
+
 def _run(
-    solver, x: Tensor, bases: Tensor, steps: int, grad: str, reconstruct: bool, precision: str, **kw
+    solver, x: Tensor, bases: Tensor, steps: int, spec: GradSpec, reconstruct: bool, precision: str, **kw
 ) -> Decomposition:
     """Cast to the solver dtype, run the K steps under the chosen gradient mode, then the final update.
 
@@ -327,52 +405,15 @@ def _run(
         xp = x if xp is None else xp
         bases = bases.to(dtype)
         kw["precision"] = precision
-        spec = parse_grad(grad)
         spec = spec._replace(k=min(spec.k, steps))  # the last k of K steps: all of them when k >= K
         free = steps  # the steps whose XᵀD passes no gradient to X: those that may read Xᵀ's copy
-        if torch.is_grad_enabled() and xp.requires_grad and grad == "bptt":
+        if torch.is_grad_enabled() and xp.requires_grad and spec.kind == "bptt":
             free = 0
         elif torch.is_grad_enabled() and xp.requires_grad and spec.kind in ("truncated", "phantom", "implicit"):
             free = steps - spec.k
         kw["xt"] = _contiguous_xt(xp, free, precision)
-        if grad == "bptt" or spec.kind == "truncated" and spec.k == steps:
-            d, ct = solver.steps(x, bases, steps, inplace=False, xp=xp, **kw)
-            d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
-        elif spec.kind == "implicit":
-            if solver is _VQ:
-                raise ValueError(
-                    "grad 'implicit' needs codes that solve a well-posed problem given the bases: "
-                    "NMF (least squares) or CD (ridge); VQ's soft assignment is not one"
-                )
-            with torch.no_grad():
-                d, ct = solver.steps(
-                    x.detach(), bases.detach().clone(), steps - spec.k, inplace=True, xp=xp.detach(), **kw
-                )
-            if spec.k:  # implicit:k: the last k steps with autograd, the bases of the last one differentiable
-                d, ct = solver.steps(x, d, spec.k, inplace=False, xp=xp, ct=ct, **kw)
-            if solver is _CD:  # the ridge solve is the closed form: its derivative is the implicit one
-                d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
-            else:
-                with torch.no_grad():
-                    _, ct = solver.final(x.detach(), d.detach(), ct.detach(), inplace=False, xp=xp.detach(), **kw)
-                if torch.is_grad_enabled() and (x.requires_grad or d.requires_grad):
-                    ct = _NNLSCodes.apply(x, d, ct)
-        elif spec.kind in ("truncated", "phantom"):
-            with torch.no_grad():  # the first K - k steps: no graph
-                d, ct = solver.steps(
-                    x.detach(), bases.detach().clone(), steps - spec.k, inplace=True, xp=xp.detach(), **kw
-                )
-            for _ in range(spec.k):  # the last k with autograd, damped for phantom (λ = 1: plain steps)
-                d_next, ct_next = solver.steps(x, d, 1, inplace=False, xp=xp, ct=ct, **kw)
-                d = d_next if spec.lam == 1 else (1 - spec.lam) * d + spec.lam * d_next
-                # VQ / CD recompute the codes from the bases (their state is D; ct is None before their first step)
-                ct = ct_next if spec.lam == 1 or ct is None else (1 - spec.lam) * ct + spec.lam * ct_next
-            d, ct = solver.final(x, d, ct, inplace=False, xp=xp, **kw)
-        else:
-            with torch.no_grad():
-                d, ct = solver.steps(x.detach(), bases.detach().clone(), steps, inplace=True, xp=xp.detach(), **kw)
-            with torch.set_grad_enabled(torch.is_grad_enabled() and grad == "one-step"):
-                d, ct = solver.final(x, d, ct, inplace=not torch.is_grad_enabled(), xp=xp, **kw)
+        solve = _unrolled if spec.kind == "truncated" and spec.k == steps else _SOLVES[spec.kind]
+        d, ct = solve(solver, x, xp, bases, steps, spec, kw)
         kw.pop("xt")  # Xᵀ's copy is dead: freed before the reconstruction is allocated
         recon = None
         if reconstruct and low is None:
@@ -434,8 +475,11 @@ def _masked_cg(gram: Tensor, mask: Tensor, b: Tensor) -> Tensor:
         rs_next = (r * r).sum(-1, keepdim=True)
         p = r + (rs_next / rs.clamp_min(torch.finfo(b.dtype).tiny)) * p
         rs = rs_next
-    IMPLICIT_STATS["solves"] += rs.numel()
-    IMPLICIT_STATS["unconverged"] += int((rs > goal).sum())
+    if _IMPLICIT_COUNTERS:
+        unconverged = int((rs > goal).sum())
+        for counter in _IMPLICIT_COUNTERS:
+            counter["solves"] += rs.numel()
+            counter["unconverged"] += unconverged
     return y
 
 
@@ -540,8 +584,8 @@ def _fused_verified(device: torch.device, precision: str) -> bool:
         ct = torch.softmax(torch.randn(2, 70, 10, generator=gen), dim=-1).to(device)
         xp = x.to(torch.bfloat16) if precision == "bf16" else x
         tol = 1e-4 if precision == "fp32" else 3e-2
-        # as the solve runs them: without autocast (under it the Gram matrices came out bf16, and Triton refused to
-        # compile a dot of float32 and bfloat16 on the first H200 run)
+        # as the solve runs them: without autocast (under it the Gram matrices come out bf16, and Triton refuses to
+        # compile a dot of float32 and bfloat16)
         with torch.no_grad(), no_autocast(device), _TF32Scope(precision, device):
             ref_c = _NMF.codes(xp, d, ct, 1e-6, False, precision)
             ref_d = _NMF.bases(xp, d, ref_c, 1e-6, False, precision)
@@ -580,7 +624,8 @@ def nmf(
         x: X, (B, D, N), non-negative.
         bases: starting dictionary D, (B, D, R), non-negative. Not modified.
         steps: K, number of (code, bases) update pairs before the final code update.
-        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` | ``"truncated:k"`` | ``"phantom:k:λ"`` (module docstring).
+        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` | ``"implicit"`` | ``"implicit:k"`` | ``"truncated:k"`` |
+            ``"phantom:k:λ"`` (docs/solve.md).
         eps: ε added to every denominator.
         reconstruct: False skips the product DC (``recon`` is None), for callers that fold a linear map into D.
         precision: ``"fp32"`` | ``"bf16"`` | ``"tf32"``: of the products with X and of DC (module docstring).
@@ -591,12 +636,12 @@ def nmf(
     Start C₀ = softmax(DᵀX) over R; each step C ← C ⊙ (DᵀX) ⊘ (DᵀDC + ε), then D ← D ⊙ (XCᵀ) ⊘ (DCCᵀ + ε);
     then one more code update and X̄ = DC.
     """
-    _check(x, bases, steps, grad, eps, precision)
+    spec = _check(x, bases, steps, grad, eps, precision)
     if fused is not False and x.dtype != torch.float64:
         from .kernels import use_fused
 
         fused = use_fused(x, bases.shape[-1], fused) and _fused_verified(x.device, precision)
-    return _run(_NMF, x, bases, steps, grad, reconstruct, precision, eps=eps, fused=bool(fused))
+    return _run(_NMF, x, bases, steps, spec, reconstruct, precision, eps=eps, fused=bool(fused))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -683,7 +728,8 @@ def vq(
         bases: starting dictionary D, (B, D, R).
         steps: K.
         inv_t: inverse temperature of the softmax assignment (``inv_t`` in the official code).
-        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` | ``"truncated:k"`` | ``"phantom:k:λ"``.
+        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` | ``"implicit"`` | ``"implicit:k"`` | ``"truncated:k"`` |
+            ``"phantom:k:λ"`` (docs/solve.md; VQ has no implicit gradient).
         eps: ε of the code normalisation and of the final column norms.
         reconstruct: False skips the product DC (``recon`` is None).
         precision: ``"fp32"`` | ``"bf16"`` | ``"tf32"`` (module docstring).
@@ -692,8 +738,8 @@ def vq(
     D = XCᵀ. Final: C = softmax(inv_t · D̂ᵀ(X ⊘ (ε + ‖xₙ‖))), X̄ = DC. The start C₀ = softmax(inv_t · DᵀX) of the
     paper is overwritten by the first step before it is used, so it is not computed.
     """
-    _check(x, bases, steps, grad, eps, precision)
-    return _run(_VQ, x, bases, steps, grad, reconstruct, precision, eps=eps, inv_t=float(inv_t))
+    spec = _check(x, bases, steps, grad, eps, precision)
+    return _run(_VQ, x, bases, steps, spec, reconstruct, precision, eps=eps, inv_t=float(inv_t))
 
 
 def cd(
@@ -717,7 +763,8 @@ def cd(
         steps: K.
         inv_t: inverse temperature of the soft assignment.
         beta: β, ridge weight of the final code solve.
-        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` | ``"truncated:k"`` | ``"phantom:k:λ"``.
+        grad: ``"one-step"`` | ``"bptt"`` | ``"none"`` | ``"implicit"`` | ``"implicit:k"`` | ``"truncated:k"`` |
+            ``"phantom:k:λ"`` (docs/solve.md; VQ has no implicit gradient).
         eps: ε of the code normalisation.
         solver_steps: Newton-Schulz iterations for (DᵀD + βI)⁻¹; default: enough for unit-norm columns
             (condition number ≤ (R + β)/β), see :func:`spd_inverse`.
@@ -728,7 +775,7 @@ def cd(
     Final: C = (DᵀD + βI)⁻¹DᵀX, X̄ = DC. The inverse is built from matrix products only (no ``solve``), so the
     same code runs in eager mode, under ``torch.compile`` and in ONNX.
     """
-    _check(x, bases, steps, grad, eps, precision)
+    spec = _check(x, bases, steps, grad, eps, precision)
     if not beta > 0:
         raise ValueError(f"beta must be > 0 (it makes DᵀD + βI invertible), got {beta!r}")
     return _run(
@@ -736,7 +783,7 @@ def cd(
         x,
         bases,
         steps,
-        grad,
+        spec,
         reconstruct,
         precision,
         eps=eps,

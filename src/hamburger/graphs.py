@@ -5,8 +5,8 @@ input shape runs the eager forward twice on a side stream (warm-up: cuBLAS works
 one-time check), then captures a third run into a CUDA graph; later calls at that shape copy the input into the
 graph's static input, replay it and return a copy of its output. The kernels are the eager ones — cuBLAS products
 and :mod:`hamburger.kernels`' fused NMF steps — so a launch-bound block loses its launches and nothing else, where
-``torch.compile(mode="reduce-overhead")`` also swaps in the compiler's kernels (on the H200 that block ran at
-B 8 / 128² in 12.2 ms against eager's 7.8, docs/results/crossover.md).
+``torch.compile(mode="reduce-overhead")`` also swaps in the compiler's kernels (their timings:
+docs/results/crossover.md).
 
 Graphs are used only where they are valid: a CUDA input, the module in eval mode, and no autograd graph to build
 (``torch.no_grad()``/``torch.inference_mode()``, or neither the input nor a parameter requires a gradient).

@@ -73,6 +73,9 @@ class Ham(nn.Module):
     """Shared machinery of the three hams; subclasses set ``_solver`` and ``_uniform`` and the solver kwargs."""
 
     _uniform: bool  # NMF draws bases from U[0, 1), VQ/CD from N(0, 1)
+    draw_state: Tensor  # buffers (registered in __init__), typed for the checker
+    eval_bases: Tensor
+    bases: Tensor
     has_implicit_gradient: bool = True  # grad="implicit": the codes solve a well-posed problem given the bases
     check_nonnegative: bool = False  # NMF: refuse negative input (a block whose own ReLU guarantees it turns this off)
 
@@ -105,12 +108,7 @@ class Ham(nn.Module):
                 raise ValueError(f"{name} (K) must be an integer >= 0, got {value!r}")
         if channels % groups:
             raise ValueError(f"channels ({channels}) must be divisible by groups S ({groups})")
-        spec = HF.parse_grad(grad)  # a ValueError naming the spellings
-        if spec.kind == "implicit" and not self.has_implicit_gradient:
-            raise ValueError(
-                f"{type(self).__name__} has no implicit gradient: its codes solve no well-posed problem "
-                "given the bases (NMF and CD do)"
-            )
+        self.grad = grad  # parsed once (a ValueError naming the spellings), kept as a GradSpec
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if init == "online" and not spatial:
@@ -131,7 +129,6 @@ class Ham(nn.Module):
         self.groups = groups
         self.train_steps = train_steps
         self.eval_steps = eval_steps
-        self.grad = grad
         self.init = init
         self.spatial = spatial
         self.channels_last = channels_last
@@ -169,6 +166,21 @@ class Ham(nn.Module):
         if gen is not None:
             seed = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device))
             self.draw_state.copy_(torch.tensor([seed, 0], dtype=torch.int64))
+
+    @property
+    def grad(self) -> str:
+        """The gradient through the solve, as spelled on the command line (``str`` of its :class:`GradSpec`)."""
+        return str(self._grad)
+
+    @grad.setter
+    def grad(self, grad: str | HF.GradSpec) -> None:
+        spec = HF.parse_grad(grad)  # a ValueError naming the spellings
+        if spec.kind == "implicit" and not self.has_implicit_gradient:
+            raise ValueError(
+                f"{type(self).__name__} has no implicit gradient: its codes solve no well-posed problem "
+                "given the bases (NMF and CD do)"
+            )
+        self._grad = spec
 
     def _draw_fixed(self, dim: int) -> Tensor:
         return self._seeded_draw((self.groups, dim, self.rank), self.seed, self._uniform)
@@ -310,6 +322,7 @@ class Ham(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         recon = self.decompose(x).recon
+        assert recon is not None  # decompose reconstructs unless told not to
         if not self.spatial:
             recon = recon.mT  # (B*S, N, D) -> (B*S, D, N)
         if self.channels_last:
@@ -332,8 +345,9 @@ _HAM_ARGS = """
         groups: S, the channels split into S contiguous groups of D = C/S, decomposed separately.
         train_steps: K in training.
         eval_steps: K in evaluation.
-        grad: ``"one-step"`` (the paper's), ``"bptt"``, ``"none"``, ``"truncated:k"`` or ``"phantom:k:λ"`` (λ < 1
-            damps the last k steps in evaluation too); see :mod:`hamburger.functional`.
+        grad: ``"one-step"`` (the paper's), ``"bptt"``, ``"none"``, ``"implicit"``, ``"implicit:k"`` (NMF and CD),
+            ``"truncated:k"`` (the default, ``"truncated:2"``) or ``"phantom:k:λ"`` (λ < 1 damps the last k steps in
+            evaluation too); see docs/solve.md.
         init: ``"random"``: fresh bases every training forward, and in eval one fixed seeded draw shared by every
             sample (outputs are deterministic). ``"online"``: a bases buffer (S, D, R), the start in training and
             eval, moved towards the batch-mean final bases after each training forward (all-reduced across
@@ -382,7 +396,7 @@ class NMF(Ham):
             x,
             bases,
             steps,
-            grad=self.grad,
+            grad=self._grad,
             eps=self.eps,
             reconstruct=reconstruct,
             precision=self.effective_precision(),
@@ -410,7 +424,7 @@ class VQ(Ham):
             bases,
             steps,
             inv_t=self.inv_t,
-            grad=self.grad,
+            grad=self._grad,
             eps=self.eps,
             reconstruct=reconstruct,
             precision=self.effective_precision(),
@@ -444,7 +458,7 @@ class CD(Ham):
             steps,
             inv_t=self.inv_t,
             beta=self.beta,
-            grad=self.grad,
+            grad=self._grad,
             eps=self.eps,
             solver_steps=self.solver_steps,
             reconstruct=reconstruct,

@@ -1,67 +1,11 @@
-"""The ham as a token mixer (the seed's future work): ``HamMixer`` on (B, N, C) sequences of any length N, with a
+"""The ham as a token mixer (the paper's future work): ``HamMixer`` on (B, N, C) sequences of any length N, with a
 padding mask, heads (groups S), and a causal form whose recurrent twin generates one token at a time.
 
 Notation: per head, tokens x_t ∈ R^D (D = C/S), a dictionary D ∈ R^{D×R} (R bases), codes c_t ∈ R^R, K steps.
-
-**Non-causal** (``causal=False``): the paper's alternating solve over the whole sequence, started from a fixed
-seeded dictionary. NMF: C ← C ⊙ (DᵀX) ⊘ (DᵀDC + ε), D ← D ⊙ (XCᵀ + ε) ⊘ (DCCᵀ + ε); VQ: C = softmax(inv_t · cos(D, X))
-over R, D = centroids. Padded tokens get zero codes, so they add nothing to any statistic.
-
-**Causal, chunked** (``causal=True``, chunk L). Chunk j (tokens jL … jL+L−1) is coded against a dictionary D_j that
-depends on the chunks before it only::
-
-    D_0        = the start bases (one fixed seeded draw)
-    C_j        = code(X_j; D_j)                       K code updates per token against a fixed dictionary
-    y_t        = D_j c_t                               (t in chunk j)
-    A_j, B_j   = A_{j-1} + X_j C_jᵀ,  B_{j-1} + C_j C_jᵀ   prefix statistics, D×R and R×R (VQ: per-basis counts)
-    D_{j+1}    = K dictionary updates of D_j from (A_j, B_j)
-
-so y_t depends on x_t and on tokens of earlier chunks only. Inside a chunk there is no mixing (every token of a
-chunk is coded against the same dictionary; a token reaches the others from the next chunk on) unless ``local``
-adds the chunk's earlier tokens (or the last L − 1 tokens) to the read-out, weighted by code overlap.
-
-Cost per head (time): coding O(K·N·(D·R + R²)), statistics O(N·(D·R + R²)), dictionary O((N/L)·K·D·R²), in all
-O(K·N·D·R + (N/L)·K·D·R²) for R ≤ D — linear in N. Extra memory: O(N·R) for the codes and O(D·R + R²) for the
-running statistics (training keeps each chunk's dictionary for the backward pass, (N/L)·D·R more). A dictionary per
-position (L = 1) would cost O(K·N·D·R²), which breaks even with causal attention's O(N²·D) near N ≈ K·R².
-
-**Scale** (``norm``, causal NMF). NMF's factors trade scale freely (D·s, C/s), and the causal form chains N/L
-dictionary solves whose scale nothing fixes. Measured (MQAR N 256 / 32 pairs, chunkwise gradient): the columns
-drifted until tokens met bases at Dᵀx ≈ 3.5·10⁴ against DᵀDc + ε ≈ 10⁻⁶, every code update multiplied a code by
-10⁶–10⁷, the backward through K such updates overflowed float32, and the loss was NaN at step 1,172.
-``norm="unit"`` (the default) rescales every chunk's dictionary to unit-norm columns after its K updates, so the
-codes carry the scale: the same run's largest ratio stayed below 10³ and it trained through all 3,000 steps.
-``norm="none"`` is the earlier form.
-
-**Memory** (``memory``, causal). ``"stats"`` (the default) rebuilds each chunk's dictionary from the fixed start by K
-updates against the prefix statistics (A_j, B_j); ``"dict"`` (the earlier form) continues from the previous chunk's
-dictionary. Measured on MQAR N 256 / 32 pairs (3,000 steps, chunkwise, unit norm, one seed): the carried dictionary
-stayed on the plateau (4.8% test recall at R 16; 4.3% validation at R 24 when stopped at step 1,250; two heads of
-R 16, 4.3% test), the rebuilt one left it (R 16: 55.1% test recall; R 24: 74.6%; R 32: 84.2%). A
-carried dictionary keeps the first chunks' fit and moves K small multiplicative steps per chunk; rebuilt, it is the
-K-step NMF fit of everything seen so far, and the codes of the keys can change with the prefix.
-
-**Recurrent form** (:meth:`HamMixer.step`), the parallel form's operations, so outputs agree to float tolerance.
-``memory="stats"``: the state is the completed chunks' statistics (A, B), the pending chunk's tokens (at most L − 1)
-and the position — D·R + R² + (L − 1)·D floats per head for NMF at most; the dictionary, a function of (A, B), is
-rebuilt when a token needs it (K updates), and a complete chunk is coded and joins (A, B). ``memory="dict"``: the
-state is (D, A, B) — 2·D·R + R² floats per head; a token's statistics join (A, B) at once and D is updated at the end
-of a chunk.
-
-Gradient (``grad``), for every solve of the mixer — each chunk's K code updates and K dictionary updates in the
-causal form, the K alternating steps in the non-causal one:
-
-* ``"one-step"`` (the paper's): every step but the last code update runs without gradient; the dictionary is a
-  constant of the backward pass, so in the causal form no gradient reaches the tokens of earlier chunks.
-* ``"bptt"``: through everything, across the chunk recursion D_0 → D_1 → … as well.
-* ``"chunkwise"`` (the default): BPTT inside every chunk's solves, but each chunk's dictionary update starts from
-  the previous dictionary held constant: D_{j+1} is differentiated through all K of its updates with respect to the
-  prefix statistics (A_j, B_j), which hold every earlier token, and the chain D_0 → D_1 → … (N/L × K multiplicative
-  updates under BPTT) is cut at every chunk. The non-causal form has one solve: there it is BPTT.
-* ``"truncated:k"`` (1 <= k <= K): the last k steps of each solve carry gradient, the first K − k do not. In the
-  causal form each chunk's dictionary D_{j+1} is then differentiated with respect to the prefix statistics (A_j, B_j)
-  — so the loss reaches every earlier token — but not through D_j: the product of N/L × K multiplicative updates
-  that plain BPTT chains is cut at each chunk. ``"truncated:K"`` is BPTT.
+Non-causal: the paper's alternating solve over the whole sequence. Causal (chunk L): chunk j is coded against a
+dictionary D_j fitted to the chunks before it only (from the prefix statistics A_j = Σ X Cᵀ, B_j = Σ C Cᵀ), so the
+cost is linear in N and the recurrent state is O(D·R + R²) per head. docs/mixer.md describes the forms, the options
+(``norm``, ``memory``, ``local``, ``decay``, ``fit``, ``keys``) and the gradients (``grad``).
 """
 
 from __future__ import annotations
@@ -109,16 +53,11 @@ MIXER_MEMORIES = ("dict", "stats")  # what a causal chunk's dictionary update st
 DEFAULT_MIXER_MEMORY = "stats"
 
 
-def mixer_grad(grad: str, steps: int | None = None) -> GradSpec:
-    """Parse a token mixer's ``grad`` (one of :data:`MIXER_GRADS`, k <= ``steps`` when given); ``ValueError`` else."""
-    if grad == "chunkwise":
-        return GradSpec("chunkwise")
-    try:
-        spec = parse_grad(grad)
-    except ValueError:
-        spec = None
-    if spec is None or spec.kind not in ("one-step", "bptt", "truncated"):
-        raise ValueError(f"grad of a token mixer must be one of {', '.join(MIXER_GRADS)}; got {grad!r}")
+def mixer_grad(grad: str | GradSpec, steps: int | None = None) -> GradSpec:
+    """Parse a token mixer's ``grad`` (one of :data:`MIXER_GRADS`, k <= ``steps`` when given) with the solve's
+    parser; ``ValueError`` else."""
+    kinds = ("one-step", "bptt", "chunkwise", "truncated")
+    spec = parse_grad(grad, kinds=kinds, what="grad of a token mixer", spellings=", ".join(MIXER_GRADS))
     if steps is not None and spec.k > steps:
         raise ValueError(f"grad {grad!r} unrolls more steps than the solve has (K = {steps})")
     return spec
@@ -195,29 +134,27 @@ class HamMixer(nn.Module):
         keys: the channels per head that code a token (its key part; default: all D of them). A token's code is solved
             against the dictionary's first ``keys`` rows from its first ``keys`` channels; the dictionary's update fits
             every row, and the read-out D·c returns every row — the rest (the value part) is what a code recalls, the
-            paper's matrix-completion view: a query whose value channels are unknown is coded by its key alone.
-            Measured (MQAR N 256 / 32 pairs, R 32, seeds 0-2): keys 32 of 64 recalled 87.24 ± 1.12% against
-            83.79 ± 1.04% with every channel coding (docs/results/sequences.md) — that cell only, so not the default
-            yet.
-        causal: the chunked causal form (see the module docstring).
+            paper's matrix-completion view: a query whose value channels are unknown is coded by its key alone
+            (its recall: docs/results/sequences.md).
+        causal: the chunked causal form (docs/mixer.md).
         chunk: L, tokens per chunk of the causal form.
-        grad: ``"chunkwise"`` (default), ``"one-step"`` (the paper's), ``"bptt"`` or ``"truncated:k"`` (module
-            docstring). Chunkwise is the default: the one measured to recall.
+        grad: ``"chunkwise"`` (default), ``"one-step"`` (the paper's), ``"bptt"`` or ``"truncated:k"``: what each
+            differentiates, docs/mixer.md; why chunkwise is the default, docs/results/sequences.md.
         norm: the causal NMF solve's scale. ``"unit"`` (default): every chunk's dictionary is rescaled to unit-norm
-            columns after its K updates (the codes carry the scale). ``"none"``: it keeps whatever scale its updates
-            give it — the earlier form, whose code updates' ratios Dᵀx ⊘ DᵀDc reached 10⁷ and whose backward
-            overflowed to NaN on MQAR N 256 (module docstring). The non-causal solve and VQ are the same under both.
+            columns after its K updates (the codes carry the scale). ``"none"`` (an ablation option): it keeps
+            whatever scale its updates give it, which nothing bounds along the chunk chain (docs/mixer.md). The
+            non-causal solve and VQ are the same under both.
         memory: what each chunk's dictionary update starts from in the causal form. ``"stats"`` (default): the
             fixed start, D_{j+1} = K updates of D_0 from (A_j, B_j) — the dictionary is a function of the prefix
             statistics alone, the information carried between chunks is (A, B) (D·R + R² floats per head; D_{j+1} a
             cache of them), and no gradient chain runs from chunk to chunk except through the statistics (chunkwise
-            is then BPTT). ``"dict"``: the previous chunk's dictionary, D_{j+1} = K updates of D_j from (A_j, B_j) —
-            the earlier form, which did not leave MQAR's plateau at 32 pairs (module docstring).
+            is then BPTT). ``"dict"`` (an ablation option): the previous chunk's dictionary, D_{j+1} = K updates of
+            D_j from (A_j, B_j).
         fit: how a causal NMF chunk fits its dictionary to the prefix statistics (A, B). ``"mult"`` (default): K
             multiplicative updates. ``"ridge"``: the closed form of min ‖X − DC‖² + λ‖D − D_start‖² over the prefix,
             D = (A + λ·D_start)(B + λI)⁻¹, clipped at zero (the codes' NMF updates need a non-negative D) — the
             exact least-squares memory that de-blends overlapping codes, where K multiplicative steps from the start
-            do not. Measured (MQAR N 256 / 32 pairs, R 32, seed 0): 61.03% against the multiplicative fit's 84.17%.
+            do not (its recall against the default's: docs/results/sequences.md).
         ridge: λ of ``fit="ridge"``.
         local: a read-out of the recent tokens (causal, ``memory="stats"``). Without it (False) a token meets only
             the dictionary of the chunks before its own — the (up to L − 1) tokens of its chunk before it, which the
@@ -237,6 +174,8 @@ class HamMixer(nn.Module):
         seed: seed of the fixed start dictionary.
     """
 
+    start: Tensor  # the start dictionary (a buffer), (S, D, R)
+
     def __init__(
         self,
         dim: int,
@@ -254,7 +193,7 @@ class HamMixer(nn.Module):
         memory: str = DEFAULT_MIXER_MEMORY,
         fit: str = DEFAULT_MIXER_FIT,
         ridge: float = 1.0,
-        local: bool | str = False,
+        local: bool | str | None = False,
         decay: float | None = None,
         inv_t: float = 20.0,
         eps: float = 1e-6,
@@ -304,8 +243,8 @@ class HamMixer(nn.Module):
         self.out_proj = nn.Linear(width, dim)
         self.local_gain = nn.Parameter(torch.ones(heads)) if local else None  # g per head
         self.decay = decay
-        logit = torch.full((heads,), float(decay)).logit() if decay is not None else None  # γ = sigmoid(θ) per head
-        self.decay_logit = nn.Parameter(logit) if decay is not None else None
+        # γ = sigmoid(θ) per head
+        self.decay_logit = nn.Parameter(torch.full((heads,), float(decay)).logit()) if decay is not None else None
         gen = torch.Generator().manual_seed(seed)
         draw = torch.rand if ham == "nmf" else torch.randn
         start = F.normalize(draw(heads, width // heads, rank, generator=gen), dim=1)  # (S, D, R)
@@ -371,13 +310,14 @@ class HamMixer(nn.Module):
         w = c @ cp.mT  # (G, T, R) @ (G, R, P) -> (G, T, P)
         if seen is not None:
             w = w * seen
+        assert self.local_gain is not None  # the read-out runs only with local on
         gain = self.local_gain.to(c.dtype).repeat(c.shape[0] // self.heads)[:, None, None]  # (S,) -> (G, 1, 1)
         return gain * (w @ xp) / (1 + w.sum(-1, keepdim=True))  # (G, T, P) @ (G, P, D) / (G, T, 1)
 
     def _join(self, a: Tensor | None, b: Tensor | None, sa: Tensor, sb: Tensor) -> tuple[Tensor, Tensor]:
         """The prefix statistics after a chunk with statistics (sa, sb) joins (a, b) (None: the first chunk):
         (γa + sa, γb + sb) with the learned γ per head under ``decay``, the plain sums otherwise."""
-        if a is None:
+        if a is None or b is None:
             return sa, sb
         if self.decay_logit is None:
             return a + sa, b + sb
@@ -435,6 +375,7 @@ class HamMixer(nn.Module):
                 d = _nmf_dict(d, a, b, 1, self.eps) if self.ham == "nmf" else _vq_dict(d, a, b, self.eps)
         hk, dk = self._key_part(h, d)
         if self.ham == "nmf":
+            assert c is not None  # K >= 1 steps ran
             c = c * (hk @ dk) / (c @ (dk.mT @ dk) + self.eps)
         else:
             c = _vq_code(hk, dk, self.inv_t)

@@ -51,12 +51,10 @@ def optimize(
 
     The default input checks never synchronise the host inside a compiled graph (they become device asserts).
 
-    **When capture pays** (H200, bf16, C 512, docs/results/crossover.md): at batch 1 at every size measured (3.2x
-    faster than eager at 64² eval) — the block is launch-bound there; at batch 8 from 128² the compiled and captured
-    block (``"reduce-overhead"``) ran slower than eager (12.2 vs 7.8 ms eval) — most likely the compiler's kernels,
-    since a graph of eager's own kernels only drops their launches. ``mode="graphs"`` captures the eager kernels
-    instead (its GPU time: not yet measured; ``benchmarks/gpu.sh`` times it). Measure your shapes before you keep
-    either.
+    **When capture pays**: where the block is launch-bound (small batches and sizes on a GPU); where it is not, a
+    compiled and captured block (``"reduce-overhead"``) can run slower than eager, since it also swaps in the
+    compiler's kernels, while ``mode="graphs"`` captures the eager kernels and drops only their launches. The GPU
+    timings of both: docs/results/crossover.md. Measure your shapes before you keep either.
 
     **Shapes.** With static graphs every new input shape (batch, H, W) compiles once more — seconds on a GPU, tens
     of seconds for a whole model on a CPU — and is reused afterwards. After ``torch._dynamo.config.recompile_limit``

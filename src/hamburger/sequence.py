@@ -7,6 +7,8 @@ causal mixer has a recurrent form (``init_state`` / ``step``) for generation one
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,6 +37,19 @@ def _heads(x: Tensor, heads: int) -> Tensor:
 def _merge(x: Tensor) -> Tensor:
     b, h, n, d = x.shape
     return x.transpose(1, 2).reshape(b, n, h * d)  # (B, H, N, C/H) -> (B, N, C)
+
+
+class Mixer(Protocol):
+    """What every token mixer of :func:`create_mixer` is: ``(B, N, C) -> (B, N, C)`` (an optional mask of the
+    padding), and its recurrent form — ``init_state(batch)`` and ``step(x_t (B, C), state) -> (y_t, state)``."""
+
+    dim: int
+
+    def __call__(self, x: Tensor, mask: Tensor | None = None) -> Tensor: ...
+
+    def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict: ...
+
+    def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]: ...
 
 
 class SoftmaxMixer(nn.Module):
@@ -209,7 +224,7 @@ def _numel(state) -> int:
 
 
 @torch.no_grad()
-def state_floats(mixer: nn.Module, tokens: int) -> int:
+def state_floats(mixer: Mixer, tokens: int) -> int:
     """Floats a causal mixer's recurrent state holds after ``tokens`` tokens of one sequence — measured by stepping
     its recurrent form (softmax: the KV cache, growing with N; linear attention: Σ φ(k)vᵀ and Σ φ(k); the Ham: its
     dictionary, prefix statistics and the pending chunk's)."""
@@ -242,7 +257,7 @@ class HamTransformerBlock(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.conv = ShortConv(dim, conv) if conv else None
-        self.mixer = create_mixer(mixer, dim, heads=heads, causal=causal, **mixer_kwargs)
+        self.mixer = cast(Mixer, create_mixer(mixer, dim, heads=heads, causal=causal, **mixer_kwargs))
         ham = 2 * dim - getattr(self.mixer, "width", dim)  # its projections are C×W and W×C
         hidden = int(mlp_ratio * dim) + {"none": 2 * dim, "ham_nmf": ham, "ham_vq": ham}.get(mixer, 0)
         self.norm2 = nn.LayerNorm(dim)
@@ -321,7 +336,8 @@ class HamDecoder(HamEncoder):
 
     def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
         device = device or self.pos.device
-        return {"t": 0, "blocks": [b.init_state(batch, device=device, dtype=dtype) for b in self.blocks]}
+        blocks = cast("list[HamTransformerBlock]", self.blocks)
+        return {"t": 0, "blocks": [b.init_state(batch, device=device, dtype=dtype) for b in blocks]}
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         t = state["t"]
@@ -329,7 +345,7 @@ class HamDecoder(HamEncoder):
             raise ValueError(f"position {t} is past max_len={self.max_len}")
         x = x + self.pos[t]
         states = []
-        for block, s in zip(self.blocks, state["blocks"]):
+        for block, s in zip(cast("list[HamTransformerBlock]", self.blocks), state["blocks"]):
             x, s = block.step(x, s)
             states.append(s)
         return self.norm(x), {"t": t + 1, "blocks": states}

@@ -48,7 +48,7 @@ def run(
     """One row per (ham, precision): the relative errors and whether each check passed."""
     dev, dev_info = bench_device(device)
     # fp32 is fp32 on both sides: cuDNN runs the breads' 1x1 convolutions in TF32 by default (torch's
-    # cudnn.allow_tf32), which put the first H200 run's fp32 rows at 1.5e-4 (NMF) to 1.1e-3 (VQ) from the CPU
+    # cudnn.allow_tf32), which moves fp32 rows 1e-4 to 1e-3 from the CPU's
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:

@@ -8,6 +8,7 @@ import torch
 
 from ..engine.cli import choices, names, set_threads
 from ..engine.config import (
+    add_config_arguments,
     device_name,
     grad_specs,
     nonnegative_int,
@@ -15,9 +16,9 @@ from ..engine.config import (
     positive_float,
     positive_int,
     positive_ints,
-    rank_int,
 )
 from ..functional import PRECISIONS
+from ..seg.config import SegTrainConfig
 from . import check as check_bench
 from . import context as context_bench
 from . import crossover as crossover_bench
@@ -51,7 +52,7 @@ def register(sub) -> None:
     ham = bsub.add_parser("ham", help="NMF ham vs the official operation order; training memory vs K; denormals")
     ham.add_argument("--channels", type=positive_int, default=512)
     ham.add_argument("--size", type=positive_int, default=128, help="H = W of the speed test")
-    ham.add_argument("--rank", type=rank_int, default=64)
+    add_config_arguments(ham, SegTrainConfig, only=("rank",), defaults={"rank": 64})
     ham.add_argument("--steps", type=nonnegative_int, default=7, help="eval steps K of the speed test")
     ham.add_argument("--repeats", type=positive_int, default=7)
     ham.add_argument("--train-size", type=positive_int, default=64)
@@ -71,7 +72,7 @@ def register(sub) -> None:
     backends = ("flash", "cudnn", "efficient", "math")
     cross.add_argument("--backends", type=choices(backends), default=backends, help="SDPA backends to try")
     cross.add_argument("--channels", type=positive_int, default=512)
-    cross.add_argument("--rank", type=rank_int, default=64)
+    add_config_arguments(cross, SegTrainConfig, only=("rank",), defaults={"rank": 64})
     cross.add_argument("--repeats", type=positive_int, default=20)
     cross.add_argument("--no-compile", action="store_true", help="skip the compiled Hamburger")
     cross.add_argument("--capture", action="store_true", help="add the block under optimize(mode='reduce-overhead')")
@@ -87,7 +88,7 @@ def register(sub) -> None:
     prec.add_argument("--device", type=device_name, default="cpu")
     prec.add_argument("--channels", type=positive_int, default=512)
     prec.add_argument("--sizes", type=positive_ints, default=(64, 128), help="H = W of the solver table")
-    prec.add_argument("--rank", type=rank_int, default=64)
+    add_config_arguments(prec, SegTrainConfig, only=("rank",), defaults={"rank": 64})
     prec.add_argument("--steps", type=nonnegative_int, default=7)
     prec.add_argument("--repeats", type=positive_int, default=7)
     prec.add_argument("--precisions", type=choices(PRECISIONS), default=PRECISIONS)
@@ -106,12 +107,12 @@ def register(sub) -> None:
         "--estimators",
         type=grad_specs,
         default=grad_bench.ESTIMATORS,
-        help="comma-separated: one-step, bptt, none, truncated:<k>, phantom:<k>:<λ>",
+        help="comma-separated: one-step, bptt, none, implicit, implicit:<k>, truncated:<k>, phantom:<k>:<λ>",
     )
     grad.add_argument("--steps", type=positive_ints, default=grad_bench.STEPS, help="comma-separated K")
     grad.add_argument("--sizes", type=positive_ints, default=(64, 128), help="H = W of the block")
     grad.add_argument("--channels", type=positive_int, default=512)
-    grad.add_argument("--rank", type=rank_int, default=64)
+    add_config_arguments(grad, SegTrainConfig, only=("rank",), defaults={"rank": 64})
     grad.add_argument("--repeats", type=positive_int, default=3)
     grad.add_argument("--no-tiny", action="store_true", help="skip the demo's hamnet_tiny")
     grad.add_argument("--device", type=device_name, default="cpu")
@@ -129,7 +130,7 @@ def register(sub) -> None:
     solve.add_argument("--batches", type=positive_ints, default=(1, 8))
     solve.add_argument("--precisions", type=choices(PRECISIONS), default=("bf16", "fp32"))
     solve.add_argument("--channels", type=positive_int, default=512)
-    solve.add_argument("--rank", type=rank_int, default=64)
+    add_config_arguments(solve, SegTrainConfig, only=("rank",), defaults={"rank": 64})
     solve.add_argument("--repeats", type=positive_int, default=20)
     solve.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     solve.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")

@@ -137,23 +137,19 @@ def run(
     xd = clustered_input(channels, denormal_size * denormal_size)
     bases = NMF(channels, rank=rank).eval_bases
     den = {}
-    try:
-        for flag in (False, True):
-            HF._FLUSH_DENORMALS = flag
-            with torch.no_grad():
-                d = HF.nmf(xd, bases, denormal_steps)
-            den["flush" if flag else "no flush"] = {
-                "denormal_codes": _denormal_fraction(d.codes),
-                "denormal_bases": _denormal_fraction(d.bases),
-            }
-        timings = {}
-        for flag in (False, True):
-            HF._FLUSH_DENORMALS = flag
+    for flag in (False, True):
+        with HF.cpu_settings(flush_denormals=flag), torch.no_grad():
+            d = HF.nmf(xd, bases, denormal_steps)
+        den["flush" if flag else "no flush"] = {
+            "denormal_codes": _denormal_fraction(d.codes),
+            "denormal_bases": _denormal_fraction(d.bases),
+        }
+    timings = {}
+    for flag in (False, True):
+        with HF.cpu_settings(flush_denormals=flag):
             timings["flush" if flag else "no flush"] = interleaved_medians(
                 {"nmf": lambda: HF.nmf(xd, bases, denormal_steps, grad="none")}, repeats=repeats
             )["nmf"]
-    finally:
-        HF._FLUSH_DENORMALS = True
     for k, v in timings.items():
         den[k]["ms"] = v * 1e3
     rows["denormals"] = den

@@ -10,7 +10,7 @@ def conv1x1(in_channels: int, out_channels: int, *, bias: bool = True) -> nn.Con
     """A 1x1 convolution on flattened (B, C, N) maps, He-normal (fan-out) initialised."""
     conv = nn.Conv1d(in_channels, out_channels, 1, bias=bias)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    if bias:
+    if conv.bias is not None:
         nn.init.zeros_(conv.bias)
     return conv
 

@@ -31,6 +31,8 @@ class EMAUnit(nn.Module):
         seed: seed of μ's initial draw.
     """
 
+    mu: Tensor  # the running bases (a buffer), (1, C, k)
+
     def __init__(
         self, channels: int, *, bases: int = 64, steps: int = 3, momentum: float = 0.9, norm_layer="batch", seed=0
     ) -> None:

@@ -27,6 +27,7 @@ import random
 import re
 import signal
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -146,7 +147,7 @@ def commit_checkpoint(out: Path, step: int, weights: dict, state: dict, *, metad
     save_weights(weights, weights_path, metadata=metadata, point="weights")
     fault_point("between")
     atomic_save(state, state_path, point="state")
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": 1,
         "step": step,
         "weights": weights_path.name,
@@ -247,7 +248,7 @@ def load_state(path: Path) -> dict:
 
 
 def rng_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple, np.random.get_state())  # the legacy tuple form
     numpy_state = {
         "kind": kind,
         "keys": torch.from_numpy(keys.astype(np.int64)),

@@ -12,7 +12,9 @@ import argparse
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..functional import parse_grad
 from .common import atomic_write_text
@@ -29,6 +31,40 @@ def option(default, help: str, *, choices: tuple | None = None, minimum=None, ab
     field is finite."""
     bounds = {"minimum": minimum, "above": above, "maximum": maximum}
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "parse": parse, **bounds})
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The run fields every task's config shares (a task's config subclasses it and redeclares a field only where
+    its default or help differs): where the run goes and how it is watched, never what it computes."""
+
+    device: str = option("cpu", "cpu, cuda, cuda:1, ...")
+    workers: int = option(0, "DataLoader workers", minimum=0)
+    out: Path = option(Path("runs/run"), "run folder (checkpoints, log, config.yaml)")
+    val_interval: int = option(250, "validate every N steps (0: never)", minimum=0)
+    ckpt_interval: int = option(500, "checkpoint every N steps", minimum=1)
+    resume: bool = option(False, "continue from the checkpoint in --out")
+    overwrite: bool = option(False, "replace the run in --out (its checkpoints, weights, log) instead of refusing")
+    allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
+    no_tensorboard: bool = option(False, "do not write TensorBoard events")
+    quiet: bool = option(False, "no progress bar")
+
+
+# the run fields that decide nothing a run computes: a resumed run may change them (each task adds its own)
+RUN_FREE = frozenset(
+    {
+        "out",
+        "resume",
+        "overwrite",
+        "allow_changed_config",
+        "quiet",
+        "no_tensorboard",
+        "workers",
+        "device",
+        "ckpt_interval",
+    }
+)
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 
 
 def bound_error(field: dataclasses.Field, value) -> str | None:
@@ -135,13 +171,12 @@ def int_between(low: int, high: int):
 
 
 def grad_spec(text) -> str:
-    """argparse type: a gradient through a ham's solve (``one-step``, ``bptt``, ``none``, ``truncated:<k>``,
-    ``phantom:<k>:<λ>``; see :mod:`hamburger.functional`)."""
+    """argparse type: a gradient through a ham's solve (``one-step``, ``bptt``, ``none``, ``implicit[:<k>]``,
+    ``truncated:<k>``, ``phantom:<k>:<λ>``; docs/solve.md), as the spelling of its parsed :class:`GradSpec`."""
     try:
-        parse_grad(str(text))
+        return str(parse_grad(str(text)))  # its canonical spelling
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    return str(text)
 
 
 def grad_specs(text: str) -> tuple[str, ...]:
@@ -228,7 +263,7 @@ positive_floats = _list_of(positive_float, "numbers > 0")
 integers = _list_of(ascii_int, "integers")
 
 
-_TYPES = {
+_TYPES: dict[str, Callable[[Any], Any]] = {
     "device": device_name,
     "int": ascii_int,
     "float": finite_float,
@@ -253,21 +288,37 @@ def _bounded(kind, field: dataclasses.Field):
     return parse
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--flag-name`` per field of the dataclass ``cls``, typed from its annotation, documented by its help;
-    values outside a field's bounds are argparse errors naming the flag."""
-    for f in dataclasses.fields(cls):
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls, *, only: tuple[str, ...] | None = None, defaults: dict | None = None
+) -> None:
+    """One ``--flag-name`` per field of the dataclass ``cls`` (or per field named in ``only``), typed from its
+    annotation (or its ``parse``), documented by its help; values outside a field's bounds are argparse errors naming
+    the flag. ``defaults`` replace a field's default for this command (the help says so). Each flag remembers its
+    declaration (``action.declared``): a test checks that no command writes such a flag by hand."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(only or ()) - set(fields))
+    if unknown:
+        raise ValueError(f"{cls.__name__} declares no {unknown}")
+    chosen = (
+        [fields[n] for n in only] if only is not None else sorted(fields.values(), key=lambda f: f.name in RUN_FIELDS)
+    )
+    for f in chosen:  # with every field: the run's own flags last
         annotation = str(f.type).replace(" | None", "")
-        kind = f.metadata.get("parse") or _TYPES["device" if f.name == "device" else annotation]
+        kind: Callable[[str], Any] = f.metadata.get("parse") or _TYPES["device" if f.name == "device" else annotation]
         if any(f.metadata.get(k) is not None for k in ("minimum", "above", "maximum")):
             kind = _bounded(kind, f)
         help_text = f.metadata.get("help", "")
+        default = f.default
+        if defaults and f.name in defaults:
+            default = defaults[f.name]
+            help_text = f"{help_text} [here: {default}]"
         flag = "--" + f.name.replace("_", "-")
-        kw = {"default": f.default, "help": help_text, "choices": f.metadata.get("choices")}
+        kw: dict[str, Any] = {"default": default, "help": help_text, "choices": f.metadata.get("choices")}
         if annotation == "bool":
-            parser.add_argument(flag, type=parse_bool, nargs="?", const=True, **kw)
+            action = parser.add_argument(flag, type=parse_bool, nargs="?", const=True, **kw)
         else:
-            parser.add_argument(flag, type=kind, **kw)
+            action = parser.add_argument(flag, type=kind, **kw)
+        action.declared = f"{cls.__name__}.{f.name}"  # type: ignore[attr-defined]
 
 
 def config_from_args(cls, args: argparse.Namespace):
@@ -346,14 +397,18 @@ def parse_with_recipe(
         for action in command._actions:
             if action.dest in recipe:
                 value = recipe[action.dest]
-                if action.type is not None and value is not None and not isinstance(value, (list, bool)):
+                parse = action.type
+                if callable(parse) and value is not None and not isinstance(value, (list, bool)):
                     try:
-                        value = action.type(str(value))
+                        value = parse(str(value))
                     except argparse.ArgumentTypeError as e:
                         raise ValueError(f"recipe {known.config}: key {action.dest!r} {e}") from None
                     except (ValueError, TypeError):
-                        names = {parse_bool: "true/false", parse_floats: "comma-separated finite numbers"}
-                        kind = names.get(action.type, getattr(action.type, "__name__", "a value"))
+                        names: dict[Any, str] = {
+                            parse_bool: "true/false",
+                            parse_floats: "comma-separated finite numbers",
+                        }
+                        kind = names.get(parse, getattr(parse, "__name__", "a value"))
                         where = f"recipe {known.config}: key {action.dest!r}"
                         raise ValueError(f"{where} must be {kind}, got {value!r}") from None
                 if action.choices is not None and value is not None and value not in action.choices:

@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -183,7 +184,8 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
     history = []
     batches = iter(loader)  # may draw a seed from the global RNG: restore the checkpoint's RNG state after it
     if rng is not None:
-        _restore("RNG", lambda: set_rng_state(rng[rank] if isinstance(rng, list) else rng), out / MANIFEST)
+        states = rng  # one per rank (DDP) or one
+        _restore("RNG", lambda: set_rng_state(states[rank] if isinstance(states, list) else states), out / MANIFEST)
     model.train()
     t0 = time.perf_counter()
 
@@ -244,7 +246,7 @@ def _fit(task: Task, config, rank: int, world: int, device: torch.device) -> dic
     return {"history": history, "best_score": best, "out": str(out), "model": model}
 
 
-def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> tuple[int, float, object, dict | None]:
+def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> tuple[int, float, Any, dict | None]:
     """Load the committed checkpoint (verified), refuse a changed recipe; (start step, best score, RNG states, the
     fp16 grad scaler's state or None)."""
     checkpoint = load_checkpoint(out)
@@ -257,7 +259,7 @@ def _resume(task, config, out, model, optimizer, scheduler, identity, rank) -> t
         if rank == 0:
             print(f"--resume: no checkpoint in {out}, starting from scratch", flush=True)
             _truncate_log(out / "log.jsonl", 0)  # a run killed before its first commit: its steps are trained again
-        return 0, -1.0, None, None
+        return 0, NO_SCORE, None, None
     weights, metadata, state = checkpoint
     _check_state(state, out / MANIFEST)
     changes = changed_fields(state.get("config", {}), config, task.free_fields | ENGINE_FREE)
@@ -298,7 +300,13 @@ def _restore(what: str, load, manifest: Path) -> None:
 def _check_state(state, manifest: Path) -> None:
     """The structure of a checkpoint's state, checked before any of it is used (a hand-edited or foreign state file
     whose hash was recomputed): a ValueError naming the entry."""
-    kinds = {"optimizer": dict, "scheduler": dict, "step": int, "best_score": (int, float), "rng": (dict, list)}
+    kinds: dict[str, type | tuple[type, ...]] = {
+        "optimizer": dict,
+        "scheduler": dict,
+        "step": int,
+        "best_score": (int, float),
+        "rng": (dict, list),
+    }
     if not isinstance(state, dict):
         raise ValueError(f"the checkpoint of {manifest}: its state is a {type(state).__name__}, not a mapping")
     for key, kind in kinds.items():
@@ -340,7 +348,7 @@ def _gather_rng(world: int):
     state = rng_state()
     if world == 1:
         return state
-    states = [None] * world
+    states: list[dict | None] = [None] * world
     dist.all_gather_object(states, state)
     return states
 

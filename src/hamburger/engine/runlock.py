@@ -29,7 +29,7 @@ from .common import atomic_write_text
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".lock"
 RECORD = ".hamburger-run.json"

@@ -5,6 +5,7 @@ defaults of the optional parts. Segmentation, the GAN and sequences subclass it;
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import cast
 
 import torch
 from torch import nn
@@ -69,7 +70,7 @@ class Task:
         ddp = isinstance(net, nn.parallel.DistributedDataParallel)
         for micro in range(config.accum_steps):
             sync = micro == config.accum_steps - 1
-            ctx = net.no_sync() if ddp and not sync else nullcontext()
+            ctx = cast(nn.parallel.DistributedDataParallel, net).no_sync() if ddp and not sync else nullcontext()
             with ctx, autocast():
                 loss = self.loss(net, next(batches), config, device) / config.accum_steps
             if not torch.isfinite(loss):

@@ -14,7 +14,6 @@ from ..engine.config import (
     config_from_args,
     device_name,
     finite_float,
-    grad_spec,
     int_between,
     integers,
     positive_int,
@@ -65,7 +64,7 @@ def register(sub) -> None:
         "--samples", type=int_between(2, MAX_SAMPLES), default=2000, help="generated images per final evaluation"
     )
     c.add_argument("--ema", type=finite_float, default=None, help="EMA decay of G for sampling (default: gan train's)")
-    c.add_argument("--ham-grad", type=grad_spec, default=None, help="gradient through the Hamburger arms' solve")
+    add_config_arguments(c, GANTrainConfig, only=("ham_grad",), defaults={"ham_grad": None})  # None: the arms' own
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     c.add_argument("--dataset", default="silhouettes")

@@ -10,34 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..engine.config import option, validate_config
+from ..engine.config import RUN_FREE, RunConfig, grad_spec, option, validate_config
 from ..engine.loop import AMP_DTYPES
 from ..functional import DEFAULT_GRAD, parse_grad
 from .blocks import ARMS
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
-RESUME_FREE = frozenset(
-    {
-        "out",
-        "resume",
-        "overwrite",
-        "quiet",
-        "no_tensorboard",
-        "workers",
-        "device",
-        "ckpt_interval",
-        "allow_changed_config",
-        "val_interval",
-        "samples_per_class",
-        "eval_classifier",
-        "eval_samples",
-        "skip_data_check",
-    }
-)
+RESUME_FREE = RUN_FREE | {"val_interval", "samples_per_class", "eval_classifier", "eval_samples", "skip_data_check"}
 
 
 @dataclass
-class GANTrainConfig:
+class GANTrainConfig(RunConfig):
     """Everything a GAN training run depends on (see ``hamburger gan train --help``)."""
 
     # what a saved run that lacks a field trained with, where the field's default has changed since
@@ -60,6 +43,7 @@ class GANTrainConfig:
         DEFAULT_GRAD,
         "gradient through a Hamburger arm's solve: one-step (the paper's) | bptt | "
         "none | truncated:<k> | phantom:<k>:<λ> | implicit[:<k>]",
+        parse=grad_spec,
     )
     ema: float = option(
         0.0, "decay of an exponential moving average of G, used for samples (0: none)", minimum=0.0, maximum=0.99999
@@ -84,8 +68,6 @@ class GANTrainConfig:
     amp: str = option("none", "autocast dtype", choices=tuple(AMP_DTYPES))
     seed: int = option(0, "seed of the initialisation, the data order, z and the fake labels")
     # run
-    device: str = option("cpu", "cpu, cuda, cuda:1, ...")
-    workers: int = option(0, "DataLoader workers", minimum=0)
     out: Path = option(Path("runs/gan"), "run folder (checkpoints, log, samples, config.yaml)")
     val_interval: int = option(250, "write a sample grid every N steps (0: only at the end)", minimum=0)
     samples_per_class: int = option(8, "columns of the sample grid (one row per class)", minimum=1)
@@ -93,12 +75,6 @@ class GANTrainConfig:
         None, "a feature classifier (gan eval writes one): log the Fréchet classifier distance every val_interval"
     )
     eval_samples: int = option(500, "generated images per distance on the training curve", minimum=2)
-    ckpt_interval: int = option(500, "checkpoint every N steps", minimum=1)
-    resume: bool = option(False, "continue from the checkpoint in --out")
-    overwrite: bool = option(False, "replace the run in --out (its checkpoints, weights, log) instead of refusing")
-    allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
-    no_tensorboard: bool = option(False, "do not write TensorBoard events")
-    quiet: bool = option(False, "no progress bar")
     skip_data_check: bool = option(False, "skip the pass that reads every image of a folder dataset before training")
 
     def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 
 Rows are `hamnet_tiny` (v2 NMF, R 16, K 6, the default gradient, random bases) with one thing changed, trained and
 tested through `seg compare`'s run layout (``out/<row>/seed<n>``; identical configurations share one run). The
-rows that test one of the seed's findings (the ham, the breads, the ham type, the gradient) default to three seeds,
+rows that test one of the paper's findings (the ham, the breads, the ham type, the gradient) default to three seeds,
 the sweeps (version, init, K in training, R) to one. K at test is swept on the reference runs by evaluation only.
 Writes ``ablate.md`` / ``ablate.json`` (mean ± std per row, and beside each finding whether this benchmark
 agrees, with the numbers and the seed spread) and one plot per sweep.
@@ -79,7 +79,7 @@ def with_grad(head: str, overrides: dict, ham_grad: str | None) -> dict:
     spec = parse_grad(over.get("ham_grad", DEFAULT_GRAD))
     steps = over.get("ham_steps", 6)
     if spec.kind in ("truncated", "phantom") and spec.k > steps:  # the K-train sweep's K 1: at most K steps unroll
-        over["ham_grad"] = "bptt" if spec.kind == "truncated" else f"phantom:{steps}:{spec.lam:g}"
+        over["ham_grad"] = "bptt" if spec.kind == "truncated" else str(spec._replace(k=steps))
     if over.get("ham_grad") == DEFAULT_GRAD:
         del over["ham_grad"]
     return over
@@ -154,7 +154,7 @@ def _fmt(values: list[float]) -> str:
 
 
 def findings(rows: dict[str, list[float]], ktest: dict[int, list[float]]) -> list[str]:
-    """The seed's findings, each with this benchmark's numbers and whether they agree beyond the seed spread."""
+    """The paper's findings, each with this benchmark's numbers and whether they agree beyond the seed spread."""
 
     def gap(a: str, b: str) -> tuple[float, float, int]:
         (ma, sa), (mb, sb) = mean_std(rows[a]), mean_std(rows[b])

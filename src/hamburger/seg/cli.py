@@ -7,15 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
-from ..burger import BREADS, HAMS, VERSIONS
 from ..engine.cli import choices, names
 from ..engine.config import (
     add_config_arguments,
     ascii_int,
     config_from_args,
     device_name,
-    finite_float,
-    grad_spec,
     grad_specs,
     integers,
     nonnegative_int,
@@ -23,13 +20,10 @@ from ..engine.config import (
     positive_float,
     positive_floats,
     positive_int,
-    rank_int,
     shard_spec,
 )
-from ..functional import PRECISIONS
-from ..ham import INITS
 from . import ablate, compare, estimators
-from .config import NORMS, SegTrainConfig
+from .config import MODEL_OPTIONS, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate, predict_files
 from .train import load_trained_model, train
@@ -38,33 +32,8 @@ from .transforms import SegTransform
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags")
-    p.add_argument(
-        "--dataset", default="voc", help="voc | pascal_context | ade20k | cityscapes | folder | animal-scenes"
-    )
-    p.add_argument("--data-root", type=Path, help="dataset folder (its documented layout)")
-    p.add_argument("--num-classes", type=positive_int, default=None, help="classes of a 'folder' dataset")
-    p.add_argument("--model", default="hamnet_r50_d8", help="a name of hamburger.list_models()")
-    p.add_argument("--device", type=device_name, default="cpu")
-    p.add_argument("--norm", choices=NORMS, default=None, help="head norm layers (default: batch)")
-    p.add_argument("--context-norm", choices=NORMS, default=None, help="as the weights were trained")
-    p.add_argument("--backbone-norm", choices=NORMS, default=None, help="backbone norm (default: batch)")
-    p.add_argument("--rank", type=rank_int, default=None, help="R of the Hamburger (default: the variant's)")
-    p.add_argument("--ham-init", choices=INITS, default=None, help="bases init of the ham")
-    p.add_argument("--ham-version", choices=VERSIONS, default=None, help="as the weights were trained")
-    p.add_argument("--ham-steps", type=nonnegative_int, default=None, help="K in training, as the weights were")
-    p.add_argument("--ham-eval-steps", type=nonnegative_int, default=None, help="K at evaluation")
-    p.add_argument("--ham-grad", type=grad_spec, default=None, help="as the weights were")
-    p.add_argument("--ham-type", choices=tuple(HAMS), default=None, help="as the weights were trained")
-    p.add_argument("--ham-breads", choices=BREADS, default=None, help="as trained")
-    p.add_argument(
-        "--ham-precision",
-        choices=PRECISIONS,
-        default=None,
-        help="precision of the hams' large products (default fp32; see hamburger.functional)",
-    )
-    p.add_argument("--dropout", type=finite_float, default=None, help="dropout before the classifier")
-    p.add_argument("--aux", type=parse_bool, default=None, help="FCN auxiliary head on stage 3 (default: variant's)")
-    p.add_argument("--pretrained", default=None, help="'hub' for timm's weights, or a local weights file")
+    # what builds the model and reads the data: seg train's declarations
+    add_config_arguments(p, SegTrainConfig, only=MODEL_OPTIONS)
 
 
 def _infer_args(p: argparse.ArgumentParser) -> None:
@@ -88,12 +57,7 @@ def register(sub) -> None:
     demo.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     demo.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     demo.add_argument("--out", type=Path, default=Path("results/demo"))
-    demo.add_argument(
-        "--ham-grad",
-        type=grad_spec,
-        default=None,
-        help="gradient through the Hamburger's solve (default: DEFAULT_GRAD, truncated:2; the paper's: one-step)",
-    )
+    add_config_arguments(demo, SegTrainConfig, only=("ham_grad",))
 
     demo.set_defaults(handler=_demo)
 
@@ -132,8 +96,7 @@ def register(sub) -> None:
     c.add_argument("--val-interval", type=positive_int, default=100)
     c.add_argument("--max-val-samples", type=positive_int, default=None)
     c.add_argument("--workers", type=nonnegative_int, default=1)
-    c.add_argument("--ham-precision", choices=PRECISIONS, default=None, help="as in seg train")
-    c.add_argument("--ham-grad", type=grad_spec, default=None, help="gradient through the hams' solve")
+    add_config_arguments(c, SegTrainConfig, only=("ham_precision", "ham_grad"))
     c.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     c.add_argument(
         "--bn-recalib",
@@ -156,12 +119,7 @@ def register(sub) -> None:
     abl.add_argument("--device", type=device_name, default="cpu")
     abl.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
     abl.add_argument("--out", type=Path, default=Path("results/ablate"))
-    abl.add_argument(
-        "--ham-grad",
-        type=grad_spec,
-        default=None,
-        help="gradient of every Hamburger row but the gradient rows (default: the models')",
-    )
+    add_config_arguments(abl, SegTrainConfig, only=("ham_grad",))  # every Hamburger row but the gradient rows
     abl.add_argument(
         "--groups",
         type=choices(ablate.GROUPS),

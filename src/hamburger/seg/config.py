@@ -12,33 +12,26 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..burger import BREADS, HAMS, VERSIONS
-from ..engine.config import MAX_RANK, option, validate_config
+from ..engine.config import MAX_RANK, RUN_FREE, RunConfig, grad_spec, option, validate_config
 from ..engine.loop import AMP_DTYPES
 from ..functional import DEFAULT_GRAD, PRECISIONS, parse_grad
 from ..ham import INITS
 from .models import holds_ham
 
+# the fields that build a model and read its data: the flags of seg eval, predict and viz as well
+MODEL_OPTIONS = (
+    *("dataset", "data_root", "num_classes", "model", "device", "norm", "context_norm", "backbone_norm", "rank"),
+    *("ham_init", "ham_version", "ham_steps", "ham_eval_steps", "ham_grad", "ham_type", "ham_breads", "ham_precision"),
+    *("dropout", "aux", "pretrained"),
+)
 NORMS = ("batch", "group")  # the norm layers a segmentation head or backbone can be built with
 
 # flags that change neither the model, the data, the optimiser nor the schedule: a resumed run may change them
-RESUME_FREE = frozenset(
-    {
-        "out",
-        "resume",
-        "overwrite",
-        "quiet",
-        "no_tensorboard",
-        "workers",
-        "device",
-        "ckpt_interval",
-        "allow_changed_config",
-        "skip_data_check",
-    }
-)
+RESUME_FREE = RUN_FREE | {"skip_data_check"}
 
 
 @dataclass
-class SegTrainConfig:
+class SegTrainConfig(RunConfig):
     """Everything a segmentation training run depends on (see ``hamburger seg train --help``)."""
 
     # runs written before ``DEFAULT_GRAD`` changed saved ``ham_grad: null`` (or no key): they trained with this one
@@ -68,6 +61,7 @@ class SegTrainConfig:
         None,
         "gradient through the Hamburger's solve: one-step (the paper's) | bptt | none | truncated:<k> | "
         "phantom:<k>:<λ> | implicit[:<k>] (default: hamburger.functional.DEFAULT_GRAD, written into config.yaml)",
+        parse=grad_spec,
     )
     ham_type: str | None = option(None, "the Hamburger's ham (default: the variant's)", choices=tuple(HAMS))
     ham_breads: str | None = option(None, "which breads the Hamburger keeps (ablation)", choices=BREADS)
@@ -93,7 +87,6 @@ class SegTrainConfig:
     amp: str = option("none", "autocast dtype", choices=tuple(AMP_DTYPES))
     seed: int = option(0, "seed of the initialisation, the data order and the augmentation")
     # run
-    device: str = option("cpu", "cpu, cuda, cuda:1, ...")
     workers: int = option(2, "DataLoader workers", minimum=0)
     out: Path = option(Path("runs/seg"), "run folder (checkpoints, log, config.yaml)")
     val_interval: int = option(0, "validate every N iterations (0: never)", minimum=0)
@@ -102,11 +95,6 @@ class SegTrainConfig:
     )
     max_val_samples: int | None = option(None, "validate on at most this many images", minimum=1)
     ckpt_interval: int = option(1000, "checkpoint every N iterations", minimum=1)
-    resume: bool = option(False, "continue from the checkpoint in --out")
-    overwrite: bool = option(False, "replace the run in --out (its checkpoints, weights, log) instead of refusing")
-    allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
-    no_tensorboard: bool = option(False, "do not write TensorBoard events")
-    quiet: bool = option(False, "no progress bar")
     skip_data_check: bool = option(False, "skip the pass over the data that finds bad files before training")
 
     def __post_init__(self) -> None:

@@ -15,8 +15,6 @@ from ..data.images import load_image
 from .metrics import ConfusionMatrix
 from .transforms import normalize
 
-MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # the paper's test protocol
-
 
 def _forward(model: nn.Module, image: torch.Tensor, *, crop: int | None, stride: int | None) -> torch.Tensor:
     """Logits (B, K, H, W) of the whole image, or of overlapping ``crop`` windows averaged where they overlap."""
@@ -166,4 +164,4 @@ def predict_files(model: nn.Module, inputs, out: Path, *, num_classes: int, devi
     return written
 
 
-__all__ = ["predict_logits", "evaluate", "predict_files", "palette", "MS_SCALES"]
+__all__ = ["predict_logits", "evaluate", "predict_files", "palette"]

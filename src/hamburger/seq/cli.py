@@ -11,25 +11,12 @@ from ..engine.config import (
     config_from_args,
     device_name,
     integers,
-    nonnegative_float,
     positive_int,
     positive_ints,
-    rank_int,
     shard_spec,
 )
-from ..mixer import (
-    DEFAULT_MIXER_FIT,
-    DEFAULT_MIXER_GRAD,
-    DEFAULT_MIXER_MEMORY,
-    DEFAULT_MIXER_NORM,
-    MIXER_FITS,
-    MIXER_GRADS,
-    MIXER_LOCALS,
-    MIXER_MEMORIES,
-    MIXER_NORMS,
-)
 from . import bench, compare
-from .config import SeqTrainConfig, mixer_grad_flag
+from .config import HAM_OPTIONS, SeqTrainConfig
 from .eval import evaluate_run
 from .train import train
 
@@ -62,53 +49,8 @@ def register(sub) -> None:
     c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: the task's)")
     c.add_argument("--device", type=device_name, default="cpu")
     c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
-    c.add_argument(
-        "--ham-grad",
-        type=mixer_grad_flag,
-        default=DEFAULT_MIXER_GRAD,
-        help=f"Ham mixers: gradient of the solve ({' | '.join(MIXER_GRADS)})",
-    )
-    c.add_argument(
-        "--ham-norm", choices=MIXER_NORMS, default=DEFAULT_MIXER_NORM, help="Ham mixers: scale of the causal NMF solve"
-    )
-    c.add_argument(
-        "--ham-memory",
-        choices=MIXER_MEMORIES,
-        default=DEFAULT_MIXER_MEMORY,
-        help="Ham mixers: what a causal chunk's dictionary update starts from",
-    )
-    c.add_argument("--rank", type=rank_int, default=None, help="Ham mixers: R bases per head (default: seq train's)")
-    c.add_argument(
-        "--ham-width",
-        type=positive_int,
-        default=None,
-        help="Ham mixers: W channels of the solve (default: seq train's)",
-    )
-    c.add_argument(
-        "--ham-keys",
-        type=positive_int,
-        default=None,
-        help="Ham mixers: channels per head that code a token (default: seq train's)",
-    )
-    c.add_argument(
-        "--ham-fit",
-        choices=MIXER_FITS,
-        default=DEFAULT_MIXER_FIT,
-        help="Ham mixers: how a causal NMF dictionary is fitted to the prefix statistics",
-    )
-    c.add_argument(
-        "--ham-local",
-        choices=("none", *MIXER_LOCALS),
-        default="none",
-        help="Ham mixers: a read-out of the recent tokens (chunk: the chunk's earlier ones; window: the "
-        "last chunk - 1)",
-    )
-    c.add_argument(
-        "--ham-decay",
-        type=nonnegative_float,
-        default=0.0,
-        help="Ham mixers: start of a learned per-chunk decay of the prefix statistics (0: none)",
-    )
+    # the Ham mixers' options: seq train's declarations (their defaults are training's)
+    add_config_arguments(c, SeqTrainConfig, only=HAM_OPTIONS)
     c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
     c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
@@ -116,9 +58,8 @@ def register(sub) -> None:
     b.add_argument("--mixers", default="ham_nmf,ham_vq,softmax,linear")
     b.add_argument("--dim", type=positive_int, default=128)
     b.add_argument("--heads", type=positive_int, default=4)
-    b.add_argument("--rank", type=rank_int, default=16)
-    b.add_argument("--ham-width", type=positive_int, default=None, help="Ham: W channels of the solve (default: --dim)")
-    b.add_argument("--chunk", type=positive_int, default=64)
+    # a cost benchmark's Ham: seq train's declarations, R 16 and L 64 (the layer whose cost docs/results report)
+    add_config_arguments(b, SeqTrainConfig, only=("rank", "ham_width", "chunk"), defaults={"rank": 16, "chunk": 64})
     b.add_argument("--repeats", type=positive_int, default=3)
     b.add_argument("--device", type=device_name, default="cpu")
     b.add_argument("--out", type=Path, default=Path("results/seq-bench"))
@@ -180,7 +121,7 @@ def _bench(args) -> None:
         dim=args.dim,
         heads=args.heads,
         rank=args.rank,
-        width=args.ham_width,
+        width=args.ham_width or None,  # 0: W = C
         chunk=args.chunk,
         repeats=args.repeats,
         device=args.device,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..engine.config import MAX_RANK, option, validate_config
+from ..engine.config import MAX_RANK, RUN_FREE, RunConfig, option, validate_config
 from ..engine.loop import AMP_DTYPES
 from ..mixer import (
     DEFAULT_MIXER_FIT,
@@ -23,45 +23,29 @@ from ..mixer import (
 )
 from ..sequence import MIXERS, create_mixer
 
-RESUME_FREE = frozenset(
-    {
-        "out",
-        "resume",
-        "overwrite",
-        "quiet",
-        "no_tensorboard",
-        "workers",
-        "device",
-        "ckpt_interval",
-        "allow_changed_config",
-        "val_interval",
-    }
+RESUME_FREE = RUN_FREE | {"val_interval"}
+# the Ham's options that seq compare passes to every Ham arm (seq train's declarations)
+HAM_OPTIONS = (
+    "ham_grad",
+    "ham_norm",
+    "ham_memory",
+    "rank",
+    "ham_width",
+    "ham_keys",
+    "ham_fit",
+    "ham_local",
+    "ham_decay",
 )
 # the fields only a Ham mixer reads: they do not decide another mixer's result
-HAM_FIELDS = frozenset(
-    {
-        "rank",
-        "ham_width",
-        "ham_keys",
-        "ham_fit",
-        "ham_local",
-        "ham_decay",
-        "ham_steps",
-        "chunk",
-        "ham_grad",
-        "ham_norm",
-        "ham_memory",
-    }
-)
+HAM_FIELDS = frozenset({*HAM_OPTIONS, "ham_steps", "chunk"})
 
 
 def mixer_grad_flag(text: str) -> str:
     """argparse type of ``--ham-grad``: a token mixer's gradient (a usage error naming the spellings)."""
     try:
-        mixer_grad(str(text))
+        return str(mixer_grad(str(text)))  # its canonical spelling
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    return str(text)
 
 
 def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
@@ -91,7 +75,7 @@ def free_fields_of(config: SeqTrainConfig) -> frozenset:
 
 
 @dataclass
-class SeqTrainConfig:
+class SeqTrainConfig(RunConfig):
     """Everything a sequence training run depends on (see ``hamburger seq train --help``)."""
 
     # what a saved run that lacks a field trained with: a changed default's earlier value, or a new option's off value
@@ -159,7 +143,7 @@ class SeqTrainConfig:
     ham_norm: str = option(
         DEFAULT_MIXER_NORM,
         "Ham: scale of the causal NMF solve (unit: every chunk's dictionary "
-        "rescaled to unit-norm columns; none: the earlier form)",
+        "rescaled to unit-norm columns; none: unscaled, an ablation option)",
         choices=MIXER_NORMS,
     )
     ham_memory: str = option(
@@ -181,16 +165,7 @@ class SeqTrainConfig:
     amp: str = option("none", "autocast dtype", choices=tuple(AMP_DTYPES))
     seed: int = option(0, "seed of the initialisation and the data order")
     # run
-    device: str = option("cpu", "cpu, cuda, cuda:1, ...")
-    workers: int = option(0, "DataLoader workers", minimum=0)
     out: Path = option(Path("runs/seq"), "run folder (checkpoints, log, config.yaml)")
-    val_interval: int = option(250, "validate every N steps (0: never)", minimum=0)
-    ckpt_interval: int = option(500, "checkpoint every N steps", minimum=1)
-    resume: bool = option(False, "continue from the checkpoint in --out")
-    overwrite: bool = option(False, "replace the run in --out (its checkpoints, weights, log) instead of refusing")
-    allow_changed_config: bool = option(False, "let --resume continue with a changed recipe (the change is logged)")
-    no_tensorboard: bool = option(False, "do not write TensorBoard events")
-    quiet: bool = option(False, "no progress bar")
 
     def __post_init__(self) -> None:
         if self.init_weights is not None and not isinstance(self.init_weights, Path):
