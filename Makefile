@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e ".[dev,demo,bench,seg,gan,seq,docs]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,demo,bench,seg,gan,seq,docs,pretrained]"
 	$(BIN)/python -m pip install --quiet --no-deps "animal-shape-mnist==0.39"
 	touch $(STAMP)
 

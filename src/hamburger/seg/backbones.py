@@ -1,4 +1,4 @@
-"""timm feature backbones (``features_only``), with pretrained weights from timm's hub or a local file."""
+"""timm feature backbones (``features_only``), with pretrained weights from timm's hub, a local file or a package."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 from torch import nn
 
+from .pretrained import PACKAGE_PREFIX, load_pretrained, package_entry, package_file
+
 
 def group_norm(num_channels: int, **kwargs) -> nn.GroupNorm:
     """GroupNorm with 32 groups (or the largest divisor of the channels below it): a batch-independent norm_layer."""
@@ -15,14 +17,23 @@ def group_norm(num_channels: int, **kwargs) -> nn.GroupNorm:
 
 
 def create_backbone(
-    name: str, *, pretrained: bool | str = False, output_stride: int | None = 8, out_indices=(1, 2, 3, 4), **timm_kwargs
+    name: str,
+    *,
+    pretrained: bool | str = False,
+    pretrained_keys: str | dict = "names",
+    output_stride: int | None = 8,
+    out_indices=(1, 2, 3, 4),
+    **timm_kwargs,
 ) -> nn.Module:
     """A timm ``features_only`` model returning a list of feature maps.
 
     Args:
         name: any timm model name with features support (``resnet101d``, ``convnext_tiny``, ...).
-        pretrained: False; True for timm's hub weights (needs internet or the hub cache); or a path to a local
-            weights file (``.safetensors``, ``.pth``) for the full timm model.
+        pretrained: False; True for timm's hub weights (needs internet or the hub cache); a path to a local weights
+            file (``.safetensors``, ``.pth``) of the full timm model; or ``"package:<name>"``, the weights an installed
+            package ships (:data:`hamburger.seg.pretrained.PACKAGES`, for the architecture of its entry).
+        pretrained_keys: how a local file's keys map onto the model's: ``"names"`` (timm's own), ``"order"`` or a
+            ``{file key: model key}`` dict (:func:`hamburger.seg.pretrained.map_keys`).
         output_stride: 8 dilates the last two stages (the paper's dilated ResNets); None keeps the model's own.
         out_indices: which feature levels to return.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``norm_layer``); None values are dropped.
@@ -35,12 +46,26 @@ def create_backbone(
     kwargs.update({k: v for k, v in timm_kwargs.items() if v is not None})
     if output_stride is not None:
         kwargs["output_stride"] = output_stride
-    if isinstance(pretrained, (str, os.PathLike)) and not isinstance(pretrained, bool):
+    if isinstance(pretrained, str) and pretrained.startswith(PACKAGE_PREFIX):
+        entry = package_entry(pretrained)
+        if name != entry.arch:
+            raise ValueError(f"the weights of {pretrained} are for the backbone {entry.arch!r}, not {name!r}")
+        path, pretrained_keys, pretrained = package_file(entry), entry.keys, False
+    elif isinstance(pretrained, (str, os.PathLike)) and not isinstance(pretrained, bool):
         path = Path(pretrained)
         if not path.is_file():
             raise ValueError(f"pretrained weights file {path} not found")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
-        pretrained = True
+        if pretrained_keys == "names":  # timm's names: timm's own loader (it adapts a classifier, a stem, ...)
+            kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+            path, pretrained = None, True
+        else:
+            pretrained = False
+    else:
+        path = None
+    if path is not None:  # a local file or a package's: mapped by pretrained_keys, its fit checked
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        load_pretrained(model, name, path, pretrained_keys)
+        return model
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
     try:

@@ -17,6 +17,7 @@ from ..engine.loop import AMP_DTYPES
 from ..functional import DEFAULT_GRAD, PRECISIONS, parse_grad
 from ..ham import INITS
 from .models import holds_ham
+from .pretrained import KEY_MAPPINGS
 
 # the fields that build a model and read its data: the flags of seg eval, predict and viz as well
 MODEL_OPTIONS = (
@@ -68,7 +69,14 @@ class SegTrainConfig(RunConfig):
     ham_precision: str | None = option(None, "precision of the hams' large products (default fp32)", choices=PRECISIONS)
     dropout: float | None = option(None, "dropout before the classifier", minimum=0.0, maximum=0.99)
     aux: bool | None = option(None, "FCN auxiliary head on stage 3 (default: the variant's)")
-    pretrained: str | None = option(None, "'hub' for timm's weights, or a local weights file")
+    pretrained: str | None = option(
+        None, "backbone weights: 'hub' (timm's), a local weights file, or package:<name> (package:efficientnet-lite0)"
+    )
+    pretrained_keys: str = option(
+        "names", "how a local weights file's keys map onto the backbone's: names (timm's) | order", choices=KEY_MAPPINGS
+    )
+    freeze_backbone: bool = option(False, "train the head only: the backbone's weights and BatchNorm statistics fixed")
+    freeze_bn: bool = option(False, "keep the backbone's BatchNorm statistics (and affine) as loaded")
     init_weights: Path | None = option(None, "start from these weights (a second stage)")
     # optimisation
     batch_size: int = option(16, "global batch per optimiser step", minimum=1)

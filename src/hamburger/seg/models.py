@@ -11,7 +11,7 @@ from .heads import AuxHead, ContextHead, LightHamHead
 from .segmentation import SegmentationModel
 
 # short backbone names -> timm names (deep-stem ResNets, as the paper's and mmseg's v1c)
-BACKBONES = {"r18": "resnet18d", "r50": "resnet50c", "r101": "resnet101c"}
+BACKBONES = {"r18": "resnet18d", "r50": "resnet50c", "r101": "resnet101c", "efflite0": "tf_efficientnet_lite0"}
 
 
 def _context_model(
@@ -20,6 +20,7 @@ def _context_model(
     context: str,
     num_classes: int,
     pretrained=False,
+    pretrained_keys="names",
     aux: bool = True,
     norm_layer="batch",
     output_stride: int = 8,
@@ -31,7 +32,13 @@ def _context_model(
             raise ValueError("the tiny backbone has no pretrained weights")
         body = TinyResNet()
     else:
-        body = create_backbone(backbone, pretrained=pretrained, output_stride=output_stride, norm_layer=backbone_norm)
+        body = create_backbone(
+            backbone,
+            pretrained=pretrained,
+            pretrained_keys=pretrained_keys,
+            output_stride=output_stride,
+            norm_layer=backbone_norm,
+        )
     channels = body.feature_info.channels()
     head = ContextHead(channels[-1], num_classes, context=context, norm_layer=norm_layer, **head_kwargs)
     aux_head = AuxHead(channels[-2], num_classes, norm_layer=norm_layer) if aux else None
@@ -39,11 +46,20 @@ def _context_model(
 
 
 def _lightham_model(
-    *, backbone: str, num_classes: int, pretrained=False, backbone_norm=None, norm_layer="group", **head_kwargs
+    *,
+    backbone: str,
+    num_classes: int,
+    pretrained=False,
+    pretrained_keys="names",
+    backbone_norm=None,
+    norm_layer="group",
+    **head_kwargs,
 ) -> SegmentationModel:
     if norm_layer != "group":
         raise ValueError(f"the LightHam head uses GroupNorm (as SegNeXt); got norm_layer={norm_layer!r}")
-    body = create_backbone(backbone, pretrained=pretrained, output_stride=None, norm_layer=backbone_norm)
+    body = create_backbone(
+        backbone, pretrained=pretrained, pretrained_keys=pretrained_keys, output_stride=None, norm_layer=backbone_norm
+    )
     channels = body.feature_info.channels()
     return SegmentationModel(body, LightHamHead(tuple(channels[-3:]), num_classes, **head_kwargs))
 

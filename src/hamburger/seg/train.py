@@ -99,6 +99,8 @@ def model_overrides(args) -> dict:
     over = {}
     if args.pretrained:
         over["pretrained"] = True if args.pretrained == "hub" else args.pretrained
+        if getattr(args, "pretrained_keys", "names") != "names":
+            over["pretrained_keys"] = args.pretrained_keys
     if args.norm == "group":
         over["norm_layer"] = "group"
     if getattr(args, "context_norm", None):
@@ -126,6 +128,10 @@ def model_overrides(args) -> dict:
 
 def build_model(args, num_classes: int, device: torch.device) -> nn.Module:
     model = create_model(args.model, num_classes=num_classes, **model_overrides(args))
+    if getattr(args, "freeze_backbone", False) or getattr(args, "freeze_bn", False):
+        model.freeze_backbone_bn = True  # its BatchNorm layers stay in eval mode: the loaded statistics
+    if getattr(args, "freeze_backbone", False):
+        model.backbone.requires_grad_(False)
     precision = getattr(args, "ham_precision", None)
     if precision is not None:  # every ham of the model; other context modules have no such option
         optimize(model, precision=precision, compile=False)
