@@ -142,3 +142,21 @@ def test_seg_train_on_the_package_weights_from_a_recipe(tmp_path, capsys):
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "pretrained: package:efficientnet-lite0" in saved and "freeze_bn: true" in saved
     assert json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_seg_compare_on_the_pretrained_backbone(tmp_path, capsys):
+    """`seg compare --family efflite0 --pretrained ...` prints the plan's hours, trains each head on the pretrained
+    backbone into its own folder, and a second call reads the stored results."""
+    argv = ["seg", "compare", "--heads", "fcn", "--seeds", "0", "--family", "efflite0", "--pretrained", PACKAGE,
+            "--head-lr-mult", "10",
+            "--iters", "2", "--batch-size", "2", "--val-interval", "1", "--max-val-samples", "2", "--workers", "0",
+            "--out", str(tmp_path / "c")]  # fmt: skip
+    main(argv)
+    out = capsys.readouterr().out
+    assert "plan: 1 runs of 2 steps, about" in out and "hours of this machine" in out
+    result = json.loads((tmp_path / "c" / "fcn_efflite0-pretrained-headlr10" / "seed0" / "result.json").read_text())
+    assert result["model"] == "fcn_efflite0" and 0 <= result["test_miou"] <= 100
+    saved = (tmp_path / "c" / "fcn_efflite0-pretrained-headlr10" / "seed0" / "config.yaml").read_text()
+    assert "pretrained: package:efficientnet-lite0" in saved and "head_lr_mult: 10.0" in saved
+    main(argv)  # read, not trained again
+    assert "== " not in capsys.readouterr().out

@@ -26,6 +26,7 @@ from . import ablate, compare, estimators
 from .config import MODEL_OPTIONS, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate, predict_files
+from .models import FAMILIES
 from .train import load_trained_model, train
 from .transforms import SegTransform
 
@@ -96,7 +97,10 @@ def register(sub) -> None:
     c.add_argument("--val-interval", type=positive_int, default=100)
     c.add_argument("--max-val-samples", type=positive_int, default=None)
     c.add_argument("--workers", type=nonnegative_int, default=1)
-    add_config_arguments(c, SegTrainConfig, only=("ham_precision", "ham_grad"))
+    add_config_arguments(c, SegTrainConfig, only=("ham_precision", "ham_grad", "pretrained", "head_lr_mult"))
+    c.add_argument(
+        "--family", choices=tuple(FAMILIES), default="tiny", help="the backbone under the heads: tiny | efflite0"
+    )
     c.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     c.add_argument(
         "--bn-recalib",
@@ -212,6 +216,9 @@ def _compare(args) -> None:
         device=args.device,
         bn_recalib=args.bn_recalib,
         ham_grad=args.ham_grad,
+        family=args.family,
+        pretrained=args.pretrained,
+        head_lr_mult=args.head_lr_mult,
     )
 
 

@@ -24,7 +24,7 @@ from ..functional import DEFAULT_GRAD
 from .config import RESUME_FREE, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate, palette
-from .models import holds_ham, list_models
+from .models import FAMILIES, holds_ham, list_models
 from .scenes import cached
 from .train import build_model, train
 from .transforms import SegTransform
@@ -51,6 +51,40 @@ LABELS = {
 
 # the fields that configure the Hamburger (the heads without one ignore them)
 HAM_FIELDS = frozenset({f.name for f in dataclasses.fields(SegTrainConfig) if f.name.startswith("ham_")} | {"rank"})
+
+
+def _plan(head: str, family: str, pretrained: str | None, head_lr_mult: float, ham_grad: str | None):
+    """(overrides, run folder tag) of a head's runs: None and None for the tiny family without options, as the demo's
+    runs were stored."""
+    over = {"ham_grad": ham_grad} if ham_grad and has_ham(head) else {}
+    if family != "tiny":
+        over["model"] = f"{head}_{family}"
+    if pretrained:
+        over["pretrained"] = pretrained
+    if head_lr_mult != 1.0:
+        over["head_lr_mult"] = head_lr_mult
+    extra = {k: v for k, v in over.items() if k != "ham_grad"}
+    suffix = ("-pretrained" if pretrained else "") + (f"-headlr{head_lr_mult:g}" if head_lr_mult != 1.0 else "")
+    tag = f"{head}_{family}{suffix}" if extra else None
+    return over or None, tag
+
+
+def plan_hours(head: str, overrides: dict | None, *, batch: int, iters: int, steps: int = 3) -> float:
+    """Hours of ``iters`` training steps of the head's model at the demo's batch and crop on this machine, from the
+    median of ``steps`` timed steps (random weights and inputs: the cost, not the result)."""
+    args = train_args(head, 0, out=Path("."), data_root=None, iters=1, batch=batch, lr=1e-3, val_interval=1,
+                      max_val=None, workers=0, quiet=True)  # fmt: skip
+    args = dataclasses.replace(args, **{**(overrides or {}), "pretrained": None})
+    model = build_model(args, len(CLASSES), torch.device("cpu")).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    x, y = torch.randn(batch, 3, 128, 128), torch.randint(0, len(CLASSES), (batch, 128, 128))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x)["out"], y).backward()
+        optimizer.step()
+
+    return median_time(step, repeats=steps) * iters / 3600
 
 
 def has_ham(head: str) -> bool:
@@ -187,7 +221,7 @@ def run_one(
     run_dir.mkdir(parents=True, exist_ok=True)
     if progress:
         variant = f" [{tag}]" if tag else ""
-        print(f"== {LABELS.get(head, head)} ({head}_tiny){variant}, seed {seed}: {iters} iterations", flush=True)
+        print(f"== {LABELS.get(head, head)} ({args.model}){variant}, seed {seed}: {iters} iterations", flush=True)
     torch.manual_seed(seed)
     train(args)
     model = build_model(args, len(CLASSES), torch.device("cpu"))
@@ -208,7 +242,7 @@ def run_one(
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     result = {
         "head": head,
-        "model": f"{head}_tiny",
+        "model": args.model,
         "seed": seed,
         "iters": iters,
         "batch": batch,
@@ -246,15 +280,32 @@ def run(
     device: str = "cpu",
     bn_recalib: int = BN_RECALIB,
     ham_grad: str | None = None,
+    family: str = "tiny",
+    pretrained: str | None = None,
+    head_lr_mult: float = 1.0,
 ) -> dict:
     """Train and test every (head, seed) (resumable), then write ``<title>.md`` / ``.json`` and the plots.
-    ``ham_grad`` sets the gradient through the solve of every head with a Hamburger (default: the variant's)."""
+    ``ham_grad`` sets the gradient through the solve of every head with a Hamburger (default: the variant's).
+    ``family``: the backbone under the heads (``tiny``: ``<head>_tiny``; ``efflite0``: ``<head>_efflite0``), with
+    ``pretrained`` weights (``package:efficientnet-lite0``) fine-tuned at the heads' LR x ``head_lr_mult``; the runs
+    of another family than the tiny one are stored under ``out/<head>_<family>[-pretrained]``."""
     heads, seeds = require_distinct(heads, "heads"), require_distinct(seeds, "seeds")
-    unknown = [h for h in heads if f"{h}_tiny" not in list_models()]
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {tuple(FAMILIES)}, got {family!r}")
+    unknown = [h for h in heads if f"{h}_{family}" not in list_models()]
     if unknown:
-        choices = sorted(m[: -len("_tiny")] for m in list_models() if m.endswith("_tiny"))
+        choices = sorted(m[: -len(f"_{family}")] for m in list_models() if m.endswith(f"_{family}"))
         raise ValueError(f"unknown heads {unknown}; available: {', '.join(choices)}")
-    check_runs([(h, {"ham_grad": ham_grad} if ham_grad and has_ham(h) else None) for h in heads])
+    plans = {h: _plan(h, family, pretrained, head_lr_mult, ham_grad) for h in heads}
+    check_runs([(h, over) for h, (over, _) in plans.items()])
+    if progress and family != "tiny":  # a long plan says what it costs before it starts
+        hours = sum(plan_hours(h, over, batch=batch, iters=iters) for h, (over, _) in plans.items()) * len(seeds)
+        threads = torch.get_num_threads()
+        print(
+            f"plan: {len(heads) * len(seeds)} runs of {iters} steps, about {hours:.2f} hours of this machine "
+            f"({threads} threads; finished runs are read, not trained again)",
+            flush=True,
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_root) if data_root else None
@@ -275,7 +326,8 @@ def run(
             ham_precision=ham_precision,
             device=device,
             bn_recalib=bn_recalib,
-            overrides={"ham_grad": ham_grad} if ham_grad and has_ham(h) else None,
+            overrides=plans[h][0],
+            tag=plans[h][1],
         )
         for s in seeds
         for h in heads
@@ -292,11 +344,12 @@ def run(
         "train_device": str(device),
         "bn_recalib": bn_recalib,
         "ham_grad": ham_grad or f"the variants' ({DEFAULT_GRAD})",
+        **({"family": family, "pretrained": pretrained, "head_lr_mult": head_lr_mult} if family != "tiny" else {}),
     }
     md = markdown(summary, info)
     _write(out, title, info, results, summary, md)
     _plot_curves(results, heads, out / f"{title}-curves.png")
-    _plot_predictions(out, heads, seeds[0], data_root, out / f"{title}-predictions.png")
+    _plot_predictions(out, plans, seeds[0], data_root, out / f"{title}-predictions.png")
     if progress:
         print("\n".join(md))
         print(f"wrote {out}/{title}.md, .json, -curves.png, -predictions.png")
@@ -373,7 +426,8 @@ def _plot_curves(results, heads, path: Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
-def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int = 6) -> None:
+def _plot_predictions(out: Path, plans: dict, seed: int, data_root, path: Path, n: int = 6) -> None:
+    """Test images, their labels and each head's prediction (``plans``: head -> (overrides, run folder tag))."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -382,7 +436,7 @@ def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int
 
     test = build_dataset("animal-scenes", data_root, "test", transform=SegTransform(train=False))
     colours = palette(len(CLASSES))
-    models = {}
+    models, heads = {}, list(plans)
     for h in heads:
         args = train_args(
             h,
@@ -397,8 +451,10 @@ def _plot_predictions(out: Path, heads, seed: int, data_root, path: Path, n: int
             workers=0,
             quiet=True,
         )
+        over, tag = plans[h]
+        args = dataclasses.replace(args, **{**(over or {}), "pretrained": None})  # the run's weights follow
         model = build_model(args, len(CLASSES), torch.device("cpu"))
-        load_model_weights(model, out / f"{h}_tiny" / f"seed{seed}" / "best.safetensors")
+        load_model_weights(model, out / (tag or f"{h}_tiny") / f"seed{seed}" / "best.safetensors")
         models[h] = model.eval()
     fig, axes = plt.subplots(n, 2 + len(heads), figsize=(2 * (2 + len(heads)), 2 * n))
     for i in range(n):

@@ -74,14 +74,18 @@ for _short, _timm in BACKBONES.items():
             _VARIANTS[f"{_ctx}_{_short}_d8"] = (_context_model, {"backbone": _timm, "context": _ctx})
 
 
-# the small family for CPU work and the embedded benchmark: tiny backbone, 128-wide head, R = 16
-_TINY = {"backbone": "tiny", "channels": 128, "mid_channels": 64, "aux": False}
-for _ctx in ("hamburger", "none", "local", *list_contexts()):
-    _name = {"hamburger": "hamnet", "none": "fcn"}.get(_ctx, _ctx)
-    _extra = {"rank": 16} if _ctx in ("hamburger", "local") or _ctx.startswith("ham_") else {}
-    if _ctx == "ema":
-        _extra = {"bases": 16}
-    _VARIANTS[f"{_name}_tiny"] = (_context_model, {**_TINY, "context": _ctx, **_extra})
+# the small families for CPU work and the embedded benchmark: a 128-wide head with R = 16 on the tiny backbone
+# (`<head>_tiny`, trained from scratch) or on EfficientNet-Lite0 at output stride 8 (`<head>_efflite0`, whose ImageNet
+# weights ship in a package: --pretrained package:efficientnet-lite0)
+FAMILIES = {"tiny": "tiny", "efflite0": "tf_efficientnet_lite0"}
+for _family, _backbone in FAMILIES.items():
+    for _ctx in ("hamburger", "none", "local", *list_contexts()):
+        _name = {"hamburger": "hamnet", "none": "fcn"}.get(_ctx, _ctx)
+        _extra = {"rank": 16} if _ctx in ("hamburger", "local") or _ctx.startswith("ham_") else {}
+        if _ctx == "ema":
+            _extra = {"bases": 16}
+        _head = {"backbone": _backbone, "channels": 128, "mid_channels": 64, "aux": False}
+        _VARIANTS[f"{_name}_{_family}"] = (_context_model, {**_head, "context": _ctx, **_extra})
 
 
 def holds_ham(name: str) -> bool:
