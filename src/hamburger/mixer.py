@@ -42,14 +42,12 @@ DEFAULT_MIXER_GRAD = "chunkwise"
 MIXER_NORMS = ("unit", "none")  # the causal NMF solve's scale: see HamMixer's ``norm``
 DEFAULT_MIXER_NORM = "unit"
 MIXER_FITS = ("mult", "ridge")  # how a causal NMF dictionary is fitted to the prefix statistics: see ``fit``
-# the default, by evidence (docs/results/sequences.md): on MQAR N 256 / 32 pairs the ridge fit recalled 61.0%, the
-# multiplicative updates 84.2%
+# the default, by evidence: the multiplicative updates recalled more than the ridge fit (docs/results/sequences.md)
 DEFAULT_MIXER_FIT = "mult"
 MIXER_LOCALS = ("chunk", "window")  # what the causal read-out of the recent tokens sees: see HamMixer's ``local``
 MIXER_MEMORIES = ("dict", "stats")  # what a causal chunk's dictionary update starts from: see HamMixer's ``memory``
-# the default, by evidence (docs/results/sequences.md): on MQAR N 256 / 32 pairs the dictionary rebuilt from the
-# prefix statistics left the plateau (test recall 55.1% at R 16, 74.6% at R 24 after 3,000 steps) where the carried
-# dictionary stayed on it (4.8% at R 16, 4.3% at R 24), and it keeps N 64 / 8 pairs (98.6-99.4%)
+# the default, by evidence: the dictionary rebuilt from the prefix statistics left MQAR's plateau at 32 pairs where the
+# carried one stayed on it (docs/results/sequences.md)
 DEFAULT_MIXER_MEMORY = "stats"
 
 

@@ -102,9 +102,8 @@ class SeqTrainConfig(RunConfig):
     dim: int = option(64, "width C", minimum=1)
     depth: int = option(2, "blocks", minimum=1)
     heads: int = option(1, "mixer heads", minimum=1)
-    # R 32: MQAR N 256 / 32 pairs recalled 84.2% (test, seed 0) against R 24's 74.6% and R 16's 55.1%
-    # (docs/results/sequences.md); the state, D·R + R² + (L − 1)·D = 4,032 floats at C 64, one head and L 16, stays
-    # within linear attention's 4,160
+    # R 32: the rank that recalled most at the state budget (docs/results/sequences.md); the state, D·R + R² +
+    # (L − 1)·D = 4,032 floats at C 64, one head and L 16, stays within linear attention's 4,160
     rank: int = option(32, f"Ham: R bases per head (at most {MAX_RANK})", minimum=1, maximum=MAX_RANK)
     ham_width: int = option(
         0,
