@@ -567,3 +567,24 @@ def test_viz_writes_figure_2_for_a_checkpoint_and_a_photo(data, tmp_path):
     assert views["codes"].shape == (16, views["x"].shape[1]) and views["size"] == (5, 5)
     feat, recon = pca_rgb(views["x"], views["recon"])
     assert feat.shape == recon.shape == (3, 25) and 0 <= feat.min() and feat.max() <= 1
+
+
+def test_pilot_budget_finds_where_validation_settled(tmp_path, capsys):
+    """benchmarks/pilot_budget.py (issue 44's pilot): the first budget whose last quarter moved < 0.5 mIoU."""
+    import runpy
+
+    records = [{"step": s, "loss": 1.0} for s in range(1, 1601)]
+    values = {100: 10, 200: 30, 300: 40, 400: 45, 500: 47, 600: 48, 700: 48.2, 800: 48.3, 900: 48.4, 1000: 48.4}
+    for r in records:
+        if r["step"] in values:
+            r["val_miou"] = values[r["step"]] / 100  # the log holds fractions
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    script = ROOT / "benchmarks" / "pilot_budget.py"
+    module = runpy.run_path(str(script))
+    points = module["curve"](tmp_path)
+    assert points[0] == (100, 10) and len(points) == 10 and abs(points[-1][1] - 48.4) < 1e-9
+    assert module["settled_budget"](points, 0.5) == 800  # [600, 800]: 48.0 .. 48.3
+    assert module["settled_budget"](points, 0.1) is None
+    sys.argv = ["pilot_budget.py", str(tmp_path)]
+    module["main"]()
+    assert "Budget: settled at 800 steps" in capsys.readouterr().out
