@@ -120,40 +120,10 @@ def test_a_run_folder_of_the_old_layout_resumes_and_evaluates(tmp_path, one_thre
         r"ham_memory: 'dict' -> 'stats'",
     ):
         main(["seq", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume"])
-    main(
-        [
-            "seq",
-            "train",
-            "--config",
-            str(run / "config.yaml"),
-            "--out",
-            str(run),
-            "--resume",
-            "--ham-grad",
-            "one-step",
-            "--ham-norm",
-            "none",
-            "--ham-memory",
-            "dict",
-        ]
-    )
+    trained_with = ["--ham-grad", "one-step", "--ham-norm", "none", "--ham-memory", "dict"]  # the 0.1 run's forms
+    main(["seq", "train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume", *trained_with])
     assert load_checkpoint(run)[2]["step"] == 6
-    main(
-        [
-            "seq",
-            "train",
-            "--config",
-            str(FIXTURE / "config.yaml"),
-            "--out",
-            str(tmp_path / "straight"),
-            "--ham-grad",
-            "one-step",
-            "--ham-norm",
-            "none",
-            "--ham-memory",
-            "dict",
-        ]
-    )
+    main(["seq", "train", "--config", str(FIXTURE / "config.yaml"), "--out", str(tmp_path / "straight"), *trained_with])
     resumed, straight = load_weights(run / "last.safetensors"), load_weights(tmp_path / "straight" / "last.safetensors")
     assert resumed.keys() == straight.keys()
     for key in straight:

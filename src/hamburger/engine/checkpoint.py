@@ -97,7 +97,7 @@ def verify_digest(path: Path) -> None:
     record = digest_path(path)
     if not record.is_file():
         return  # weights from elsewhere, or a run written before digests were recorded
-    expected = record.read_text().split()[0] if record.read_text().split() else ""
+    expected = (record.read_text().split() or [""])[0]  # sha256sum's "<digest>  <name>"
     if file_sha256(path) != expected:
         raise ValueError(
             f"weights file {path} does not match the SHA-256 its run recorded in {record.name}: it was "

@@ -109,6 +109,11 @@ def _remove_owned(out: Path, record: dict) -> None:
             path.unlink()
 
 
+def _write_record(out: Path) -> None:
+    """Claim ``out``: what a run of this version owns, written before anything else of the run."""
+    atomic_write_text(out / RECORD, json.dumps({"format": 1, **OWNED}, indent=1) + "\n")
+
+
 def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Claim ``out`` for a run (write its record) or refuse it: a folder that holds another run is continued
     (``resume``) or replaced (``overwrite``: only what its record names is removed); a folder without a record whose
@@ -127,7 +132,7 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
                 f"{out} is not a run folder ({RECORD} is missing) but holds {_names(found)}: {what}; "
                 "move them away or choose another --out"
             )
-        atomic_write_text(out / RECORD, json.dumps({"format": 1, **OWNED}, indent=1) + "\n")
+        _write_record(out)
         return
     found = run_files(out, record)
     if not found or resume:
@@ -138,7 +143,7 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
             "replace it, or choose another --out"
         )
     _remove_owned(out, record)
-    atomic_write_text(out / RECORD, json.dumps({"format": 1, **OWNED}, indent=1) + "\n")
+    _write_record(out)
 
 
 class RunLock:

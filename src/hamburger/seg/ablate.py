@@ -10,7 +10,6 @@ agrees, with the numbers and the seed spread) and one plot per sweep.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..engine.config import require_distinct
 from ..engine.results import load_result, save_result
 from ..functional import DEFAULT_GRAD, parse_grad
 from ..ham import Ham
-from .compare import check_runs, run_one, train_args
+from .compare import check_runs, model_config, run_one
 from .data import build_dataset
 from .eval import evaluate
 from .scenes import cached
@@ -121,21 +120,8 @@ def test_steps_sweep(out: Path, seeds, *, data_root, device: str, ham_grad: str 
             for k in TEST_STEPS:
                 scores[k].append(cached[str(k)])
             continue
-        args = train_args(
-            "hamnet",
-            seed,
-            out=run_dir,
-            data_root=data_root,
-            iters=1,
-            batch=16,
-            lr=2e-3,
-            val_interval=1,
-            max_val=None,
-            workers=0,
-            quiet=True,
-        )
-        args = dataclasses.replace(args, **reference)  # a damped phantom gradient changes the forward
-        model = build_model(args, len(CLASSES), torch.device(device))
+        # the reference's own gradient: a damped phantom gradient changes the forward
+        model = build_model(model_config("hamnet", reference), len(CLASSES), torch.device(device))
         load_model_weights(model, weights)
         hams = [m for m in model.modules() if isinstance(m, Ham)]
         per = {}

@@ -69,13 +69,30 @@ def _plan(head: str, family: str, pretrained: str | None, head_lr_mult: float, h
     return over or None, tag
 
 
+def model_config(head: str, overrides: dict | None = None, *, pretrained: bool = True) -> SegTrainConfig:
+    """A configuration that builds the head's model as its runs do (``overrides`` applied; without the pretrained
+    weights unless ``pretrained``): what the plan check, the cost estimate and the prediction plot build."""
+    args = train_args(
+        head,
+        0,
+        out=Path("."),
+        data_root=None,
+        iters=1,
+        batch=1,
+        lr=1e-3,
+        val_interval=1,
+        max_val=None,
+        workers=0,
+        quiet=True,
+    )
+    args = dataclasses.replace(args, **(overrides or {}))
+    return args if pretrained else dataclasses.replace(args, pretrained=None)
+
+
 def plan_hours(head: str, overrides: dict | None, *, batch: int, iters: int, steps: int = 3) -> float:
     """Hours of ``iters`` training steps of the head's model at the demo's batch and crop on this machine, from the
     median of ``steps`` timed steps (random weights and inputs: the cost, not the result)."""
-    args = train_args(head, 0, out=Path("."), data_root=None, iters=1, batch=batch, lr=1e-3, val_interval=1,
-                      max_val=None, workers=0, quiet=True)  # fmt: skip
-    args = dataclasses.replace(args, **{**(overrides or {}), "pretrained": None})
-    model = build_model(args, len(CLASSES), torch.device("cpu")).train()
+    model = build_model(model_config(head, overrides, pretrained=False), len(CLASSES), torch.device("cpu")).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     x, y = torch.randn(batch, 3, 128, 128), torch.randint(0, len(CLASSES), (batch, 128, 128))
 
@@ -148,20 +165,7 @@ def check_runs(runs) -> None:
             continue
         seen.append((head, overrides))
         try:
-            args = train_args(
-                head,
-                0,
-                out=Path("."),
-                data_root=None,
-                iters=1,
-                batch=1,
-                lr=1e-3,
-                val_interval=1,
-                max_val=None,
-                workers=0,
-                quiet=True,
-            )
-            build_model(dataclasses.replace(args, **(overrides or {})), len(CLASSES), torch.device("cpu"))
+            build_model(model_config(head, overrides), len(CLASSES), torch.device("cpu"))
         except (TypeError, ValueError) as e:
             over = f" with {overrides}" if overrides else ""
             raise ValueError(f"{head}{over}: {e}; nothing was trained") from None
@@ -438,22 +442,8 @@ def _plot_predictions(out: Path, plans: dict, seed: int, data_root, path: Path, 
     colours = palette(len(CLASSES))
     models, heads = {}, list(plans)
     for h in heads:
-        args = train_args(
-            h,
-            seed,
-            out=out,
-            data_root=data_root,
-            iters=1,
-            batch=1,
-            lr=2e-3,
-            val_interval=1,
-            max_val=None,
-            workers=0,
-            quiet=True,
-        )
         over, tag = plans[h]
-        args = dataclasses.replace(args, **{**(over or {}), "pretrained": None})  # the run's weights follow
-        model = build_model(args, len(CLASSES), torch.device("cpu"))
+        model = build_model(model_config(h, over, pretrained=False), len(CLASSES), torch.device("cpu"))
         load_model_weights(model, out / (tag or f"{h}_tiny") / f"seed{seed}" / "best.safetensors")
         models[h] = model.eval()
     fig, axes = plt.subplots(n, 2 + len(heads), figsize=(2 * (2 + len(heads)), 2 * n))
