@@ -140,6 +140,11 @@ def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     assert len(done) == 18
     main(argv)  # resumable: every finished run is reused, none retrained
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/result.json")} == done
+    main([*argv, "--jobs", "2"])  # two shard processes read the call from shards.json: the same plan, all done
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/result.json")} == done
+    call = json.loads((out / "shards.json").read_text())
+    assert call["entry"] == "hamburger.seg.ablate:run" and call["kwargs"]["iters"] == 2
+    assert call["kwargs"]["data_root"] == str(tmp_path / "data") and "seed 0" in (out / "shard1of2.log").read_text()
 
 
 def test_shards_partition_the_plan_and_bad_shards_are_refused(capsys):

@@ -106,3 +106,7 @@ def test_estimators_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     assert len(done) == 3 + 2
     main(argv)  # resumable: nothing retrained
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/result.json")} == done
+    main([*argv, "--jobs", "2"])  # each phase's shard processes read the call from shards.json: all done already
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/result.json")} == done
+    call = json.loads((out / "shards.json").read_text())  # phase 2's, with its gradients
+    assert call["entry"] == "hamburger.seg.estimators:run" and call["kwargs"]["long"] == ["bptt", "one-step"]

@@ -143,10 +143,11 @@ def test_gan_eval_and_compare_at_a_tiny_size(digits_classifier, tmp_path, capsys
         "seed1none",
     ]
     assert not (out / "gan-compare.md").exists()
-    with pytest.raises(ValueError, match="curve_points=3"):
-        gan_compare.run(**kw, jobs=2, curve_points=3)
     result = gan_compare.run(**kw, jobs=2)  # two processes train the rest, then the tables
-    assert (out / "shard0of2.log").is_file() and "seed 1" in (out / "shard0of2.log").read_text()
+    call = json.loads((out / "shards.json").read_text())  # what they read: the call, not a rebuilt command line
+    assert call["entry"] == "hamburger.gan.compare:run" and call["kwargs"]["arms"] == ["ham_nmf", "none"]
+    assert (call["kwargs"]["batch"], call["kwargs"]["samples"], call["kwargs"]["curve_points"]) == (4, 40, 6)
+    assert "ham_nmf/seed1" in (out / "shard0of2.log").read_text()  # shard 0 of 2: (seed 0, ham), (seed 1, ham)
     md = (out / "gan-compare.md").read_text()
     assert "| Hamburger (NMF) |" in md and "| no context block |" in md and "not FID" in md and "## Checks" in md
     for name in ("gan-compare.json", "gan-compare-curves.png", "grid-ham_nmf.png", "grid-none.png"):

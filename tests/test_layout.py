@@ -174,26 +174,61 @@ def _flags(parser, path=()):
             yield " ".join(path), action
 
 
-def test_the_block_and_mixer_options_are_declared_once():
-    """Every flag of the Hamburger's and the token mixer's options (R, L, every ``--ham-*``), in every command, is
-    generated from its declaration in a task's config (type, bounds, help): none is written by hand."""
-    from hamburger.cli import build_parser
+def test_every_flag_named_like_a_declared_option_is_generated_from_its_declaration():
+    """Every flag of every command named like an option its task declares (the run's fields, R, L, every
+    ``--ham-*``, --iters, --out, --seeds, ...) is generated from that declaration (type, bounds, help): none is written
+    by hand, so a flag means one thing, parsed one way, in every command."""
+    import dataclasses
 
+    from hamburger.cli import build_parser
+    from hamburger.engine.config import ExperimentOptions, RunConfig
+    from hamburger.gan.config import GANTrainConfig
+    from hamburger.seg.config import SegTrainConfig
+    from hamburger.seq.config import SeqTrainConfig
+
+    def names(*classes):
+        return {f.name for cls in classes for f in dataclasses.fields(cls)} | {"rank", "chunk"}
+
+    shared = names(RunConfig, ExperimentOptions)
+    task = {"seq": names(SeqTrainConfig), "gan": names(GANTrainConfig)}  # the others: segmentation's
     checked = []
     for command, action in _flags(build_parser()):
-        if action.dest in ("rank", "chunk") or action.dest.startswith("ham_"):
+        declared = shared | task.get(command.split(" ")[0], names(SegTrainConfig))
+        if action.dest in declared or action.dest.startswith("ham_"):
             assert getattr(action, "declared", None), f"hamburger {command} --{action.dest.replace('_', '-')}"
-            checked.append(command)
-    assert {
-        "seq compare",
-        "seq bench",
-        "seg eval",
-        "seg compare",
-        "ablate",
-        "demo",
-        "gan compare",
-        "bench solve",
-    } <= set(checked)
+            checked.append((command, action.dest))
+    for command, dest in [
+        ("seq compare", "ham_decay"),
+        ("seq compare", "pairs"),
+        ("seq bench", "rank"),
+        ("seq bench", "heads"),
+        ("seg eval", "rank"),
+        ("seg compare", "iters"),
+        ("seg compare", "out"),
+        ("ablate", "ham_grad"),
+        ("ablate", "shard"),
+        ("demo", "seed"),
+        ("gan compare", "ema"),
+        ("gan sample", "out"),
+        ("bench solve", "rank"),
+        ("bench crossover", "device"),
+        ("decompose", "out"),
+    ]:
+        assert (command, dest) in checked
+
+
+def test_a_command_default_says_what_it_means_and_a_sweep_parses_each_value():
+    from hamburger.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["seq", "compare", "--pairs", "4,16"])
+    assert args.pairs == (4, 16) and args.iters is None and args.out is None
+    helps = {(c, a.dest): a.help for c, a in _flags(parser)}
+    assert helps[("seq compare", "iters")] == "optimiser steps [here: the task's]"
+    assert helps[("seg compare", "iters")] == "optimiser steps [here: 800]"
+    for bad in (["seq", "compare", "--pairs", "4,0"], ["seg", "compare", "--iters", "0"], ["ablate", "--jobs", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
 
 
 def test_the_tasks_share_one_set_of_run_fields():

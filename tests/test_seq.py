@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hamburger.cli import main
 from hamburger.engine.checkpoint import load_weights
@@ -243,8 +244,24 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
         **tiny,
     )
     assert [r["mixer"] for r in part["runs"]] == ["softmax"] and not (tmp_path / "cmp" / "seq-compare-mqar.md").exists()
-    with pytest.raises(ValueError, match="--jobs runs the command line"):
-        seq_compare.run(task="mqar", out=tmp_path / "cmp", progress=False, jobs=2, **tiny)
+    # two processes read the comparison, the tiny sizes included, from the file it writes (no rebuilt command line)
+    sharded = seq_compare.run(
+        task="mqar",
+        mixers=("ham_nmf", "none"),
+        lengths=(24,),
+        pairs=(4,),
+        iters=2,
+        out=tmp_path / "two",
+        progress=False,
+        jobs=2,
+        **tiny,
+    )
+    call = json.loads((tmp_path / "two" / "shards.json").read_text())
+    assert call["entry"] == "hamburger.seq.compare:run" and call["kwargs"]["ham_decay"] == 0.9
+    assert call["kwargs"]["dim"] == 16 and call["kwargs"]["mixers"] == ["ham_nmf", "none"]
+    assert sorted(r["mixer"] for r in sharded["runs"]) == ["ham_nmf", "none"]
+    configs = [yaml.safe_load(p.read_text()) for p in (tmp_path / "two").glob("**/config.yaml")]
+    assert len(configs) == 2 and all(c["dim"] == 16 and c["iters"] == 2 and c["ham_decay"] == 0.9 for c in configs)
     result = seq_compare.run(
         task="mqar",
         mixers=("ham_nmf", "softmax", "none"),

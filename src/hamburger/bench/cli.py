@@ -8,8 +8,10 @@ import torch
 
 from ..engine.cli import choices, names, set_threads
 from ..engine.config import (
+    ExperimentOptions,
+    Here,
+    RunConfig,
     add_config_arguments,
-    device_name,
     grad_specs,
     nonnegative_int,
     nonnegative_ints,
@@ -28,6 +30,8 @@ from . import precision as precision_bench
 from . import seg as seg_bench
 from . import solve as solve_bench
 
+CUDA_IF_AVAILABLE = Here(None, "cuda if available, else cpu")
+
 
 def register(sub) -> None:
     bench = sub.add_parser(
@@ -38,7 +42,7 @@ def register(sub) -> None:
     bench.add_argument("--batch", type=positive_int, default=1)
     bench.add_argument("--sizes", type=positive_ints, default=(32, 64, 96, 128), help="comma-separated H = W")
     bench.add_argument("--repeats", type=positive_int, default=5)
-    bench.add_argument("--device", type=device_name, default="cpu")
+    add_config_arguments(bench, RunConfig, only=("device",))
     bench.add_argument("--dtype", default="float32")
     bench.add_argument("--memory-limit-gib", type=positive_float, default=8.0, help="skip sizes predicted to need more")
     bench.add_argument(
@@ -47,7 +51,7 @@ def register(sub) -> None:
     bench.add_argument("--train-size", type=positive_int, default=64, help="H = W of the training-memory-vs-K test")
     bench.add_argument("--train-steps", type=nonnegative_ints, default=(1, 6, 30))
     bench.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
-    bench.add_argument("--out", type=Path, default=Path("results/bench"))
+    add_config_arguments(bench, ExperimentOptions, only=("out",), defaults={"out": Path("results/bench")})
     bsub = bench.add_subparsers(dest="mode", required=False)
     ham = bsub.add_parser("ham", help="NMF ham vs the official operation order; training memory vs K; denormals")
     ham.add_argument("--channels", type=positive_int, default=512)
@@ -60,11 +64,11 @@ def register(sub) -> None:
     ham.add_argument("--denormal-size", type=positive_int, default=64)
     ham.add_argument("--denormal-steps", type=nonnegative_int, default=30)
     ham.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
-    ham.add_argument("--out", type=Path, default=Path("results/bench-ham"))
+    add_config_arguments(ham, ExperimentOptions, only=("out",), defaults={"out": Path("results/bench-ham")})
     cross = bsub.add_parser(
         "crossover", help="Hamburger vs non-local attention on every SDPA backend, bf16/fp32, eval/train: the crossover"
     )
-    cross.add_argument("--device", type=device_name, default=None, help="cuda if available, else cpu")
+    add_config_arguments(cross, RunConfig, only=("device",), defaults={"device": CUDA_IF_AVAILABLE})
     cross.add_argument("--sizes", type=positive_ints, default=(32, 64, 96, 128, 192, 256), help="comma-separated H = W")
     cross.add_argument("--batches", type=positive_ints, default=(1, 8))
     cross.add_argument("--precisions", type=choices(PRECISIONS), default=("bf16", "fp32"), help="comma-separated")
@@ -83,9 +87,9 @@ def register(sub) -> None:
     )
     cross.add_argument("--math-limit-gib", type=positive_float, default=8.0, help="skip the math backend above this")
     cross.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
-    cross.add_argument("--out", type=Path, default=Path("results/bench-crossover"))
+    add_config_arguments(cross, ExperimentOptions, only=("out",), defaults={"out": Path("results/bench-crossover")})
     prec = bsub.add_parser("precision", help="accuracy and speed of each ham precision; the block vs SDPA attention")
-    prec.add_argument("--device", type=device_name, default="cpu")
+    add_config_arguments(prec, RunConfig, only=("device",))
     prec.add_argument("--channels", type=positive_int, default=512)
     prec.add_argument("--sizes", type=positive_ints, default=(64, 128), help="H = W of the solver table")
     add_config_arguments(prec, SegTrainConfig, only=("rank",), defaults={"rank": 64})
@@ -94,14 +98,14 @@ def register(sub) -> None:
     prec.add_argument("--precisions", type=choices(PRECISIONS), default=PRECISIONS)
     prec.add_argument("--block-size", type=positive_int, default=128, help="H = W of the block comparison")
     prec.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
-    prec.add_argument("--out", type=Path, default=Path("results/bench-precision"))
+    add_config_arguments(prec, ExperimentOptions, only=("out",), defaults={"out": Path("results/bench-precision")})
     seg = bsub.add_parser("seg", help="segmentation throughput (images/s), training and inference")
     seg.add_argument("--models", default="hamnet_r50_d8,nonlocal_r50_d8,fcn_r50_d8")
     seg.add_argument("--crops", type=positive_ints, default=(256, 512))
     seg.add_argument("--train-batch", type=positive_int, default=2)
     seg.add_argument("--repeats", type=positive_int, default=3)
-    seg.add_argument("--device", type=device_name, default="cpu")
-    seg.add_argument("--out", type=Path, default=Path("results/bench-seg"))
+    add_config_arguments(seg, RunConfig, only=("device",))
+    add_config_arguments(seg, ExperimentOptions, only=("out",), defaults={"out": Path("results/bench-seg")})
     grad = bsub.add_parser("grad", help="each gradient through the solve: time and peak memory of a training step vs K")
     grad.add_argument(
         "--estimators",
@@ -115,17 +119,17 @@ def register(sub) -> None:
     add_config_arguments(grad, SegTrainConfig, only=("rank",), defaults={"rank": 64})
     grad.add_argument("--repeats", type=positive_int, default=3)
     grad.add_argument("--no-tiny", action="store_true", help="skip the demo's hamnet_tiny")
-    grad.add_argument("--device", type=device_name, default="cpu")
+    add_config_arguments(grad, RunConfig, only=("device",))
     grad.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
-    grad.add_argument("--out", type=Path, default=Path("results/bench-grad"))
+    add_config_arguments(grad, ExperimentOptions, only=("out",), defaults={"out": Path("results/bench-grad")})
     grad.set_defaults(handler=_grad)
     check = bsub.add_parser("check", help="GPU correctness: device vs CPU, determinism, captured vs eager (per ham)")
-    check.add_argument("--device", type=device_name, default=None, help="cuda if available, else cpu")
+    add_config_arguments(check, RunConfig, only=("device",), defaults={"device": CUDA_IF_AVAILABLE})
     check.add_argument("--no-capture", action="store_true", help="skip the captured (compiled) block")
-    check.add_argument("--out", type=Path, default=Path("results/bench-check"))
+    add_config_arguments(check, ExperimentOptions, only=("out",), defaults={"out": Path("results/bench-check")})
     check.set_defaults(handler=_check)
     solve = bsub.add_parser("solve", help="the NMF solve alone: PyTorch, fused Triton steps (CUDA), compiled")
-    solve.add_argument("--device", type=device_name, default=None, help="cuda if available, else cpu")
+    add_config_arguments(solve, RunConfig, only=("device",), defaults={"device": CUDA_IF_AVAILABLE})
     solve.add_argument("--sizes", type=positive_ints, default=(64, 128), help="H = W")
     solve.add_argument("--batches", type=positive_ints, default=(1, 8))
     solve.add_argument("--precisions", type=choices(PRECISIONS), default=("bf16", "fp32"))
@@ -134,7 +138,7 @@ def register(sub) -> None:
     solve.add_argument("--repeats", type=positive_int, default=20)
     solve.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     solve.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
-    solve.add_argument("--out", type=Path, default=Path("results/bench-solve"))
+    add_config_arguments(solve, ExperimentOptions, only=("out",), defaults={"out": Path("results/bench-solve")})
     solve.set_defaults(handler=_solve)
     bench.set_defaults(handler=_context)
     ham.set_defaults(handler=_ham)

@@ -175,14 +175,38 @@ class ShardsFailed(RuntimeError):
     """Some ``--shard`` processes of a ``--jobs`` run exited with an error (their logs say why)."""
 
 
-def run_shards(argv: list[str], *, jobs: int, out: Path) -> None:
-    """Run ``hamburger <argv> --shard i/jobs`` for i < jobs in as many processes at once, the torch threads split
-    between them (logs in ``out/shard<i>of<jobs>.log``); raise if any fails."""
+SHARDS_FILE = "shards.json"
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _tuples(value):
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def run_shards(entry: str, kwargs: dict, *, jobs: int, out: Path) -> None:
+    """Write the experiment's call — ``entry`` (``"hamburger.<module>:<function>"``) and its keyword arguments — to
+    ``out/shards.json``, then run ``<function>(**kwargs, shard=(i, jobs), jobs=1)`` for i < jobs in as many
+    processes at once, each reading that file, the torch threads split between them (logs in
+    ``out/shard<i>of<jobs>.log``); raise if any fails. Paths travel as strings and tuples as lists (read back as
+    tuples)."""
+    if not entry.startswith("hamburger.") or ":" not in entry:
+        raise ValueError(f"entry must be 'hamburger.<module>:<function>', got {entry!r}")
+    path = Path(out) / SHARDS_FILE
+    atomic_write_text(path, json.dumps({"entry": entry, "kwargs": _jsonable(kwargs)}, indent=1) + "\n")
     threads = max(1, torch.get_num_threads() // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     procs = []
     for i in range(jobs):
-        code = f"import sys; from hamburger.cli import main; sys.exit(main({argv + ['--shard', f'{i}/{jobs}']!r}))"
+        code = f"from hamburger.engine.common import run_shard; run_shard({str(path)!r}, {i}, {jobs})"
         log = open(Path(out) / f"shard{i}of{jobs}.log", "a")  # noqa: SIM115 - closed below
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
         procs.append((proc, log))
@@ -192,4 +216,14 @@ def run_shards(argv: list[str], *, jobs: int, out: Path) -> None:
             failed.append(i)
         log.close()
     if failed:
-        raise ShardsFailed(f"{argv[0]} shard(s) {failed} of {jobs} failed: see {out}/shard<i>of{jobs}.log")
+        raise ShardsFailed(f"{entry} shard(s) {failed} of {jobs} failed: see {out}/shard<i>of{jobs}.log")
+
+
+def run_shard(path: str | Path, index: int, count: int):
+    """One shard process of :func:`run_shards`: call the experiment written in ``path`` with ``shard=(index,
+    count)``."""
+    import importlib
+
+    call = json.loads(Path(path).read_text())
+    module, function = call["entry"].split(":")
+    return getattr(importlib.import_module(module), function)(**_tuples(call["kwargs"]), shard=(index, count), jobs=1)

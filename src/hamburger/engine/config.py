@@ -24,13 +24,49 @@ from .common import atomic_write_text
 MAX_RANK = 4096
 
 
-def option(default, help: str, *, choices: tuple | None = None, minimum=None, above=None, maximum=None, parse=None):
+_NO_OFF = object()
+
+
+def option(
+    default,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    minimum=None,
+    above=None,
+    maximum=None,
+    parse=None,
+    keyword: str | None = None,
+    off=_NO_OFF,
+):
     """A config field: its default, its one-line documentation (the flag's help), its allowed values and bounds
     (``minimum`` and ``maximum`` inclusive, ``above`` exclusive; a tuple's every element is checked), and ``parse``,
     the argparse type of a field whose value has structure (its errors are usage errors naming the flag). A float
-    field is finite."""
-    bounds = {"minimum": minimum, "above": above, "maximum": maximum}
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "parse": parse, **bounds})
+    field is finite. ``keyword``: the module keyword the field sets (a task builds the module's keywords from the
+    fields that name one: :func:`module_kwargs`), given None where the field's value is ``off``."""
+    meta = {"help": help, "choices": choices, "parse": parse, "minimum": minimum, "above": above, "maximum": maximum}
+    if keyword is not None:
+        meta["keyword"] = keyword
+    if off is not _NO_OFF:
+        meta["off"] = off
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def keyword_fields(cls) -> tuple[str, ...]:
+    """The fields of the config class ``cls`` that set a module keyword (declared with ``option(keyword=...)``), in
+    declaration order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if "keyword" in f.metadata)
+
+
+def module_kwargs(config) -> dict:
+    """The module keywords the fields of ``config`` declared with ``option(keyword=...)`` set: ``{keyword: value}``,
+    None where a field holds its ``off`` value."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if "keyword" in f.metadata:
+            value = getattr(config, f.name)
+            out[f.metadata["keyword"]] = None if "off" in f.metadata and value == f.metadata["off"] else value
+    return out
 
 
 @dataclasses.dataclass
@@ -288,15 +324,31 @@ def _bounded(kind, field: dataclasses.Field):
     return parse
 
 
+@dataclasses.dataclass(frozen=True)
+class Here:
+    """A command's own default for a declared option and what it means there, for :func:`add_config_arguments`'s
+    ``defaults`` (``Here(None, "the task's")``: the command fills it in)."""
+
+    value: Any
+    note: str
+
+
 def add_config_arguments(
-    parser: argparse.ArgumentParser, cls, *, only: tuple[str, ...] | None = None, defaults: dict | None = None
+    parser: argparse.ArgumentParser,
+    cls,
+    *,
+    only: tuple[str, ...] | None = None,
+    defaults: dict | None = None,
+    lists: tuple[str, ...] = (),
 ) -> None:
     """One ``--flag-name`` per field of the dataclass ``cls`` (or per field named in ``only``), typed from its
     annotation (or its ``parse``), documented by its help; values outside a field's bounds are argparse errors naming
-    the flag. ``defaults`` replace a field's default for this command (the help says so). Each flag remembers its
-    declaration (``action.declared``): a test checks that no command writes such a flag by hand."""
+    the flag. ``defaults`` replace a field's default for this command (a value, or a :class:`Here` that says what it
+    means; the help says so). A field named in ``lists`` takes comma-separated values, each parsed and bounded as the
+    field's (a sweep over it). Each flag remembers its declaration (``action.declared``): a test checks that no
+    command writes such a flag by hand."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(only or ()) - set(fields))
+    unknown = sorted((set(only or ()) | set(lists) | set(defaults or ())) - set(fields))
     if unknown:
         raise ValueError(f"{cls.__name__} declares no {unknown}")
     chosen = (
@@ -307,11 +359,14 @@ def add_config_arguments(
         kind: Callable[[str], Any] = f.metadata.get("parse") or _TYPES["device" if f.name == "device" else annotation]
         if any(f.metadata.get(k) is not None for k in ("minimum", "above", "maximum")):
             kind = _bounded(kind, f)
+        if f.name in lists:
+            kind = _list_of(kind, f"values of --{f.name.replace('_', '-')}")
         help_text = f.metadata.get("help", "")
         default = f.default
         if defaults and f.name in defaults:
-            default = defaults[f.name]
-            help_text = f"{help_text} [here: {default}]"
+            here = defaults[f.name]
+            default, note = (here.value, here.note) if isinstance(here, Here) else (here, str(here))
+            help_text = f"{help_text} [here: {note}]"
         flag = "--" + f.name.replace("_", "-")
         kw: dict[str, Any] = {"default": default, "help": help_text, "choices": f.metadata.get("choices")}
         if annotation == "bool":
@@ -319,6 +374,20 @@ def add_config_arguments(
         else:
             action = parser.add_argument(flag, type=kind, **kw)
         action.declared = f"{cls.__name__}.{f.name}"  # type: ignore[attr-defined]
+
+
+@dataclasses.dataclass
+class ExperimentOptions:
+    """The options the experiment commands share (demo, compare, ablate, estimators, bench, viz, decompose, and the
+    commands that read a run: eval, predict, sample): where their results go and how their runs are split among
+    seeds and processes. A command takes those it has with ``add_config_arguments(parser, ExperimentOptions,
+    only=..., defaults=...)``; where and how long each run trains come from the task's own config."""
+
+    out: Path | None = option(None, "where the command writes its results")
+    seeds: tuple[int, ...] = option((0, 1, 2), "comma-separated seeds", parse=integers)
+    seed: int = option(0, "random seed")
+    jobs: int = option(1, "training processes at once, the cores split", minimum=1)
+    shard: tuple[int, int] | None = option(None, "I/N: train only every N-th run from the I-th", parse=shard_spec)
 
 
 def config_from_args(cls, args: argparse.Namespace):

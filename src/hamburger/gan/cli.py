@@ -9,15 +9,11 @@ import torch
 
 from ..engine.cli import names
 from ..engine.config import (
+    ExperimentOptions,
+    Here,
     add_config_arguments,
-    ascii_int,
     config_from_args,
-    device_name,
-    finite_float,
     int_between,
-    integers,
-    positive_int,
-    shard_spec,
 )
 from . import compare
 from .blocks import ARMS
@@ -41,13 +37,17 @@ def register(sub) -> None:
     s.add_argument("--run", type=Path, required=True, help="a run folder of gan train (its config.yaml is read)")
     s.add_argument("--weights", type=Path, default=None, help="default: <run>/last.safetensors")
     s.add_argument("--per-class", type=int_between(1, MAX_GRID_COLUMNS), default=8, help="samples per class (columns)")
-    s.add_argument("--seed", type=ascii_int, default=0, help="seed of the latents")
-    s.add_argument("--out", type=Path, default=None, help="PNG to write (default: <run>/samples/sample-seed<N>.png)")
+    add_config_arguments(
+        s,
+        ExperimentOptions,
+        only=("seed", "out"),
+        defaults={"seed": Here(0, "of the latents"), "out": Here(None, "a PNG, <run>/samples/sample-seed<N>.png")},
+    )
     e = gsub.add_parser("eval", help="offline metrics of a run: Fréchet classifier distance, KID, precision/recall")
     e.add_argument("--run", type=Path, required=True, help="a run folder of gan train")
     e.add_argument("--weights", type=Path, default=None, help="default: <run>/last.safetensors")
     e.add_argument("--samples", type=int_between(2, MAX_SAMPLES), default=2000, help="generated images")
-    e.add_argument("--seed", type=ascii_int, default=0, help="seed of the latents")
+    add_config_arguments(e, ExperimentOptions, only=("seed",), defaults={"seed": Here(0, "of the latents")})
     e.add_argument("--classifier", type=Path, default=None, help="feature classifier (trained there if missing)")
     e.add_argument(
         "--inception-weights",
@@ -57,20 +57,23 @@ def register(sub) -> None:
     )
     c = gsub.add_parser("compare", help="arms side by side over seeds, same network and budget (resumable)")
     c.add_argument("--arms", default="ham_nmf,sagan,none", help="comma-separated: " + ", ".join(ARMS))
-    c.add_argument("--seeds", type=integers, default=(0, 1, 2))
-    c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: gan train's)")
-    c.add_argument("--batch-size", type=positive_int, default=None, help="default: gan train's")
+    add_config_arguments(c, ExperimentOptions, only=("seeds",))
     c.add_argument(
         "--samples", type=int_between(2, MAX_SAMPLES), default=2000, help="generated images per final evaluation"
     )
-    c.add_argument("--ema", type=finite_float, default=None, help="EMA decay of G for sampling (default: gan train's)")
-    add_config_arguments(c, GANTrainConfig, only=("ham_grad",), defaults={"ham_grad": None})  # None: the arms' own
-    c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
-    c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
-    c.add_argument("--dataset", default="silhouettes")
-    c.add_argument("--data-root", type=Path, default=None)
-    c.add_argument("--device", type=device_name, default="cpu")
-    c.add_argument("--out", type=Path, default=Path("results/gan"))
+    train_default = Here(None, "gan train's")
+    add_config_arguments(
+        c,
+        GANTrainConfig,
+        only=("iters", "batch_size", "ema", "ham_grad", "dataset", "data_root", "device"),
+        defaults={
+            "iters": train_default,
+            "batch_size": train_default,
+            "ema": train_default,
+            "ham_grad": Here(None, "each arm's own"),
+        },
+    )
+    add_config_arguments(c, ExperimentOptions, only=("jobs", "shard", "out"), defaults={"out": Path("results/gan")})
     t.set_defaults(handler=_train)
     s.set_defaults(handler=_sample)
     e.set_defaults(handler=_eval)

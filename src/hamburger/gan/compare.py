@@ -32,7 +32,7 @@ from .metrics import evaluate_samples, generate
 from .train import GANTask, build_pair, train
 
 DEFAULT_ARMS = ("ham_nmf", "sagan", "none")
-CURVE_POINTS = 6  # distances on the training curve; the command line has no flag for it
+CURVE_POINTS = 6  # distances on the training curve (no flag: a --jobs run passes its own to the shards)
 LABELS = {
     "ham_nmf": "Hamburger (NMF)",
     "ham_vq": "Hamburger (VQ)",
@@ -236,34 +236,11 @@ def run(
     if samples > 2 * len(reference) and progress:
         print(f"note: {samples} generated images against {len(reference)} reference images", flush=True)
     if jobs > 1 and shard is None:
-        if curve_points != CURVE_POINTS:  # the shards run the command line
-            raise ValueError(f"--jobs runs the command line's settings only, not curve_points={curve_points}")
-        argv = [
-            "gan",
-            "compare",
-            "--arms",
-            ",".join(arms),
-            "--seeds",
-            ",".join(map(str, seeds)),
-            "--iters",
-            str(iters),
-            "--batch-size",
-            str(batch),
-            "--samples",
-            str(samples),
-            "--dataset",
-            dataset,
-            "--device",
-            device,
-            "--out",
-            str(out),
-        ]
-        argv += ["--data-root", str(data_root)] if data_root else []
-        argv += ["--ema", str(ema)] if ema is not None else []
-        argv += ["--ham-grad", ham_grad] if ham_grad else []
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
-        run_shards(argv, jobs=jobs, out=out)
+        call = dict(arms=arms, seeds=seeds, out=out, samples=samples, classifier_epochs=classifier_epochs)
+        call |= {k: v for k, v in kw.items() if k != "quiet"} | {"progress": progress}
+        run_shards("hamburger.gan.compare:run", call, jobs=jobs, out=out)
     todo = [(seed, arm) for seed in seeds for arm in arms]  # arms interleaved per seed: a partial run stays balanced
     if shard is not None:
         todo = todo[shard[0] :: shard[1]]

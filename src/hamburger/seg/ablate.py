@@ -250,41 +250,6 @@ def _k_finding(rows, ktest) -> list[str]:
     return out
 
 
-def run_jobs(
-    *,
-    jobs: int,
-    out: Path,
-    finding_seeds,
-    sweep_seeds,
-    iters: int,
-    data_root,
-    device: str,
-    ham_grad: str | None = None,
-    groups=GROUPS,
-) -> None:
-    """Train the plan in ``jobs`` processes at once (``--shard i/jobs`` each, the cores split between them)."""
-    argv = [
-        "ablate",
-        "--seeds",
-        ",".join(map(str, finding_seeds)),
-        "--sweep-seeds",
-        ",".join(map(str, sweep_seeds)),
-        "--iters",
-        str(iters),
-        "--device",
-        device,
-        "--out",
-        str(out),
-    ]
-    if data_root:
-        argv += ["--data-root", str(data_root)]
-    if ham_grad:
-        argv += ["--ham-grad", ham_grad]
-    if tuple(groups) != GROUPS:
-        argv += ["--groups", ",".join(groups)]
-    run_shards(argv, jobs=jobs, out=out)
-
-
 def run(
     *,
     out: Path,
@@ -320,17 +285,9 @@ def run(
     cached(data_root, progress=progress)
     if jobs > 1 and shard is None:
         print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
-        run_jobs(
-            jobs=jobs,
-            out=out,
-            finding_seeds=finding_seeds,
-            sweep_seeds=sweep_seeds,
-            iters=iters,
-            data_root=data_root,
-            device=device,
-            ham_grad=ham_grad,
-            groups=groups,
-        )
+        call = dict(finding_seeds=finding_seeds, sweep_seeds=sweep_seeds, iters=iters, data_root=data_root)
+        call |= dict(device=device, ham_grad=ham_grad, groups=groups, out=out, progress=progress)
+        run_shards("hamburger.seg.ablate:run", call, jobs=jobs, out=out)
     results = {}
     runs = plan(finding_seeds, sweep_seeds, ham_grad, groups)
     if shard is not None:

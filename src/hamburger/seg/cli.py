@@ -9,18 +9,15 @@ from pathlib import Path
 
 from ..engine.cli import choices, names
 from ..engine.config import (
+    ExperimentOptions,
+    Here,
     add_config_arguments,
-    ascii_int,
     config_from_args,
-    device_name,
     grad_specs,
     integers,
-    nonnegative_int,
     parse_bool,
-    positive_float,
     positive_floats,
     positive_int,
-    shard_spec,
 )
 from . import ablate, compare, estimators
 from .config import MODEL_OPTIONS, SegTrainConfig
@@ -45,6 +42,7 @@ def _infer_args(p: argparse.ArgumentParser) -> None:
 
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
+ANIMAL_SCENES_ROOT = "the animal-scenes cache (~/.cache/hamburger)"
 
 
 def register(sub) -> None:
@@ -53,12 +51,13 @@ def register(sub) -> None:
         "demo", help="is attention better than matrix decomposition? Hamburger vs self-attention vs no context, here"
     )
     demo.add_argument("--quick", action="store_true", help="the same path in a couple of minutes (a smoke check)")
-    demo.add_argument("--iters", type=positive_int, default=None, help="training iterations per model (default 800)")
-    demo.add_argument("--seed", type=ascii_int, default=0)
-    demo.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
-    demo.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
-    demo.add_argument("--out", type=Path, default=Path("results/demo"))
-    add_config_arguments(demo, SegTrainConfig, only=("ham_grad",))
+    add_config_arguments(
+        demo,
+        SegTrainConfig,
+        only=("iters", "device", "data_root", "ham_grad"),
+        defaults={"iters": Here(None, "800 per model, 20 with --quick"), "data_root": Here(None, ANIMAL_SCENES_ROOT)},
+    )
+    add_config_arguments(demo, ExperimentOptions, only=("seed", "out"), defaults={"out": Path("results/demo")})
 
     demo.set_defaults(handler=_demo)
 
@@ -75,14 +74,19 @@ def register(sub) -> None:
     e.add_argument("--split", default="val")
     e.add_argument("--weights", type=Path, required=True, help="a .safetensors file written by seg train")
     e.add_argument("--max-samples", type=positive_int, default=None, help="evaluate the first N images")
-    e.add_argument("--out", type=Path, default=None, help="write metrics.json and a per-class table here")
+    add_config_arguments(
+        e,
+        ExperimentOptions,
+        only=("out",),
+        defaults={"out": Here(None, "metrics.json and a per-class table, when given")},
+    )
 
     p = ssub.add_parser("predict", help="palette masks and overlays for image files or folders")
     add_data_arguments(p)
     _infer_args(p)
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--out", type=Path, default=Path("predictions"))
+    add_config_arguments(p, ExperimentOptions, only=("out",), defaults={"out": Path("predictions")})
     c = ssub.add_parser("compare", help="context heads side by side on animal-scenes over several seeds (resumable)")
     c.add_argument("--config", type=Path, help="flat YAML recipe whose keys are these flags")
     c.add_argument(
@@ -90,26 +94,39 @@ def register(sub) -> None:
         default="hamnet,ham_vq,ham_cd,nonlocal,danet,ema,fcn",
         help="comma-separated heads: <head>_tiny models (hamnet, nonlocal, fcn, local, ham_vq, ...)",
     )
-    c.add_argument("--seeds", type=integers, default=(0, 1, 2), help="comma-separated seeds")
-    c.add_argument("--iters", type=positive_int, default=800)
-    c.add_argument("--batch-size", type=positive_int, default=16)
-    c.add_argument("--lr", type=positive_float, default=2e-3)
-    c.add_argument("--val-interval", type=positive_int, default=100)
-    c.add_argument("--max-val-samples", type=positive_int, default=None)
-    c.add_argument("--workers", type=nonnegative_int, default=1)
-    add_config_arguments(c, SegTrainConfig, only=("ham_precision", "ham_grad", "pretrained", "head_lr_mult"))
+    add_config_arguments(c, ExperimentOptions, only=("seeds",))
+    # each run's training: seg train's declarations, the demo's recipe by default
+    add_config_arguments(
+        c,
+        SegTrainConfig,
+        only=(
+            "iters",
+            "batch_size",
+            "lr",
+            "val_interval",
+            "max_val_samples",
+            "workers",
+            "ham_precision",
+            "ham_grad",
+            "pretrained",
+            "head_lr_mult",
+            "bn_recalib",
+            "device",
+            "data_root",
+        ),
+        defaults={
+            "iters": 800,
+            "lr": 2e-3,
+            "val_interval": 100,
+            "workers": 1,
+            "bn_recalib": 10,
+            "data_root": Here(None, ANIMAL_SCENES_ROOT),
+        },
+    )
     c.add_argument(
         "--family", choices=tuple(FAMILIES), default="tiny", help="the backbone under the heads: tiny | efflite0"
     )
-    c.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
-    c.add_argument(
-        "--bn-recalib",
-        type=nonnegative_int,
-        default=10,
-        help="BatchNorm statistics recomputed from N training batches before each evaluation (0: off)",
-    )
-    c.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
-    c.add_argument("--out", type=Path, default=Path("results/compare"))
+    add_config_arguments(c, ExperimentOptions, only=("out",), defaults={"out": Path("results/compare")})
     t.set_defaults(handler=_train)
     e.set_defaults(handler=_eval)
     p.set_defaults(handler=_predict)
@@ -117,21 +134,25 @@ def register(sub) -> None:
     SUBCOMMANDS.update(train=t, eval=e, predict=p, compare=c)
 
     abl = sub.add_parser("ablate", help="the paper's ablations on animal-scenes (resumable): tables, plots, findings")
-    abl.add_argument("--seeds", type=integers, default=(0, 1, 2), help="seeds of the rows that test a finding")
+    add_config_arguments(
+        abl, ExperimentOptions, only=("seeds",), defaults={"seeds": Here((0, 1, 2), "of the rows that test a finding")}
+    )
     abl.add_argument("--sweep-seeds", type=integers, default=(0,), help="seeds of the sweeps (version, init, K, R)")
-    abl.add_argument("--iters", type=positive_int, default=600, help="training iterations per run")
-    abl.add_argument("--device", type=device_name, default="cpu")
-    abl.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
-    abl.add_argument("--out", type=Path, default=Path("results/ablate"))
-    add_config_arguments(abl, SegTrainConfig, only=("ham_grad",))  # every Hamburger row but the gradient rows
+    # ham_grad: every Hamburger row's but the gradient rows'
+    add_config_arguments(
+        abl,
+        SegTrainConfig,
+        only=("iters", "device", "data_root", "ham_grad"),
+        defaults={"iters": Here(600, "600 per run"), "data_root": Here(None, ANIMAL_SCENES_ROOT)},
+    )
+    add_config_arguments(abl, ExperimentOptions, only=("out",), defaults={"out": Path("results/ablate")})
     abl.add_argument(
         "--groups",
         type=choices(ablate.GROUPS),
         default=ablate.GROUPS,
         help=f"row groups to train and report (default all: {','.join(ablate.GROUPS)})",
     )
-    abl.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
-    abl.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
+    add_config_arguments(abl, ExperimentOptions, only=("jobs", "shard"))
     abl.set_defaults(handler=_ablate)
 
     est = sub.add_parser(
@@ -139,19 +160,22 @@ def register(sub) -> None:
         help="every gradient through the solve trained on animal-scenes (resumable): the default's evidence",
     )
     est.add_argument("--estimators", type=grad_specs, default=estimators.SHORT, help="gradients compared at K 6")
-    est.add_argument("--seeds", type=integers, default=estimators.SEEDS, help="comma-separated seeds")
-    est.add_argument("--iters", type=positive_int, default=800, help="training iterations per run")
+    add_config_arguments(est, ExperimentOptions, only=("seeds",), defaults={"seeds": estimators.SEEDS})
     est.add_argument(
         "--long",
         type=grad_specs,
         default=None,
         help="the gradients run again at K 12 (default: BPTT and the two best fixed-memory ones)",
     )
-    est.add_argument("--device", type=device_name, default="cpu")
-    est.add_argument("--data-root", type=Path, default=None, help="animal-scenes cache folder")
-    est.add_argument("--out", type=Path, default=Path("results/estimators"))
-    est.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
-    est.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
+    add_config_arguments(
+        est,
+        SegTrainConfig,
+        only=("iters", "device", "data_root"),
+        defaults={"iters": Here(800, "800 per run"), "data_root": Here(None, ANIMAL_SCENES_ROOT)},
+    )
+    add_config_arguments(
+        est, ExperimentOptions, only=("out", "jobs", "shard"), defaults={"out": Path("results/estimators")}
+    )
     est.set_defaults(handler=_estimators)
 
 

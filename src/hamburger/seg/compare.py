@@ -294,6 +294,10 @@ def run(
     ``pretrained`` weights (``package:efficientnet-lite0``) fine-tuned at the heads' LR x ``head_lr_mult``; the runs
     of another family than the tiny one are stored under ``out/<head>_<family>[-pretrained]``."""
     heads, seeds = require_distinct(heads, "heads"), require_distinct(seeds, "seeds")
+    if val_interval < 1:  # each run's test reads its best validated checkpoint
+        raise ValueError(
+            f"a comparison validates to pick each run's best checkpoint: val_interval must be >= 1, got {val_interval}"
+        )
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {tuple(FAMILIES)}, got {family!r}")
     unknown = [h for h in heads if f"{h}_{family}" not in list_models()]

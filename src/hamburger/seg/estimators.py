@@ -207,21 +207,9 @@ def run(
     data_root = Path(data_root) if data_root else None
     cached(data_root, progress=progress)
     kw = {"out": out, "seeds": seeds, "iters": iters, "data_root": data_root, "device": device, "progress": progress}
-    argv = [
-        "estimators",
-        "--estimators",
-        ",".join(estimators),
-        "--seeds",
-        ",".join(map(str, seeds)),
-        "--iters",
-        str(iters),
-        "--device",
-        device,
-        "--out",
-        str(out),
-    ]
-    if data_root:
-        argv += ["--data-root", str(data_root)]
+    # the call a shard process reads from out/shards.json, phase 2's with its gradients
+    call = dict(estimators=estimators, seeds=seeds, iters=iters, data_root=data_root, device=device, out=out)
+    call |= dict(progress=progress)
     if shard is not None:
         index, count = shard
         runs = [(g, LONG_STEPS, s) for s in seeds for g in long] if long else short_plan(estimators, seeds)
@@ -229,13 +217,13 @@ def run(
         return {}
     if jobs > 1:
         print(f"phase 1 (K = {SHORT_STEPS}) in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
-        run_shards(argv, jobs=jobs, out=out)
+        run_shards("hamburger.seg.estimators:run", call, jobs=jobs, out=out)
     short_results = _train(short_plan(estimators, seeds), **kw)
     short = _summary(short_results, estimators, SHORT_STEPS, seeds)
     long = list(long) if long else ["bptt", *pick_long(short)]
     if jobs > 1:
         print(f"phase 2 (K = {LONG_STEPS}: {', '.join(long)}) in {jobs} processes", flush=True)
-        run_shards([*argv, "--long", ",".join(long)], jobs=jobs, out=out)
+        run_shards("hamburger.seg.estimators:run", {**call, "long": long}, jobs=jobs, out=out)
     long_results = _train([(g, LONG_STEPS, s) for s in seeds for g in long], **kw)
     long_rows = _summary(long_results, long, LONG_STEPS, seeds)
     long_rows.pop("attention", None)

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from ..engine.cli import names
 from ..engine.config import (
+    ExperimentOptions,
+    Here,
     add_config_arguments,
     config_from_args,
-    device_name,
-    integers,
     positive_int,
     positive_ints,
-    shard_spec,
 )
 from . import bench, compare
 from .config import HAM_OPTIONS, SeqTrainConfig
@@ -35,34 +34,42 @@ def register(sub) -> None:
     e.add_argument("--weights", type=Path, default=None, help="default: <run>/best.safetensors")
     e.add_argument("--generate", type=positive_int, default=200, help="lm: characters to generate from a prompt")
     c = ssub.add_parser("compare", help="mixers side by side: the MQAR sweep or the LM over seeds (resumable)")
-    c.add_argument("--task", choices=("mqar", "lm"), default="mqar")
+    add_config_arguments(c, SeqTrainConfig, only=("task",), defaults={"task": "mqar"})
     c.add_argument("--mixers", default="ham_nmf,softmax,linear,none")
-    c.add_argument("--seeds", type=integers, default=None, help="lm: seeds (default 0,1,2)")
+    add_config_arguments(
+        c,
+        ExperimentOptions,
+        only=("seeds",),
+        defaults={"seeds": Here(None, "lm: 0,1,2; mqar: 0,1,2 at N 256 / 32 pairs, 0 elsewhere")},
+    )
     c.add_argument("--lengths", type=positive_ints, default=(64, 256, 512), help="mqar: N")
-    c.add_argument("--pairs", type=positive_ints, default=(8, 32), help="mqar: key-value pairs")
+    add_config_arguments(
+        c, SeqTrainConfig, only=("pairs",), defaults={"pairs": Here((8, 32), "8,32")}, lists=("pairs",)
+    )
     c.add_argument(
         "--cells",
         type=_cells,
         default=None,
         help="mqar: the (N, pairs) cells, N:P,... (instead of every --lengths with every --pairs)",
     )
-    c.add_argument("--iters", type=positive_int, default=None, help="steps per run (default: the task's)")
-    c.add_argument("--device", type=device_name, default="cpu")
-    c.add_argument("--out", type=Path, default=None, help="default results/seq-<task>")
+    add_config_arguments(c, SeqTrainConfig, only=("iters", "device"), defaults={"iters": Here(None, "the task's")})
+    add_config_arguments(c, ExperimentOptions, only=("out",), defaults={"out": Here(None, "results/seq-<task>")})
     # the Ham mixers' options: seq train's declarations (their defaults are training's)
     add_config_arguments(c, SeqTrainConfig, only=HAM_OPTIONS)
-    c.add_argument("--jobs", type=positive_int, default=1, help="training processes at once, the cores split")
-    c.add_argument("--shard", type=shard_spec, default=None, help="I/N: train only every N-th run from the I-th")
+    add_config_arguments(c, ExperimentOptions, only=("jobs", "shard"))
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
     b.add_argument("--ns", type=positive_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     b.add_argument("--mixers", default="ham_nmf,ham_vq,softmax,linear")
-    b.add_argument("--dim", type=positive_int, default=128)
-    b.add_argument("--heads", type=positive_int, default=4)
-    # a cost benchmark's Ham: seq train's declarations, R 16 and L 64 (the layer whose cost docs/results report)
-    add_config_arguments(b, SeqTrainConfig, only=("rank", "ham_width", "chunk"), defaults={"rank": 16, "chunk": 64})
+    # a cost benchmark's layer: seq train's declarations, C 128, 4 heads, R 16 and L 64 (the layer whose cost
+    # docs/results report)
+    add_config_arguments(
+        b,
+        SeqTrainConfig,
+        only=("dim", "heads", "rank", "ham_width", "chunk", "device"),
+        defaults={"dim": 128, "heads": 4, "rank": 16, "chunk": 64},
+    )
     b.add_argument("--repeats", type=positive_int, default=3)
-    b.add_argument("--device", type=device_name, default="cpu")
-    b.add_argument("--out", type=Path, default=Path("results/seq-bench"))
+    add_config_arguments(b, ExperimentOptions, only=("out",), defaults={"out": Path("results/seq-bench")})
     t.set_defaults(handler=_train)
     e.set_defaults(handler=_eval)
     c.set_defaults(handler=_compare)
@@ -96,21 +103,13 @@ def _compare(args) -> None:
         seeds=args.seeds,
         lengths=tuple(args.lengths),
         pairs=tuple(args.pairs),
-        iters=args.iters,
-        device=args.device,
+        cells=args.cells,
         out=args.out or Path(f"results/seq-{args.task}"),
         jobs=args.jobs,
         shard=args.shard,
-        ham_grad=args.ham_grad,
-        ham_norm=args.ham_norm,
-        ham_memory=args.ham_memory,
-        rank=args.rank,
-        ham_width=args.ham_width,
-        ham_keys=args.ham_keys,
-        ham_fit=args.ham_fit,
-        cells=args.cells,
-        ham_local=args.ham_local,
-        ham_decay=args.ham_decay,
+        iters=args.iters,
+        device=args.device,
+        **{name: getattr(args, name) for name in HAM_OPTIONS},
     )
 
 

@@ -18,11 +18,10 @@ import json
 from pathlib import Path
 
 from ..engine.common import machine_info, mean_std, run_shards, save_figure, write_results
-from ..engine.config import require_distinct
+from ..engine.config import config_dict, require_distinct
 from ..engine.results import load_result, recipe_of, save_result
-from ..mixer import DEFAULT_MIXER_FIT, DEFAULT_MIXER_GRAD, DEFAULT_MIXER_MEMORY, DEFAULT_MIXER_NORM
 from ..sequence import MIXERS, create_mixer, state_floats
-from .config import SeqTrainConfig, free_fields_of, mixer_kwargs
+from .config import HAM_OPTIONS, SeqTrainConfig, free_fields_of, mixer_kwargs
 from .eval import load_run, test_metrics
 from .train import train
 
@@ -114,30 +113,19 @@ def run(
     seeds=None,
     lengths=(64, 256, 512),
     pairs=(8, 32),
-    iters: int | None = None,
-    device: str = "cpu",
+    cells=None,
     out=Path("results/seq-mqar"),
     progress: bool = True,
     jobs: int = 1,
     shard: tuple[int, int] | None = None,
-    ham_grad: str = DEFAULT_MIXER_GRAD,
-    ham_norm: str = DEFAULT_MIXER_NORM,
-    ham_memory: str = DEFAULT_MIXER_MEMORY,
-    rank: int | None = None,
-    ham_width: int | None = None,
-    ham_keys: int | None = None,
-    ham_fit: str = DEFAULT_MIXER_FIT,
-    cells=None,
-    ham_local: str = "none",
-    ham_decay: float = 0.0,
-    **overrides,
+    base: SeqTrainConfig | None = None,
+    **fields,
 ) -> dict:
-    """Train and test every run (resumable); write the table and the plot. ``ham_grad``, ``ham_norm``, ``ham_memory``,
-    ``rank``, ``ham_width``, ``ham_keys``, ``ham_fit``, ``ham_local`` and ``ham_decay`` (default: seq train's) set
-    the Ham arms' solve.
-    ``overrides`` set other :class:`SeqTrainConfig` fields of every run (the tests' tiny sizes). ``shard=(i, n)``
+    """Train and test every run (resumable); write the table and the plot. Every run starts from ``base`` (default:
+    seq train's configuration) with ``fields`` replaced: the Ham arms' options (:data:`HAM_OPTIONS`), ``device``,
+    ``iters`` (None: the task's) or any other :class:`SeqTrainConfig` field (the tests' tiny sizes). ``shard=(i, n)``
     trains only every n-th run from the i-th and writes nothing else; ``jobs=n`` starts n such processes (the cores
-    split), then the tables."""
+    split), each reading the comparison from ``out/shards.json``, then writes the tables."""
     mixers = require_distinct(mixers, "mixers")
     seeds = require_distinct(seeds, "seeds") if seeds is not None else None
     lengths, pairs = require_distinct(lengths, "lengths"), require_distinct(pairs, "pairs")
@@ -145,25 +133,10 @@ def run(
     if unknown or not mixers:
         raise ValueError(f"unknown mixers {unknown}; available: {', '.join(MIXERS)}")
     out = Path(out)
-    iters = iters or (MQAR_ITERS if task == "mqar" else None)
-    base = SeqTrainConfig(
-        task=task,
-        device=device,
-        resume=True,
-        no_tensorboard=True,
-        quiet=not progress,
-        ham_grad=ham_grad,
-        ham_norm=ham_norm,
-        ham_memory=ham_memory,
-        ham_fit=ham_fit,
-        ham_local=ham_local,
-        ham_decay=ham_decay,
-        **({"iters": iters} if iters else {}),
-        **({"rank": rank} if rank else {}),
-        **({"ham_width": ham_width} if ham_width else {}),
-        **({"ham_keys": ham_keys} if ham_keys else {}),
-        **overrides,
-    )
+    base = base or SeqTrainConfig()
+    iters = fields.pop("iters", None) or (MQAR_ITERS if task == "mqar" else base.iters)
+    run_fields = {"task": task, "resume": True, "no_tensorboard": True, "quiet": not progress, "iters": iters}
+    base = dataclasses.replace(base, **run_fields, **fields)
     cells = require_distinct(tuple(tuple(c) for c in cells), "cells") if cells else None
     runs = plan(task, mixers, seeds=seeds, lengths=lengths, pairs=pairs, base=base, out=out, cells=cells)
     if not runs:
@@ -171,36 +144,13 @@ def run(
         raise ValueError(f"no (N, pairs) cell fits 3 x pairs <= N: {asked}")
     out.mkdir(parents=True, exist_ok=True)  # only now: every run's configuration (and its mixer) was checked
     if jobs > 1 and shard is None:
-        if overrides:
-            raise ValueError(f"--jobs runs the command line's settings only, not {sorted(overrides)}")
-        argv = [
-            "seq",
-            "compare",
-            "--task",
-            task,
-            "--mixers",
-            ",".join(mixers),
-            "--lengths",
-            ",".join(map(str, lengths)),
-            "--pairs",
-            ",".join(map(str, pairs)),
-            "--iters",
-            str(base.iters),
-            "--device",
-            device,
-            "--out",
-            str(out),
-        ]
-        argv += ["--seeds", ",".join(map(str, seeds))] if seeds else []
-        argv += ["--cells", ",".join(f"{n}:{p}" for n, p in cells)] if cells else []
-        argv += ["--ham-grad", ham_grad, "--ham-norm", ham_norm, "--ham-memory", ham_memory, "--rank", str(base.rank)]
-        argv += ["--ham-width", str(base.ham_width)] if base.ham_width else []
-        argv += ["--ham-keys", str(base.ham_keys)] if base.ham_keys else []
-        argv += ["--ham-fit", ham_fit, "--ham-local", ham_local]
-        argv += ["--ham-decay", str(ham_decay)] if ham_decay else []
+        default = config_dict(SeqTrainConfig())
+        changed = {k: v for k, v in config_dict(base).items() if v != default[k] and k not in run_fields}
+        call = {"task": task, "mixers": mixers, "seeds": seeds, "lengths": lengths, "pairs": pairs, "cells": cells}
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
-        run_shards(argv, jobs=jobs, out=out)
+        call |= {"out": out, "progress": progress, "iters": iters}
+        run_shards("hamburger.seq.compare:run", {**call, **changed}, jobs=jobs, out=out)
     if shard is not None:
         runs = runs[shard[0] :: shard[1]]
     results = [_run_one(cfg, progress=progress) for cfg in runs]
@@ -217,15 +167,7 @@ def run(
         "heads": base.heads,
         "conv": base.conv,
         "lr": base.lr,
-        "rank": base.rank,
-        "ham_width": base.ham_width,
-        "ham_keys": base.ham_keys,
-        "ham_grad": base.ham_grad,
-        "ham_norm": base.ham_norm,
-        "ham_memory": base.ham_memory,
-        "ham_fit": base.ham_fit,
-        "ham_local": base.ham_local,
-        "ham_decay": base.ham_decay,
+        **{name: getattr(base, name) for name in HAM_OPTIONS},
     }
     write_results(out, f"seq-compare-{task}", info, {"runs": results}, md)
     _plot(task, results, mixers, out)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..engine.config import MAX_RANK, RUN_FREE, RunConfig, option, validate_config
+from ..engine.config import MAX_RANK, RUN_FREE, RunConfig, keyword_fields, module_kwargs, option, validate_config
 from ..engine.loop import AMP_DTYPES
 from ..mixer import (
     DEFAULT_MIXER_FIT,
@@ -24,20 +24,6 @@ from ..mixer import (
 from ..sequence import MIXERS, create_mixer
 
 RESUME_FREE = RUN_FREE | {"val_interval"}
-# the Ham's options that seq compare passes to every Ham arm (seq train's declarations)
-HAM_OPTIONS = (
-    "ham_grad",
-    "ham_norm",
-    "ham_memory",
-    "rank",
-    "ham_width",
-    "ham_keys",
-    "ham_fit",
-    "ham_local",
-    "ham_decay",
-)
-# the fields only a Ham mixer reads: they do not decide another mixer's result
-HAM_FIELDS = frozenset({*HAM_OPTIONS, "ham_steps", "chunk"})
 
 
 def mixer_grad_flag(text: str) -> str:
@@ -49,23 +35,9 @@ def mixer_grad_flag(text: str) -> str:
 
 
 def mixer_kwargs(config: SeqTrainConfig, mixer: str | None = None) -> dict:
-    """The keywords the config gives ``mixer`` (default: its own): the Ham's rank, width, keys, steps, chunk, gradient,
-    norm, memory, fit, local read-out and decay; none for the other mixers."""
-    if not (mixer or config.mixer).startswith("ham_"):
-        return {}
-    return {
-        "rank": config.rank,
-        "width": config.ham_width or None,
-        "keys": config.ham_keys or None,
-        "steps": config.ham_steps,
-        "chunk": config.chunk,
-        "grad": config.ham_grad,
-        "norm": config.ham_norm,
-        "memory": config.ham_memory,
-        "fit": config.ham_fit,
-        "decay": config.ham_decay or None,
-        "local": None if config.ham_local == "none" else config.ham_local,
-    }
+    """The keywords the config gives ``mixer`` (default: its own): for a Ham, one per field declared with
+    ``option(keyword=...)`` (:data:`HAM_OPTIONS`); none for the other mixers."""
+    return module_kwargs(config) if (mixer or config.mixer).startswith("ham_") else {}
 
 
 def free_fields_of(config: SeqTrainConfig) -> frozenset:
@@ -104,46 +76,64 @@ class SeqTrainConfig(RunConfig):
     heads: int = option(1, "mixer heads", minimum=1)
     # R 32: the rank that recalled most at the state budget (docs/results/sequences.md); the state, D·R + R² +
     # (L − 1)·D = 4,032 floats at C 64, one head and L 16, stays within linear attention's 4,160
-    rank: int = option(32, f"Ham: R bases per head (at most {MAX_RANK})", minimum=1, maximum=MAX_RANK)
+    rank: int = option(32, f"Ham: R bases per head (at most {MAX_RANK})", minimum=1, maximum=MAX_RANK, keyword="rank")
     ham_width: int = option(
         0,
         "Ham: W channels of the solve, C -> W -> C (0: W = C); the recurrent state per head "
         "is D·R + R² + (chunk - 1)·D floats, D = W/heads",
         minimum=0,
+        keyword="width",
+        off=0,
     )
     ham_keys: int = option(
         0,
         "Ham: channels per head that code a token (its key part; the read-out returns all of them), 0: all",
         minimum=0,
+        keyword="keys",
+        off=0,
     )
     ham_fit: str = option(
         DEFAULT_MIXER_FIT,
         "Ham: how a causal NMF dictionary is fitted to the prefix statistics "
         "(mult: K multiplicative updates; ridge: the closed-form least squares)",
         choices=MIXER_FITS,
+        keyword="fit",
     )
     ham_local: str = option(
         "none",
         "Ham: a read-out of the recent tokens, weighted by code overlap (chunk: the "
         "chunk's earlier tokens; window: the last chunk - 1 tokens; causal, memory stats)",
         choices=("none", *MIXER_LOCALS),
+        keyword="local",
+        off="none",
     )
     ham_decay: float = option(
         0.0,
         "Ham: start of a learned per-chunk decay of the prefix statistics, in (0, 1) "
         "(0: none, equal weights; causal, memory stats)",
         minimum=0.0,
+        keyword="decay",
+        off=0.0,
     )
-    ham_steps: int = option(6, "Ham: K steps", minimum=1)
-    chunk: int = option(16, "Ham: causal chunk L (tokens inside a chunk do not mix, but under --ham-local)", minimum=1)
+    ham_steps: int = option(6, "Ham: K steps", minimum=1, keyword="steps")
+    chunk: int = option(
+        16,
+        "Ham: causal chunk L (tokens inside a chunk do not mix, but under --ham-local)",
+        minimum=1,
+        keyword="chunk",
+    )
     ham_grad: str = option(
-        DEFAULT_MIXER_GRAD, f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})", parse=mixer_grad_flag
+        DEFAULT_MIXER_GRAD,
+        f"Ham: gradient through the solve ({' | '.join(MIXER_GRADS)})",
+        parse=mixer_grad_flag,
+        keyword="grad",
     )
     ham_norm: str = option(
         DEFAULT_MIXER_NORM,
         "Ham: scale of the causal NMF solve (unit: every chunk's dictionary "
         "rescaled to unit-norm columns; none: unscaled, an ablation option)",
         choices=MIXER_NORMS,
+        keyword="norm",
     )
     ham_memory: str = option(
         DEFAULT_MIXER_MEMORY,
@@ -151,6 +141,7 @@ class SeqTrainConfig(RunConfig):
         "the previous dictionary; stats: the fixed start, so the prefix statistics are the "
         "memory)",
         choices=MIXER_MEMORIES,
+        keyword="memory",
     )
     conv: int = option(3, "kernel of a short causal convolution before every mixer, in every arm (0: none)", minimum=0)
     init_weights: Path | None = option(None, "start from these weights")
@@ -187,3 +178,10 @@ class SeqTrainConfig(RunConfig):
                 create_mixer(self.mixer, self.dim, heads=self.heads, causal=True, **mixer_kwargs(self))
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{self.mixer}: {e}") from None
+
+
+# the Ham's options, each declared once above with the HamMixer keyword it sets: seq train's and seq compare's flags,
+# a run's YAML keys and the mixer's keywords all come from these declarations (docs/design.md, "Adding an option")
+HAM_OPTIONS = keyword_fields(SeqTrainConfig)
+# the fields only a Ham mixer reads: they do not decide another mixer's result
+HAM_FIELDS = frozenset(HAM_OPTIONS)

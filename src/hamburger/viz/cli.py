@@ -10,7 +10,14 @@ from pathlib import Path
 
 from ..burger import HAMS
 from ..engine.cli import choices
-from ..engine.config import nonnegative_int, nonnegative_ints, positive_int, positive_ints
+from ..engine.config import (
+    ExperimentOptions,
+    add_config_arguments,
+    nonnegative_int,
+    nonnegative_ints,
+    positive_int,
+    positive_ints,
+)
 from ..seg.cli import add_data_arguments
 from ..seg.data import build_dataset
 from ..seg.train import load_trained_model
@@ -25,7 +32,7 @@ def register(sub) -> None:
     dec.add_argument("--steps", type=nonnegative_int, default=10, help="optimisation steps K")
     hams = tuple(HAMS)
     dec.add_argument("--hams", type=choices(hams), default=hams, help="comma-separated hams")
-    dec.add_argument("--out", type=Path, default=Path("results/decompose"), help="output folder")
+    add_config_arguments(dec, ExperimentOptions, only=("out",), defaults={"out": Path("results/decompose")})
 
     viz = sub.add_parser("viz", help="the paper's Figure 2: what the Hamburger decomposes, for a checkpoint or a photo")
     add_data_arguments(viz)
@@ -36,7 +43,7 @@ def register(sub) -> None:
     viz.add_argument("--ham", choices=tuple(HAMS), default="nmf", help="the photo's ham")
     viz.add_argument("--photo-rank", type=positive_int, default=16)
     viz.add_argument("--steps", type=nonnegative_int, default=10, help="the photo's K")
-    viz.add_argument("--out", type=Path, default=Path("results/viz"))
+    add_config_arguments(viz, ExperimentOptions, only=("out",), defaults={"out": Path("results/viz")})
     viz.set_defaults(dataset="animal-scenes", model="hamnet_tiny")  # the embedded benchmark's model
     dec.set_defaults(handler=_decompose)
     viz.set_defaults(handler=_viz)
