@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from hamburger.engine.common import save_figure
-from hamburger.seg.compare import LABELS
+from hamburger.seg.experiments.compare import LABELS
 
 
 def main() -> None:

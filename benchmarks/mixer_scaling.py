@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hamburger.seq import bench as seq_bench
+from hamburger.seq.experiments import bench as seq_bench
 
 
 def main() -> None:

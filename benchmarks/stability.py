@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from hamburger.engine.common import atomic_write_text, machine_info, save_figure
-from hamburger.seg.compare import run_one
+from hamburger.seg.experiments.compare import run_one
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("hamnet", {}),  # v2 NMF, R 16, K 6 / 6, one-step gradient, random bases, BatchNorm
@@ -72,9 +72,9 @@ def draw_spread(run_dir: Path, head: str, overrides: dict, seeds=(0, 1, 2, 3)) -
     import torch
 
     from hamburger.engine.checkpoint import load_model_weights
-    from hamburger.seg.compare import train_args
     from hamburger.seg.data import build_dataset
     from hamburger.seg.eval import evaluate
+    from hamburger.seg.experiments.compare import train_args
     from hamburger.seg.train import build_model
     from hamburger.seg.transforms import SegTransform
 

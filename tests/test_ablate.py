@@ -5,8 +5,8 @@ import pytest
 
 from hamburger.cli import main
 from hamburger.functional import DEFAULT_GRAD
-from hamburger.seg import ablate
-from hamburger.seg.ablate import ROWS, TEST_STEPS, findings, plan, run_tag, with_grad
+from hamburger.seg.experiments import ablate
+from hamburger.seg.experiments.ablate import ROWS, TEST_STEPS, findings, plan, run_tag, with_grad
 
 
 def test_plan_shares_identical_configurations():
@@ -110,8 +110,8 @@ def test_repeated_seeds_and_names_are_refused(capsys):
 
 
 def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
-    from hamburger.seg import ablate
     from hamburger.seg import scenes as animal_scenes
+    from hamburger.seg.experiments import ablate
 
     monkeypatch.setattr(animal_scenes, "SPLITS", {"train": 32, "val": 8, "test": 8})
     monkeypatch.setattr(ablate, "TEST_STEPS", (1, 6))
@@ -143,7 +143,7 @@ def test_ablate_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     main([*argv, "--jobs", "2"])  # two shard processes read the call from shards.json: the same plan, all done
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/result.json")} == done
     call = json.loads((out / "shards.json").read_text())
-    assert call["entry"] == "hamburger.seg.ablate:run" and call["kwargs"]["iters"] == 2
+    assert call["entry"] == "hamburger.seg.experiments.ablate:run" and call["kwargs"]["iters"] == 2
     assert call["kwargs"]["data_root"] == str(tmp_path / "data") and "seed 0" in (out / "shard1of2.log").read_text()
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hamburger.cli import main
-from hamburger.seg.estimators import (
+from hamburger.seg.experiments.estimators import (
     SHORT,
     choose_default,
     grows_with_k,
@@ -109,4 +109,7 @@ def test_estimators_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     main([*argv, "--jobs", "2"])  # each phase's shard processes read the call from shards.json: all done already
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/result.json")} == done
     call = json.loads((out / "shards.json").read_text())  # phase 2's, with its gradients
-    assert call["entry"] == "hamburger.seg.estimators:run" and call["kwargs"]["long"] == ["bptt", "one-step"]
+    assert call["entry"] == "hamburger.seg.experiments.estimators:run" and call["kwargs"]["long"] == [
+        "bptt",
+        "one-step",
+    ]

@@ -121,7 +121,7 @@ def test_gan_eval_and_compare_at_a_tiny_size(digits_classifier, tmp_path, capsys
     report = json.loads((run / "eval.json").read_text())
     assert report["generated"] == 40 and 0 <= report["classifier_accuracy_fake"] <= 1 and "fid" not in report
 
-    from hamburger.gan import compare as gan_compare
+    from hamburger.gan.experiments import compare as gan_compare
 
     out = tmp_path / "compare"
     (out).mkdir()
@@ -145,7 +145,7 @@ def test_gan_eval_and_compare_at_a_tiny_size(digits_classifier, tmp_path, capsys
     assert not (out / "gan-compare.md").exists()
     result = gan_compare.run(**kw, jobs=2)  # two processes train the rest, then the tables
     call = json.loads((out / "shards.json").read_text())  # what they read: the call, not a rebuilt command line
-    assert call["entry"] == "hamburger.gan.compare:run" and call["kwargs"]["arms"] == ["ham_nmf", "none"]
+    assert call["entry"] == "hamburger.gan.experiments.compare:run" and call["kwargs"]["arms"] == ["ham_nmf", "none"]
     assert (call["kwargs"]["batch"], call["kwargs"]["samples"], call["kwargs"]["curve_points"]) == (4, 40, 6)
     assert "ham_nmf/seed1" in (out / "shard0of2.log").read_text()  # shard 0 of 2: (seed 0, ham), (seed 1, ham)
     md = (out / "gan-compare.md").read_text()

@@ -358,8 +358,8 @@ def test_a_hand_edited_state_is_refused_before_use(tmp_path, name, edit, message
 def test_a_head_without_a_ham_ignores_the_hams_fields_in_its_recipe(tmp_path):
     """Minor: a stored fcn result is reused when only a Hamburger field (--ham-precision) changes."""
     from hamburger.engine.results import recipe_of, save_result
-    from hamburger.seg import compare
     from hamburger.seg.config import RESUME_FREE
+    from hamburger.seg.experiments import compare
 
     kw = dict(data_root=None, iters=2, batch=2, lr=1e-3, val_interval=1, max_val=None, workers=0)
     run_dir = tmp_path / "fcn_tiny" / "seed0"

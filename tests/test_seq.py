@@ -214,8 +214,8 @@ def test_lm_train_eval_generates_text(tmp_path, capsys):
 
 
 def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
-    from hamburger.seq import bench as seq_bench
-    from hamburger.seq import compare as seq_compare
+    from hamburger.seq.experiments import bench as seq_bench
+    from hamburger.seq.experiments import compare as seq_compare
 
     tiny = dict(
         dim=16,
@@ -257,7 +257,7 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
         **tiny,
     )
     call = json.loads((tmp_path / "two" / "shards.json").read_text())
-    assert call["entry"] == "hamburger.seq.compare:run" and call["kwargs"]["ham_decay"] == 0.9
+    assert call["entry"] == "hamburger.seq.experiments.compare:run" and call["kwargs"]["ham_decay"] == 0.9
     assert call["kwargs"]["dim"] == 16 and call["kwargs"]["mixers"] == ["ham_nmf", "none"]
     assert sorted(r["mixer"] for r in sharded["runs"]) == ["ham_nmf", "none"]
     configs = [yaml.safe_load(p.read_text()) for p in (tmp_path / "two").glob("**/config.yaml")]
@@ -412,7 +412,7 @@ def test_compare_reads_results_saved_before_a_ham_field_existed(tmp_path):
     without the Ham's fields (they were saved with them), and a Ham result that lacks the new field reads as the
     field's earlier value (LEGACY_DEFAULTS) — accepted when the run asks for that value, refused otherwise."""
     from hamburger.engine.results import save_result
-    from hamburger.seq import compare as seq_compare
+    from hamburger.seq.experiments import compare as seq_compare
 
     def stored(config):
         recipe = seq_compare.recipe_for(config)

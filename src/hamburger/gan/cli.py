@@ -15,10 +15,10 @@ from ..engine.config import (
     config_from_args,
     int_between,
 )
-from . import compare
 from .blocks import ARMS
 from .config import GANTrainConfig
 from .eval import evaluate_run, format_report
+from .experiments import compare
 from .metrics import MAX_SAMPLES
 from .train import load_run, sample_grid, save_grid, train
 

@@ -19,10 +19,10 @@ from ..engine.config import (
     positive_floats,
     positive_int,
 )
-from . import ablate, compare, estimators
 from .config import MODEL_OPTIONS, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate, predict_files
+from .experiments import ablate, compare, estimators
 from .models import FAMILIES
 from .train import load_trained_model, train
 from .transforms import SegTransform

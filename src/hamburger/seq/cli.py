@@ -14,9 +14,9 @@ from ..engine.config import (
     positive_int,
     positive_ints,
 )
-from . import bench, compare
 from .config import HAM_OPTIONS, SeqTrainConfig
 from .eval import evaluate_run
+from .experiments import bench, compare
 from .train import train
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}

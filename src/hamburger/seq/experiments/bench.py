@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..engine.common import atomic_write_text, machine_info, save_figure
-from ..engine.config import require_distinct
-from ..engine.measure import bench_device, median_time, peak_memory, power_law_exponent, synchronizer
-from ..sequence import create_mixer
+from ...engine.common import atomic_write_text, machine_info, save_figure
+from ...engine.config import require_distinct
+from ...engine.measure import bench_device, median_time, peak_memory, power_law_exponent, synchronizer
+from ...sequence import create_mixer
 
 
 def crossover(rows: list[dict], mixer: str, key: str, reference: str = "softmax") -> int | None:

@@ -17,13 +17,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..engine.common import machine_info, mean_std, run_shards, save_figure, write_results
-from ..engine.config import config_dict, require_distinct
-from ..engine.results import load_result, recipe_of, save_result
-from ..sequence import MIXERS, create_mixer, state_floats
-from .config import HAM_OPTIONS, SeqTrainConfig, free_fields_of, mixer_kwargs
-from .eval import load_run, test_metrics
-from .train import train
+from ...engine.common import machine_info, mean_std, run_shards, save_figure, write_results
+from ...engine.config import config_dict, require_distinct
+from ...engine.results import load_result, recipe_of, save_result
+from ...sequence import MIXERS, create_mixer, state_floats
+from ..config import HAM_OPTIONS, SeqTrainConfig, free_fields_of, mixer_kwargs
+from ..eval import load_run, test_metrics
+from ..train import train
 
 THREE_SEED_CELL = (256, 32)
 
@@ -150,7 +150,7 @@ def run(
         if progress:
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         call |= {"out": out, "progress": progress, "iters": iters}
-        run_shards("hamburger.seq.compare:run", {**call, **changed}, jobs=jobs, out=out)
+        run_shards(f"{__name__}:run", {**call, **changed}, jobs=jobs, out=out)
     if shard is not None:
         runs = runs[shard[0] :: shard[1]]
     results = [_run_one(cfg, progress=progress) for cfg in runs]

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import torch
 
-from ..data.silhouettes import CLASSES
-from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
-from ..engine.config import require_distinct
-from ..engine.measure import median_time, peak_memory
-from ..functional import damps_forward, parse_grad
+from ...data.silhouettes import CLASSES
+from ...engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
+from ...engine.config import require_distinct
+from ...engine.measure import median_time, peak_memory
+from ...functional import damps_forward, parse_grad
+from ..scenes import cached
+from ..train import build_model
 from .compare import run_one, train_args
-from .scenes import cached
-from .train import build_model
 
 SHORT = ("one-step", "bptt", "truncated:1", "truncated:2", "phantom:1:0.5", "phantom:2:0.5", "implicit", "implicit:1")
 SHORT_STEPS, LONG_STEPS = 6, 12
@@ -217,13 +217,13 @@ def run(
         return {}
     if jobs > 1:
         print(f"phase 1 (K = {SHORT_STEPS}) in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
-        run_shards("hamburger.seg.estimators:run", call, jobs=jobs, out=out)
+        run_shards(f"{__name__}:run", call, jobs=jobs, out=out)
     short_results = _train(short_plan(estimators, seeds), **kw)
     short = _summary(short_results, estimators, SHORT_STEPS, seeds)
     long = list(long) if long else ["bptt", *pick_long(short)]
     if jobs > 1:
         print(f"phase 2 (K = {LONG_STEPS}: {', '.join(long)}) in {jobs} processes", flush=True)
-        run_shards("hamburger.seg.estimators:run", {**call, "long": long}, jobs=jobs, out=out)
+        run_shards(f"{__name__}:run", {**call, "long": long}, jobs=jobs, out=out)
     long_results = _train([(g, LONG_STEPS, s) for s in seeds for g in long], **kw)
     long_rows = _summary(long_results, long, LONG_STEPS, seeds)
     long_rows.pop("attention", None)

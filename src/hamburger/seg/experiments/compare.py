@@ -14,20 +14,20 @@ from pathlib import Path
 
 import torch
 
-from ..data.silhouettes import CLASSES
-from ..engine.checkpoint import load_model_weights, model_identity
-from ..engine.common import machine_info, save_figure, write_results
-from ..engine.config import require_distinct
-from ..engine.measure import count_flops, median_time, peak_memory
-from ..engine.results import load_result, recipe_of, save_result
-from ..functional import DEFAULT_GRAD
-from .config import RESUME_FREE, SegTrainConfig
-from .data import build_dataset
-from .eval import evaluate, palette
-from .models import FAMILIES, holds_ham, list_models
-from .scenes import cached
-from .train import build_model, train
-from .transforms import SegTransform
+from ...data.silhouettes import CLASSES
+from ...engine.checkpoint import load_model_weights, model_identity
+from ...engine.common import machine_info, save_figure, write_results
+from ...engine.config import require_distinct
+from ...engine.measure import count_flops, median_time, peak_memory
+from ...engine.results import load_result, recipe_of, save_result
+from ...functional import DEFAULT_GRAD
+from ..config import RESUME_FREE, SegTrainConfig
+from ..data import build_dataset
+from ..eval import evaluate, palette
+from ..models import FAMILIES, holds_ham, list_models
+from ..scenes import cached
+from ..train import build_model, train
+from ..transforms import SegTransform
 
 DEMO_HEADS = ("hamnet", "nonlocal", "fcn")
 BN_RECALIB = 10  # batches; 0 reproduces the demo's figures before docs/stability.md

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine.common import (
+from ...engine.common import (
     interleaved_medians,
     machine_info,
     mean_std,
@@ -23,13 +23,13 @@ from ..engine.common import (
     save_figure,
     write_results,
 )
-from ..engine.config import require_distinct
-from ..engine.measure import count_flops
-from ..engine.results import load_result, recipe_of, save_result
-from .config import RESUME_FREE, GANTrainConfig
-from .eval import get_classifier
-from .metrics import evaluate_samples, generate
-from .train import GANTask, build_pair, train
+from ...engine.config import require_distinct
+from ...engine.measure import count_flops
+from ...engine.results import load_result, recipe_of, save_result
+from ..config import RESUME_FREE, GANTrainConfig
+from ..eval import get_classifier
+from ..metrics import evaluate_samples, generate
+from ..train import GANTask, build_pair, train
 
 DEFAULT_ARMS = ("ham_nmf", "sagan", "none")
 CURVE_POINTS = 6  # distances on the training curve (no flag: a --jobs run passes its own to the shards)
@@ -240,7 +240,7 @@ def run(
             print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         call = dict(arms=arms, seeds=seeds, out=out, samples=samples, classifier_epochs=classifier_epochs)
         call |= {k: v for k, v in kw.items() if k != "quiet"} | {"progress": progress}
-        run_shards("hamburger.gan.compare:run", call, jobs=jobs, out=out)
+        run_shards(f"{__name__}:run", call, jobs=jobs, out=out)
     todo = [(seed, arm) for seed in seeds for arm in arms]  # arms interleaved per seed: a partial run stays balanced
     if shard is not None:
         todo = todo[shard[0] :: shard[1]]

@@ -16,19 +16,19 @@ from pathlib import Path
 
 import torch
 
-from ..data.silhouettes import CLASSES
-from ..engine.checkpoint import file_sha256, load_model_weights
-from ..engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
-from ..engine.config import require_distinct
-from ..engine.results import load_result, save_result
-from ..functional import DEFAULT_GRAD, parse_grad
-from ..ham import Ham
+from ...data.silhouettes import CLASSES
+from ...engine.checkpoint import file_sha256, load_model_weights
+from ...engine.common import atomic_write_text, machine_info, mean_std, run_shards, save_figure
+from ...engine.config import require_distinct
+from ...engine.results import load_result, save_result
+from ...functional import DEFAULT_GRAD, parse_grad
+from ...ham import Ham
+from ..data import build_dataset
+from ..eval import evaluate
+from ..scenes import cached
+from ..train import build_model
+from ..transforms import SegTransform
 from .compare import check_runs, model_config, run_one
-from .data import build_dataset
-from .eval import evaluate
-from .scenes import cached
-from .train import build_model
-from .transforms import SegTransform
 
 FINDING_SEEDS = (0, 1, 2)
 _PAPERS_GRADS = ("one-step", "bptt")
@@ -287,7 +287,7 @@ def run(
         print(f"training in {jobs} processes; logs in {out}/shard<i>of{jobs}.log", flush=True)
         call = dict(finding_seeds=finding_seeds, sweep_seeds=sweep_seeds, iters=iters, data_root=data_root)
         call |= dict(device=device, ham_grad=ham_grad, groups=groups, out=out, progress=progress)
-        run_shards("hamburger.seg.ablate:run", call, jobs=jobs, out=out)
+        run_shards(f"{__name__}:run", call, jobs=jobs, out=out)
     results = {}
     runs = plan(finding_seeds, sweep_seeds, ham_grad, groups)
     if shard is not None:
