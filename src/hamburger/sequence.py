@@ -14,6 +14,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .mixer import HamMixer
+from .recurrent import (  # (B, N, C) <-> (B, H, N, C/H)
+    BasedMixer,
+    DeltaNetMixer,
+    GatedDeltaNetMixer,
+    Mamba2Mixer,
+    SlidingWindowMixer,
+    _heads,
+    _merge,
+)
 
 __all__ = [
     "SoftmaxMixer",
@@ -22,21 +31,15 @@ __all__ = [
     "ShortConv",
     "create_mixer",
     "MIXERS",
+    "RECURRENT",
+    "HYBRIDS",
+    "block_mixers",
+    "model_state_floats",
     "HamTransformerBlock",
     "HamEncoder",
     "HamDecoder",
     "state_floats",
 ]
-
-
-def _heads(x: Tensor, heads: int) -> Tensor:
-    b, n, c = x.shape
-    return x.reshape(b, n, heads, c // heads).transpose(1, 2)  # (B, N, C) -> (B, H, N, C/H)
-
-
-def _merge(x: Tensor) -> Tensor:
-    b, h, n, d = x.shape
-    return x.transpose(1, 2).reshape(b, n, h * d)  # (B, H, N, C/H) -> (B, N, C)
 
 
 class Mixer(Protocol):
@@ -169,12 +172,34 @@ class NoMixer(nn.Module):
         return torch.zeros_like(x), state
 
 
-MIXERS = ("ham_nmf", "ham_vq", "softmax", "linear", "none")
+# the fixed-state mixers of :mod:`hamburger.recurrent`, causal only: name -> class (their defaults: chunk 64,
+# Based's 16 features, a window of 64 tokens)
+RECURRENT = {
+    "deltanet": DeltaNetMixer,
+    "gated_deltanet": GatedDeltaNetMixer,
+    "mamba2": Mamba2Mixer,
+    "based": BasedMixer,
+    "swa": SlidingWindowMixer,
+}
+MIXERS = ("ham_nmf", "ham_vq", "softmax", "linear", "none", *RECURRENT)
+# hybrids (Based, Griffin, Samba): a fixed-state mixer and sliding-window attention in alternate blocks, first block
+# the fixed-state one; named by composition
+HYBRIDS = tuple(f"{m}+swa" for m in ("ham_nmf", "ham_vq", "linear", "deltanet", "gated_deltanet", "mamba2", "based"))
+
+
+def block_mixers(name: str, depth: int) -> list[str]:
+    """The mixer of each of ``depth`` blocks: ``name`` (one of :data:`MIXERS`) in every block, or for a hybrid
+    ``"a+b"`` of :data:`HYBRIDS`, a, b, a, b, ..."""
+    if name not in MIXERS and name not in HYBRIDS:
+        raise ValueError(f"unknown mixer {name!r}; available: {', '.join((*MIXERS, *HYBRIDS))}")
+    parts = name.split("+")
+    return [parts[i % len(parts)] for i in range(depth)]
 
 
 def create_mixer(name: str, dim: int, *, heads: int = 1, causal: bool = False, **kwargs) -> nn.Module:
     """``"ham_nmf"`` / ``"ham_vq"`` (:class:`~hamburger.mixer.HamMixer`; ``kwargs`` are its ``rank``, ``steps``,
-    ``chunk``...), ``"softmax"``, ``"linear"`` or ``"none"``."""
+    ``chunk``...), ``"softmax"``, ``"linear"``, ``"none"``, or a causal fixed-state mixer of :data:`RECURRENT`
+    (``"deltanet"``, ``"gated_deltanet"``, ``"mamba2"``, ``"based"``, ``"swa"``)."""
     if name.startswith("ham_") and name in MIXERS:
         return HamMixer(dim, ham=name[4:], heads=heads, causal=causal, **kwargs)
     if kwargs:
@@ -185,6 +210,8 @@ def create_mixer(name: str, dim: int, *, heads: int = 1, causal: bool = False, *
         return LinearMixer(dim, heads=heads, causal=causal)
     if name == "none":
         return NoMixer(dim)
+    if name in RECURRENT:
+        return RECURRENT[name](dim, heads=heads, causal=causal)
     raise ValueError(f"unknown mixer {name!r}; available: {', '.join(MIXERS)}")
 
 
@@ -237,6 +264,22 @@ def state_floats(mixer: Mixer, tokens: int) -> int:
     return largest
 
 
+def model_state_floats(name: str, tokens: int, *, dim: int, depth: int, heads: int = 1, **mixer_kwargs) -> float:
+    """Floats of recurrent state per layer (the mean over ``depth`` blocks) of a model whose blocks mix by ``name``
+    (a mixer or a hybrid of :func:`block_mixers`) after ``tokens`` tokens, measured by stepping each block's mixer;
+    the Ham's options go to its blocks only."""
+    floats = [
+        state_floats(
+            cast(
+                Mixer, create_mixer(m, dim, heads=heads, causal=True, **(mixer_kwargs if m.startswith("ham_") else {}))
+            ),
+            tokens,
+        )
+        for m in block_mixers(name, depth)
+    ]
+    return sum(floats) / depth
+
+
 class HamTransformerBlock(nn.Module):
     """Pre-norm block: x + mixer(LN(x)), then x + MLP(LN(x)). Softmax and linear attention hold four C×C
     projections, the Ham two (C×W and W×C, W its ``width``) and ``"none"`` none: the MLP is widened by the
@@ -259,7 +302,11 @@ class HamTransformerBlock(nn.Module):
         self.conv = ShortConv(dim, conv) if conv else None
         self.mixer = cast(Mixer, create_mixer(mixer, dim, heads=heads, causal=causal, **mixer_kwargs))
         ham = 2 * dim - getattr(self.mixer, "width", dim)  # its projections are C×W and W×C
-        hidden = int(mlp_ratio * dim) + {"none": 2 * dim, "ham_nmf": ham, "ham_vq": ham}.get(mixer, 0)
+        extra = {"none": 2 * dim, "ham_nmf": ham, "ham_vq": ham}.get(mixer, 0)
+        if mixer in RECURRENT:  # the MLP makes up the difference to attention's four C×C
+            matrices = sum(p.numel() for p in cast(nn.Module, self.mixer).parameters() if p.dim() == 2)
+            extra = round((4 * dim * dim - matrices) / (2 * dim))  # negative: gates beyond four C×C
+        hidden = int(mlp_ratio * dim) + extra
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
@@ -289,7 +336,8 @@ class HamEncoder(nn.Module):
     permutation-equivariant: without positions order is invisible), then a final LayerNorm.
 
     Args:
-        dim: C. depth: blocks. max_len: longest N. mixer, heads, mlp_ratio, conv, **mixer_kwargs: of every block.
+        dim: C. depth: blocks. max_len: longest N. mixer: of every block, or a hybrid of :data:`HYBRIDS` (alternate
+            blocks). heads, mlp_ratio, conv, **mixer_kwargs: of every block (a hybrid's Ham options: its Ham blocks).
     """
 
     causal = False
@@ -310,11 +358,18 @@ class HamEncoder(nn.Module):
         self.max_len = max_len
         self.pos = nn.Parameter(torch.zeros(max_len, dim))
         nn.init.normal_(self.pos, std=0.02)
+        hybrid = mixer in HYBRIDS  # a hybrid's attention blocks take none of the Ham's options
         self.blocks = nn.ModuleList(
             HamTransformerBlock(
-                dim, mixer=mixer, heads=heads, causal=self.causal, mlp_ratio=mlp_ratio, conv=conv, **mixer_kwargs
+                dim,
+                mixer=m,
+                heads=heads,
+                causal=self.causal,
+                mlp_ratio=mlp_ratio,
+                conv=conv,
+                **({} if hybrid and not m.startswith("ham_") else mixer_kwargs),
             )
-            for _ in range(depth)
+            for m in block_mixers(mixer, depth)
         )
         self.norm = nn.LayerNorm(dim)
 

@@ -21,7 +21,7 @@ from ..mixer import (
     MIXER_NORMS,
     mixer_grad,
 )
-from ..sequence import MIXERS, create_mixer
+from ..sequence import HYBRIDS, MIXERS, create_mixer
 
 RESUME_FREE = RUN_FREE | {"val_interval"}
 
@@ -70,7 +70,11 @@ class SeqTrainConfig(RunConfig):
     val_examples: int = option(500, "mqar: validation sequences; lm: validation windows", minimum=1)
     data_seed: int = option(0, "seed of the generated data (the same for every arm and model seed)")
     # model
-    mixer: str = option("ham_nmf", "token mixer of every block", choices=MIXERS)
+    mixer: str = option(
+        "ham_nmf",
+        "token mixer of every block, or a hybrid '<mixer>+swa' (it and sliding-window attention in alternate blocks)",
+        choices=(*MIXERS, *HYBRIDS),
+    )
     dim: int = option(64, "width C", minimum=1)
     depth: int = option(2, "blocks", minimum=1)
     heads: int = option(1, "mixer heads", minimum=1)
@@ -175,7 +179,7 @@ class SeqTrainConfig(RunConfig):
                     "with one chunk it mixes nothing; lower --chunk or turn on --ham-local"
                 )
             try:  # the mixer's own checks (options that do not go together) before any run starts
-                create_mixer(self.mixer, self.dim, heads=self.heads, causal=True, **mixer_kwargs(self))
+                create_mixer(self.mixer.split("+")[0], self.dim, heads=self.heads, causal=True, **mixer_kwargs(self))
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{self.mixer}: {e}") from None
 

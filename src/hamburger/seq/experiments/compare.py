@@ -20,7 +20,7 @@ from pathlib import Path
 from ...engine.common import machine_info, mean_std, run_shards, save_figure, write_results
 from ...engine.config import config_dict, require_distinct
 from ...engine.results import load_result, recipe_of, save_result
-from ...sequence import MIXERS, create_mixer, state_floats
+from ...sequence import HYBRIDS, MIXERS, model_state_floats
 from ..config import HAM_OPTIONS, SeqTrainConfig, free_fields_of, mixer_kwargs
 from ..eval import load_run, test_metrics
 from ..train import train
@@ -129,9 +129,9 @@ def run(
     mixers = require_distinct(mixers, "mixers")
     seeds = require_distinct(seeds, "seeds") if seeds is not None else None
     lengths, pairs = require_distinct(lengths, "lengths"), require_distinct(pairs, "pairs")
-    unknown = [m for m in mixers if m not in MIXERS]
+    unknown = [m for m in mixers if m not in (*MIXERS, *HYBRIDS)]
     if unknown or not mixers:
-        raise ValueError(f"unknown mixers {unknown}; available: {', '.join(MIXERS)}")
+        raise ValueError(f"unknown mixers {unknown}; available: {', '.join((*MIXERS, *HYBRIDS))}")
     out = Path(out)
     base = base or SeqTrainConfig()
     iters = fields.pop("iters", None) or (MQAR_ITERS if task == "mqar" else base.iters)
@@ -186,9 +186,9 @@ def state_table(mixers, lengths, config: SeqTrainConfig) -> list[str]:
         "| mixer | " + " | ".join(f"N {n}" for n in lengths) + " |",
         "|---|" + "---:|" * len(lengths),
     ]
-    for m in mixers:
-        mixer = create_mixer(m, config.dim, heads=config.heads, causal=True, **mixer_kwargs(config, m))
-        md.append(f"| {m} | " + " | ".join(f"{state_floats(mixer, n):,}" for n in lengths) + " |")
+    for m in mixers:  # a hybrid's: the mean over its blocks (its window's keys and values counted)
+        kw = dict(dim=config.dim, depth=config.depth, heads=config.heads, **mixer_kwargs(config, m))
+        md.append(f"| {m} | " + " | ".join(f"{model_state_floats(m, n, **kw):,.0f}" for n in lengths) + " |")
     return md
 
 
