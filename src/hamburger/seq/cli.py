@@ -11,12 +11,13 @@ from ..engine.config import (
     Here,
     add_config_arguments,
     config_from_args,
+    positive_float,
     positive_int,
     positive_ints,
 )
-from .config import HAM_OPTIONS, SeqTrainConfig
+from .config import HAM_OPTIONS, SeqTrainConfig, cells_flag
 from .eval import evaluate_run
-from .experiments import bench, compare
+from .experiments import arena, bench, compare
 from .train import train
 
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}
@@ -57,6 +58,29 @@ def register(sub) -> None:
     # the Ham mixers' options: seq train's declarations (their defaults are training's)
     add_config_arguments(c, SeqTrainConfig, only=HAM_OPTIONS)
     add_config_arguments(c, ExperimentOptions, only=("jobs", "shard"))
+    a = ssub.add_parser(
+        "arena", help="the causal mixers by Zoology's MQAR protocol: a mixture of cells, LR sweep, recall vs state"
+    )
+    a.add_argument("--mixers", default=",".join(arena.ARENA_MIXERS), help="comma-separated mixers and hybrids")
+    add_config_arguments(
+        a,
+        SeqTrainConfig,
+        only=("dim", "lr", "train_cells", "iters", "device"),
+        defaults={
+            "dim": Here(arena.DIMS, ",".join(map(str, arena.DIMS))),
+            "lr": Here(arena.LRS, ",".join(f"{x:g}" for x in arena.LRS)),
+            "train_cells": arena.TRAIN_CELLS,
+            "iters": arena.ITERS,
+        },
+        lists=("dim", "lr"),
+    )
+    a.add_argument("--test-cells", type=cells_flag, default=arena.TEST_CELLS, help="the MQAR cells N:P,... tested")
+    add_config_arguments(a, ExperimentOptions, only=("seeds",), defaults={"seeds": Here((0,), "0")})
+    add_config_arguments(a, SeqTrainConfig, only=HAM_OPTIONS)
+    add_config_arguments(
+        a, ExperimentOptions, only=("out", "jobs", "shard"), defaults={"out": Path("results/seq-arena")}
+    )
+    a.add_argument("--max-hours", type=positive_float, default=30.0, help="refuse a plan longer than this")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
     b.add_argument("--ns", type=positive_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     b.add_argument("--mixers", default="ham_nmf,ham_vq,softmax,linear")
@@ -74,7 +98,8 @@ def register(sub) -> None:
     e.set_defaults(handler=_eval)
     c.set_defaults(handler=_compare)
     b.set_defaults(handler=_bench)
-    SUBCOMMANDS.update(train=t, eval=e, compare=c, bench=b)
+    a.set_defaults(handler=_arena)
+    SUBCOMMANDS.update(train=t, eval=e, compare=c, bench=b, arena=a)
 
 
 def _cells(text: str) -> tuple[tuple[int, int], ...]:
@@ -107,6 +132,24 @@ def _compare(args) -> None:
         out=args.out or Path(f"results/seq-{args.task}"),
         jobs=args.jobs,
         shard=args.shard,
+        iters=args.iters,
+        device=args.device,
+        **{name: getattr(args, name) for name in HAM_OPTIONS},
+    )
+
+
+def _arena(args) -> None:
+    arena.run(
+        mixers=names(args.mixers),
+        dims=tuple(args.dim),
+        lrs=tuple(args.lr),
+        seeds=tuple(args.seeds),
+        train_cells=args.train_cells,
+        test_cells=args.test_cells,
+        out=args.out,
+        jobs=args.jobs,
+        shard=args.shard,
+        max_hours=args.max_hours,
         iters=args.iters,
         device=args.device,
         **{name: getattr(args, name) for name in HAM_OPTIONS},

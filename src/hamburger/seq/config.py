@@ -22,8 +22,19 @@ from ..mixer import (
     mixer_grad,
 )
 from ..sequence import HYBRIDS, MIXERS, create_mixer
+from .data import parse_cells
 
 RESUME_FREE = RUN_FREE | {"val_interval"}
+
+
+def cells_flag(text: str) -> str:
+    """argparse type of ``--train-cells``: MQAR cells ``N:P,...`` (or empty: none), in their canonical spelling."""
+    if not str(text).strip():
+        return ""
+    try:
+        return ",".join(f"{n}:{p}" for n, p in parse_cells(str(text)))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def mixer_grad_flag(text: str) -> str:
@@ -69,6 +80,12 @@ class SeqTrainConfig(RunConfig):
     train_examples: int = option(20000, "mqar: generated training sequences", minimum=1)
     val_examples: int = option(500, "mqar: validation sequences; lm: validation windows", minimum=1)
     data_seed: int = option(0, "seed of the generated data (the same for every arm and model seed)")
+    train_cells: str = option(
+        "",
+        "mqar: train on a mixture of (N, pairs) cells 'N:P,...' (train_examples of each, right-padded to the longest; "
+        "validation on the same mixture), instead of one cell of --seq-len and --pairs; --seq-len must cover them",
+        parse=cells_flag,
+    )
     # model
     mixer: str = option(
         "ham_nmf",
@@ -170,7 +187,13 @@ class SeqTrainConfig(RunConfig):
             mixer_grad(self.ham_grad, self.ham_steps)
         except ValueError as e:
             raise ValueError(f"ham_grad: {e}") from None
-        if self.task == "mqar" and 3 * self.pairs > self.seq_len:
+        if self.train_cells:
+            if self.task != "mqar":
+                raise ValueError("train_cells is an mqar option")
+            longest = max(n for n, _ in parse_cells(self.train_cells))
+            if longest > self.seq_len:
+                raise ValueError(f"seq_len {self.seq_len} must cover the longest train cell, N {longest}")
+        elif self.task == "mqar" and 3 * self.pairs > self.seq_len:
             raise ValueError(f"mqar needs seq_len >= 3 x pairs ({3 * self.pairs}), got seq_len {self.seq_len}")
         if self.mixer.startswith("ham_"):
             if self.chunk >= self.seq_len and self.ham_local == "none":

@@ -18,6 +18,7 @@ import hashlib
 import math
 
 import torch
+import torch.nn.functional as F
 
 IGNORE = -100
 SYMPY_VERSION = "1.14.0"
@@ -50,6 +51,37 @@ def mqar(count: int, *, seq_len: int, pairs: int, vocab: int = 256, seed: int = 
         order = torch.randperm(pairs, generator=gen)
         inputs[i, slots] = keys[i, order]
         targets[i, slots] = values[i, order]
+    return inputs, targets
+
+
+def parse_cells(text: str) -> tuple[tuple[int, int], ...]:
+    """``"64:4,128:8"`` -> ((64, 4), (128, 8)): MQAR cells (N, pairs), each with N >= 3 x pairs; ValueError naming
+    what is wrong."""
+    try:
+        cells = tuple((int(n), int(p)) for n, p in (c.split(":") for c in str(text).split(",") if c.strip()))
+    except ValueError:
+        raise ValueError(f"expected N:PAIRS,... (e.g. 64:4,128:8), got {text!r}") from None
+    if not cells or any(n < 1 or p < 1 for n, p in cells):
+        raise ValueError(f"expected N:PAIRS,... with N and pairs >= 1, got {text!r}")
+    short = [f"{n}:{p}" for n, p in cells if 3 * p > n]
+    if short:
+        raise ValueError(f"a cell's N must hold its pairs and their queries (N >= 3 x pairs): {', '.join(short)}")
+    return cells
+
+
+def mqar_mixture(
+    count: int, cells: tuple[tuple[int, int], ...], *, vocab: int = 256, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` MQAR sequences of each cell (N, pairs), right-padded with filler (targets ``IGNORE``) to the longest
+    N: (inputs, targets) (count·cells, max N). A causal model's outputs at a sequence's own positions do not see its
+    padding, so each cell is learned as if alone; the cells are interleaved (row i of every cell, then row i + 1)."""
+    longest = max(n for n, _ in cells)
+    parts = []
+    for j, (n, p) in enumerate(cells):
+        inputs, targets = mqar(count, seq_len=n, pairs=p, vocab=vocab, seed=seed * 1_000 + j)
+        parts.append((F.pad(inputs, (0, longest - n), value=FILLER), F.pad(targets, (0, longest - n), value=IGNORE)))
+    inputs = torch.stack([i for i, _ in parts], 1).reshape(-1, longest)  # (count · cells, max N), interleaved
+    targets = torch.stack([t for _, t in parts], 1).reshape(-1, longest)
     return inputs, targets
 
 

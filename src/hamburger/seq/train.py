@@ -19,7 +19,7 @@ from ..engine.checkpoint import model_identity
 from ..engine.loop import fit, step_loader
 from ..engine.task import Task
 from .config import RESUME_FREE, SeqTrainConfig, free_fields_of, mixer_kwargs
-from .data import IGNORE, bits, mqar, sympy_corpus, tiles
+from .data import IGNORE, bits, mqar, mqar_mixture, parse_cells, sympy_corpus, tiles
 from .model import SequenceModel
 
 VOCAB = 256
@@ -62,6 +62,9 @@ def split_data(config: SeqTrainConfig, split: str):
     if config.task == "mqar":
         counts = {"train": config.train_examples, "val": config.val_examples, "test": max(config.val_examples, 1000)}
         seed = config.data_seed * 3 + ("train", "val", "test").index(split)
+        if config.train_cells:  # a mixture of cells (the arena's protocol): counts per cell
+            cells = parse_cells(config.train_cells)
+            return _Pairs(*mqar_mixture(counts[split], cells, vocab=VOCAB, seed=seed))
         return _Pairs(*mqar(counts[split], seq_len=config.seq_len, pairs=config.pairs, vocab=VOCAB, seed=seed))
     corpus = sympy_corpus()
     if split == "train":

@@ -1,0 +1,58 @@
+"""`hamburger seq arena` at a tiny size: the mixture of cells, the learning-rate sweep, the seeds at the best rate,
+both state counts, resumption and the sharded form."""
+
+import json
+
+import pytest
+import torch
+
+from hamburger.seq.config import SeqTrainConfig
+from hamburger.seq.data import IGNORE, mqar_mixture, parse_cells
+from hamburger.seq.experiments import arena
+
+TINY = dict(depth=1, rank=4, chunk=4, batch_size=4, train_examples=8, val_examples=4, val_interval=2, iters=2)
+
+
+def test_the_mixture_pads_each_cell_to_the_longest_and_interleaves_them():
+    inputs, targets = mqar_mixture(3, ((8, 2), (12, 4)), seed=0)
+    assert inputs.shape == targets.shape == (6, 12)
+    assert (inputs[0::2, 8:] == 0).all() and (targets[0::2, 8:] == IGNORE).all()  # the 8-token cell, padded
+    assert ((targets[0::2] != IGNORE).sum(1) == 2).all() and ((targets[1::2] != IGNORE).sum(1) == 4).all()
+    with pytest.raises(ValueError, match="N >= 3 x pairs"):
+        parse_cells("8:3")
+
+
+def test_the_formula_counts_zoologys_state():
+    config = SeqTrainConfig(dim=64, heads=2, depth=2, rank=8, chunk=16)
+    assert arena.formula_state("softmax", 512, config) == 2 * 512 * 64
+    assert arena.formula_state("deltanet", 512, config) == 2 * 32 * 32
+    assert arena.formula_state("based", 512, config) == 2 * 153 * 33
+    assert arena.formula_state("deltanet+swa", 512, config) == (2 * 32 * 32 + 2 * 64 * 64) / 2
+    assert arena.formula_state("ham_nmf", 512, config) == 2 * (32 * 8 + 64 + 15 * 32)
+
+
+def test_the_arena_at_a_tiny_size(tmp_path):
+    torch.manual_seed(0)
+    kw = dict(mixers=("deltanet", "ham_nmf+swa"), dims=(8, 16), lrs=(1e-3, 3e-3), seeds=(0, 1))
+    kw |= dict(train_cells="16:2,24:4", test_cells="16:2,32:4", out=tmp_path / "arena", progress=False, **TINY)
+    result = arena.run(**kw)
+    assert len(result["runs"]) == 2 * 2 * (2 + 1)  # every LR at seed 0, then seed 1 at the best one
+    rows = {(r["mixer"], r["dim"]): r for r in result["rows"]}
+    assert set(rows) == {(m, d) for m in kw["mixers"] for d in kw["dims"]} and all(
+        r["seeds"] == 2 for r in rows.values()
+    )
+    assert set(rows["deltanet", 8]["recall"]) == {"16:2", "32:4"}
+    assert rows["deltanet", 16]["state_formula"] == rows["deltanet", 16]["state_stepped"] == 16 * 16
+    assert rows["ham_nmf+swa", 8]["state_stepped"] > 0 and rows["ham_nmf+swa", 8]["state_at"] == 32
+    runs = json.loads((tmp_path / "arena" / "seq-arena.json").read_text())["results"]["runs"]
+    config = (tmp_path / "arena" / "deltanet" / "d8" / "lr0.001" / "seed0" / "config.yaml").read_text()
+    assert len(runs) == 12 and "train_cells: 16:2,24:4" in config and "seq_len: 32" in config
+    assert "| deltanet | 8 |" in (tmp_path / "arena" / "seq-arena.md").read_text()
+    assert (tmp_path / "arena" / "seq-arena.png").stat().st_size > 1000
+    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "arena").glob("**/result.json")}
+    arena.run(**kw, jobs=2)  # two shard processes per phase read the call; every run is done: nothing retrains
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "arena").glob("**/result.json")} == done
+    call = json.loads((tmp_path / "arena" / "shards.json").read_text())
+    assert call["kwargs"]["phase"] == 1 and call["kwargs"]["dims"] == [8, 16] and call["kwargs"]["rank"] == 4
+    with pytest.raises(ValueError, match="more than max_hours"):
+        arena.run(**{**kw, "out": tmp_path / "other"}, max_hours=1e-9)
