@@ -98,7 +98,7 @@ def test_the_taylor_features_give_the_second_order_expansion_of_exp():
     fx, fy = taylor_features(x), taylor_features(y)
     assert fx.shape == (153,)  # 1 + 16 + 136
     dot = x @ y
-    torch.testing.assert_close(fx @ fy, 1 + dot + dot**2 / 2)
+    torch.testing.assert_close(fx @ fy, 1 + dot + dot**2 / 2, rtol=1e-13, atol=1e-13)
 
 
 def test_the_state_measured_by_stepping():
@@ -152,3 +152,47 @@ def test_seq_train_takes_the_new_mixers_and_hybrids_by_name(tmp_path):
         main([*argv, "--chunk", "8", "--batch-size", "4", "--no-tensorboard", "--quiet", "--out", str(out)])
         log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
         assert log[-1]["step"] == 2 and 0 <= log[-1]["val_accuracy"] <= 1
+
+
+def _fla(op: str):
+    """flash-linear-attention's plain-PyTorch reference ``fla/ops/<op>/naive.py`` (the dev extra's fla-core), loaded
+    by path: importing ``fla.ops`` would import its Triton kernels too."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("fla-core is not installed (pip install 'hamburger[dev]')")
+    path = Path(spec.submodule_search_locations[0]) / "ops" / op / "naive.py"
+    module = importlib.util.spec_from_file_location(f"fla_naive_{op}", path)
+    loaded = importlib.util.module_from_spec(module)
+    module.loader.exec_module(loaded)
+    return loaded
+
+
+def test_the_forms_equal_flash_linear_attentions_references():
+    torch.manual_seed(0)
+    b, h, n, d = 2, 2, 19, 8
+    q, k = torch.nn.functional.normalize(torch.randn(2, b, h, n, d, dtype=torch.float64), dim=-1)
+    v = torch.randn(b, h, n, d, dtype=torch.float64)
+    beta, g = torch.rand(b, h, n, dtype=torch.float64), -torch.rand(b, h, n, dtype=torch.float64)
+    scale = d**-0.5  # fla scales the queries by 1/sqrt(dk)
+    ours = delta_chunkwise(q * scale, k, v, beta, None, chunk=4)[0]
+    theirs = _fla("delta_rule").delta_rule_recurrence(q, k, v, beta)[0]
+    torch.testing.assert_close(ours, theirs.double(), rtol=1e-5, atol=1e-5)  # fla computes in float32
+
+    def bthd(t):
+        return t.transpose(1, 2)  # (B, H, N, ·) <-> (B, N, H, ·), fla's layout for these two
+
+    gated = _fla("gated_delta_rule").naive_recurrent_gated_delta_rule(*map(bthd, (q, k, v, beta, g)))[0]
+    ours = delta_chunkwise(q * scale, k, v, beta, g, chunk=4)[0]
+    torch.testing.assert_close(ours, bthd(gated).double(), rtol=1e-5, atol=1e-5)
+    decayed = _fla("simple_gla").naive_recurrent_simple_gla(*map(bthd, (q, k, v, g)))[0]
+    ours = delta_chunkwise(q * scale, k, v, None, g, chunk=4)[0]
+    torch.testing.assert_close(ours, bthd(decayed).double(), rtol=1e-5, atol=1e-5)
+    # Based: the normalised Taylor kernel 1 + a + a²/2 of a = q·k / sqrt(d), causal
+    qf, kf = (torch.randn(b, h, n, 16, dtype=torch.float64) for _ in range(2))
+    based = _fla("based").naive_parallel_based(qf, kf, v)
+    phi_q, phi_k = (taylor_features(t * 16**-0.25) for t in (qf, kf))
+    o = delta_chunkwise(phi_q, phi_k, torch.cat([v, torch.ones_like(v[..., :1])], -1), None, None, chunk=4)[0]
+    torch.testing.assert_close(o[..., :-1] / (o[..., -1:] + 1e-6), based, rtol=1e-9, atol=1e-9)

@@ -249,7 +249,9 @@ def taylor_features(x: Tensor) -> Tensor:
     dimension d as 1 + d + d(d+1)/2 features (each unordered pair once: 16 -> 153)."""
     d = x.shape[-1]
     i, j = torch.triu_indices(d, d, device=x.device)
-    pair = x[..., i] * x[..., j] * torch.where(i == j, 2**-0.5, 1.0).to(x.dtype)  # x_i x_j, the square halved
+    weight = torch.ones(len(i), dtype=x.dtype, device=x.device)
+    weight[i == j] = 0.5**0.5  # in x's precision (a float32 constant would cost a float64 product its digits)
+    pair = x[..., i] * x[..., j] * weight  # x_i x_j, each square over sqrt(2)
     return torch.cat([torch.ones_like(x[..., :1]), x, pair], -1)
 
 
