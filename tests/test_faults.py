@@ -397,8 +397,11 @@ def test_user_errors_of_the_gan_and_seq_commands_are_one_line(tmp_path, capsys):
     (seq_run / "checkpoint.json").write_text('{"step": 4, "weights": "a", "state": "b", "sha256": ["x"]}')
     with pytest.raises(ValueError, match=r"checkpoint manifest .*unreadable \(TypeError\)"):
         load_checkpoint(seq_run)
-    with pytest.raises(ShardsFailed, match=r"seq shard\(s\) \[0\] of 1 failed: see"):
-        run_shards(["seq", "bench", "--mixers", "none", "--out", str(tmp_path / "b")], jobs=1, out=tmp_path)
+    with pytest.raises(ShardsFailed, match=r"compare:run shard\(s\) \[0\] of 1 failed: see"):  # its call is refused
+        run_shards("hamburger.seq.experiments.compare:run", {"mixers": ["mamba"]}, jobs=1, out=tmp_path)
+    assert "unknown mixers ['mamba']" in (tmp_path / "shard0of1.log").read_text()
+    with pytest.raises(ValueError, match="hamburger.<module>:<function>"):
+        run_shards("os:system", {}, jobs=1, out=tmp_path)
     assert issubclass(ShardsFailed, USER_ERRORS)
 
 
