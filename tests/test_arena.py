@@ -56,3 +56,15 @@ def test_the_arena_at_a_tiny_size(tmp_path):
     assert call["kwargs"]["phase"] == 1 and call["kwargs"]["dims"] == [8, 16] and call["kwargs"]["rank"] == 4
     with pytest.raises(ValueError, match="more than max_hours"):
         arena.run(**{**kw, "out": tmp_path / "other"}, max_hours=1e-9)
+
+
+def test_the_command_line_builds_the_plan_and_refuses_one_over_its_hours(tmp_path, capsys):
+    from hamburger.cli import main
+
+    argv = ["seq", "arena", "--mixers", "none,swa", "--dim", "8,16", "--lr", "1e-3", "--test-cells", "64:4,512:8"]
+    with pytest.raises(SystemExit, match="more than max_hours=1e-09"):
+        main([*argv, "--iters", "10", "--max-hours", "1e-9", "--out", str(tmp_path / "a")])
+    assert "plan: 4 runs of 10 steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*argv, "--dim", "8,0"])
+    assert "--dim" in capsys.readouterr().err
