@@ -16,6 +16,7 @@ from ..engine.config import (
     positive_ints,
 )
 from .config import HAM_OPTIONS, SeqTrainConfig, cells_flag
+from .data import parse_cells
 from .eval import evaluate_run
 from .experiments import arena, bench, compare
 from .train import train
@@ -103,14 +104,12 @@ def register(sub) -> None:
 
 
 def _cells(text: str) -> tuple[tuple[int, int], ...]:
-    """``"64:8,256:32"`` -> ((64, 8), (256, 32)); argparse reports a malformed list."""
+    """``"64:8,256:32"`` -> ((64, 8), (256, 32)) (:func:`~hamburger.seq.data.parse_cells`; a cell too short for its
+    pairs is skipped by the comparison, not refused); argparse reports a malformed list."""
     try:
-        cells = tuple((int(n), int(p)) for n, p in (c.split(":") for c in text.split(",")))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N:PAIRS,... (e.g. 64:8,256:32), got {text!r}") from None
-    if any(n < 1 or p < 1 for n, p in cells):
-        raise argparse.ArgumentTypeError(f"N and pairs must be >= 1, got {text!r}")
-    return cells
+        return parse_cells(text, fit=False)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _train(args) -> None:
