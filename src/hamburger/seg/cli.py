@@ -22,7 +22,7 @@ from ..engine.config import (
 from .config import MODEL_OPTIONS, SegTrainConfig
 from .data import build_dataset
 from .eval import evaluate, predict_files
-from .experiments import ablate, compare, estimators
+from .experiments import ablate, compare, estimators, pretrained
 from .models import FAMILIES
 from .train import load_trained_model, train
 from .transforms import SegTransform
@@ -127,11 +127,53 @@ def register(sub) -> None:
         "--family", choices=tuple(FAMILIES), default="tiny", help="the backbone under the heads: tiny | efflite0"
     )
     add_config_arguments(c, ExperimentOptions, only=("out",), defaults={"out": Path("results/compare")})
+    pre = ssub.add_parser(
+        "pretrained",
+        help="heads on a pretrained EfficientNet-Lite0 and from scratch, over seeds (resumable; prints its hours)",
+    )
+    pre.add_argument(
+        "--arms",
+        type=names,
+        default=pretrained.ARMS,
+        help="<head>[@<gradient>] of the efflite0 family (default %(default)s; e.g. hamnet@bptt, lightham)",
+    )
+    pre.add_argument(
+        "--inits", type=choices(pretrained.INITS), default=pretrained.INITS, help="pretrained, scratch or both"
+    )
+    add_config_arguments(pre, ExperimentOptions, only=("seeds",), defaults={"seeds": (0, 1, 2)})
+    add_config_arguments(
+        pre,
+        SegTrainConfig,
+        only=(
+            "iters",
+            "lr",
+            "head_lr_mult",
+            "pretrained",
+            "batch_size",
+            "val_interval",
+            "max_val_samples",
+            "device",
+            "data_root",
+        ),
+        defaults={
+            "iters": Here(3200, "3200, the pilot's budget"),
+            "lr": Here(5e-4, "the pretrained backbone's; the heads' is lr x head-lr-mult, also from scratch"),
+            "head_lr_mult": 4.0,
+            "pretrained": pretrained.PRETRAINED,
+            "val_interval": 100,
+            "data_root": Here(None, ANIMAL_SCENES_ROOT),
+        },
+    )
+    pre.add_argument("--report-only", action="store_true", help="train nothing: the table of the finished runs")
+    add_config_arguments(
+        pre, ExperimentOptions, only=("out", "jobs", "shard"), defaults={"out": Path("results/pretrained")}
+    )
+    pre.set_defaults(handler=_pretrained)
     t.set_defaults(handler=_train)
     e.set_defaults(handler=_eval)
     p.set_defaults(handler=_predict)
     c.set_defaults(handler=_compare)
-    SUBCOMMANDS.update(train=t, eval=e, predict=p, compare=c)
+    SUBCOMMANDS.update(train=t, eval=e, predict=p, compare=c, pretrained=pre)
 
     abl = sub.add_parser("ablate", help="the paper's ablations on animal-scenes (resumable): tables, plots, findings")
     add_config_arguments(
@@ -243,6 +285,27 @@ def _compare(args) -> None:
         family=args.family,
         pretrained=args.pretrained,
         head_lr_mult=args.head_lr_mult,
+    )
+
+
+def _pretrained(args) -> None:
+    pretrained.run(
+        arms=args.arms,
+        inits=args.inits,
+        seeds=tuple(args.seeds),
+        iters=args.iters,
+        lr=args.lr,
+        head_lr_mult=args.head_lr_mult,
+        pretrained=args.pretrained,
+        batch=args.batch_size,
+        val_interval=args.val_interval,
+        max_val=args.max_val_samples,
+        data_root=args.data_root,
+        out=args.out,
+        device=args.device,
+        report_only=args.report_only,
+        shard=args.shard,
+        jobs=args.jobs,
     )
 
 

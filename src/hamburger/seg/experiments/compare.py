@@ -217,9 +217,7 @@ def run_one(
     )
     if overrides:
         args = dataclasses.replace(args, **overrides)
-    done, recipe = run_dir / "result.json", recipe_of(args, RESUME_FREE, test_split="test")
-    # refuses a result of another recipe, naming what differs; the Hamburger's fields do not reach a model without one
-    cached = load_result(done, recipe, ignore=frozenset() if has_ham(head) else HAM_FIELDS)
+    cached = finished(head, args)
     if cached is not None:
         return cached
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +261,14 @@ def run_one(
         "val_curve": [(r["time"], r["val_miou"]) for r in log if "val_miou" in r],
         "val_steps": [r["step"] for r in log if "val_miou" in r],
     }
-    return save_result(done, recipe, result, indent=2)
+    return save_result(run_dir / "result.json", recipe_of(args, RESUME_FREE, test_split="test"), result, indent=2)
+
+
+def finished(head: str, args: SegTrainConfig) -> dict | None:
+    """The result stored in the run folder ``args.out`` if this recipe produced it, else None; a result of another
+    recipe is a ValueError naming what differs (the Hamburger's fields do not reach a head without one)."""
+    recipe = recipe_of(args, RESUME_FREE, test_split="test")
+    return load_result(Path(args.out) / "result.json", recipe, ignore=frozenset() if has_ham(head) else HAM_FIELDS)
 
 
 def run(
