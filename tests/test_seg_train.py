@@ -588,3 +588,26 @@ def test_pilot_budget_finds_where_validation_settled(tmp_path, capsys):
     sys.argv = ["pilot_budget.py", str(tmp_path)]
     module["main"]()
     assert "Budget: settled at 800 steps" in capsys.readouterr().out
+
+
+def test_keep_runs_copies_what_a_finished_run_is_read_from(tmp_path):
+    """benchmarks/keep_runs.py: a finished run's result.json, config.yaml and validation records are kept; an
+    unfinished run and the checkpoints are not."""
+    import runpy
+
+    done, running = tmp_path / "plan" / "fcn-scratch" / "seed0", tmp_path / "plan" / "fcn-pretrained" / "seed0"
+    for run in (done, running):
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("iters: 4\n")
+        (run / "best.safetensors").write_bytes(b"\0" * 64)
+        records = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0, "val_miou": 0.25}]
+        (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (done / "result.json").write_text('{"test_miou": 0.5}')
+    module = runpy.run_path(str(ROOT / "benchmarks" / "keep_runs.py"))
+    kept = module["keep"](tmp_path / "plan", tmp_path / "kept")
+    assert [str(k) for k in kept] == ["fcn-scratch/seed0"]
+    target = tmp_path / "kept" / "fcn-scratch" / "seed0"
+    assert sorted(p.name for p in target.iterdir()) == ["config.yaml", "log.jsonl", "result.json"]
+    assert [json.loads(line)["step"] for line in (target / "log.jsonl").read_text().splitlines()] == [2]
+    assert json.loads((target / "result.json").read_text()) == {"test_miou": 0.5}
+    assert not (tmp_path / "kept" / "fcn-pretrained").exists()
