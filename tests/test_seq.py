@@ -340,6 +340,8 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
         r"\(iters: 2 -> 5\)",
     ):
         main([*cli, "--iters", "5"])
+    with pytest.raises(SystemExit, match=r"another recipe \(lr: 0.002 -> 0.001\)"):  # --lr reaches every run
+        main([*cli, "--iters", "2", "--lr", "1e-3"])
     bench = seq_bench.run(
         ns=(64, 128),
         mixers=("ham_nmf", "softmax"),

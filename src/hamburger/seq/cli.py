@@ -54,7 +54,12 @@ def register(sub) -> None:
         default=None,
         help="mqar: the (N, pairs) cells, N:P,... (instead of every --lengths with every --pairs)",
     )
-    add_config_arguments(c, SeqTrainConfig, only=("iters", "device"), defaults={"iters": Here(None, "the task's")})
+    add_config_arguments(
+        c,
+        SeqTrainConfig,
+        only=("iters", "lr", "device"),
+        defaults={"iters": Here(None, "the task's"), "lr": Here(None, f"seq train's, {SeqTrainConfig().lr:g}")},
+    )
     add_config_arguments(c, ExperimentOptions, only=("out",), defaults={"out": Here(None, "results/seq-<task>")})
     # the Ham mixers' options: seq train's declarations (their defaults are training's)
     add_config_arguments(c, SeqTrainConfig, only=HAM_OPTIONS)
@@ -133,6 +138,7 @@ def _compare(args) -> None:
         shard=args.shard,
         iters=args.iters,
         device=args.device,
+        **({"lr": args.lr} if args.lr is not None else {}),
         **{name: getattr(args, name) for name in HAM_OPTIONS},
     )
 
