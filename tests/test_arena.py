@@ -56,6 +56,12 @@ def test_the_arena_at_a_tiny_size(tmp_path):
     assert call["kwargs"]["phase"] == 1 and call["kwargs"]["dims"] == [8, 16] and call["kwargs"]["rank"] == 4
     with pytest.raises(ValueError, match="more than max_hours"):
         arena.run(**{**kw, "out": tmp_path / "other"}, max_hours=1e-9)
+    # a partial plan's report: one (mixer, width) without runs is left out, the missing runs counted, nothing trained
+    partial = {**kw, "mixers": ("deltanet", "ham_nmf+swa", "linear")}
+    report = arena.run(**partial, report_only=True)
+    assert {(r["mixer"], r["dim"]) for r in report["rows"]} == set(rows) and len(report["runs"]) == 12
+    assert "12 of the plan's 18 runs are finished" in (tmp_path / "arena" / "seq-arena.md").read_text()
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "arena").glob("**/result.json")} == done
 
 
 def test_the_command_line_builds_the_plan_and_refuses_one_over_its_hours(tmp_path, capsys):
@@ -68,3 +74,12 @@ def test_the_command_line_builds_the_plan_and_refuses_one_over_its_hours(tmp_pat
     with pytest.raises(SystemExit):
         main([*argv, "--dim", "8,0"])
     assert "--dim" in capsys.readouterr().err
+
+
+def test_report_only_from_the_command_line_trains_nothing(tmp_path, capsys):
+    from hamburger.cli import main
+
+    main(["seq", "arena", "--mixers", "none,swa", "--dim", "8,16", "--lr", "1e-3", "--report-only", "--out",
+          str(tmp_path / "a")])  # fmt: skip
+    assert "0 of the plan's 4 runs are finished" in capsys.readouterr().out
+    assert not list((tmp_path / "a").glob("**/result.json")) and (tmp_path / "a" / "seq-arena.md").is_file()

@@ -87,6 +87,7 @@ def register(sub) -> None:
         a, ExperimentOptions, only=("out", "jobs", "shard"), defaults={"out": Path("results/seq-arena")}
     )
     a.add_argument("--max-hours", type=positive_float, default=30.0, help="refuse a plan longer than this")
+    a.add_argument("--report-only", action="store_true", help="train nothing: the tables of the finished runs")
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
     b.add_argument("--ns", type=positive_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     b.add_argument("--mixers", default="ham_nmf,ham_vq,softmax,linear")
@@ -155,6 +156,7 @@ def _arena(args) -> None:
         jobs=args.jobs,
         shard=args.shard,
         max_hours=args.max_hours,
+        report_only=args.report_only,
         iters=args.iters,
         device=args.device,
         **{name: getattr(args, name) for name in HAM_OPTIONS},

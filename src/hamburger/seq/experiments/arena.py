@@ -70,11 +70,12 @@ def plan(
     mixers, dims, lrs, seeds, *, base: SeqTrainConfig, out: Path, best: dict | None = None
 ) -> list[SeqTrainConfig]:
     """The runs: every (mixer, width, learning rate) at the first seed, then — given ``best`` {(mixer, width): lr} —
-    the other seeds at each pair's best learning rate."""
+    the other seeds at each pair's best learning rate (none for a pair without one)."""
     runs = []
     for m in mixers:
         for dim in dims:
-            for lr, seed in [(lr, seeds[0]) for lr in lrs] + [(best[m, dim], s) for s in seeds[1:] if best]:
+            later = [(best[m, dim], s) for s in seeds[1:]] if best and (m, dim) in best else []
+            for lr, seed in [(lr, seeds[0]) for lr in lrs] + later:
                 where = out / m / f"d{dim}" / _tag(lr) / f"seed{seed}"
                 runs.append(dataclasses.replace(base, mixer=m, dim=dim, lr=lr, seed=seed, out=where))
     return runs
@@ -92,10 +93,14 @@ def _test_cells(model, config: SeqTrainConfig, cells) -> dict:
     return recall
 
 
+def stored(config: SeqTrainConfig, test_cells: str) -> dict | None:
+    """The finished run's record if this recipe produced it, else None (another recipe's is a ValueError)."""
+    return load_result(config.out / "result.json", _recipe(config, test_cells), legacy=SeqTrainConfig.LEGACY_DEFAULTS)
+
+
 def run_one(config: SeqTrainConfig, test_cells: str, *, progress: bool) -> dict:
     """Train one model on the mixture (resumable), test it on every cell, count its state; the record is cached."""
-    done, recipe = config.out / "result.json", _recipe(config, test_cells)
-    cached = load_result(done, recipe, legacy=SeqTrainConfig.LEGACY_DEFAULTS)
+    cached = stored(config, test_cells)
     if cached is not None:
         return cached
     if progress:
@@ -118,7 +123,7 @@ def run_one(config: SeqTrainConfig, test_cells: str, *, progress: bool) -> dict:
         "state_stepped": model_state_floats(config.mixer, longest, **kw),
         "state_at": longest,
     }
-    return save_result(done, recipe, record)
+    return save_result(config.out / "result.json", _recipe(config, test_cells), record)
 
 
 def step_seconds(config: SeqTrainConfig, steps: int = 50) -> float:
@@ -137,12 +142,14 @@ def step_seconds(config: SeqTrainConfig, steps: int = 50) -> float:
 
 
 def best_lrs(results: list[dict], mixers, dims, seed: int) -> dict:
-    """{(mixer, width): the learning rate whose first-seed model recalled most on the validation mixture}."""
+    """{(mixer, width): the learning rate whose first-seed model recalled most on the validation mixture}, for the
+    pairs with a first-seed run."""
     best = {}
     for m in mixers:
         for dim in dims:
             mine = [r for r in results if (r["mixer"], r["dim"], r["seed"]) == (m, dim, seed)]
-            best[m, dim] = max(mine, key=lambda r: r["val_accuracy"])["lr"]
+            if mine:
+                best[m, dim] = max(mine, key=lambda r: r["val_accuracy"])["lr"]
     return best
 
 
@@ -160,6 +167,7 @@ def run(
     shard: tuple[int, int] | None = None,
     max_hours: float = 30.0,
     phase: int = 0,
+    report_only: bool = False,
     base: SeqTrainConfig | None = None,
     **fields,
 ) -> dict:
@@ -167,7 +175,9 @@ def run(
     ``fields`` replace fields of ``base`` (seq train's configuration with the task, the mixture and N set here): the
     Ham's options, ``iters``, ``device``, the tests' tiny sizes. ``shard=(i, n)`` trains every n-th run of phase
     ``phase`` (0: every learning rate at the first seed; 1: the other seeds at the best ones) and writes nothing
-    else; ``jobs=n`` runs each phase in n such processes, each reading the call from ``out/shards.json``."""
+    else; ``jobs=n`` runs each phase in n such processes, each reading the call from ``out/shards.json``.
+    ``report_only``: train nothing; the tables of the finished runs (a learning rate is the best of those finished,
+    the runs not yet made are counted)."""
     mixers, dims = require_distinct(mixers, "mixers"), require_distinct(dims, "widths")
     lrs, seeds = require_distinct(lrs, "learning rates"), require_distinct(seeds, "seeds")
     unknown = [m for m in mixers if m not in (*MIXERS, *HYBRIDS)]
@@ -189,6 +199,11 @@ def run(
     def trained(runs: list[SeqTrainConfig]) -> list[dict]:
         return [run_one(c, test_cells, progress=progress) for c in runs]
 
+    if report_only:
+        results = [r for r in (stored(c, test_cells) for c in first) if r is not None]
+        planned = len(first) + len(mixers) * len(dims) * (len(seeds) - 1)
+        results += [r for r in (stored(c, test_cells) for c in second(results)) if r is not None]
+        return _report(results, mixers, dims, seeds, base, test_cells, train_cells, lrs, out, progress, planned)
     if shard is not None:  # one process of a --jobs run: its share of one phase
         runs = first if phase == 0 else second(trained(first))
         return {"runs": trained(runs[shard[0] :: shard[1]])}
@@ -218,10 +233,19 @@ def run(
         if jobs > 1:
             run_shards(f"{__name__}:run", {**call, "phase": 1}, jobs=jobs, out=out)
         results += trained(second(results))
+    return _report(results, mixers, dims, seeds, base, test_cells, train_cells, lrs, out, progress, count)
+
+
+def _report(results, mixers, dims, seeds, base, test_cells, train_cells, lrs, out: Path, progress, planned) -> dict:
+    """Write ``seq-arena.md`` / ``.json`` and the plot of ``results`` (``planned``: the plan's run count)."""
     rows = summary(results, mixers, dims, seeds)
     md = table(rows, test_cells)
+    if len(results) < planned:
+        md += ["", f"{len(results)} of the plan's {planned} runs are finished; the others are not in this table."]
     info = {**machine_info(), "train_cells": train_cells, "test_cells": test_cells, "iters": base.iters}
     info |= {"lrs": list(lrs), "seeds": list(seeds), "depth": base.depth, "heads": base.heads, "vocab": VOCAB}
+    info |= {"runs_finished": len(results), "runs_planned": planned}
+    out.mkdir(parents=True, exist_ok=True)
     write_results(out, "seq-arena", info, {"rows": rows, "runs": results}, md)
     _plot(rows, out)
     if progress:
@@ -236,6 +260,8 @@ def summary(results: list[dict], mixers, dims, seeds) -> list[dict]:
     rows = []
     for m in mixers:
         for dim in dims:
+            if (m, dim) not in best:
+                continue
             mine = [r for r in results if (r["mixer"], r["dim"], r["lr"]) == (m, dim, best[m, dim])]
             cells = list(mine[0]["recall"])
             recall = {c: mean_std([100 * r["recall"][c] for r in mine]) for c in cells}
@@ -289,5 +315,6 @@ def _plot(rows: list[dict], out: Path) -> None:
     ax.set_ylabel("mean test recall (%)")
     ax.set_title("MQAR recall against state (the arena)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if rows:
+        ax.legend(fontsize=8)
     save_figure(fig, out / "seq-arena.png")
