@@ -261,14 +261,19 @@ def run_one(
         "val_curve": [(r["time"], r["val_miou"]) for r in log if "val_miou" in r],
         "val_steps": [r["step"] for r in log if "val_miou" in r],
     }
-    return save_result(run_dir / "result.json", recipe_of(args, RESUME_FREE, test_split="test"), result, indent=2)
+    return save_result(run_dir / "result.json", _recipe(args), result, indent=2)
+
+
+def _recipe(args: SegTrainConfig) -> dict:
+    """What decides a run's result: its configuration but the fields free to change on resume, and the test split."""
+    return recipe_of(args, RESUME_FREE, test_split="test")
 
 
 def finished(head: str, args: SegTrainConfig) -> dict | None:
     """The result stored in the run folder ``args.out`` if this recipe produced it, else None; a result of another
     recipe is a ValueError naming what differs (the Hamburger's fields do not reach a head without one)."""
-    recipe = recipe_of(args, RESUME_FREE, test_split="test")
-    return load_result(Path(args.out) / "result.json", recipe, ignore=frozenset() if has_ham(head) else HAM_FIELDS)
+    ignore = frozenset() if has_ham(head) else HAM_FIELDS
+    return load_result(Path(args.out) / "result.json", _recipe(args), ignore=ignore)
 
 
 def run(

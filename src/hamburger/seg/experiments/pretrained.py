@@ -39,6 +39,11 @@ def parse_arm(arm: str) -> tuple[str, str | None]:
     return head, grad or None
 
 
+def run_tag(arm: str, init: str) -> str:
+    """The run folder of an (arm, init): ``hamnet@one-step``, ``scratch`` -> ``hamnet-grad=one-step-scratch``."""
+    return arm.replace("@", "-grad=") + f"-{init}"
+
+
 def run_plan(arms, inits, seeds, *, lr: float, head_lr_mult: float, pretrained: str):
     """(tag, head, overrides, seed) of every run, seed-major (a partial plan has whole seeds of every arm)."""
     runs = []
@@ -51,8 +56,7 @@ def run_plan(arms, inits, seeds, *, lr: float, head_lr_mult: float, pretrained: 
                     over |= {"pretrained": pretrained, "head_lr_mult": head_lr_mult}
                 if grad:
                     over["ham_grad"] = grad
-                tag = arm.replace("@", "-grad=") + f"-{init}"
-                runs.append((tag, head, over, seed))
+                runs.append((run_tag(arm, init), head, over, seed))
     return runs
 
 
@@ -90,7 +94,8 @@ def run(
         )
     out = Path(out)
     runs = run_plan(arms, inits, seeds, lr=lr, head_lr_mult=head_lr_mult, pretrained=pretrained)
-    common = dict(iters=iters, batch=batch, val_interval=val_interval, device=device, data_root=data_root)
+    # every run's overrides set its own model, rate and weights, replacing the lr here
+    common = dict(iters=iters, batch=batch, lr=lr, val_interval=val_interval, device=device, data_root=data_root)
 
     def args_of(tag, head, over, seed):
         config = compare.train_args(
@@ -100,7 +105,7 @@ def run(
             max_val=max_val,
             workers=1,
             quiet=True,
-            **{**common, "lr": over["lr"]},
+            **common,
         )
         return dataclasses.replace(config, **over)
 
@@ -141,7 +146,7 @@ def run(
                     progress=progress,
                     overrides=over,
                     tag=tag,
-                    **{**common, "lr": over["lr"]},
+                    **common,
                 )
             if shard is not None:
                 return {"runs": len(mine)}
@@ -197,7 +202,7 @@ def summarise(results: dict, arms, inits) -> list[dict]:
     for arm in arms:
         row: dict = {"arm": arm, "label": label(arm)}
         for init in inits:
-            tag = arm.replace("@", "-grad=") + f"-{init}"
+            tag = run_tag(arm, init)
             mious = [100 * r["test_miou"] for (t, _), r in sorted(results.items()) if t == tag]
             mean, std = mean_std(mious) if mious else (float("nan"), float("nan"))
             row[init] = {"mean": mean, "std": std, "seeds": len(mious), "mious": mious}
@@ -272,7 +277,7 @@ def plot_curves(results: dict, arms, inits, path: Path) -> None:
     colours = plt.cm.tab10(range(len(arms)))
     for ax, init in zip(axes[0], inits):
         for arm, colour in zip(arms, colours):
-            tag = arm.replace("@", "-grad=") + f"-{init}"
+            tag = run_tag(arm, init)
             mine = [r for (t, _), r in sorted(results.items()) if t == tag]
             for i, r in enumerate(mine):
                 values = [100 * v for _, v in r["val_curve"]]
