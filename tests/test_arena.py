@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from hamburger.engine.common import machine_info
 from hamburger.seq.config import SeqTrainConfig
 from hamburger.seq.data import IGNORE, mqar_mixture, parse_cells
 from hamburger.seq.experiments import arena
@@ -47,7 +48,9 @@ def test_the_arena_at_a_tiny_size(tmp_path):
     runs = json.loads((tmp_path / "arena" / "seq-arena.json").read_text())["results"]["runs"]
     config = (tmp_path / "arena" / "deltanet" / "d8" / "lr0.001" / "seed0" / "config.yaml").read_text()
     assert len(runs) == 12 and "train_cells: 16:2,24:4" in config and "seq_len: 32" in config
-    assert "| deltanet | 8 |" in (tmp_path / "arena" / "seq-arena.md").read_text()
+    md = (tmp_path / "arena" / "seq-arena.md").read_text()
+    cpu = machine_info()["cpu"]  # every run records its machine's CPU; the report counts the runs by CPU
+    assert "| deltanet | 8 |" in md and all(r["cpu"] == cpu for r in runs) and f"Runs by CPU: {cpu} (12)." in md
     assert (tmp_path / "arena" / "seq-arena.png").stat().st_size > 1000
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "arena").glob("**/result.json")}
     arena.run(**kw, jobs=2)  # two shard processes per phase read the call; every run is done: nothing retrains

@@ -4,6 +4,7 @@ recurrences (float64), causality, padding, the state measured by stepping, and v
 import pytest
 import torch
 
+from conftest import stepped
 from hamburger.recurrent import (
     BasedMixer,
     DeltaNetMixer,
@@ -25,21 +26,13 @@ SMALL = {
 }
 
 
-def _stepped(mixer, x):
-    state, ys = mixer.init_state(x.shape[0], dtype=x.dtype), []
-    for t in range(x.shape[1]):
-        y, state = mixer.step(x[:, t], state)
-        ys.append(y)
-    return torch.stack(ys, 1)
-
-
 @pytest.mark.parametrize("heads", [1, 2])
 @pytest.mark.parametrize("name", list(SMALL))
 def test_the_chunkwise_form_equals_the_recurrence(name, heads):
     torch.manual_seed(0)
     mixer = SMALL[name](heads).double()
     x = torch.randn(2, 13, 8, dtype=torch.float64)  # 13 tokens: a partial last chunk (4) and window block (5)
-    torch.testing.assert_close(mixer(x), _stepped(mixer, x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(mixer(x), stepped(mixer, x), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", list(SMALL))
@@ -133,7 +126,7 @@ def test_a_hybrid_alternates_its_mixer_with_sliding_window_attention():
     model = HamDecoder(16, depth=2, max_len=40, mixer="gated_deltanet+swa", heads=2).double()
     assert [type(b.mixer).__name__ for b in model.blocks] == ["GatedDeltaNetMixer", "SlidingWindowMixer"]
     x = torch.randn(2, 21, 16, dtype=torch.float64)
-    torch.testing.assert_close(model(x), _stepped(model, x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(model(x), stepped(model, x), rtol=0, atol=1e-12)
     # the state per layer counts the window's keys and values: (8·8·2 + 2·63·16) / 2 after 100 tokens
     assert model_state_floats("deltanet+swa", 100, dim=16, depth=2, heads=2) == (2 * 8 * 8 + 2 * 63 * 16) / 2
     ham = HamDecoder(16, depth=2, max_len=40, mixer="ham_nmf+swa", rank=4, chunk=4)  # the Ham's options: its blocks

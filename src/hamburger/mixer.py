@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .functional import GradSpec, parse_grad
+from .recurrent import delta_chunkwise, delta_step
 
 __all__ = [
     "HamMixer",
@@ -41,7 +42,7 @@ MIXER_GRADS = ("one-step", "bptt", "chunkwise", "truncated:<k>")  # the gradient
 DEFAULT_MIXER_GRAD = "chunkwise"
 MIXER_NORMS = ("unit", "none")  # the causal NMF solve's scale: see HamMixer's ``norm``
 DEFAULT_MIXER_NORM = "unit"
-MIXER_FITS = ("mult", "ridge")  # how a causal NMF dictionary is fitted to the prefix statistics: see ``fit``
+MIXER_FITS = ("mult", "ridge", "delta")  # how a causal NMF dictionary is fitted to the past: see HamMixer's ``fit``
 # the default, by evidence: the multiplicative updates recalled more than the ridge fit (docs/results/sequences.md)
 DEFAULT_MIXER_FIT = "mult"
 MIXER_LOCALS = ("chunk", "window")  # what the causal read-out of the recent tokens sees: see HamMixer's ``local``
@@ -148,11 +149,20 @@ class HamMixer(nn.Module):
             cache of them), and no gradient chain runs from chunk to chunk except through the statistics (chunkwise
             is then BPTT). ``"dict"`` (an ablation option): the previous chunk's dictionary, D_{j+1} = K updates of
             D_j from (A_j, B_j).
-        fit: how a causal NMF chunk fits its dictionary to the prefix statistics (A, B). ``"mult"`` (default): K
-            multiplicative updates. ``"ridge"``: the closed form of min ‖X − DC‖² + λ‖D − D_start‖² over the prefix,
-            D = (A + λ·D_start)(B + λI)⁻¹, clipped at zero (the codes' NMF updates need a non-negative D) — the
-            exact least-squares memory that de-blends overlapping codes, where K multiplicative steps from the start
-            do not (its recall against the default's: docs/results/sequences.md).
+        fit: how a causal NMF mixer fits its dictionary to the past. ``"mult"`` (default): K multiplicative updates from
+            the prefix statistics (A, B). ``"ridge"``: the closed form of min ‖X − DC‖² + λ‖D − D_start‖² over the
+            prefix, D = (A + λ·D_start)(B + λI)⁻¹, clipped at zero (the codes' NMF updates need a non-negative D) — the
+            exact least-squares memory that de-blends overlapping codes, where K multiplicative steps from the start do
+            not (its recall against the default's: docs/results/sequences.md). ``"delta"``: no prefix statistics; the
+            dictionary is written token by token by the delta rule, Dᵀ ← Dᵀ + β_t k_t (x_t − D k_t)ᵀ with k_t =
+            c_t/‖c_t‖ the token's unit code and β_t = sigmoid(w·x_t + b) a learned write strength per head — one exact
+            least-squares (LMS) step of ‖x_t − D k_t‖² per token, which first erases what the code reads now, so a new
+            association overwrites instead of blending. A chunk's tokens are coded against the dictionary at the chunk's
+            start, clipped at zero with unit-norm columns (the codes' NMF updates need a non-negative D); the output is
+            D_t k_t, the dictionary after the token's own write (DeltaNet's read-out with the code as key and query), so
+            a token reads its chunk's earlier tokens without ``local``. The state is the dictionary and its copy at the
+            chunk's start, 2·D·R floats per head; the chunkwise form is :func:`~hamburger.recurrent.delta_chunkwise`.
+            Not with ``memory="dict"``, ``local`` or ``decay``.
         ridge: λ of ``fit="ridge"``.
         local: a read-out of the recent tokens (causal, ``memory="stats"``). Without it (False) a token meets only
             the dictionary of the chunks before its own — the (up to L − 1) tokens of its chunk before it, which the
@@ -211,8 +221,13 @@ class HamMixer(nn.Module):
             raise ValueError(f"fit must be one of {MIXER_FITS}, got {fit!r}")
         if not ridge > 0:
             raise ValueError(f"ridge must be > 0, got {ridge!r}")
-        if fit == "ridge" and (ham != "nmf" or not causal):  # the other solves have no such fit: say so, not ignore it
-            raise ValueError(f"fit='ridge' fits the causal NMF mixer's dictionary; got ham={ham!r}, causal={causal}")
+        if fit != "mult" and (ham != "nmf" or not causal):  # the other solves have no such fit: say so, not ignore it
+            raise ValueError(f"fit={fit!r} fits the causal NMF mixer's dictionary; got ham={ham!r}, causal={causal}")
+        if fit == "delta" and (memory == "dict" or local or decay is not None):  # the delta rule's state is its own
+            raise ValueError(
+                f"fit='delta' carries the dictionary itself: no memory='dict', local or decay; got memory={memory!r}, "
+                f"local={local!r}, decay={decay!r}"
+            )
         if memory not in MIXER_MEMORIES:
             raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
         if local is None or isinstance(local, bool):
@@ -241,6 +256,7 @@ class HamMixer(nn.Module):
         self.out_proj = nn.Linear(width, dim)
         self.local_gain = nn.Parameter(torch.ones(heads)) if local else None  # g per head
         self.decay = decay
+        self.beta_proj = nn.Linear(dim, heads) if fit == "delta" else None  # β_t = sigmoid(w·x_t + b) per head
         # γ = sigmoid(θ) per head
         self.decay_logit = nn.Parameter(torch.full((heads,), float(decay)).logit()) if decay is not None else None
         gen = torch.Generator().manual_seed(seed)
@@ -347,7 +363,10 @@ class HamMixer(nn.Module):
         else:
             keep = None
         h = self._groups(x)  # (B*S, N, D)
-        y = self._causal(h, keep) if self.causal else self._full(h, keep)
+        if self.fit == "delta":
+            y = self._delta(h, self._beta(x), keep)
+        else:
+            y = self._causal(h, keep) if self.causal else self._full(h, keep)
         if keep is not None:
             y = y * keep
         return self._ungroup(y, batch)
@@ -407,6 +426,36 @@ class HamMixer(nn.Module):
                 d = self._update(d if self.memory == "dict" else self._start(groups, h), a, b)
         return torch.cat(out, dim=1)
 
+    # -- the delta-rule dictionary (fit="delta"): the state is Dᵀ (G, R, D) ----------------------------------------
+    def _beta(self, x: Tensor) -> Tensor:
+        """Write strengths β (B*S, T) of tokens x (B, T, C)."""
+        assert self.beta_proj is not None  # built with fit="delta"
+        beta = torch.sigmoid(self.beta_proj(x))  # (B, T, S)
+        return beta.transpose(1, 2).reshape(-1, x.shape[1])  # (B*S, T)
+
+    def _coding_dict(self, s: Tensor) -> Tensor:
+        """The dictionary (G, D, R) that codes a chunk, from the state Dᵀ (G, R, D) at its start: clipped at zero,
+        unit-norm columns."""
+        if self.spec.kind == "one-step":  # the paper's gradient: the dictionary is a constant of the backward pass
+            s = s.detach()
+        d = s.mT.clamp_min(0)
+        return d / (d.norm(dim=1, keepdim=True) + self.eps)
+
+    def _delta(self, h: Tensor, beta: Tensor, keep: Tensor | None) -> Tensor:
+        """The causal delta-rule form: chunk by chunk, codes against the chunk's start dictionary, then the chunk's
+        writes and reads in one chunkwise solve. h (G, N, D), beta (G, N), keep (G, N, 1) or None -> (G, N, D)."""
+        s = self._start(h.shape[0], h).mT[:, None]  # (G, 1, R, D): Dᵀ, the start dictionary
+        out = []
+        for t0 in range(0, h.shape[1], self.chunk):
+            xj, bj = h[:, t0 : t0 + self.chunk], beta[:, t0 : t0 + self.chunk]  # (G, T, D), (G, T)
+            c = self._code(xj, self._coding_dict(s[:, 0]))  # (G, T, R)
+            if keep is not None:  # a padded token writes nothing
+                c, bj = c * keep[:, t0 : t0 + self.chunk], bj * keep[:, t0 : t0 + self.chunk, 0]
+            k = F.normalize(c, dim=-1)[:, None]  # (G, 1, T, R): unit codes are the keys and the queries
+            y, s = delta_chunkwise(k, k, xj[:, None], bj[:, None], None, chunk=self.chunk, state=s)
+            out.append(y[:, 0])  # (G, T, D)
+        return torch.cat(out, dim=1)
+
     # -- recurrent form ---------------------------------------------------------------------------------------
     def init_state(self, batch: int, *, device=None, dtype=torch.float32) -> dict:
         """The recurrent state before the first token (causal mixers only). ``memory="stats"``: the prefix statistics
@@ -416,6 +465,9 @@ class HamMixer(nn.Module):
             raise ValueError("the recurrent form is the causal mixer's (build it with causal=True)")
         groups, dim, rank = batch * self.heads, self.width // self.heads, self.rank
         zeros = dict(device=device or self.start.device, dtype=dtype)
+        if self.fit == "delta":  # Dᵀ now and at the pending chunk's start (which codes it)
+            s = self.start.to(**zeros).mT.repeat(batch, 1, 1)  # (S, R, D) -> (B*S, R, D)
+            return {"s": s, "chunk_start": s, "t": 0}
         second = (groups, rank, rank) if self.ham == "nmf" else (groups, rank)
         state = {"a": torch.zeros(groups, dim, rank, **zeros), "b": torch.zeros(second, **zeros), "t": 0}
         if self.memory == "dict":
@@ -430,6 +482,12 @@ class HamMixer(nn.Module):
         if x.ndim != 2 or x.shape[-1] != self.dim:
             raise ValueError(f"HamMixer.step expects one token per sequence, (B, {self.dim}); got {tuple(x.shape)}")
         h = self._groups(x[:, None])  # (B*S, 1, D)
+        if self.fit == "delta":
+            k = F.normalize(self._code(h, self._coding_dict(state["chunk_start"]))[:, 0], dim=-1)[:, None]  # (G, 1, R)
+            y, s = delta_step(k, k, h, self._beta(x[:, None]), None, state["s"][:, None])  # β (G, 1)
+            t = state["t"] + 1
+            start = s[:, 0] if t % self.chunk == 0 else state["chunk_start"]  # a complete chunk: the next one's
+            return self._ungroup(y, x.shape[0])[:, 0], {"s": s[:, 0], "chunk_start": start, "t": t}
         if self.memory == "dict":
             d = state["d"]
         elif state["t"] < self.chunk:  # no completed chunk yet: the start
@@ -466,6 +524,7 @@ class HamMixer(nn.Module):
     def extra_repr(self) -> str:
         causal = f"causal, chunk={self.chunk}, norm={self.norm!r}, memory={self.memory!r}"
         causal += f", fit='ridge', ridge={self.ridge}" if self.fit == "ridge" else ""
+        causal += ", fit='delta'" if self.fit == "delta" else ""
         causal += f", local={self.local!r}" if self.local else ""
         causal += f", decay={self.decay}" if self.decay is not None else ""
         form = causal if self.causal else "non-causal"

@@ -115,8 +115,8 @@ class SeqTrainConfig(RunConfig):
     )
     ham_fit: str = option(
         DEFAULT_MIXER_FIT,
-        "Ham: how a causal NMF dictionary is fitted to the prefix statistics "
-        "(mult: K multiplicative updates; ridge: the closed-form least squares)",
+        "Ham: how a causal NMF dictionary is fitted to the past (mult: K multiplicative updates of the prefix "
+        "statistics; ridge: their closed-form least squares; delta: a delta-rule write per token, state 2·D·R)",
         choices=MIXER_FITS,
         keyword="fit",
     )

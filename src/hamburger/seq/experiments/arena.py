@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -42,8 +43,8 @@ WINDOW, FEATURES = 64, 16  # sliding-window attention's window and Based's featu
 def formula_state(name: str, tokens: int, config: SeqTrainConfig) -> float:
     """Floats of state per layer as Zoology counts it (its mixers' ``state_size``): attention 2·N·C, a window
     2·w·C, the delta rule and Mamba-2 H·dk·dv, linear attention H·d·(d + 1), Based H·F·(dv + 1) with F the Taylor
-    map's 153 features; the Ham (not in Zoology): its D·R + R² + (L − 1)·D per head; a hybrid: the mean over its
-    blocks."""
+    map's 153 features; the Ham (not in Zoology): its D·R + R² + (L − 1)·D per head (2·D·R under
+    ``fit="delta"``); a hybrid: the mean over its blocks."""
     c, h = config.dim, config.heads
     d = c // h
     per = {
@@ -57,7 +58,10 @@ def formula_state(name: str, tokens: int, config: SeqTrainConfig) -> float:
         "none": 0,
     }
     width = (config.ham_width or c) // h
-    ham = h * (width * config.rank + config.rank**2 + (config.chunk - 1) * width)
+    if config.ham_fit == "delta":  # the dictionary now and at the chunk's start
+        ham = h * 2 * width * config.rank
+    else:
+        ham = h * (width * config.rank + config.rank**2 + (config.chunk - 1) * width)
     blocks = block_mixers(name, config.depth)
     return sum(ham if m.startswith("ham_") else per[m] for m in blocks) / len(blocks)
 
@@ -122,6 +126,7 @@ def run_one(config: SeqTrainConfig, test_cells: str, *, progress: bool) -> dict:
         "state_formula": formula_state(config.mixer, longest, config),
         "state_stepped": model_state_floats(config.mixer, longest, **kw),
         "state_at": longest,
+        "cpu": machine_info()["cpu"],  # runs of one plan may come from different machines
     }
     return save_result(config.out / "result.json", _recipe(config, test_cells), record)
 
@@ -242,6 +247,8 @@ def _report(results, mixers, dims, seeds, base, test_cells, train_cells, lrs, ou
     md = table(rows, test_cells)
     if len(results) < planned:
         md += ["", f"{len(results)} of the plan's {planned} runs are finished; the others are not in this table."]
+    cpus = Counter(r.get("cpu", "not recorded") for r in results)
+    md += ["", "Runs by CPU: " + ", ".join(f"{c} ({n})" for c, n in sorted(cpus.items())) + "."]
     info = {**machine_info(), "train_cells": train_cells, "test_cells": test_cells, "iters": base.iters}
     info |= {"lrs": list(lrs), "seeds": list(seeds), "depth": base.depth, "heads": base.heads, "vocab": VOCAB}
     info |= {"runs_finished": len(results), "runs_planned": planned}
