@@ -348,15 +348,19 @@ def test_compare_and_bench_at_a_tiny_size(tmp_path, capsys):
         dim=16,
         heads=2,
         rank=4,
-        width=8,
+        ham_width=8,
         chunk=16,
+        ham_fit="delta",
         repeats=1,
         out=tmp_path / "bench",
         progress=False,
     )
     assert len(bench["rows"]) == 4 and (tmp_path / "bench" / "seq-bench.png").is_file()
-    assert "faster forward from N" in (tmp_path / "bench" / "seq-bench.md").read_text()
-    assert "Ham R 4, W 8, chunk 16" in (tmp_path / "bench" / "seq-bench.md").read_text()
+    md = (tmp_path / "bench" / "seq-bench.md").read_text()
+    assert "faster forward from N" in md and "16, width=8, ham='nmf', rank=4" in md and "chunk=16" in md
+    assert "fit='delta'" in md and '"ham_fit": "delta"' in md  # every Ham option reaches the layer timed
+    with pytest.raises(TypeError, match="takes the Ham's options"):
+        seq_bench.run(ns=(64,), mixers=("softmax",), lr=1e-3, out=tmp_path / "b2")
     rows = [{"mixer": "a", "n": n, "t": t} for n, t in ((1, 5), (2, 1), (4, 1))] + [
         {"mixer": "softmax", "n": n, "t": 2} for n in (1, 2, 4)
     ]

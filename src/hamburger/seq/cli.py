@@ -92,13 +92,9 @@ def register(sub) -> None:
     b.add_argument("--ns", type=positive_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     b.add_argument("--mixers", default="ham_nmf,ham_vq,softmax,linear")
     # a cost benchmark's layer: seq train's declarations, C 128, 4 heads, R 16 and L 64 (the layer whose cost
-    # docs/results report)
-    add_config_arguments(
-        b,
-        SeqTrainConfig,
-        only=("dim", "heads", "rank", "ham_width", "chunk", "device"),
-        defaults={"dim": 128, "heads": 4, "rank": 16, "chunk": 64},
-    )
+    # docs/results report), every Ham option
+    add_config_arguments(b, SeqTrainConfig, only=("dim", "heads", "device"), defaults={"dim": 128, "heads": 4})
+    add_config_arguments(b, SeqTrainConfig, only=HAM_OPTIONS, defaults=bench.BENCH_HAM)
     b.add_argument("--repeats", type=positive_int, default=3)
     add_config_arguments(b, ExperimentOptions, only=("out",), defaults={"out": Path("results/seq-bench")})
     t.set_defaults(handler=_train)
@@ -169,10 +165,8 @@ def _bench(args) -> None:
         mixers=names(args.mixers),
         dim=args.dim,
         heads=args.heads,
-        rank=args.rank,
-        width=args.ham_width or None,  # 0: W = C
-        chunk=args.chunk,
         repeats=args.repeats,
         device=args.device,
         out=args.out,
+        **{name: getattr(args, name) for name in HAM_OPTIONS},
     )

@@ -4,6 +4,7 @@ smallest N from which it is faster at every longer N measured). CPU here, ``--de
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from ...engine.common import atomic_write_text, machine_info, save_figure
 from ...engine.config import require_distinct
 from ...engine.measure import bench_device, median_time, peak_memory, power_law_exponent, synchronizer
 from ...sequence import create_mixer
+from ..config import HAM_OPTIONS, SeqTrainConfig, mixer_kwargs
+
+BENCH_HAM = {"rank": 16, "chunk": 64}  # the layer whose cost docs/results report (seq train's other Ham defaults)
 
 
 def crossover(rows: list[dict], mixer: str, key: str, reference: str = "softmax") -> int | None:
@@ -35,25 +39,29 @@ def run(
     mixers=("ham_nmf", "ham_vq", "softmax", "linear"),
     dim=128,
     heads=4,
-    rank=16,
-    width=None,
-    chunk=64,
     repeats=3,
     device="cpu",
     out=Path("results/seq-bench"),
     progress=True,
+    **ham,
 ) -> dict:
+    """Time one causal layer of each mixer at every N; ``ham``: the Ham's options as seq train's fields (``rank``,
+    ``chunk``, ``ham_fit``, ``ham_width``... — every field of :data:`~hamburger.seq.config.HAM_OPTIONS`; R 16 and
+    chunk 64 unless given), so the layer timed is the one a run trains."""
     mixers = require_distinct(mixers, "mixers")
     if "none" in mixers:
         raise ValueError("seq bench times token mixers; 'none' has no mixer (and nothing to back-propagate)")
+    unknown = sorted(set(ham) - set(HAM_OPTIONS))
+    if unknown:
+        raise TypeError(f"seq bench takes the Ham's options {', '.join(HAM_OPTIONS)}; got {unknown}")
+    config = SeqTrainConfig(dim=dim, heads=heads, seq_len=max(ns), **{**BENCH_HAM, **ham})  # checked as a run is
     dev, dev_info = bench_device(device)
     sync = synchronizer(dev)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in mixers:
-        kw = {"rank": rank, "width": width, "chunk": chunk} if name.startswith("ham_") else {}
-        mixer = create_mixer(name, dim, heads=heads, causal=True, **kw).to(dev)
+        mixer = create_mixer(name, dim, heads=heads, causal=True, **mixer_kwargs(config, name)).to(dev)
         for n in ns:
             x = torch.randn(1, n, dim, device=dev)
 
@@ -77,8 +85,10 @@ def run(
             if progress:
                 print(rows[-1], flush=True)
     info = {**machine_info(), **dev_info}
-    ham = f"R {rank}" + (f", W {width}" if width else "")
-    md = [f"# One causal mixer layer against N (C {dim}, {heads} heads, Ham {ham}, chunk {chunk}, batch 1)", ""]
+    ham_layer = create_mixer("ham_nmf", dim, heads=heads, causal=True, **mixer_kwargs(config, "ham_nmf"))
+    md = [f"# One causal mixer layer against N (C {dim}, {heads} heads, batch 1)", ""]
+    md += [f"- Ham (ham_nmf; ham_vq alike where it applies): {ham_layer.extra_repr()}"]
+    md += [f"- Ham options: {json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k in HAM_OPTIONS})}"]
     md += [f"- {k}: {v}" for k, v in info.items()]
     md += ["", "| mixer | N | forward ms | train step ms | train peak MiB |", "|---|---:|---:|---:|---:|"]
     md += [
