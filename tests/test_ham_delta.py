@@ -21,9 +21,9 @@ def _mixer(**kw):
 
 
 @pytest.mark.parametrize("n, chunk", [(11, 4), (3, 4), (8, 1), (9, 3), (16, 16)])
-@pytest.mark.parametrize("grad", ["chunkwise", "one-step", "truncated:2"])
-def test_the_chunkwise_form_equals_the_recurrence(n, chunk, grad):
-    mixer = _mixer(chunk=chunk, grad=grad)
+@pytest.mark.parametrize("grad, decay", [("chunkwise", None), ("one-step", None), ("truncated:2", 0.8)])
+def test_the_chunkwise_form_equals_the_recurrence(n, chunk, grad, decay):
+    mixer = _mixer(chunk=chunk, grad=grad, decay=decay)
     x = _tokens(n=n)
     torch.testing.assert_close(stepped(mixer, x), mixer(x), rtol=1e-10, atol=1e-10)
 
@@ -96,7 +96,6 @@ def test_the_state_is_two_dictionaries_whatever_the_length():
         ({"causal": False}, "fits the causal NMF mixer's dictionary"),
         ({"causal": True, "memory": "dict"}, "carries the dictionary itself"),
         ({"causal": True, "local": "chunk"}, "carries the dictionary itself"),
-        ({"causal": True, "decay": 0.9}, "carries the dictionary itself"),
     ],
 )
 def test_options_the_delta_rule_has_no_use_for_are_refused(kwargs, match):
@@ -110,3 +109,30 @@ def test_a_decoder_with_the_delta_ham_trains_and_its_recurrent_form_matches():
     x = _tokens(n=9)
     torch.testing.assert_close(stepped(dec, x), dec(x), rtol=1e-9, atol=1e-9)
     assert "fit='delta'" in repr(dec)
+
+
+def test_decay_shrinks_the_dictionary_by_gamma_per_token():
+    """decay=γ_0 under fit="delta": D_t = γ D_{t-1}(I − β k kᵀ) + β x kᵀ with a learned γ per head. With β = 0 (no
+    writes) the output is γ^(t+1) D_0 k_t — the codes do not change, a positive scale leaves the coding dictionary's
+    unit columns as they are (to ε). γ gets a gradient; a padded token does not decay the dictionary."""
+    mixer = _mixer(chunk=3, decay=0.7)
+    x = _tokens(n=7)
+    with torch.no_grad():
+        mixer.decay_logit.copy_(torch.tensor([0.5, 0.9], dtype=torch.float64).logit())
+        mixer.beta_proj.weight.zero_()
+        mixer.beta_proj.bias.fill_(-60.0)  # β = 0 to rounding
+        h = mixer._groups(x)
+        start = mixer._start(h.shape[0], h)  # (G, D, R), unit non-negative columns
+        k = torch.nn.functional.normalize(mixer._code(h, start), dim=-1)  # (G, N, R)
+        gamma = torch.tensor([0.5, 0.9], dtype=torch.float64).repeat(2)[:, None]  # (G, 1)
+        scale = gamma ** torch.arange(1, 8, dtype=torch.float64)  # (G, N)
+        expected = scale[..., None] * (k @ start.mT)  # (G, N, D)
+        # to ε: the coding dictionary's columns are divided by ‖·‖ + ε, and γ^j shrinks ‖·‖
+        torch.testing.assert_close(mixer._delta(h, mixer._beta(x), None), expected, rtol=1e-4, atol=1e-7)
+    assert "decay=0.7" in repr(mixer)
+    mixer = _mixer(decay=0.7)
+    mixer(x)[:, 6].sum().backward()
+    assert mixer.decay_logit.grad is not None and (mixer.decay_logit.grad != 0).all()
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[0, 5:] = False
+    torch.testing.assert_close(mixer(x, mask)[0, :5], mixer(x[:1, :5])[0], rtol=1e-10, atol=1e-10)

@@ -162,7 +162,7 @@ class HamMixer(nn.Module):
             D_t k_t, the dictionary after the token's own write (DeltaNet's read-out with the code as key and query), so
             a token reads its chunk's earlier tokens without ``local``. The state is the dictionary and its copy at the
             chunk's start, 2·D·R floats per head; the chunkwise form is :func:`~hamburger.recurrent.delta_chunkwise`.
-            Not with ``memory="dict"``, ``local`` or ``decay``.
+            Not with ``memory="dict"`` or ``local``; ``decay`` is then per token (below).
         ridge: λ of ``fit="ridge"``.
         local: a read-out of the recent tokens (causal, ``memory="stats"``). Without it (False) a token meets only
             the dictionary of the chunks before its own — the (up to L − 1) tokens of its chunk before it, which the
@@ -176,7 +176,9 @@ class HamMixer(nn.Module):
         decay: a forgetting rate (causal, ``memory="stats"``): None (default) sums the prefix statistics with equal
             weights, A_j = A_{j-1} + X_j C_jᵀ; a float γ_0 in (0, 1) decays them by a learned γ per head at every
             chunk, A_j = γ A_{j-1} + X_j C_jᵀ (B alike), γ = sigmoid(θ) starting at γ_0 — recent chunks weigh more in
-            the dictionary, as in gated linear attention and RetNet. No extra state.
+            the dictionary, as in gated linear attention and RetNet. No extra state. Under ``fit="delta"`` the
+            dictionary itself decays toward zero by γ at every token before its write, D_t = γ D_{t-1} (I − β k kᵀ)
+            + β x_t k_tᵀ (Gated DeltaNet's rule with a learned constant per head).
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
@@ -223,10 +225,10 @@ class HamMixer(nn.Module):
             raise ValueError(f"ridge must be > 0, got {ridge!r}")
         if fit != "mult" and (ham != "nmf" or not causal):  # the other solves have no such fit: say so, not ignore it
             raise ValueError(f"fit={fit!r} fits the causal NMF mixer's dictionary; got ham={ham!r}, causal={causal}")
-        if fit == "delta" and (memory == "dict" or local or decay is not None):  # the delta rule's state is its own
+        if fit == "delta" and (memory == "dict" or local):  # the delta rule's state is its own
             raise ValueError(
-                f"fit='delta' carries the dictionary itself: no memory='dict', local or decay; got memory={memory!r}, "
-                f"local={local!r}, decay={decay!r}"
+                f"fit='delta' carries the dictionary itself: no memory='dict' or local; got memory={memory!r}, "
+                f"local={local!r}"
             )
         if memory not in MIXER_MEMORIES:
             raise ValueError(f"memory must be one of {MIXER_MEMORIES}, got {memory!r}")
@@ -433,6 +435,13 @@ class HamMixer(nn.Module):
         beta = torch.sigmoid(self.beta_proj(x))  # (B, T, S)
         return beta.transpose(1, 2).reshape(-1, x.shape[1])  # (B*S, T)
 
+    def _log_decay(self, like: Tensor) -> Tensor | None:
+        """log γ per head at every token, shaped as ``like`` (G, T); None without ``decay``."""
+        if self.decay_logit is None:
+            return None
+        log_gamma = F.logsigmoid(self.decay_logit).to(like.dtype).repeat(like.shape[0] // self.heads)  # (S,) -> (G,)
+        return log_gamma[:, None].expand_as(like)
+
     def _coding_dict(self, s: Tensor) -> Tensor:
         """The dictionary (G, D, R) that codes a chunk, from the state Dᵀ (G, R, D) at its start: clipped at zero,
         unit-norm columns."""
@@ -452,7 +461,11 @@ class HamMixer(nn.Module):
             if keep is not None:  # a padded token writes nothing
                 c, bj = c * keep[:, t0 : t0 + self.chunk], bj * keep[:, t0 : t0 + self.chunk, 0]
             k = F.normalize(c, dim=-1)[:, None]  # (G, 1, T, R): unit codes are the keys and the queries
-            y, s = delta_chunkwise(k, k, xj[:, None], bj[:, None], None, chunk=self.chunk, state=s)
+            g = self._log_decay(bj)  # (G, T) or None
+            if g is not None and keep is not None:  # a padded token does not decay the dictionary either
+                g = g * keep[:, t0 : t0 + self.chunk, 0]
+            g = g[:, None] if g is not None else None  # (G, 1, T)
+            y, s = delta_chunkwise(k, k, xj[:, None], bj[:, None], g, chunk=self.chunk, state=s)
             out.append(y[:, 0])  # (G, T, D)
         return torch.cat(out, dim=1)
 
@@ -484,7 +497,8 @@ class HamMixer(nn.Module):
         h = self._groups(x[:, None])  # (B*S, 1, D)
         if self.fit == "delta":
             k = F.normalize(self._code(h, self._coding_dict(state["chunk_start"]))[:, 0], dim=-1)[:, None]  # (G, 1, R)
-            y, s = delta_step(k, k, h, self._beta(x[:, None]), None, state["s"][:, None])  # β (G, 1)
+            beta = self._beta(x[:, None])  # (G, 1)
+            y, s = delta_step(k, k, h, beta, self._log_decay(beta), state["s"][:, None])
             t = state["t"] + 1
             start = s[:, 0] if t % self.chunk == 0 else state["chunk_start"]  # a complete chunk: the next one's
             return self._ungroup(y, x.shape[0])[:, 0], {"s": s[:, 0], "chunk_start": start, "t": t}

@@ -131,7 +131,7 @@ class SeqTrainConfig(RunConfig):
     ham_decay: float = option(
         0.0,
         "Ham: start of a learned per-chunk decay of the prefix statistics, in (0, 1) "
-        "(0: none, equal weights; causal, memory stats)",
+        "(0: none, equal weights; causal, memory stats; per token of the dictionary under --ham-fit delta)",
         minimum=0.0,
         keyword="decay",
         off=0.0,
