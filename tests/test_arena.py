@@ -86,3 +86,31 @@ def test_report_only_from_the_command_line_trains_nothing(tmp_path, capsys):
           str(tmp_path / "a")])  # fmt: skip
     assert "0 of the plan's 4 runs are finished" in capsys.readouterr().out
     assert not list((tmp_path / "a").glob("**/result.json")) and (tmp_path / "a" / "seq-arena.md").is_file()
+
+
+def test_a_ham_variants_arena_joins_the_report_under_its_label(tmp_path, capsys):
+    """--also LABEL=DIR: another arena's rows (the Ham with other options, in another folder) join the table and the
+    plot as '<mixer> (LABEL)', their runs counted by CPU; a folder without a report or with other test cells is
+    refused, a malformed flag is a usage error."""
+    from hamburger.cli import main
+
+    torch.manual_seed(0)
+    kw = dict(mixers=("ham_nmf",), dims=(8,), lrs=(1e-3,), seeds=(0,), train_cells="16:2", test_cells="16:2,32:4")
+    kw |= dict(progress=False, **{**TINY, "ham_fit": "delta"})
+    variant = arena.run(**kw, out=tmp_path / "delta")
+    assert variant["runs"][0]["state_stepped"] == 2 * 8 * 4  # the delta Ham's 2·D·R, D 8, R 4
+    common = ["seq", "arena", "--mixers", "swa", "--dim", "8", "--lr", "1e-3", "--test-cells", "16:2,32:4"]
+    main([*common, "--report-only", "--also", f"fit=delta, R 4={tmp_path / 'delta'}", "--out", str(tmp_path / "a")])
+    md = (tmp_path / "a" / "seq-arena.md").read_text()
+    assert "| ham_nmf (fit=delta, R 4) | 8 | 0.001 | 1 | 64 | 64 |" in md and "(1)." in md
+    joined = json.loads((tmp_path / "a" / "seq-arena.json").read_text())
+    assert [r["mixer"] for r in joined["results"]["rows"]] == ["ham_nmf (fit=delta, R 4)"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="does not exist"):
+        main([*common, "--report-only", "--also", f"x={tmp_path / 'none'}", "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="tests other cells"):
+        main(["seq", "arena", "--mixers", "swa", "--dim", "8", "--report-only", "--also", f"x={tmp_path / 'delta'}",
+              "--out", str(tmp_path / "c")])  # fmt: skip
+    with pytest.raises(SystemExit):
+        main([*common, "--also", "no-folder"])
+    assert "expected LABEL=DIR" in capsys.readouterr().err

@@ -88,6 +88,15 @@ def register(sub) -> None:
     )
     a.add_argument("--max-hours", type=positive_float, default=30.0, help="refuse a plan longer than this")
     a.add_argument("--report-only", action="store_true", help="train nothing: the tables of the finished runs")
+    a.add_argument(
+        "--also",
+        type=_labelled,
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="another arena's folder (a Ham variant run with other options) whose rows join the table as "
+        "'<mixer> (LABEL)'; repeatable",
+    )
     b = ssub.add_parser("bench", help="one causal mixer layer against N: time and peak memory, crossover vs SDPA")
     b.add_argument("--ns", type=positive_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     b.add_argument("--mixers", default="ham_nmf,ham_vq,softmax,linear")
@@ -112,6 +121,14 @@ def _cells(text: str) -> tuple[tuple[int, int], ...]:
         return parse_cells(text, fit=False)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _labelled(text: str) -> tuple[str, Path]:
+    """``"delta R 16=results/x"`` -> ("delta R 16", Path("results/x")); argparse reports a malformed one."""
+    label, sep, folder = text.rpartition("=")
+    if not sep or not label.strip() or not folder.strip():
+        raise argparse.ArgumentTypeError(f"expected LABEL=DIR, got {text!r}")
+    return label.strip(), Path(folder.strip())
 
 
 def _train(args) -> None:
@@ -153,6 +170,7 @@ def _arena(args) -> None:
         shard=args.shard,
         max_hours=args.max_hours,
         report_only=args.report_only,
+        also=tuple(args.also),
         iters=args.iters,
         device=args.device,
         **{name: getattr(args, name) for name in HAM_OPTIONS},

@@ -173,6 +173,7 @@ def run(
     max_hours: float = 30.0,
     phase: int = 0,
     report_only: bool = False,
+    also: tuple[tuple[str, Path], ...] = (),
     base: SeqTrainConfig | None = None,
     **fields,
 ) -> dict:
@@ -182,7 +183,9 @@ def run(
     ``phase`` (0: every learning rate at the first seed; 1: the other seeds at the best ones) and writes nothing
     else; ``jobs=n`` runs each phase in n such processes, each reading the call from ``out/shards.json``.
     ``report_only``: train nothing; the tables of the finished runs (a learning rate is the best of those finished,
-    the runs not yet made are counted)."""
+    the runs not yet made are counted). ``also``: (label, folder) pairs of other arenas (a Ham variant's, run with
+    other Ham options into another ``out``) whose rows join this report's table and plot, each mixer named
+    ``"<mixer> (<label>)"``, read from the ``seq-arena.json`` their own report wrote."""
     mixers, dims = require_distinct(mixers, "mixers"), require_distinct(dims, "widths")
     lrs, seeds = require_distinct(lrs, "learning rates"), require_distinct(seeds, "seeds")
     unknown = [m for m in mixers if m not in (*MIXERS, *HYBRIDS)]
@@ -208,7 +211,7 @@ def run(
         results = [r for r in (stored(c, test_cells) for c in first) if r is not None]
         planned = len(first) + len(mixers) * len(dims) * (len(seeds) - 1)
         results += [r for r in (stored(c, test_cells) for c in second(results)) if r is not None]
-        return _report(results, mixers, dims, seeds, base, test_cells, train_cells, lrs, out, progress, planned)
+        return _report(results, mixers, dims, seeds, base, test_cells, train_cells, lrs, out, progress, planned, also)
     if shard is not None:  # one process of a --jobs run: its share of one phase
         runs = first if phase == 0 else second(trained(first))
         return {"runs": trained(runs[shard[0] :: shard[1]])}
@@ -238,20 +241,40 @@ def run(
         if jobs > 1:
             run_shards(f"{__name__}:run", {**call, "phase": 1}, jobs=jobs, out=out)
         results += trained(second(results))
-    return _report(results, mixers, dims, seeds, base, test_cells, train_cells, lrs, out, progress, count)
+    return _report(results, mixers, dims, seeds, base, test_cells, train_cells, lrs, out, progress, count, also)
 
 
-def _report(results, mixers, dims, seeds, base, test_cells, train_cells, lrs, out: Path, progress, planned) -> dict:
-    """Write ``seq-arena.md`` / ``.json`` and the plot of ``results`` (``planned``: the plan's run count)."""
-    rows = summary(results, mixers, dims, seeds)
+def joined(also: tuple[tuple[str, Path], ...], test_cells: str) -> tuple[list[dict], list[dict]]:
+    """The rows and runs of other arenas' reports, each mixer renamed ``"<mixer> (<label>)"``; their test cells must
+    be these."""
+    rows, runs = [], []
+    for label, folder in also:
+        path = Path(folder) / "seq-arena.json"
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist: run that arena (or its --report-only) first")
+        theirs = json.loads(path.read_text())
+        if theirs["machine"]["test_cells"] != test_cells:
+            raise ValueError(f"{path} tests other cells ({theirs['machine']['test_cells']}) than {test_cells}")
+        rows += [{**r, "mixer": f"{r['mixer']} ({label})"} for r in theirs["results"]["rows"]]
+        runs += theirs["results"]["runs"]
+    return rows, runs
+
+
+def _report(
+    results, mixers, dims, seeds, base, test_cells, train_cells, lrs, out: Path, progress, planned, also=()
+) -> dict:
+    """Write ``seq-arena.md`` / ``.json`` and the plot of ``results`` and of the ``also`` arenas' rows (``planned``:
+    the plan's run count)."""
+    other_rows, other_runs = joined(also, test_cells)
+    rows = summary(results, mixers, dims, seeds) + other_rows
     md = table(rows, test_cells)
     if len(results) < planned:
         md += ["", f"{len(results)} of the plan's {planned} runs are finished; the others are not in this table."]
-    cpus = Counter(r.get("cpu", "not recorded") for r in results)
+    cpus = Counter(r.get("cpu", "not recorded") for r in (*results, *other_runs))
     md += ["", "Runs by CPU: " + ", ".join(f"{c} ({n})" for c, n in sorted(cpus.items())) + "."]
     info = {**machine_info(), "train_cells": train_cells, "test_cells": test_cells, "iters": base.iters}
     info |= {"lrs": list(lrs), "seeds": list(seeds), "depth": base.depth, "heads": base.heads, "vocab": VOCAB}
-    info |= {"runs_finished": len(results), "runs_planned": planned}
+    info |= {"runs_finished": len(results), "runs_planned": planned, "also": {k: str(v) for k, v in also}}
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, "seq-arena", info, {"rows": rows, "runs": results}, md)
     _plot(rows, out)
