@@ -101,6 +101,8 @@ def test_the_state_is_two_dictionaries_whatever_the_length():
 def test_options_the_delta_rule_has_no_use_for_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         hb.HamMixer(16, fit="delta", **kwargs)
+    with pytest.raises(ValueError, match="query reads the delta-rule dictionary"):
+        hb.HamMixer(16, causal=True, query=True)
 
 
 def test_a_decoder_with_the_delta_ham_trains_and_its_recurrent_form_matches():
@@ -136,3 +138,31 @@ def test_decay_shrinks_the_dictionary_by_gamma_per_token():
     mask = torch.ones(2, 7, dtype=torch.bool)
     mask[0, 5:] = False
     torch.testing.assert_close(mixer(x, mask)[0, :5], mixer(x[:1, :5])[0], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("keys", [None, 3])
+def test_a_separate_query_reads_what_the_writes_stored(keys):
+    """query=True: a token writes with its own code and reads with its query's (a C -> S·keys projection coded
+    against the same dictionary's key rows): by hand, D_t q_t with q_t the unit code of the query; the twin forms
+    agree; the query projection learns."""
+    mixer = _mixer(chunk=3, query=True, keys=keys, decay=0.9)
+    x = _tokens(n=8)
+    assert "query" in repr(mixer) and mixer.query_proj.out_features == 2 * (keys or 8)
+    torch.testing.assert_close(stepped(mixer, x), mixer(x), rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        h, beta = mixer._groups(x), mixer._beta(x)
+        q = mixer._groups(x, mixer.query_proj)  # (G, N, keys)
+        d = mixer._start(h.shape[0], h)
+        gamma = torch.sigmoid(mixer.decay_logit).repeat(2)[:, None, None]  # (G, 1, 1)
+        coding, outs = d, []
+        for t in range(8):
+            if t % 3 == 0:
+                coding = d.clamp_min(0) / (d.clamp_min(0).norm(dim=1, keepdim=True) + mixer.eps)
+            k = torch.nn.functional.normalize(mixer._code(h[:, t : t + 1], coding)[:, 0], dim=-1)  # (G, R)
+            qt = torch.nn.functional.normalize(mixer._code(q[:, t : t + 1], coding)[:, 0], dim=-1)
+            d = gamma * d
+            d = d + beta[:, t, None, None] * (h[:, t] - (d @ k[..., None])[..., 0])[..., None] * k[:, None, :]
+            outs.append((d @ qt[..., None])[..., 0])
+        torch.testing.assert_close(mixer(x), mixer._ungroup(torch.stack(outs, 1), 2), rtol=1e-10, atol=1e-10)
+    mixer(x)[:, 7].sum().backward()
+    assert mixer.query_proj.weight.grad.abs().sum() > 0

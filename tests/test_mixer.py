@@ -109,6 +109,8 @@ def test_arms_have_the_same_parameter_count():
         for m in MIXERS
     }
     counts["ham_nmf W 32"] = sum(p.numel() for p in hb.HamTransformerBlock(64, mixer="ham_nmf", width=32).parameters())
+    delta = hb.HamTransformerBlock(64, mixer="ham_nmf", heads=4, causal=True, fit="delta", query=True)
+    counts["ham_nmf delta, query"] = sum(p.numel() for p in delta.parameters())
     assert max(counts.values()) / min(counts.values()) < 1.01, counts
 
 

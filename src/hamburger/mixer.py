@@ -179,6 +179,10 @@ class HamMixer(nn.Module):
             the dictionary, as in gated linear attention and RetNet. No extra state. Under ``fit="delta"`` the
             dictionary itself decays toward zero by γ at every token before its write, D_t = γ D_{t-1} (I − β k kᵀ)
             + β x_t k_tᵀ (Gated DeltaNet's rule with a learned constant per head).
+        query: under ``fit="delta"``, a token reads with the code of its own query — a separate projection of
+            ``keys`` channels per head (C → S·keys, + ReLU for NMF), coded against the same dictionary — while it
+            writes with its code as before (DeltaNet's separate query and key projections). Without it (False) a
+            token reads and writes with one code, so a query must code like the token that stored its answer.
         inv_t: VQ's inverse temperature.
         eps: ε of the updates.
         seed: seed of the fixed start dictionary.
@@ -205,6 +209,7 @@ class HamMixer(nn.Module):
         ridge: float = 1.0,
         local: bool | str | None = False,
         decay: float | None = None,
+        query: bool = False,
         inv_t: float = 20.0,
         eps: float = 1e-6,
         seed: int = 0,
@@ -225,6 +230,8 @@ class HamMixer(nn.Module):
             raise ValueError(f"ridge must be > 0, got {ridge!r}")
         if fit != "mult" and (ham != "nmf" or not causal):  # the other solves have no such fit: say so, not ignore it
             raise ValueError(f"fit={fit!r} fits the causal NMF mixer's dictionary; got ham={ham!r}, causal={causal}")
+        if query and fit != "delta":
+            raise ValueError(f"query reads the delta-rule dictionary (fit='delta'); got fit={fit!r}")
         if fit == "delta" and (memory == "dict" or local):  # the delta rule's state is its own
             raise ValueError(
                 f"fit='delta' carries the dictionary itself: no memory='dict' or local; got memory={memory!r}, "
@@ -259,6 +266,7 @@ class HamMixer(nn.Module):
         self.local_gain = nn.Parameter(torch.ones(heads)) if local else None  # g per head
         self.decay = decay
         self.beta_proj = nn.Linear(dim, heads) if fit == "delta" else None  # β_t = sigmoid(w·x_t + b) per head
+        self.query_proj = nn.Linear(dim, heads * keys) if query else None  # C -> S·keys, a query per head
         # γ = sigmoid(θ) per head
         self.decay_logit = nn.Parameter(torch.full((heads,), float(decay)).logit()) if decay is not None else None
         gen = torch.Generator().manual_seed(seed)
@@ -267,9 +275,9 @@ class HamMixer(nn.Module):
         self.register_buffer("start", start, persistent=False)
 
     # -- shared -----------------------------------------------------------------------------------------------
-    def _groups(self, x: Tensor) -> Tensor:
-        """(B, T, C) -> in projection -> (B, T, W) -> (B*S, T, D), D = W/S."""
-        h = self.in_proj(x)
+    def _groups(self, x: Tensor, proj: nn.Module | None = None) -> Tensor:
+        """(B, T, C) -> in projection (or ``proj``) -> (B, T, W) -> (B*S, T, D), D = W/S."""
+        h = (proj if proj is not None else self.in_proj)(x)
         if self.ham == "nmf":
             h = F.relu(h)
         b, t, _ = h.shape
@@ -366,7 +374,8 @@ class HamMixer(nn.Module):
             keep = None
         h = self._groups(x)  # (B*S, N, D)
         if self.fit == "delta":
-            y = self._delta(h, self._beta(x), keep)
+            q = self._groups(x, self.query_proj) if self.query_proj is not None else None  # (B*S, N, keys)
+            y = self._delta(h, self._beta(x), keep, q)
         else:
             y = self._causal(h, keep) if self.causal else self._full(h, keep)
         if keep is not None:
@@ -450,22 +459,25 @@ class HamMixer(nn.Module):
         d = s.mT.clamp_min(0)
         return d / (d.norm(dim=1, keepdim=True) + self.eps)
 
-    def _delta(self, h: Tensor, beta: Tensor, keep: Tensor | None) -> Tensor:
+    def _delta(self, h: Tensor, beta: Tensor, keep: Tensor | None, q: Tensor | None = None) -> Tensor:
         """The causal delta-rule form: chunk by chunk, codes against the chunk's start dictionary, then the chunk's
-        writes and reads in one chunkwise solve. h (G, N, D), beta (G, N), keep (G, N, 1) or None -> (G, N, D)."""
+        writes and reads in one chunkwise solve. h (G, N, D), beta (G, N), keep (G, N, 1) or None, the queries q
+        (G, N, keys) or None (a token reads with its own code) -> (G, N, D)."""
         s = self._start(h.shape[0], h).mT[:, None]  # (G, 1, R, D): Dᵀ, the start dictionary
         out = []
         for t0 in range(0, h.shape[1], self.chunk):
             xj, bj = h[:, t0 : t0 + self.chunk], beta[:, t0 : t0 + self.chunk]  # (G, T, D), (G, T)
-            c = self._code(xj, self._coding_dict(s[:, 0]))  # (G, T, R)
+            coding = self._coding_dict(s[:, 0])  # (G, D, R)
+            c = self._code(xj, coding)  # (G, T, R)
             if keep is not None:  # a padded token writes nothing
                 c, bj = c * keep[:, t0 : t0 + self.chunk], bj * keep[:, t0 : t0 + self.chunk, 0]
-            k = F.normalize(c, dim=-1)[:, None]  # (G, 1, T, R): unit codes are the keys and the queries
+            k = F.normalize(c, dim=-1)[:, None]  # (G, 1, T, R): unit codes are the keys (and, without q, the queries)
+            qj = F.normalize(self._code(q[:, t0 : t0 + self.chunk], coding), dim=-1)[:, None] if q is not None else k
             g = self._log_decay(bj)  # (G, T) or None
             if g is not None and keep is not None:  # a padded token does not decay the dictionary either
                 g = g * keep[:, t0 : t0 + self.chunk, 0]
             g = g[:, None] if g is not None else None  # (G, 1, T)
-            y, s = delta_chunkwise(k, k, xj[:, None], bj[:, None], g, chunk=self.chunk, state=s)
+            y, s = delta_chunkwise(qj, k, xj[:, None], bj[:, None], g, chunk=self.chunk, state=s)
             out.append(y[:, 0])  # (G, T, D)
         return torch.cat(out, dim=1)
 
@@ -496,9 +508,13 @@ class HamMixer(nn.Module):
             raise ValueError(f"HamMixer.step expects one token per sequence, (B, {self.dim}); got {tuple(x.shape)}")
         h = self._groups(x[:, None])  # (B*S, 1, D)
         if self.fit == "delta":
-            k = F.normalize(self._code(h, self._coding_dict(state["chunk_start"]))[:, 0], dim=-1)[:, None]  # (G, 1, R)
+            coding = self._coding_dict(state["chunk_start"])
+            k = F.normalize(self._code(h, coding)[:, 0], dim=-1)[:, None]  # (G, 1, R)
+            q = k
+            if self.query_proj is not None:
+                q = F.normalize(self._code(self._groups(x[:, None], self.query_proj), coding)[:, 0], dim=-1)[:, None]
             beta = self._beta(x[:, None])  # (G, 1)
-            y, s = delta_step(k, k, h, beta, self._log_decay(beta), state["s"][:, None])
+            y, s = delta_step(q, k, h, beta, self._log_decay(beta), state["s"][:, None])
             t = state["t"] + 1
             start = s[:, 0] if t % self.chunk == 0 else state["chunk_start"]  # a complete chunk: the next one's
             return self._ungroup(y, x.shape[0])[:, 0], {"s": s[:, 0], "chunk_start": start, "t": t}
@@ -539,6 +555,7 @@ class HamMixer(nn.Module):
         causal = f"causal, chunk={self.chunk}, norm={self.norm!r}, memory={self.memory!r}"
         causal += f", fit='ridge', ridge={self.ridge}" if self.fit == "ridge" else ""
         causal += ", fit='delta'" if self.fit == "delta" else ""
+        causal += ", query" if self.query_proj is not None else ""
         causal += f", local={self.local!r}" if self.local else ""
         causal += f", decay={self.decay}" if self.decay is not None else ""
         form = causal if self.causal else "non-causal"

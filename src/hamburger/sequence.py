@@ -301,9 +301,9 @@ class HamTransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.conv = ShortConv(dim, conv) if conv else None
         self.mixer = cast(Mixer, create_mixer(mixer, dim, heads=heads, causal=causal, **mixer_kwargs))
-        ham = 2 * dim - getattr(self.mixer, "width", dim)  # its projections are C×W and W×C
-        extra = {"none": 2 * dim, "ham_nmf": ham, "ham_vq": ham}.get(mixer, 0)
-        if mixer in RECURRENT:  # the MLP makes up the difference to attention's four C×C
+        extra = {"none": 2 * dim}.get(mixer, 0)
+        if mixer in RECURRENT or mixer.startswith("ham_"):  # the MLP makes up the difference to attention's four C×C
+            # (the Ham: C×W and W×C, 2C − W more hidden units; its query and write-strength projections count too)
             matrices = sum(p.numel() for p in cast(nn.Module, self.mixer).parameters() if p.dim() == 2)
             extra = round((4 * dim * dim - matrices) / (2 * dim))  # negative: gates beyond four C×C
         hidden = int(mlp_ratio * dim) + extra

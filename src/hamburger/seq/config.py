@@ -71,6 +71,7 @@ class SeqTrainConfig(RunConfig):
         "ham_fit": "mult",
         "ham_local": "none",
         "ham_decay": 0.0,
+        "ham_query": False,
     }
 
     # data
@@ -135,6 +136,13 @@ class SeqTrainConfig(RunConfig):
         minimum=0.0,
         keyword="decay",
         off=0.0,
+    )
+    ham_query: bool = option(
+        False,
+        "Ham: under --ham-fit delta, a token reads with the code of a separate query projection (its keys channels "
+        "per head) and writes with its own code",
+        keyword="query",
+        off=False,
     )
     ham_steps: int = option(6, "Ham: K steps", minimum=1, keyword="steps")
     chunk: int = option(

@@ -93,6 +93,7 @@ def identity_of(model: nn.Module, config: SeqTrainConfig) -> dict[str, str]:
         name += f"-W{config.ham_width}" if config.ham_width else ""
         name += f"-k{config.ham_keys}" if config.ham_keys else ""
         name += "" if config.ham_fit == "mult" else f"-{config.ham_fit}"
+        name += "-query" if config.ham_query else ""
         name += {"none": "", "chunk": "-local"}.get(config.ham_local, f"-local-{config.ham_local}")
         name += f"-decay{config.ham_decay:g}" if config.ham_decay else ""
         name += "" if config.ham_norm == "none" else f"-{config.ham_norm}"  # the forward differs: a checkpoint says so
