@@ -114,3 +114,17 @@ def test_a_ham_variants_arena_joins_the_report_under_its_label(tmp_path, capsys)
     with pytest.raises(SystemExit):
         main([*common, "--also", "no-folder"])
     assert "expected LABEL=DIR" in capsys.readouterr().err
+
+
+def test_the_best_learning_rate_breaks_a_tie_at_full_validation_recall_by_the_training_loss():
+    """Two rates at 100% on the validation mixture (softmax attention at C 32 here): the lower training loss at the
+    last validation wins, whatever the order; a higher validation recall still wins over a lower loss."""
+    runs = [
+        {"mixer": "softmax", "dim": 32, "seed": 0, "lr": 2e-3, "val_accuracy": 1.0, "final_loss": 2e-4},
+        {"mixer": "softmax", "dim": 32, "seed": 0, "lr": 8e-3, "val_accuracy": 1.0, "final_loss": 2e-7},
+        {"mixer": "softmax", "dim": 32, "seed": 0, "lr": 5e-4, "val_accuracy": 0.07, "final_loss": 1e-9},
+    ]
+    assert arena.best_lrs(runs, ["softmax"], [32], 0) == {("softmax", 32): 8e-3}
+    assert arena.best_lrs(runs[::-1], ["softmax"], [32], 0) == {("softmax", 32): 8e-3}
+    runs[0]["val_accuracy"] = 1.0 + 1e-9
+    assert arena.best_lrs(runs, ["softmax"], [32], 0) == {("softmax", 32): 2e-3}

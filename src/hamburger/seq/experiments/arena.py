@@ -121,6 +121,7 @@ def run_one(config: SeqTrainConfig, test_cells: str, *, progress: bool) -> dict:
         "seed": config.seed,
         "params": sum(p.numel() for p in model.parameters()),
         "val_accuracy": max(r["val_accuracy"] for r in log if "val_accuracy" in r),
+        "final_loss": [r for r in log if "val_accuracy" in r][-1]["loss"],  # the tie-break of best_lrs
         "train_seconds": log[-1]["time"],
         "recall": _test_cells(model.eval(), config, parse_cells(test_cells)),
         "state_formula": formula_state(config.mixer, longest, config),
@@ -148,13 +149,14 @@ def step_seconds(config: SeqTrainConfig, steps: int = 50) -> float:
 
 def best_lrs(results: list[dict], mixers, dims, seed: int) -> dict:
     """{(mixer, width): the learning rate whose first-seed model recalled most on the validation mixture}, for the
-    pairs with a first-seed run."""
+    pairs with a first-seed run. Ties (several rates at 100% on the training mixture) go to the lower training loss
+    at the last validation: the better fit, chosen without the test cells."""
     best = {}
     for m in mixers:
         for dim in dims:
             mine = [r for r in results if (r["mixer"], r["dim"], r["seed"]) == (m, dim, seed)]
             if mine:
-                best[m, dim] = max(mine, key=lambda r: r["val_accuracy"])["lr"]
+                best[m, dim] = max(mine, key=lambda r: (r["val_accuracy"], -r["final_loss"]))["lr"]
     return best
 
 
