@@ -145,13 +145,15 @@ def test_block_input_errors():
 @pytest.mark.parametrize("version", ["v1", "v2"])
 @pytest.mark.parametrize("groups", [1, 2])
 def test_folded_conv_equals_conv_after_reconstruction(ham, version, groups):
-    # the block computes W·(DC) as (W·D)·C; compare with the plain order: reconstruct, then convolve
-    block = hb.Hamburger(16, ham=ham, version=version, rank=3, groups=groups, ham_channels=8)
+    # the block computes W·(DC) as (W·D)·C; compare with the plain order: reconstruct, then convolve — in float64,
+    # since the two orders round differently and VQ's sharp softmax amplifies float32's rounding in the gradient
+    torch.manual_seed(0)
+    block = hb.Hamburger(16, ham=ham, version=version, rank=3, groups=groups, ham_channels=8).double()
     for m in block.modules():
         if isinstance(m, nn.BatchNorm1d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 1.5)
-    x = torch.randn(2, 16, 5, 6, requires_grad=True)
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64, requires_grad=True)
 
     def plain(x):
         z = x.reshape(2, 16, -1)
@@ -170,12 +172,12 @@ def test_folded_conv_equals_conv_after_reconstruction(ham, version, groups):
         ours = block(x)
         block.ham.generator = torch.Generator().manual_seed(3)
         ref = plain(x)
-        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
         w = torch.randn_like(ours)
         g1 = torch.autograd.grad((ours * w).sum(), [x, block.lower_bread.weight, block.upper_bread.weight])
         g2 = torch.autograd.grad((ref * w).sum(), [x, block.lower_bread.weight, block.upper_bread.weight])
         for a, b in zip(g1, g2):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v2+"])

@@ -339,9 +339,10 @@ def _plot(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for m in dict.fromkeys(r["mixer"] for r in rows):
+    for i, m in enumerate(dict.fromkeys(r["mixer"] for r in rows)):  # 20 distinct colours, then the markers differ
         mine = sorted((r for r in rows if r["mixer"] == m), key=lambda r: r["state_stepped"])
-        ax.plot([max(r["state_stepped"], 1) for r in mine], [r["mean"][0] for r in mine], "o-", label=m)
+        style = dict(color=plt.get_cmap("tab20")(i % 20), marker="osD^v<>"[i // 10 % 7], linestyle="-")
+        ax.plot([max(r["state_stepped"], 1) for r in mine], [r["mean"][0] for r in mine], label=m, **style)
     ax.set_xscale("log")
     ax.set_xlabel("state per layer (floats, measured by stepping)")
     ax.set_ylabel("mean test recall (%)")
