@@ -459,6 +459,10 @@ class HamMixer(nn.Module):
         d = s.mT.clamp_min(0)
         return d / (d.norm(dim=1, keepdim=True) + self.eps)
 
+    def _unit_code(self, x: Tensor, coding: Tensor) -> Tensor:
+        """The delta rule's key or query of tokens x (G, T, ·): their code against ``coding``, unit norm (G, T, R)."""
+        return F.normalize(self._code(x, coding), dim=-1)
+
     def _delta(self, h: Tensor, beta: Tensor, keep: Tensor | None, q: Tensor | None = None) -> Tensor:
         """The causal delta-rule form: chunk by chunk, codes against the chunk's start dictionary, then the chunk's
         writes and reads in one chunkwise solve. h (G, N, D), beta (G, N), keep (G, N, 1) or None, the queries q
@@ -472,7 +476,7 @@ class HamMixer(nn.Module):
             if keep is not None:  # a padded token writes nothing
                 c, bj = c * keep[:, t0 : t0 + self.chunk], bj * keep[:, t0 : t0 + self.chunk, 0]
             k = F.normalize(c, dim=-1)[:, None]  # (G, 1, T, R): unit codes are the keys (and, without q, the queries)
-            qj = F.normalize(self._code(q[:, t0 : t0 + self.chunk], coding), dim=-1)[:, None] if q is not None else k
+            qj = self._unit_code(q[:, t0 : t0 + self.chunk], coding)[:, None] if q is not None else k
             g = self._log_decay(bj)  # (G, T) or None
             if g is not None and keep is not None:  # a padded token does not decay the dictionary either
                 g = g * keep[:, t0 : t0 + self.chunk, 0]
@@ -509,10 +513,8 @@ class HamMixer(nn.Module):
         h = self._groups(x[:, None])  # (B*S, 1, D)
         if self.fit == "delta":
             coding = self._coding_dict(state["chunk_start"])
-            k = F.normalize(self._code(h, coding)[:, 0], dim=-1)[:, None]  # (G, 1, R)
-            q = k
-            if self.query_proj is not None:
-                q = F.normalize(self._code(self._groups(x[:, None], self.query_proj), coding)[:, 0], dim=-1)[:, None]
+            k = self._unit_code(h, coding)  # (G, 1, R)
+            q = k if self.query_proj is None else self._unit_code(self._groups(x[:, None], self.query_proj), coding)
             beta = self._beta(x[:, None])  # (G, 1)
             y, s = delta_step(q, k, h, beta, self._log_decay(beta), state["s"][:, None])
             t = state["t"] + 1

@@ -4,7 +4,6 @@ smallest N from which it is faster at every longer N measured). CPU here, ``--de
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def run(
     ham_layer = create_mixer("ham_nmf", dim, heads=heads, causal=True, **mixer_kwargs(config, "ham_nmf"))
     md = [f"# One causal mixer layer against N (C {dim}, {heads} heads, batch 1)", ""]
     md += [f"- Ham (ham_nmf; ham_vq alike where it applies): {ham_layer.extra_repr()}"]
-    md += [f"- Ham options: {json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k in HAM_OPTIONS})}"]
+    md += [f"- Ham options: {json.dumps({k: getattr(config, k) for k in HAM_OPTIONS})}"]
     md += [f"- {k}: {v}" for k, v in info.items()]
     md += ["", "| mixer | N | forward ms | train step ms | train peak MiB |", "|---|---:|---:|---:|---:|"]
     md += [
